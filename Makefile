@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (the platform with a demo community) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint test-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/eldercare demo
+
+test-deps: $(BIN)/.installed
+	bash tests/setup.sh
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check eldercare devices ingest detectors dispatcher simulators tests
+	$(BIN)/mypy eldercare devices ingest detectors dispatcher simulators
+
+test: test-deps lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .cache .eldercare test-artifacts

@@ -1,0 +1,1 @@
+"""Stateful streaming detectors: canonical events in, alerts out."""

@@ -1,0 +1,23 @@
+"""Detectors that need no history: SOS, smoke/gas/heat alarms and a device's own fall flag."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from detectors.alerts import Alert, Severity, alert_id
+from devices.events import CanonicalEvent
+
+_KINDS = {"sos": "sos", "fall": "fall", "smoke": "smoke", "gas": "gas", "heat": "heat"}
+
+
+def immediate_alert(event: CanonicalEvent, now: datetime) -> Alert | None:
+    """A critical alert for an SOS press, a sounding alarm or a device-reported fall."""
+    kind = _KINDS.get(event.type)
+    if kind is None or event.data.get("state") is False:
+        return None
+    return Alert(
+        alert_id=alert_id(kind, event.event_id), elder_id=event.elder_id,
+        community_id=event.community_id, kind=kind, severity=Severity.CRITICAL,
+        event_time=event.event_time, detected_at=now, device_id=event.device_id,
+        room=event.room, evidence=[event.model_dump(mode="json")],
+    )

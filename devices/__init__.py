@@ -1,0 +1,1 @@
+"""Device catalogue, payload schemas, and the registry of elders, contacts and devices."""

@@ -1,0 +1,30 @@
+"""The canonical event: what ingest puts on Kafka for every accepted device message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class CanonicalEvent(BaseModel):
+    """One validated, normalised device message, resolved to its elder. Keyed by elder on Kafka."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    elder_id: str
+    community_id: str
+    device_id: str
+    device_kind: str
+    room: str | None = None
+    type: str
+    event_time: datetime
+    received_at: datetime
+    data: dict[str, Any]
+    source: str = "mqtt"
+    flags: list[str] = []
+
+    def key(self) -> bytes:
+        return self.elder_id.encode()

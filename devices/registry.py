@@ -1,0 +1,103 @@
+"""Writing the registry: communities, elders, contacts, devices, staff (idempotent upserts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+from devices.catalogue import CATALOGUE, DeviceKind
+
+
+@dataclass(frozen=True)
+class Contact:
+    priority: int
+    name: str
+    relation: str
+    phone: str
+    can_sms: bool = True
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    kind: DeviceKind
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class Elder:
+    id: str
+    community_id: str
+    name: str
+    address: str
+    phone: str = ""
+    lives_alone: bool = False
+    care_level: str = "self_care"
+    contacts: list[Contact] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Staff:
+    id: str
+    community_id: str
+    name: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class Community:
+    id: str
+    name: str
+    district: str
+    street: str
+    emergency_line: str = ""
+    elders: list[Elder] = field(default_factory=list)
+    staff: list[Staff] = field(default_factory=list)
+
+
+def save(url: str, communities: list[Community]) -> None:
+    """Insert or update the whole population in one transaction."""
+    with psycopg.connect(url) as conn, conn.transaction():
+        for c in communities:
+            conn.execute(
+                "INSERT INTO communities (id, name, district, street, emergency_line)"
+                " VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                " district = EXCLUDED.district, street = EXCLUDED.street,"
+                " emergency_line = EXCLUDED.emergency_line",
+                (c.id, c.name, c.district, c.street, c.emergency_line),
+            )
+            for s in c.staff:
+                conn.execute(
+                    "INSERT INTO staff (id, community_id, name, phone) VALUES (%s,%s,%s,%s)"
+                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, phone = EXCLUDED.phone",
+                    (s.id, s.community_id, s.name, s.phone),
+                )
+            for e in c.elders:
+                _save_elder(conn, e)
+
+
+def _save_elder(conn: psycopg.Connection[tuple[object, ...]], e: Elder) -> None:
+    conn.execute(
+        "INSERT INTO elders (id, community_id, name, address, phone, lives_alone, care_level)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET"
+        " community_id = EXCLUDED.community_id, name = EXCLUDED.name,"
+        " address = EXCLUDED.address, phone = EXCLUDED.phone,"
+        " lives_alone = EXCLUDED.lives_alone, care_level = EXCLUDED.care_level",
+        (e.id, e.community_id, e.name, e.address, e.phone, e.lives_alone, e.care_level),
+    )
+    conn.execute("DELETE FROM contacts WHERE elder_id = %s", (e.id,))
+    for ct in e.contacts:
+        conn.execute(
+            "INSERT INTO contacts (elder_id, priority, name, relation, phone, can_sms)"
+            " VALUES (%s,%s,%s,%s,%s,%s)",
+            (e.id, ct.priority, ct.name, ct.relation, ct.phone, ct.can_sms),
+        )
+    for d in e.devices:
+        conn.execute(
+            "INSERT INTO devices (id, kind, elder_id, room, heartbeat_interval_s)"
+            " VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,"
+            " elder_id = EXCLUDED.elder_id, room = EXCLUDED.room",
+            (d.id, d.kind, e.id, d.room, CATALOGUE[d.kind].heartbeat_interval_s),
+        )

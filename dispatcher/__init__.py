@@ -1,0 +1,1 @@
+"""Incidents, the escalation ladder, voice/SMS notification and the staff console."""

@@ -1,0 +1,91 @@
+"""Ways to reach people: Twilio voice and SMS, or a dry run that records what would be sent."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from eldercare import logs
+from eldercare.config import Settings
+
+log = logs.get(__name__)
+
+
+class Channel(Protocol):
+    dry_run: bool
+
+    async def sms(self, to: str, body: str, status_callback: str | None) -> str: ...
+
+    async def call(self, to: str, twiml: str, status_callback: str | None) -> str: ...
+
+
+class DryRunChannel:
+    """Sends nothing. The dispatcher still records every message, marked dry-run."""
+
+    dry_run = True
+
+    async def sms(self, to: str, body: str, status_callback: str | None) -> str:
+        return f"DRYRUN-SM{uuid.uuid4().hex}"
+
+    async def call(self, to: str, twiml: str, status_callback: str | None) -> str:
+        return f"DRYRUN-CA{uuid.uuid4().hex}"
+
+
+class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """twilio-python has no base-URL option: swap scheme and host, keep the path."""
+
+    def __init__(self, base_url: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        parts = urlsplit(base_url)
+        self._scheme, self._netloc = parts.scheme, parts.netloc
+
+    async def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:
+        u = urlsplit(url)
+        url = urlunsplit((self._scheme, self._netloc, u.path, u.query, u.fragment))
+        return await super().request(method, url, *args, **kw)
+
+
+class TwilioChannel:
+    """The official twilio SDK, async."""
+
+    dry_run = False
+
+    def __init__(self, settings: Settings) -> None:
+        self._http = _BaseUrlHttpClient(settings.twilio_api_base_url, timeout=10)
+        self._client = Client(
+            settings.twilio_account_sid, settings.twilio_auth_token, http_client=self._http
+        )
+        self._from = settings.twilio_from_number
+
+    async def sms(self, to: str, body: str, status_callback: str | None) -> str:
+        kw: dict[str, Any] = {"to": to, "from_": self._from, "body": body}
+        if status_callback:
+            kw["status_callback"] = status_callback
+        msg = await self._client.messages.create_async(**kw)
+        return str(msg.sid)
+
+    async def call(self, to: str, twiml: str, status_callback: str | None) -> str:
+        kw: dict[str, Any] = {
+            "to": to, "from_": self._from, "twiml": twiml, "machine_detection": "Enable",
+        }
+        if status_callback:
+            kw["status_callback"] = status_callback
+        call = await self._client.calls.create_async(**kw)
+        return str(call.sid)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def channel_for(settings: Settings) -> Channel:
+    if settings.twilio_configured:
+        return TwilioChannel(settings)
+    log.warning(
+        "TWILIO IS NOT CONFIGURED: DRY-RUN CHANNEL. Calls and SMS are recorded, NOT sent. "
+        "Set ELDERCARE_TWILIO_ACCOUNT_SID, _AUTH_TOKEN and _FROM_NUMBER to send for real."
+    )
+    return DryRunChannel()

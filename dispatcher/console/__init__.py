@@ -1,0 +1,1 @@
+"""The duty-staff console: incident board, live stream, health, Twilio webhooks."""

@@ -1,0 +1,78 @@
+"""The `eldercare` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eldercare import logs
+from eldercare.config import Settings, get_settings
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from eldercare.stack.supervisor import up
+
+    return up(settings, demo=False)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from eldercare.stack.supervisor import up
+
+    return up(settings, demo=True)
+
+
+def _service(args: argparse.Namespace, settings: Settings) -> int:
+    from eldercare.services import run_service
+
+    run_service(args.name, settings)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from eldercare import db
+
+    if not settings.database_url:
+        print("ELDERCARE_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    applied = db.upgrade(settings.database_url)
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.demo import demo_population
+    from devices.registry import save
+
+    save(settings.database_url, demo_population())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the platform (embedded services where no URL is set)")\
+        .set_defaults(func=_up)
+    sub.add_parser("demo", help="`up` plus a demo community with simulated daily life")\
+        .set_defaults(func=_demo)
+    svc = sub.add_parser("service", help="run one service in the foreground")
+    svc.add_argument("name", choices=["ingest", "detectors", "dispatcher", "console", "demo-life"])
+    svc.set_defaults(func=_service)
+    dbp = sub.add_parser("db", help="database maintenance")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("upgrade", help="apply pending migrations (idempotent)")\
+        .set_defaults(func=_db_upgrade)
+    sub.add_parser("seed-demo", help="write the demo community into the database")\
+        .set_defaults(func=_seed_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    logs.configure(settings.log_level, "eldercare")
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

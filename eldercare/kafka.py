@@ -1,0 +1,81 @@
+"""Kafka plumbing shared by every service: topic names, topic creation, client factories."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from eldercare import logs
+from eldercare.config import Settings
+
+log = logs.get(__name__)
+
+EVENTS = "eldercare.events.v1"
+ALERTS = "eldercare.alerts.v1"
+DEADLETTER = "eldercare.deadletter.v1"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int = 1
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics the platform needs, with explicit partition counts."""
+    return [
+        TopicSpec(EVENTS, settings.kafka_partitions),
+        TopicSpec(ALERTS, settings.alert_partitions),
+        TopicSpec(DEADLETTER, 1),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication)
+            for s in topic_specs(settings) if s.name not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
+                await admin.create_topics(new)
+            log.info("topics created", topics=[t.name for t in new])
+    finally:
+        await admin.close()
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas: an event is accepted only once durable."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1,
+        request_timeout_ms=10_000,
+    )
+
+
+def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
+    """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms)."""
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        max_poll_records=500,
+    )
+
+
+async def check(bootstrap: str) -> None:
+    """Raise unless a broker answers a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    await asyncio.wait_for(admin.start(), 3)
+    try:
+        await asyncio.wait_for(admin.list_topics(), 3)
+    finally:
+        await admin.close()

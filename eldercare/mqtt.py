@@ -1,0 +1,44 @@
+"""MQTT connection settings parsed from one URL (mqtt://user:pass@host:port)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+TOPIC_ROOT = "eldercare/v1"
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttTarget:
+        u = urlsplit(url if "://" in url else f"mqtt://{url}")
+        return cls(
+            u.hostname or "127.0.0.1", u.port or 1883,
+            unquote(u.username) if u.username else None,
+            unquote(u.password) if u.password else None,
+        )
+
+    def client(self, identifier: str | None = None, **kw: object) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self.host, self.port, username=self.username, password=self.password,
+            identifier=identifier, **kw,  # type: ignore[arg-type]
+        )
+
+
+def event_topic(community_id: str, device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{community_id}/{device_id}/event"
+
+
+async def check(url: str) -> None:
+    """Raise unless the broker accepts a connection."""
+    async with MqttTarget.parse(url).client(timeout=2):
+        await asyncio.sleep(0)

@@ -1,0 +1,67 @@
+"""Running one service in this process until SIGINT/SIGTERM, then shutting down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+
+from eldercare import logs
+from eldercare.config import Settings
+
+ServiceMain = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def _registry() -> dict[str, ServiceMain]:
+    # Imported lazily: each service process loads only what it runs.
+    from detectors import engine
+    from dispatcher import service as dispatcher
+    from ingest import mqtt_gateway
+
+    async def console(settings: Settings, stop: asyncio.Event) -> None:
+        import uvicorn
+
+        from dispatcher.console.app import create_app
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
+                yield
+
+        server = Server(uvicorn.Config(
+            create_app(settings), host=settings.console_host, port=settings.console_port,
+            log_level="warning", timeout_graceful_shutdown=2,
+        ))
+        serving = asyncio.create_task(server.serve())
+        await stop.wait()
+        server.should_exit = True
+        await serving
+
+    async def demo_life(settings: Settings, stop: asyncio.Event) -> None:
+        from simulators import demo_life as life
+
+        await life.run(settings.mqtt_url, stop, sos_after_s=settings.demo_sos_after_s)
+
+    return {
+        "ingest": mqtt_gateway.run, "detectors": engine.run, "dispatcher": dispatcher.run,
+        "console": console, "demo-life": demo_life,
+    }
+
+
+SERVICES = ("ingest", "detectors", "dispatcher", "console")
+
+
+def run_service(name: str, settings: Settings) -> None:
+    """Run the named service until a signal asks it to stop."""
+    logs.configure(settings.log_level, name)
+    main = _registry()[name]
+
+    async def supervised() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(settings, stop)
+
+    asyncio.run(supervised())

@@ -1,0 +1,1 @@
+"""Starting the platform: embedded services where no URL is configured, and the supervisor."""

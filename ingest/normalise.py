@@ -1,0 +1,42 @@
+"""Units and clocks: everything on Kafka is SI-ish (mmol/L) and UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from devices.schemas import Glucose, _Message
+
+MG_DL_PER_MMOL_L = 18.016  # glucose molar mass 180.16 g/mol
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PAST = timedelta(days=7)
+
+
+def to_utc(ts: float | int | datetime) -> datetime:
+    """Epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 datetime, as aware UTC."""
+    if isinstance(ts, datetime):
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    seconds = ts / 1000.0 if ts > 1e11 else float(ts)
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def event_time(ts: float | int | datetime, received_at: datetime) -> tuple[datetime, list[str]]:
+    """The device's time, unless its clock is clearly wrong: then the receive time, flagged."""
+    try:
+        t = to_utc(ts)
+    except (OverflowError, OSError, ValueError):
+        return received_at, ["clock_invalid"]
+    if t - received_at > MAX_FUTURE:
+        return received_at, ["clock_future"]
+    if received_at - t > MAX_PAST:
+        return received_at, ["clock_past"]
+    return t, []
+
+
+def data_of(msg: _Message) -> dict[str, object]:
+    """The message's readings without the envelope, in canonical units."""
+    data = msg.model_dump(exclude={"msg_id", "ts", "type"}, exclude_none=True, mode="json")
+    if isinstance(msg, Glucose) and msg.unit == "mg/dL":
+        data["value"] = round(msg.value / MG_DL_PER_MMOL_L, 2)
+        data["unit"] = "mmol/L"
+        data["original"] = {"value": msg.value, "unit": "mg/dL"}
+    return data

@@ -1,0 +1,1 @@
+"""Virtual devices, daily routines, scenarios, record/replay and load."""

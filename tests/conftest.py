@@ -1,0 +1,133 @@
+"""Real services for the tests: PostgreSQL, tansu (Kafka protocol), mosquitto, and the Prism
+mock of Twilio. Started once per session; every test makes its own elders and devices."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devices.catalogue import DeviceKind
+from devices.registry import Community, Contact, Device, Elder, Staff, save
+from eldercare import db, kafka
+from eldercare.config import Settings
+from eldercare.stack import embedded, procs
+from tests import twilio_mock
+from tests.helpers import eventually
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def infra(workdir: Path) -> Iterator[Settings]:
+    """Real PostgreSQL, Kafka-protocol broker and MQTT broker; migrated and with topics."""
+    started = [embedded.start_postgres(workdir), embedded.start_kafka(workdir),
+               embedded.start_mqtt(workdir)]
+    pg, kf, mq = started
+    assert mq.extra["broker"] == "mosquitto", "tests need mosquitto (make test installs it)"
+    settings = Settings(
+        database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=workdir,
+        console_bind=f"127.0.0.1:{procs.free_port()}",
+    )
+    db.upgrade(settings.database_url)
+    asyncio.run(kafka.ensure_topics(settings))
+    yield settings
+    for svc in reversed(started):
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def twilio(workdir: Path) -> Iterator[twilio_mock.TwilioMock]:
+    mock, prism, server = twilio_mock.start(workdir)
+    yield mock
+    server.should_exit = True
+    procs.stop(prism)
+
+
+@pytest.fixture(scope="session")
+def settings(infra: Settings, twilio: twilio_mock.TwilioMock) -> Settings:
+    """Infra plus Twilio configured against the mock, and a webhook base URL."""
+    port = infra.console_port
+    return infra.model_copy(update={
+        "twilio_account_sid": "AC" + "0123456789abcdef" * 2,
+        "twilio_auth_token": "test-auth-token",
+        "twilio_from_number": "+15017122661",
+        "twilio_api_base_url": twilio.url,
+        "public_base_url": f"http://127.0.0.1:{port}",
+    })
+
+
+@pytest.fixture(scope="session")
+def platform(settings: Settings, workdir: Path) -> Iterator[Settings]:
+    """`eldercare up` as a user runs it, against the session's services."""
+    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
+                            for k, v in settings.model_dump().items()}}
+    log = (workdir / "up.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"{settings.public_base_url}/healthz", timeout=5)
+                return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    asyncio.run(eventually(healthy, 60, "console /healthz"))
+    yield settings
+    proc.send_signal(2)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def make_community(tag: str | None = None, elders: int = 1, contacts: int = 3) -> Community:
+    """A fresh community with `elders` elders, each with the standard kit and contacts."""
+    tag = tag or uuid.uuid4().hex[:8]
+    cid = f"c-{tag}"
+    people = []
+    for n in range(1, elders + 1):
+        eid = f"E-{tag}-{n}"
+        people.append(Elder(
+            eid, cid, f"测试老人{n}", f"测试路{n}号", lives_alone=True,
+            contacts=[Contact(p, f"联系人{p}", "女儿", _phone("138", tag, n, p))
+                      for p in range(1, contacts + 1)],
+            devices=[Device(f"{eid}-{k.value}", k, "卧室") for k in DeviceKind],
+        ))
+    return Community(cid, f"测试社区{tag}", "测试区", "测试街道", "+861012345678", people,
+                     [Staff(f"{cid}-duty", cid, "值班员", _phone("137", tag))])
+
+
+def _phone(prefix: str, *parts: object) -> str:
+    """A distinct, valid-looking Chinese mobile number per test person."""
+    digest = int(hashlib.sha256(repr(parts).encode()).hexdigest(), 16)
+    return f"+86{prefix}{digest % 10**8:08d}"
+
+
+@pytest.fixture
+def community(infra: Settings) -> Community:
+    c = make_community()
+    save(infra.database_url, [c])
+    return c
+
+
+@pytest.fixture
+async def http(platform: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as client:
+        yield client
