@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=_db_upgrade)
     sub.add_parser("seed-demo", help="write the demo community into the database")\
         .set_defaults(func=_seed_demo)
+    # Each package adds its own subcommands (one module each, so they never collide).
+    from detectors import cli as detectors_cli
+    from devices import cli as devices_cli
+    from dispatcher import cli as dispatcher_cli
+    from eldercare.bench import cli as bench_cli
+    from ingest import cli as ingest_cli
+    from simulators import cli as simulators_cli
+
+    for module in (devices_cli, ingest_cli, detectors_cli, dispatcher_cli, simulators_cli,
+                   bench_cli):
+        module.register(sub)
     return parser
 
 

@@ -128,6 +128,8 @@ def community(infra: Settings) -> Community:
 
 
 @pytest.fixture
-async def http(platform: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def admin_http(platform: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the console/admin API acting as a district administrator.
+    Use it for every API call in tests, so the tests keep passing once login is required."""
     async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as client:
         yield client

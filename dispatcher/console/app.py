@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
+from devices import api as devices_api
+from dispatcher import webhooks
 from dispatcher.console import queries
 from dispatcher.console.health import health
 from dispatcher.incidents import timeline
@@ -47,6 +49,11 @@ def create_app(settings: Settings) -> FastAPI:
         await pool.close()
 
     app = FastAPI(title="eldercare console", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pool = pool
+    # Routers of other packages: the registry's admin API and Twilio's webhooks.
+    app.include_router(devices_api.router)
+    app.include_router(webhooks.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -1,0 +1,45 @@
+"""What a detector is: a small pure function of (state, event or timer) -> (state, alerts).
+
+The engine owns the consumer loop, the per-elder state store and the checkpoint; a detector
+only sees one elder's state, the event (or the current event-time watermark for timers) and the
+elder's profile. State must be a pydantic model so the engine can persist it as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from detectors.alerts import Alert
+from devices.events import CanonicalEvent
+
+S = TypeVar("S", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ElderProfile:
+    """What detectors may know of an elder (from the registry)."""
+
+    elder_id: str
+    community_id: str
+    lives_alone: bool = False
+    away: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict(Generic[S]):
+    state: S
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class Detector(Protocol[S]):
+    name: str
+
+    def initial(self) -> S: ...
+
+    def on_event(self, state: S, event: CanonicalEvent, profile: ElderProfile) -> Verdict[S]: ...
+
+    def on_timer(self, state: S, now: datetime, profile: ElderProfile) -> Verdict[S]: ...

@@ -1,0 +1,1 @@
+"""Benchmarks: `eldercare bench sos|ingest|detect|store|all`."""
