@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         "eldercare-ingest", description="MQTT 5 shared-subscription group; empty for a plain one"
     )
     mqtt_max_payload: int = Field(64 * 1024, description="Largest accepted MQTT payload, bytes")
+    ingest_max_future_s: float = Field(
+        300.0, description="Device timestamps further ahead are replaced by the receive time"
+    )
+    ingest_max_past_s: float = Field(
+        7 * 86400.0, description="Device timestamps older than this are replaced likewise"
+    )
     demo_sos_after_s: float = Field(30.0, description="Seconds after demo start an SOS is pressed")
     log_level: str = Field("INFO", description="Log level")
     language: str = Field("zh-Hans", description="Default language of messages (zh-Hans or en)")

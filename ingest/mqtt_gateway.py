@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -45,6 +45,8 @@ class Ingest:
         metrics.RECEIVED.labels(self.source).inc()
         result = await validate(
             topic, raw, self.directory, received_at, self.settings.mqtt_max_payload, self.source,
+            timedelta(seconds=self.settings.ingest_max_future_s),
+            timedelta(seconds=self.settings.ingest_max_past_s),
         )
         if isinstance(result, Rejection):
             await self._produce(kafka.DEADLETTER, None,

@@ -19,15 +19,18 @@ def to_utc(ts: float | int | datetime) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def event_time(ts: float | int | datetime, received_at: datetime) -> tuple[datetime, list[str]]:
+def event_time(
+    ts: float | int | datetime, received_at: datetime,
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
+) -> tuple[datetime, list[str]]:
     """The device's time, unless its clock is clearly wrong: then the receive time, flagged."""
     try:
         t = to_utc(ts)
     except (OverflowError, OSError, ValueError):
         return received_at, ["clock_invalid"]
-    if t - received_at > MAX_FUTURE:
+    if t - received_at > max_future:
         return received_at, ["clock_future"]
-    if received_at - t > MAX_PAST:
+    if received_at - t > max_past:
         return received_at, ["clock_past"]
     return t, []
 

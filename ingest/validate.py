@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -13,7 +13,7 @@ from devices.events import CanonicalEvent
 from devices.schemas import DEVICE_MESSAGE
 from eldercare.mqtt import TOPIC_ROOT
 from ingest.directory import DeviceDirectory
-from ingest.normalise import data_of, event_time
+from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ def parse_topic(topic: str) -> tuple[str, str, str] | None:
 async def validate(
     topic: str, raw: bytes, directory: DeviceDirectory, received_at: datetime,
     max_payload: int, source: str = "mqtt",
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
 ) -> CanonicalEvent | Rejection:
     """Check size, topic, device, JSON and schema; normalise units and time."""
     if len(raw) > max_payload:
@@ -73,7 +74,7 @@ async def validate(
         return Rejection(
             "type_not_allowed", f"a {device.kind} does not send {msg.type!r} messages"
         )
-    when, flags = event_time(msg.ts, received_at)
+    when, flags = event_time(msg.ts, received_at, max_future, max_past)
     return CanonicalEvent(
         event_id=f"{device_id}/{msg.msg_id}", elder_id=device.elder_id,
         community_id=device.community_id, device_id=device_id, device_kind=device.kind,

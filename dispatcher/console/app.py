@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
 from devices import api as devices_api
-from dispatcher import webhooks
+from dispatcher import stats, webhooks
 from dispatcher.console import queries
 from dispatcher.console.health import health
 from dispatcher.incidents import timeline
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Routers of other packages: the registry's admin API and Twilio's webhooks.
     app.include_router(devices_api.router)
     app.include_router(webhooks.router)
+    app.include_router(stats.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
