@@ -19,6 +19,11 @@ class DeviceKind(StrEnum):
     DOOR_CONTACT = "door_contact"
 
 
+# Canonical event types made from the status topic (heartbeats there become "heartbeat").
+# "offline" comes from a device's MQTT last will: data={"online": false, "reason": "last_will"}.
+STATUS_TYPES = frozenset({"online", "offline"})
+
+
 @dataclass(frozen=True)
 class KindSpec:
     """What one kind of device sends, and how often it says it is alive."""

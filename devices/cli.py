@@ -1,9 +1,104 @@
-"""`eldercare` subcommands of the devices package."""
+"""`eldercare registry ...`: ledger import, device MQTT logins, readings maintenance."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from eldercare.config import Settings
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from devices import ledger_import, provisioning
+    from eldercare.security import SYSTEM
+
+    path = Path(args.file)
+    content = path.read_bytes()
+
+    async def go() -> ledger_import.ImportResult:
+        async with await psycopg.AsyncConnection.connect(
+                settings.database_url, row_factory=dict_row) as conn, conn.transaction():
+            return await ledger_import.import_ledger(
+                conn, path.name, content, args.kind, SYSTEM)
+
+    try:
+        result = asyncio.run(go())
+    except ledger_import.LedgerRejected as exc:
+        print(f"{path}: {len(exc.errors)} errors, nothing imported:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    provisioning.publish(settings.database_url, settings.mqtt_auth_dir)
+    print(json.dumps({"imported": result.counts, "mqtt": result.mqtt_logins},
+                     ensure_ascii=False, indent=2))
+    return 0
+
+
+def _credentials(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from devices import provisioning
+
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT e.community_id FROM devices d JOIN elders e ON e.id = d.elder_id"
+            " WHERE d.id = %s AND d.active", (args.device_id,)).fetchone()
+        if row is None:
+            print(f"no active device {args.device_id!r}", file=sys.stderr)
+            return 1
+        password, hashed = provisioning.new_credentials()
+        conn.execute(provisioning.ISSUE_SQL, (args.device_id, hashed))
+    provisioning.publish(settings.database_url, settings.mqtt_auth_dir)
+    print(json.dumps({"username": args.device_id, "password": password, "topic_prefix":
+                      provisioning.device_topic_prefix(str(row[0]), args.device_id) + "/"}))
+    return 0
+
+
+def _mqtt_auth(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import provisioning
+
+    auth_dir = args.dir or settings.mqtt_auth_dir
+    if not auth_dir:
+        print("give a directory or set ELDERCARE_MQTT_AUTH_DIR", file=sys.stderr)
+        return 2
+    if args.service_password:
+        provisioning.init_auth_dir(Path(auth_dir), args.service_password)
+    count = provisioning.publish(settings.database_url, auth_dir)
+    print(f"{auth_dir}: {count} device logins; include in mosquitto.conf:\n"
+          + provisioning.mosquitto_auth_config(Path(auth_dir)))
+    return 0
+
+
+def _maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.readings import partitions
+
+    asyncio.run(partitions.maintain(settings.database_url, settings.readings_retention_days,
+                                    settings.readings_days_ahead))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the `eldercare` parser."""
+    reg = sub.add_parser("registry", help="registry of elders, contacts, devices, staff")
+    rsub = reg.add_subparsers(dest="registry_command", required=True)
+    imp = rsub.add_parser("import", help="import a CSV or XLSX ledger (all or nothing)")
+    imp.add_argument("file")
+    imp.add_argument("--kind", default="", choices=["", "elders", "contacts", "devices"],
+                     help="what a CSV file holds (default: guessed from its header)")
+    imp.set_defaults(func=_import)
+    cred = rsub.add_parser("credentials", help="issue a device a new MQTT password")
+    cred.add_argument("device_id")
+    cred.set_defaults(func=_credentials)
+    auth = rsub.add_parser("mqtt-auth", help="render the broker's password file and ACL")
+    auth.add_argument("dir", nargs="?", default="")
+    auth.add_argument("--service-password", default="",
+                      help="(re)set the platform service account's password")
+    auth.set_defaults(func=_mqtt_auth)
+    rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones")\
+        .set_defaults(func=_maintain)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 
 from devices.catalogue import CATALOGUE, DeviceKind
+from devices.records import ContactIn, DeviceIn, ElderIn
+
+AsyncConn = psycopg.AsyncConnection[DictRow]
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,10 @@ def _save_elder(conn: psycopg.Connection[tuple[object, ...]], e: Elder) -> None:
     conn.execute("DELETE FROM contacts WHERE elder_id = %s", (e.id,))
     for ct in e.contacts:
         conn.execute(
-            "INSERT INTO contacts (elder_id, priority, name, relation, phone, can_sms)"
-            " VALUES (%s,%s,%s,%s,%s,%s)",
-            (e.id, ct.priority, ct.name, ct.relation, ct.phone, ct.can_sms),
+            "INSERT INTO contacts (elder_id, priority, name, relation, phone, can_sms, channels)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+            (e.id, ct.priority, ct.name, ct.relation, ct.phone, ct.can_sms,
+             ["voice", "sms"] if ct.can_sms else ["voice"]),
         )
     for d in e.devices:
         conn.execute(
@@ -101,3 +108,47 @@ def _save_elder(conn: psycopg.Connection[tuple[object, ...]], e: Elder) -> None:
             " elder_id = EXCLUDED.elder_id, room = EXCLUDED.room",
             (d.id, d.kind, e.id, d.room, CATALOGUE[d.kind].heartbeat_interval_s),
         )
+
+
+# --- Writes of single records (admin API and ledger import share them) -----------------------
+
+_ELDER_COLUMNS = ("id", "community_id", "name", "id_number", "address", "phone", "lives_alone",
+                  "care_level", "language", "medical_notes")
+_DEVICE_COLUMNS = ("id", "kind", "elder_id", "room", "serial", "model", "firmware",
+                   "heartbeat_interval_s")
+_CONTACT_COLUMNS = ("elder_id", "priority", "name", "relation", "phone", "can_sms", "channels",
+                    "language")
+
+
+def _upsert(table: str, columns: tuple[str, ...], key: str, replace: bool) -> str:
+    cols = ", ".join(columns)
+    marks = ", ".join(["%s"] * len(columns))
+    if not replace:
+        return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING RETURNING *"
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key.split(", "))
+    return (f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key})"
+            f" DO UPDATE SET {sets} RETURNING *")
+
+
+async def write_elder(conn: AsyncConn, elder: ElderIn, replace: bool = False) -> Row | None:
+    """Insert an elder (None if the id exists), or with `replace` insert or update it."""
+    sql = _upsert("elders", _ELDER_COLUMNS, "id", replace)
+    return await (await conn.execute(sql, [getattr(elder, c) for c in _ELDER_COLUMNS])).fetchone()
+
+
+async def write_device(conn: AsyncConn, device: DeviceIn, replace: bool = False) -> Row | None:
+    """Insert a device (None if the id exists), or with `replace` insert or update it."""
+    values = device.model_dump()
+    if values["heartbeat_interval_s"] is None:
+        values["heartbeat_interval_s"] = CATALOGUE[device.kind].heartbeat_interval_s
+    sql = _upsert("devices", _DEVICE_COLUMNS, "id", replace)
+    return await (await conn.execute(sql, [values[c] for c in _DEVICE_COLUMNS])).fetchone()
+
+
+async def write_contact(
+    conn: AsyncConn, elder_id: str, contact: ContactIn, replace: bool = False,
+) -> Row | None:
+    """Insert a contact (None if the priority is taken), or with `replace` insert or update it."""
+    values = {"elder_id": elder_id, **contact.model_dump()}
+    sql = _upsert("contacts", _CONTACT_COLUMNS, "elder_id, priority", replace)
+    return await (await conn.execute(sql, [values[c] for c in _CONTACT_COLUMNS])).fetchone()

@@ -1,7 +1,14 @@
-"""Payload schemas: what a device publishes on eldercare/v1/{community}/{device_id}/event.
+"""Payload schemas: what a device publishes.
 
-Every message carries a `msg_id` unique per device (for de-duplication), a timestamp `ts`
-(epoch seconds, epoch milliseconds or ISO 8601) and a `type` that selects the schema below.
+Topics (see the README's "Device messages" section for one example per kind):
+- `eldercare/v1/{community}/{device_id}/event`: readings and button presses, one of the
+  `DeviceMessage` schemas below, selected by `type`.
+- `eldercare/v1/{community}/{device_id}/status`: `Status` (online/offline, battery, signal);
+  devices set their MQTT last will to a retained `{"online": false}` here.
+
+Every event carries a `msg_id` unique per device (for de-duplication), a timestamp `ts`
+(epoch seconds, epoch milliseconds or ISO 8601) and a `type`. The ranges are physical limits:
+a value outside them is a broken sensor or a wrong unit, and is rejected with the reason.
 """
 
 from __future__ import annotations
@@ -9,22 +16,34 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Timestamp = float | int | datetime
+MsgId = Annotated[str, Field(min_length=1, max_length=64)]
+Battery = Annotated[int, Field(ge=0, le=100, description="battery charge, percent")]
+Rssi = Annotated[int, Field(ge=-150, le=0, description="received signal strength, dBm")]
+Lqi = Annotated[int, Field(ge=0, le=255, description="Zigbee link quality (0-255)")]
+G = Annotated[float, Field(ge=-32, le=32)]  # accelerometers saturate at +-16 g; 32 is generous
+
+# Glucose limits in mmol/L; meters read "LO" below ~0.6 and "HI" above ~33.3.
+GLUCOSE_MMOL_MIN, GLUCOSE_MMOL_MAX = 0.5, 40.0
+MG_DL_PER_MMOL_L = 18.016  # glucose molar mass 180.16 g/mol
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    msg_id: Annotated[str, Field(min_length=1, max_length=64)]
+    msg_id: MsgId
     ts: Timestamp
 
 
 class Heartbeat(_Message):
+    """"I am alive", with how the device is doing; every kind sends it."""
+
     type: Literal["heartbeat"]
-    battery: Annotated[int, Field(ge=0, le=100)] | None = None
-    rssi: Annotated[int, Field(ge=-150, le=0)] | None = None
+    battery: Battery | None = None
+    rssi: Rssi | None = None
+    lqi: Lqi | None = None
     firmware: Annotated[str, Field(max_length=32)] | None = None
 
 
@@ -55,17 +74,17 @@ class Accel(_Message):
 
     type: Literal["accel"]
     rate_hz: Annotated[float, Field(gt=0, le=400)]
-    samples: Annotated[list[tuple[float, float, float]], Field(min_length=1, max_length=4000)]
+    samples: Annotated[list[tuple[G, G, G]], Field(min_length=1, max_length=4000)]
 
 
 class HeartRate(_Message):
     type: Literal["hr"]
-    bpm: Annotated[float, Field(ge=0, le=300)]
+    bpm: Annotated[float, Field(ge=20, le=250)]
 
 
 class SpO2(_Message):
     type: Literal["spo2"]
-    percent: Annotated[float, Field(ge=0, le=100)]
+    percent: Annotated[float, Field(ge=50, le=100)]
 
 
 class Alarm(_Message):
@@ -78,15 +97,33 @@ class Alarm(_Message):
 
 class BloodPressure(_Message):
     type: Literal["bp"]
-    systolic: Annotated[float, Field(ge=40, le=300)]
-    diastolic: Annotated[float, Field(ge=20, le=200)]
+    systolic: Annotated[float, Field(ge=50, le=280)]
+    diastolic: Annotated[float, Field(ge=25, le=180)]
     pulse: Annotated[float, Field(ge=20, le=250)] | None = None
+
+    @model_validator(mode="after")
+    def _systolic_above_diastolic(self) -> BloodPressure:
+        if self.systolic <= self.diastolic:
+            raise ValueError(
+                f"systolic {self.systolic} must be above diastolic {self.diastolic}"
+            )
+        return self
 
 
 class Glucose(_Message):
     type: Literal["glucose"]
     value: Annotated[float, Field(gt=0, le=1000)]
     unit: Literal["mmol/L", "mg/dL"] = "mmol/L"
+
+    @model_validator(mode="after")
+    def _physical_range(self) -> Glucose:
+        mmol = self.value / MG_DL_PER_MMOL_L if self.unit == "mg/dL" else self.value
+        if not GLUCOSE_MMOL_MIN <= mmol <= GLUCOSE_MMOL_MAX:
+            raise ValueError(
+                f"glucose {self.value} {self.unit} is outside {GLUCOSE_MMOL_MIN}-"
+                f"{GLUCOSE_MMOL_MAX} mmol/L (a wrong unit?)"
+            )
+        return self
 
 
 class Motion(_Message):
@@ -105,3 +142,19 @@ DeviceMessage = Annotated[
 ]
 
 DEVICE_MESSAGE: TypeAdapter[DeviceMessage] = TypeAdapter(DeviceMessage)
+
+
+class Status(BaseModel):
+    """A message on the status topic. A last will is just `{"online": false}`: no id, no time,
+    because it is written when the device connects and published by the broker later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    online: bool
+    msg_id: MsgId | None = None
+    ts: Timestamp | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    battery: Battery | None = None
+    rssi: Rssi | None = None
+    lqi: Lqi | None = None
+    firmware: Annotated[str, Field(max_length=32)] | None = None

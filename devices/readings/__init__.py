@@ -1,0 +1,1 @@
+"""Readings storage: every canonical event in PostgreSQL, hourly rollups, history queries."""

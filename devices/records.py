@@ -1,0 +1,221 @@
+"""What the admin API and the ledger import accept: one pydantic model per registry record.
+
+Validation errors name the field and say why, in the words a community staff member would use
+to fix a ledger row."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from devices import phones
+from devices.catalogue import DeviceKind
+
+CareLevel = Literal["self_care", "partly_dependent", "dependent"]
+Language = Literal["zh-Hans", "en"]
+Channel = Literal["voice", "sms"]
+StaffRole = Literal["district_admin", "street_supervisor", "duty_staff"]
+
+# Ids end up in MQTT topics and user names: no spaces, slashes, wildcards or colons.
+RecordId = Annotated[str, StringConstraints(
+    strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def _e164(raw: str) -> str:
+    return phones.e164(raw)
+
+
+def _e164_or_empty(raw: str) -> str:
+    return phones.e164(raw) if raw.strip() else ""
+
+
+def _resident_id(raw: str) -> str:
+    """A mainland resident ID: 18 characters whose last one is the ISO 7064 check digit."""
+    text = raw.strip().upper()
+    if not text:
+        return ""
+    if not re.fullmatch(r"\d{17}[\dX]", text):
+        raise ValueError("must be 18 characters: 17 digits then a digit or X")
+    total = sum(int(c) * w for c, w in zip(text[:17], _ID_WEIGHTS, strict=True))
+    if _ID_CHECK[total % 11] != text[17]:
+        raise ValueError("check digit does not match (a digit was probably mistyped)")
+    return text
+
+
+Phone = Annotated[str, AfterValidator(_e164)]
+OptionalPhone = Annotated[str, AfterValidator(_e164_or_empty)]
+ResidentId = Annotated[str, AfterValidator(_resident_id)]
+
+
+def mask_id_number(id_number: str) -> str:
+    """Only the last four characters of an ID number are ever shown."""
+    return "" if not id_number else "*" * (len(id_number) - 4) + id_number[-4:]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CommunityIn(_In):
+    id: RecordId
+    name: Name
+    district: Text = ""
+    street: Text = ""
+    emergency_line: OptionalPhone = ""
+
+
+class CommunityPatch(_In):
+    name: Name | None = None
+    district: Text | None = None
+    street: Text | None = None
+    emergency_line: OptionalPhone | None = None
+
+
+class ElderIn(_In):
+    id: RecordId
+    community_id: RecordId
+    name: Name
+    id_number: ResidentId = ""
+    address: Text = ""
+    phone: OptionalPhone = ""
+    lives_alone: bool = False
+    care_level: CareLevel = "self_care"
+    language: Language = "zh-Hans"
+    medical_notes: Annotated[str, StringConstraints(max_length=4000)] = ""
+
+
+class ElderPatch(_In):
+    community_id: RecordId | None = None
+    name: Name | None = None
+    id_number: ResidentId | None = None
+    address: Text | None = None
+    phone: OptionalPhone | None = None
+    lives_alone: bool | None = None
+    care_level: CareLevel | None = None
+    language: Language | None = None
+    medical_notes: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+class AwayPeriodIn(_In):
+    starts_at: datetime
+    ends_at: datetime | None = None
+    reason: Text = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.ends_at is not None and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class ContactIn(_In):
+    priority: int = Field(ge=1, le=9, description="1 is called first")
+    name: Name
+    relation: Text = ""
+    phone: Phone
+    channels: list[Channel] | None = Field(
+        None, validate_default=True,
+        description="voice and/or sms; default: sms only when the number is a mobile")
+    language: Language = "zh-Hans"
+    can_sms: bool = Field(False, description="set from the number; any value sent is ignored")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        phone = info.data.get("phone")
+        if phone is None:
+            return value  # the phone's own error is reported
+        can_sms = phones.parse(phone)[1]
+        if value is None:
+            return ["voice", "sms"] if can_sms else ["voice"]
+        if "sms" in value and not can_sms:
+            raise ValueError(f"{phone} is a fixed line and cannot receive SMS: remove 'sms'")
+        if not value:
+            raise ValueError("at least one of voice, sms")
+        return sorted(set(value), key=["voice", "sms"].index)
+
+    @model_validator(mode="after")
+    def _sms(self) -> Self:
+        self.can_sms = phones.parse(self.phone)[1]
+        return self
+
+
+class ContactPatch(_In):
+    priority: int | None = Field(None, ge=1, le=9)
+    name: Name | None = None
+    relation: Text | None = None
+    phone: str | None = None
+    channels: list[Channel] | None = None
+    language: Language | None = None
+
+
+class DeviceIn(_In):
+    id: RecordId
+    kind: DeviceKind
+    elder_id: RecordId
+    room: Text = ""
+    serial: Text = ""
+    model: Text = ""
+    firmware: Text = ""
+    heartbeat_interval_s: int | None = Field(
+        None, ge=10, le=7 * 86400, description="default: the kind's interval")
+
+
+class DevicePatch(_In):
+    elder_id: RecordId | None = None
+    room: Text | None = None
+    serial: Text | None = None
+    model: Text | None = None
+    firmware: Text | None = None
+    heartbeat_interval_s: int | None = Field(None, ge=10, le=7 * 86400)
+
+
+class DutyShift(_In):
+    weekday: int = Field(ge=0, le=6, description="0 = Monday")
+    start: time
+    end: time
+
+
+class StaffIn(_In):
+    id: RecordId
+    name: Name
+    phone: Phone
+    role: StaffRole = "duty_staff"
+    scope: Literal["community", "street"] = "community"
+    community_id: RecordId | None = None
+    street: Text = ""
+    duty_roster: list[DutyShift] = []
+    on_duty: bool = True
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Self:
+        if self.scope == "community" and not self.community_id:
+            raise ValueError("community_id is required when scope is 'community'")
+        if self.scope == "street" and not self.street:
+            raise ValueError("street is required when scope is 'street'")
+        return self
+
+
+class StaffPatch(_In):
+    name: Name | None = None
+    phone: Phone | None = None
+    role: StaffRole | None = None
+    duty_roster: list[DutyShift] | None = None
+    on_duty: bool | None = None

@@ -1,0 +1,123 @@
+"""The readings writer against real Kafka (tansu) and PostgreSQL: a crash between the database
+commit and the offset commit replays the batch without losing or doubling a row or a rollup;
+daily partitions are made on demand and dropped by retention."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from devices.readings import partitions, writer
+from eldercare.config import Settings
+from tests.helpers import eventually
+
+
+def _event(device: str, elder: str, n: int, at: datetime) -> dict[str, Any]:
+    return {"event_id": f"{device}/m-{n}", "elder_id": elder, "community_id": "c-w",
+            "device_id": device, "device_kind": "smart_watch", "type": "hr",
+            "event_time": at.isoformat(), "received_at": at.isoformat(),
+            "data": {"bpm": 60 + n % 40}, "source": "mqtt", "flags": []}
+
+
+async def _topic(settings: Settings) -> str:
+    name = f"test.readings.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    return name
+
+
+async def _scalar(settings: Settings, sql: str, *args: Any) -> Any:
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        row = await (await conn.execute(sql, args)).fetchone()
+    return row[0] if row else None
+
+
+async def test_restart_mid_batch_loses_and_doubles_nothing(infra: Settings) -> None:
+    topic, elder = await _topic(infra), f"E-w-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Three days back: older than the partitions made ahead, so some are made on demand.
+    events = [_event(f"{elder}-w{n % 3}", elder, n, now - timedelta(hours=72) + timedelta(
+        seconds=180 * n)) for n in range(1200)]
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for e in events + events[:150]:  # ingest may hand over the same event twice
+            await producer.send(topic, json.dumps(e).encode(), key=elder.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    group = f"store-{uuid.uuid4().hex[:6]}"
+    # The first run takes its partitions directly (no group join: tansu takes seconds per
+    # join) but commits to the same group, as the service does.
+    first = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    await first.start()
+    first.assign([TopicPartition(topic, p) for p in (0, 1)])
+    store = await writer.ReadingsWriter.connect(infra.database_url)
+    try:
+        batch = await first.getmany(timeout_ms=5000, max_records=300)
+        assert await writer.store_batch([store], first, batch) > 0  # stored and committed
+        batch = await first.getmany(timeout_ms=5000, max_records=300)
+        assert await store.write(writer.rows_of(r for rs in batch.values() for r in rs)) > 0
+        # ...and the process dies here: rows committed in PostgreSQL, offsets not in Kafka.
+    finally:
+        await store.close()
+        await first.stop()
+    stored_before = await _scalar(infra, "SELECT count(*) FROM readings WHERE elder_id = %s",
+                                  elder)
+    assert 0 < stored_before < len(events)
+
+    stop = asyncio.Event()
+    restarted = asyncio.create_task(writer.run(infra, stop, group=group, topic=topic))
+
+    async def all_stored() -> bool:
+        n = await _scalar(infra, "SELECT count(*) FROM readings WHERE elder_id = %s", elder)
+        return bool(n == len(events))
+
+    try:
+        await eventually(all_stored, 60, "every event stored after the restart")
+    finally:
+        stop.set()
+        await restarted
+    assert await _scalar(infra, "SELECT count(DISTINCT (device_id, msg_id)) FROM readings"
+                                " WHERE elder_id = %s", elder) == len(events)
+    # Rollups saw each reading exactly once, even those replayed.
+    assert await _scalar(infra, "SELECT sum(n) FROM readings_hourly WHERE elder_id = %s"
+                                " AND field = ''", elder) == len(events)
+    assert await _scalar(infra, "SELECT sum(sum) FROM readings_hourly WHERE elder_id = %s"
+                                " AND field = 'bpm'", elder) == sum(
+        e["data"]["bpm"] for e in events)
+
+
+async def test_partitions_ahead_and_retention(infra: Settings) -> None:
+    old_day = date(2020, 1, 1)
+    async with await psycopg.AsyncConnection.connect(
+            infra.database_url, autocommit=True) as conn:
+        await partitions.ensure(conn, {old_day})
+        await conn.execute(
+            "INSERT INTO readings VALUES ('2020-01-01T12:00:00Z', 'd-old', 'm1', 'E-old', 'c',"
+            " 'hr', '{}', now())")
+        await conn.execute(
+            "INSERT INTO readings_hourly VALUES ('2020-01-01T12:00:00Z', 'd-old', 'E-old', 'hr',"
+            " '', 1, NULL, NULL, NULL)")
+    await partitions.maintain(infra.database_url, keep_days=400, days_ahead=3)
+    async with await psycopg.AsyncConnection.connect(infra.database_url) as conn:
+        days = await partitions.existing(conn)
+        today = datetime.now(UTC).date()
+        assert {today + timedelta(days=n) for n in range(4)} <= days
+        assert old_day not in days
+        row = await (await conn.execute(
+            "SELECT count(*) FROM readings_hourly WHERE device_id = 'd-old'")).fetchone()
+        assert row == (0,)
