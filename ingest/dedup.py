@@ -20,3 +20,7 @@ class RecentIds:
         self._ids.move_to_end(key)
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        """Forget `key` (its produce failed, so a redelivery must not count as a duplicate)."""
+        self._ids.pop(key, None)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from devices.schemas import Glucose, _Message
+from devices.schemas import MG_DL_PER_MMOL_L, Glucose, _Message
 
-MG_DL_PER_MMOL_L = 18.016  # glucose molar mass 180.16 g/mol
+__all__ = ["MG_DL_PER_MMOL_L", "data_of", "event_time", "to_utc"]
 MAX_FUTURE = timedelta(minutes=5)
 MAX_PAST = timedelta(days=7)
 

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.events import CanonicalEvent
-from devices.schemas import DEVICE_MESSAGE
+from devices.schemas import DEVICE_MESSAGE, Status
 from eldercare.mqtt import TOPIC_ROOT
-from ingest.directory import DeviceDirectory
+from ingest.directory import DeviceDirectory, DeviceInfo
 from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time
 
 
@@ -22,6 +22,9 @@ class Rejection:
 
     reason: str
     detail: str
+
+
+CHANNELS = ("event", "status")
 
 
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
@@ -35,6 +38,100 @@ def parse_topic(topic: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+RANGE_ERRORS = frozenset({
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "value_error",
+})
+
+
+def _rejection(exc: ValidationError) -> Rejection:
+    """A readable reason: `out_of_range` when every problem is a value outside its limits."""
+    errors = exc.errors(include_url=False)
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = "" if e["type"] == "missing" else f" (got {repr(e['input'])[:60]})"
+        parts.append(f"{where}: {e['msg']}{got}")
+    in_range = not all(e["type"] in RANGE_ERRORS for e in errors)
+    return Rejection("schema_violation" if in_range else "out_of_range", "; ".join(parts))
+
+
+async def check_device(
+    directory: DeviceDirectory, device_id: str, community_id: str | None,
+) -> DeviceInfo | Rejection:
+    """The registered device, or why the message cannot be attributed to it."""
+    device = await directory.lookup(device_id)
+    if device is None:
+        return Rejection("unknown_device", f"device {device_id!r} is not registered")
+    if community_id is not None and device.community_id != community_id:
+        return Rejection(
+            "topic_mismatch",
+            f"device {device_id!r} belongs to community {device.community_id!r},"
+            f" not {community_id!r}",
+        )
+    return device
+
+
+def to_event(
+    device: DeviceInfo, body: object, channel: str, received_at: datetime, source: str,
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
+) -> CanonicalEvent | Rejection:
+    """A decoded JSON body from `device` on `channel` ("event" or "status") -> canonical event."""
+    if channel == "status" and not (isinstance(body, dict) and "type" in body):
+        return _status_event(device, body, received_at, source, max_future, max_past)
+    try:
+        msg = DEVICE_MESSAGE.validate_python(body)
+    except ValidationError as exc:
+        return _rejection(exc)
+    spec = CATALOGUE[DeviceKind(device.kind)]
+    if msg.type not in spec.message_types:
+        return Rejection(
+            "type_not_allowed", f"a {device.kind} does not send {msg.type!r} messages"
+        )
+    when, flags = event_time(msg.ts, received_at, max_future, max_past)
+    return _event(device, msg.msg_id, msg.type, when, received_at, data_of(msg), source, flags)
+
+
+def _status_event(
+    device: DeviceInfo, body: object, received_at: datetime, source: str,
+    max_future: timedelta, max_past: timedelta,
+) -> CanonicalEvent | Rejection:
+    try:
+        status = Status.model_validate(body)
+    except ValidationError as exc:
+        return _rejection(exc)
+    when, flags = (received_at, []) if status.ts is None else event_time(
+        status.ts, received_at, max_future, max_past)
+    # A last will has no id of its own: the receive time (ms) names it.
+    msg_id = status.msg_id or f"status-{int(received_at.timestamp() * 1000)}"
+    data: dict[str, object] = status.model_dump(
+        exclude={"msg_id", "ts"}, exclude_none=True, mode="json")
+    if not status.online:
+        data.setdefault("reason", "last_will")
+    kind = "online" if status.online else "offline"
+    return _event(device, msg_id, kind, when, received_at, data, source, flags)
+
+
+def _event(
+    device: DeviceInfo, msg_id: str, kind: str, when: datetime, received_at: datetime,
+    data: dict[str, object], source: str, flags: list[str],
+) -> CanonicalEvent:
+    return CanonicalEvent(
+        event_id=f"{device.device_id}/{msg_id}", elder_id=device.elder_id,
+        community_id=device.community_id, device_id=device.device_id, device_kind=device.kind,
+        room=device.room or None, type=kind, event_time=when, received_at=received_at,
+        data=data, source=source, flags=flags,
+    )
+
+
+def decode(raw: bytes) -> object | Rejection:
+    """The JSON body, or a `malformed_json` rejection."""
+    try:
+        body: object = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Rejection("malformed_json", str(exc))
+    return body
+
+
 async def validate(
     topic: str, raw: bytes, directory: DeviceDirectory, received_at: datetime,
     max_payload: int, source: str = "mqtt",
@@ -44,40 +141,16 @@ async def validate(
     if len(raw) > max_payload:
         return Rejection("payload_too_large", f"{len(raw)} bytes > limit {max_payload}")
     parsed = parse_topic(topic)
-    if parsed is None:
+    if parsed is None or parsed[2] not in CHANNELS:
         return Rejection(
-            "bad_topic", f"topic {topic!r} is not {TOPIC_ROOT}/<community>/<device>/event"
+            "bad_topic",
+            f"topic {topic!r} is not {TOPIC_ROOT}/<community>/<device>/(event|status)",
         )
-    community_id, device_id, _channel = parsed
-    device = await directory.lookup(device_id)
-    if device is None:
-        return Rejection("unknown_device", f"device {device_id!r} is not registered")
-    if device.community_id != community_id:
-        return Rejection(
-            "topic_mismatch",
-            f"device {device_id!r} belongs to community {device.community_id!r},"
-            f" not {community_id!r}",
-        )
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection("malformed_json", str(exc))
-    try:
-        msg = DEVICE_MESSAGE.validate_python(body)
-    except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
-        return Rejection("schema_violation", detail)
-    spec = CATALOGUE[DeviceKind(device.kind)]
-    if msg.type not in spec.message_types:
-        return Rejection(
-            "type_not_allowed", f"a {device.kind} does not send {msg.type!r} messages"
-        )
-    when, flags = event_time(msg.ts, received_at, max_future, max_past)
-    return CanonicalEvent(
-        event_id=f"{device_id}/{msg.msg_id}", elder_id=device.elder_id,
-        community_id=device.community_id, device_id=device_id, device_kind=device.kind,
-        room=device.room or None, type=msg.type, event_time=when, received_at=received_at,
-        data=data_of(msg), source=source, flags=flags,
-    )
+    community_id, device_id, channel = parsed
+    device = await check_device(directory, device_id, community_id)
+    if isinstance(device, Rejection):
+        return device
+    body = decode(raw)
+    if isinstance(body, Rejection):
+        return body
+    return to_event(device, body, channel, received_at, source, max_future, max_past)

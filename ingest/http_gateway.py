@@ -1,0 +1,134 @@
+"""HTTP gateway for vendor clouds: `POST /ingest/v1/batch`, plus `/metrics` and `/healthz`.
+
+Each item goes through the same validation, de-duplication and dead-lettering as an MQTT
+message (source "http"); the answer lists, per item, whether it was accepted and why not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from eldercare.mqtt import event_topic
+from ingest import metrics
+from ingest.gateway_auth import check_api_key, check_signature, parse_keys
+from ingest.mqtt_gateway import Ingest, Outcome
+from ingest.validate import Rejection
+
+SOURCE = "http"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, reason: str, detail: str) -> JSONResponse:
+    metrics.HTTP_REQUESTS.labels(str(status)).inc()
+    return JSONResponse({"reason": reason, "detail": detail}, status_code=status)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refusing to buffer more than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(ingest: Ingest) -> FastAPI:
+    """The ingest process's HTTP app; `ingest` is shared with the MQTT consumer."""
+    settings = ingest.settings
+    keys = parse_keys(settings.ingest_gateway_keys)
+    app = FastAPI(title="eldercare ingest", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/ingest/v1/batch", response_model=None)
+    async def batch(request: Request) -> JSONResponse:
+        """Authenticate the gateway, bound the body, then validate and produce every item."""
+        gateway = request.headers.get("x-eldercare-gateway", "")
+        secret = keys.get(gateway)
+        if secret is None:
+            return _error(401, "unknown_gateway", "X-Eldercare-Gateway names no known gateway")
+        try:
+            body = await _body(request, settings.ingest_http_max_body)
+        except _TooLarge:
+            return _error(413, "body_too_large",
+                          f"the body exceeds {settings.ingest_http_max_body} bytes")
+        if not check_api_key(secret, request.headers.get("authorization")):
+            why = check_signature(
+                secret, request.headers.get("x-eldercare-timestamp"),
+                request.headers.get("x-eldercare-signature"), body, time.time(),
+            )
+            if why is not None:
+                return _error(401, "unauthenticated", f"no valid API key or signature: {why}")
+        items = _items(body, settings.ingest_http_max_items)
+        if isinstance(items, Rejection):
+            return _error(422, items.reason, items.detail)
+        outcomes = await asyncio.gather(*(_item(ingest, gateway, item) for item in items))
+        results = [_result(i, o) for i, o in enumerate(outcomes)]
+        metrics.HTTP_REQUESTS.labels("200").inc()
+        return JSONResponse({
+            "accepted": sum(o.status == "accepted" for o in outcomes),
+            "duplicates": sum(o.status == "duplicate" for o in outcomes),
+            "rejected": sum(o.status == "rejected" for o in outcomes),
+            "results": results,
+        })
+
+    return app
+
+
+def _items(body: bytes, max_items: int) -> list[Any] | Rejection:
+    try:
+        parsed = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Rejection("malformed_json", f"the body is not JSON: {exc}")
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("items"), list):
+        return Rejection("schema_violation", 'the body must be {"items": [...]}')
+    items: list[Any] = parsed["items"]
+    if len(items) > max_items:
+        return Rejection("too_many_items", f"{len(items)} items > limit {max_items}")
+    return items
+
+
+async def _item(ingest: Ingest, gateway: str, item: Any) -> Outcome:
+    """One item: {"community_id", "device_id", "payload"}; a string payload is taken as the
+    device's raw bytes (so a vendor relaying bytes gets the same checks as MQTT)."""
+    if not (isinstance(item, dict) and isinstance(item.get("community_id"), str)
+            and isinstance(item.get("device_id"), str) and "payload" in item):
+        raw = json.dumps(item, ensure_ascii=False).encode()
+        metrics.RECEIVED.labels(SOURCE).inc()
+        return await ingest.reject(SOURCE, f"http/{gateway}", raw, Rejection(
+            "schema_violation", "an item is {community_id, device_id, payload}"), datetime.now(UTC))
+    payload = item["payload"]
+    raw = payload.encode() if isinstance(payload, str) else json.dumps(
+        payload, ensure_ascii=False).encode()
+    return await ingest.handle(event_topic(item["community_id"], item["device_id"]), raw, SOURCE)
+
+
+def _result(index: int, outcome: Outcome) -> dict[str, Any]:
+    result: dict[str, Any] = {"index": index, "status": outcome.status}
+    if outcome.event_id:
+        result["event_id"] = outcome.event_id
+    if outcome.reason:
+        result["reason"] = outcome.reason
+        result["detail"] = outcome.detail
+    return result

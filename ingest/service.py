@@ -1,0 +1,64 @@
+"""The ingest service: the MQTT consumer and the HTTP gateway (with /metrics) in one process,
+sharing one Kafka producer, device directory and de-duplication window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from eldercare import kafka, logs
+from eldercare.config import Settings
+from ingest.directory import DeviceDirectory
+from ingest.http_gateway import create_app
+from ingest.mqtt_gateway import Ingest, consume
+
+log = logs.get(__name__)
+
+
+def http_bind(settings: Settings) -> tuple[str, int]:
+    """Worker N listens on the configured port + N, so workers on one host do not collide."""
+    host, port = settings.ingest_http_bind.rsplit(":", 1)
+    return host, int(port) + settings.ingest_worker
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
+        yield
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run MQTT ingest and the HTTP gateway until `stop` is set."""
+    directory = DeviceDirectory(settings.database_url)
+    await directory.load()
+    # Big batches: with up to 1000 MQTT messages in flight per worker, one elder's partition
+    # would otherwise be drained 16 KiB (~35 events) per round trip.
+    producer = kafka.producer(settings, max_batch_size=512 * 1024, linger_ms=2)
+    await producer.start()
+    ingest = Ingest(settings, producer, directory)
+    host, port = http_bind(settings)
+    server = _Server(uvicorn.Config(
+        create_app(ingest), host=host, port=port, log_level="warning",
+        timeout_graceful_shutdown=2,
+    ))
+    serving: asyncio.Task[None] | None = None
+    try:
+        # Bound here so a busy port costs the HTTP gateway, not the MQTT ingest (uvicorn exits).
+        sock = socket.create_server((host, port))
+    except OSError as exc:
+        log.error("ingest http gateway not started", bind=f"{host}:{port}", error=str(exc))
+    else:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        log.info("ingest http gateway", bind=f"{host}:{port}", worker=settings.ingest_worker)
+    try:
+        await consume(ingest, settings, stop)
+    finally:
+        server.should_exit = True
+        if serving is not None:
+            await serving
+        await producer.stop()
+        await directory.close()
