@@ -27,6 +27,10 @@ class ElderProfile:
     lives_alone: bool = False
     away: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
+    # Added compatibly for the silence detectors: device id -> heartbeat interval (s) from the
+    # registry, and the time silence may be counted from after a platform outage (re-armed).
+    devices: dict[str, int] = field(default_factory=dict)
+    rearmed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,41 @@
-"""The detector service: consume canonical events, run the detectors, produce alerts.
+"""The detector service: the consumer loop over canonical events.
 
-Offsets are committed only after every alert produced from the batch is acknowledged by Kafka,
-so a crash replays events rather than losing alerts; alert ids are deterministic, so a replayed
-alert is recognised downstream."""
+A consumer group on `eldercare.events.v1` (keyed by elder, so an elder's devices share a
+partition). On assignment a partition's elder states and checkpoint are loaded from PostgreSQL
+and the consumer seeks to the checkpointed offset; on revocation the partition is checkpointed
+and dropped. Event time comes from the devices: each partition has a watermark (newest event
+time minus the allowed lateness) that a caught-up, idle partition advances by the wall clock, so
+timers (silence, offline, check-in deadlines) fire without traffic. After the detectors or ingest
+were down, silence is re-armed from the resume time plus a grace period (see `DetectorConfig`).
+
+The parts live in their own modules: `store` (per-elder state), `checkpoint` (state and offsets
+in one transaction), `profiles` (registry), `suite` and the detector modules (pure logic)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import contextlib
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
+from detectors import metrics
 from detectors.alerts import Alert
+from detectors.checkpoint import Checkpoint
+from detectors.config import DetectorConfig
 from detectors.immediate import immediate_alert
+from detectors.profiles import ProfileCache
+from detectors.store import PartitionState, load_partition
+from detectors.suite import Suite, build
 from devices.events import CanonicalEvent
-from eldercare import kafka, logs
+from eldercare import db, kafka, logs
 from eldercare.config import Settings
+from ingest.deadletter import dead_letter
+from ingest.validate import Rejection
 
 log = logs.get(__name__)
 
@@ -23,41 +43,229 @@ GROUP = "eldercare-detectors"
 
 
 def detect(event: CanonicalEvent, now: datetime) -> list[Alert]:
-    """Every detector's verdict on one event."""
+    """The stateless verdict on one event (SOS, alarms, fall flag), kept for simple callers."""
     found = immediate_alert(event, now)
     return [found] if found else []
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    consumer = kafka.consumer(settings, GROUP, kafka.EVENTS)
-    producer = kafka.producer(settings)
-    await producer.start()
-    await consumer.start()
-    log.info("detectors consuming", topic=kafka.EVENTS)
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200)
-            if not batches:
-                continue
-            await _process(producer, [r.value for recs in batches.values() for r in recs])
-            await consumer.commit()
-    finally:
-        await consumer.stop()
-        await producer.stop()
+class Engine:
+    """One detectors process: consumer loop, state store, timers and checkpoints."""
 
+    def __init__(self, settings: Settings, config: DetectorConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.group = config.group
+        self.topic = config.topic
+        self.suite = Suite(build(config))
+        self.pool = db.pool(settings.database_url, max_size=3)
+        self.profiles = ProfileCache(self.pool, config.profile_ttl_s)
+        self.checkpoint = Checkpoint(self.pool, self.suite, self.group, self.topic)
+        self.parts: dict[int, PartitionState] = {}
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer = kafka.consumer(settings, self.group)
+        self.ready = asyncio.Event()  # set once partitions are assigned (for tests and tools)
+        self.producer: AIOKafkaProducer = kafka.producer(settings)
+        self.last_event_wall = time.monotonic()
+        self.outage = False
+        self._mirroring: asyncio.Task[None] | None = None
+        self._mirrored_at = 0.0
 
-async def _process(producer: AIOKafkaProducer, values: list[bytes]) -> None:
-    sends = []
-    for value in values:
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.pool.open()
+        await self.producer.start()
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        from eldercare import observability  # /readyz: consuming now
+
+        observability.mark_subscribed("events")
+        log.info("detectors consuming", topic=self.topic, group=self.group,
+                 detectors=[d.name for d in self.suite.detectors])
+        last_tick = last_checkpoint = time.monotonic()
         try:
-            event = CanonicalEvent.model_validate_json(value)
-        except ValueError:
-            log.error("unreadable canonical event skipped", value=value[:200])
-            continue
-        for alert in detect(event, datetime.now(UTC)):
-            log.info("alert", alert_id=alert.alert_id, kind=alert.kind, elder=alert.elder_id)
-            sends.append(await producer.send(
-                kafka.ALERTS, alert.model_dump_json().encode(), key=alert.key()
-            ))
-    if sends:
-        await asyncio.gather(*sends)
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=100)
+                async with self.lock:
+                    if batches:
+                        await self._process(batches)
+                    now = time.monotonic()
+                    if now - last_tick >= self.config.timer_tick_s:
+                        last_tick = now
+                        await self._tick()
+                    if now - last_checkpoint >= self.config.checkpoint_interval_s:
+                        last_checkpoint = now
+                        await self.checkpoint.commit(list(self.parts.values()))
+                        self._mirror_offsets()
+            async with self.lock:
+                await self.checkpoint.commit(list(self.parts.values()))
+            if self._mirroring is not None:
+                self._mirroring.cancel()
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+            await self.pool.close()
+
+    # --- rebalance --------------------------------------------------------------------------
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Load each new partition's state and seek to its checkpointed offset."""
+        async with self.lock:
+            wall = datetime.now(UTC)
+            async with self.pool.connection() as conn:
+                for tp in tps:
+                    part = await load_partition(conn, self.suite, self.group, tp.topic,
+                                                tp.partition)
+                    gap = timedelta(seconds=self.config.outage_gap_s)
+                    if part.saved_at is not None and wall - part.saved_at > gap:
+                        part.rearmed_at = self._rearm_time(wall)
+                        log.info("partition resumed after an outage: silence re-armed",
+                                 partition=tp.partition, down_since=part.saved_at.isoformat())
+                    part.last_event_wall = time.monotonic()
+                    self.parts[tp.partition] = part
+                    if part.next_offset is not None:
+                        self.consumer.seek(tp, part.next_offset)
+                    log.info("partition assigned", partition=tp.partition,
+                             elders=len(part.elders), offset=part.next_offset)
+            await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])
+            self.ready.set()
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        """Checkpoint the partitions we lose, then forget them."""
+        async with self.lock:
+            gone = [self.parts[tp.partition] for tp in tps if tp.partition in self.parts]
+            await self.checkpoint.commit(gone)
+            for p in gone:
+                del self.parts[p.partition]
+
+    # --- events -------------------------------------------------------------------------------
+    async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        decoded: list[tuple[PartitionState, int, CanonicalEvent | None, bytes]] = []
+        for tp, records in batches.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                continue
+            for r in records:
+                try:
+                    event: CanonicalEvent | None = CanonicalEvent.model_validate_json(r.value)
+                except ValueError:
+                    event = None
+                decoded.append((part, r.offset, event, r.value))
+        elders = {e.elder_id for _, _, e, _ in decoded if e is not None}
+        await self.profiles.refresh(self.profiles.stale(sorted(elders)))
+        wall = time.monotonic()
+        if decoded and self.outage:
+            self.outage = False
+            rearm = self._rearm_time(datetime.now(UTC))
+            for p in self.parts.values():
+                p.rearmed_at = rearm
+            log.info("events are flowing again: silence re-armed", until=rearm.isoformat())
+        self.last_event_wall = wall
+        for part, offset, event, raw in decoded:
+            part.next_offset = offset + 1
+            part.last_event_wall = wall
+            if event is None:
+                await self._dead_letter(raw)
+                continue
+            metrics.EVENTS.inc()
+            profile = self.profiles.get(event.elder_id, event.community_id).at(
+                event.event_time, part.rearmed_at)
+            state = part.elders.get(event.elder_id)
+            if state is None:
+                state = part.elders[event.elder_id] = self.suite.initial()
+            _, alerts, changed = self.suite.on_event(state, event, profile)
+            if changed:
+                part.dirty.add(event.elder_id)
+            await self._emit(alerts)
+            if part.max_event_time is None or event.event_time > part.max_event_time:
+                part.max_event_time = event.event_time
+        lateness = timedelta(seconds=self.config.allowed_lateness_s)
+        for part in {id(p): p for p, _, _, _ in decoded}.values():
+            if part.max_event_time is not None:
+                part.advance(part.max_event_time - lateness)
+        metrics.PROCESSING.observe(time.perf_counter() - started)
+
+    async def _tick(self) -> None:
+        """Advance idle watermarks by the wall clock and fire every elder's timers."""
+        wall_mono = time.monotonic()
+        wall = datetime.now(UTC)
+        quiet = self.config.outage_quiet_s
+        if quiet > 0 and wall_mono - self.last_event_wall > quiet and not self.outage:
+            self.outage = True
+            log.warning("no events on any partition: ingest is presumed down, watermarks held")
+        for part in self.parts.values():
+            tp = TopicPartition(self.topic, part.partition)
+            lag = self._lag(tp)
+            metrics.LAG.labels(str(part.partition)).set(lag or 0)
+            idle = wall_mono - part.last_event_wall >= self.config.idle_advance_s
+            if idle and lag == 0 and not self.outage:
+                part.advance(wall - timedelta(seconds=self.config.allowed_lateness_s))
+            if part.watermark is None:
+                continue
+            stale = self.profiles.stale(list(part.elders))
+            if stale:
+                await self.profiles.refresh(stale)
+            for elder_id, state in part.elders.items():
+                profile = self.profiles.get(elder_id).at(part.watermark, part.rearmed_at)
+                _, alerts, changed = self.suite.on_timer(state, part.watermark, profile)
+                if changed:
+                    part.dirty.add(elder_id)
+                await self._emit(alerts)
+
+    def _lag(self, tp: TopicPartition) -> int | None:
+        high = self.consumer.highwater(tp)
+        part = self.parts.get(tp.partition)
+        if high is None or part is None:
+            return 0 if part is not None and part.next_offset is None else None
+        position = part.next_offset if part.next_offset is not None else 0
+        return max(0, int(high) - position)
+
+    def _rearm_time(self, wall: datetime) -> datetime:
+        return wall + timedelta(seconds=self.config.restart_grace_s)
+
+    async def _emit(self, alerts: list[Alert]) -> None:
+        now = datetime.now(UTC)
+        for alert in alerts:
+            alert = alert.model_copy(update={"detected_at": now})
+            log.info("alert", alert_id=alert.alert_id, kind=alert.kind, elder=alert.elder_id,
+                     severity=alert.severity.value)
+            metrics.ALERTS.labels(alert.kind).inc()
+            self.checkpoint.track(await self.producer.send(
+                kafka.ALERTS, alert.model_dump_json().encode(), key=alert.key()))
+
+    async def _dead_letter(self, raw: bytes) -> None:
+        log.error("unreadable canonical event dead-lettered", value=raw[:200])
+        record = dead_letter("detectors", self.topic, raw, Rejection(
+            "unreadable_event", "not a canonical event"), datetime.now(UTC))
+        self.checkpoint.track(await self.producer.send(kafka.DEADLETTER, record))
+
+    def _mirror_offsets(self) -> None:
+        """Mirror the checkpointed offsets into Kafka for lag tools: best effort, at most every
+        10 s and in the background (a slow group coordinator must not hold up detection)."""
+        if self._mirroring is not None and not self._mirroring.done():
+            return
+        if time.monotonic() - self._mirrored_at < 10:
+            return
+        offsets = {TopicPartition(self.topic, p.partition): p.saved_offset
+                   for p in self.parts.values() if p.saved_offset is not None}
+        if offsets:
+            self._mirrored_at = time.monotonic()
+            self._mirroring = asyncio.create_task(self._commit_kafka(offsets))
+
+    async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
+        with contextlib.suppress(KafkaError, TimeoutError):
+            await asyncio.wait_for(self.consumer.commit(offsets), 10)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.engine.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.engine.assigned(assigned)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """The `detectors` service."""
+    await Engine(settings, DetectorConfig()).run(stop)

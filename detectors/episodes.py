@@ -1,0 +1,57 @@
+"""SOS presses and a device's own fall flag: critical at once, repeats join the same episode."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from detectors.alerts import Alert, Severity, alert_id
+from detectors.base import ElderProfile, Verdict
+from devices.events import CanonicalEvent
+
+
+class EpisodeState(BaseModel):
+    """The open episode: the first press names the alert, later presses extend it."""
+
+    first_event_id: str | None = None
+    last_at: datetime | None = None
+    presses: int = 0
+
+
+class EpisodeDetector:
+    """One critical alert per episode of `event_type` messages from any device."""
+
+    def __init__(self, name: str, kind: str, event_type: str, episode_s: float) -> None:
+        self.name = name
+        self.kind = kind
+        self.event_type = event_type
+        self.episode = timedelta(seconds=episode_s)
+
+    def initial(self) -> EpisodeState:
+        return EpisodeState()
+
+    def on_event(
+        self, state: EpisodeState, event: CanonicalEvent, profile: ElderProfile,
+    ) -> Verdict[EpisodeState]:
+        if event.type != self.event_type or event.data.get("state") is False:
+            return Verdict(state)
+        joins = (state.last_at is not None and state.first_event_id is not None
+                 and abs(event.event_time - state.last_at) <= self.episode)
+        if joins:
+            last = max(state.last_at, event.event_time) if state.last_at else event.event_time
+            return Verdict(state.model_copy(update={"last_at": last, "presses": state.presses + 1}))
+        new = EpisodeState(first_event_id=event.event_id, last_at=event.event_time, presses=1)
+        alert = Alert(
+            alert_id=alert_id(self.kind, event.event_id), elder_id=event.elder_id,
+            community_id=event.community_id, kind=self.kind, severity=Severity.CRITICAL,
+            event_time=event.event_time, detected_at=event.received_at,
+            device_id=event.device_id, room=event.room,
+            evidence=[event.model_dump(mode="json"), {"lives_alone": profile.lives_alone}],
+        )
+        return Verdict(new, [alert])
+
+    def on_timer(
+        self, state: EpisodeState, now: datetime, profile: ElderProfile,
+    ) -> Verdict[EpisodeState]:
+        return Verdict(state)

@@ -1,0 +1,1 @@
+"""Labelled event streams and the evaluation of the detectors on them (pure, no Kafka)."""

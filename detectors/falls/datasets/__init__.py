@@ -1,0 +1,38 @@
+"""Loaders for public accelerometer fall datasets. The project ships loaders, never the data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.falls.signal import Array
+
+# Which of our devices a dataset's sensor position stands for.
+DEVICE_PROXY = {
+    "wrist": "smart_watch",
+    "waist": "smart_cane (proxy)",
+    "thigh": "smart_cane (proxy)",
+    "chest": "none (pendant-like)",
+    "neck": "none (pendant)",
+    "ankle": "none",
+}
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One labelled recording from one sensor position, resampled to a device's rate."""
+
+    dataset: str
+    subject: str
+    activity: str
+    trial: str
+    position: str
+    is_fall: bool
+    rate_hz: float
+    samples: Array  # (n, 3) in g
+    # A fall after which the subject gets up again: by design no alert when the elder gets up
+    # within the cancel window, so these are reported apart from falls that end lying.
+    recovers: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.subject}/{self.activity}/{self.trial}/{self.position}"

@@ -1,0 +1,106 @@
+"""Elder profiles from the registry (elders, devices, away periods), cached for a minute.
+
+Read defensively: columns and tables added by later migrations may be missing."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from detectors.base import ElderProfile
+from eldercare import db, logs
+
+log = logs.get(__name__)
+
+
+@dataclass
+class ProfileRecord:
+    """What the registry says of one elder; `at()` makes the profile for a moment."""
+
+    elder_id: str
+    community_id: str = ""
+    lives_alone: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, int] = field(default_factory=dict)
+    away: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+    loaded_at: float = 0.0
+
+    def at(self, t: datetime, rearmed_at: datetime | None = None) -> ElderProfile:
+        away = any(s <= t and (e is None or t < e) for s, e in self.away)
+        return ElderProfile(self.elder_id, self.community_id, self.lives_alone, away,
+                            self.thresholds, self.devices, rearmed_at)
+
+
+class ProfileCache:
+    """Profiles by elder id, refreshed in bulk when older than `ttl_s`."""
+
+    def __init__(self, pool: db.Pool | None, ttl_s: float) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self.records: dict[str, ProfileRecord] = {}
+        self._has_away: bool | None = None
+
+    def get(self, elder_id: str, community_id: str = "") -> ProfileRecord:
+        record = self.records.get(elder_id)
+        if record is None:
+            record = self.records[elder_id] = ProfileRecord(elder_id, community_id)
+        return record
+
+    def stale(self, elder_ids: list[str]) -> list[str]:
+        limit = time.monotonic() - self.ttl_s
+        return [e for e in elder_ids
+                if (r := self.records.get(e)) is None or r.loaded_at < limit]
+
+    async def refresh(self, elder_ids: list[str]) -> None:
+        """Load these elders from the registry (unknown elders keep a default profile)."""
+        if self.pool is None or not elder_ids:
+            for e in elder_ids:
+                self.get(e).loaded_at = time.monotonic()
+            return
+        async with self.pool.connection() as conn:
+            elders = await (await conn.execute(
+                "SELECT id, to_jsonb(e) AS row FROM elders e WHERE id = ANY(%s)", (elder_ids,)
+            )).fetchall()
+            devices = await (await conn.execute(
+                "SELECT id, elder_id, heartbeat_interval_s FROM devices"
+                " WHERE elder_id = ANY(%s) AND active", (elder_ids,))).fetchall()
+            away: list[dict[str, Any]] = []
+            if self._has_away is None:
+                row = await (await conn.execute(
+                    "SELECT to_regclass('elder_away_periods') IS NOT NULL AS ok")).fetchone()
+                self._has_away = bool(row and row["ok"])
+            if self._has_away:
+                away = await (await conn.execute(
+                    "SELECT elder_id, starts_at, ends_at FROM elder_away_periods"
+                    " WHERE elder_id = ANY(%s) AND (ends_at IS NULL OR ends_at > now()"
+                    " - interval '7 days')", (elder_ids,))).fetchall()
+        now = time.monotonic()
+        for e in elder_ids:
+            r = self.get(e)
+            r.devices, r.away, r.loaded_at = {}, [], now
+        for row in elders:
+            r, data = self.get(row["id"]), row["row"]
+            r.community_id = data.get("community_id", r.community_id)
+            r.lives_alone = bool(data.get("lives_alone", False))
+            r.thresholds = _thresholds(data.get("detector_thresholds"))
+        for row in devices:
+            self.get(row["elder_id"]).devices[row["id"]] = int(row["heartbeat_interval_s"])
+        for row in away:
+            self.get(row["elder_id"]).away.append((row["starts_at"], row["ends_at"]))
+
+
+def _thresholds(raw: object) -> dict[str, float]:
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            log.warning("elder threshold ignored", key=k, value=v)
+    return out

@@ -1,0 +1,97 @@
+"""The detectors the engine runs, in order, and how one elder's state passes through them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from detectors.alarms import AlarmDetector
+from detectors.alerts import Alert
+from detectors.base import Detector, ElderProfile
+from detectors.checkin import CheckinDetector
+from detectors.config import DetectorConfig
+from detectors.episodes import EpisodeDetector
+from detectors.health import DeviceHealthDetector
+from detectors.inactivity import InactivityDetector
+from detectors.vitals import VitalsDetector
+from devices.events import CanonicalEvent
+from eldercare import logs
+
+log = logs.get(__name__)
+
+# One elder's state: detector name -> that detector's state model.
+ElderState = dict[str, BaseModel]
+
+
+def build(config: DetectorConfig | None = None) -> list[Detector[Any]]:
+    """Every detector, configured; server-side fall detection joins when its package is there."""
+    c = config or DetectorConfig()
+    found: list[Detector[Any]] = [
+        EpisodeDetector("sos", "sos", "sos", c.sos_episode_s),
+        # The device's own fall flag; state key "fall_flag", the alert kind is "fall".
+        EpisodeDetector("fall_flag", "fall", "fall", c.sos_episode_s),
+        AlarmDetector(c), VitalsDetector(c), InactivityDetector(c), CheckinDetector(c),
+        DeviceHealthDetector(c),
+    ]
+    try:
+        from detectors.falls import FallDetector
+    except ImportError as exc:  # built in parallel (issue 6 part B); the rest runs without it
+        log.warning("accelerometer fall detection unavailable", error=str(exc))
+    else:
+        found.append(FallDetector())
+    return found
+
+
+class Suite:
+    """Runs every detector over one elder's state (pure: no clock, no I/O)."""
+
+    def __init__(self, detectors: list[Detector[Any]]) -> None:
+        self.detectors = detectors
+        # One shared initial state per detector: detectors never mutate a state in place, and
+        # an elder's state for a detector is stored only once it differs from the initial one.
+        self._initial = {d.name: d.initial() for d in detectors}
+        self._types = {name: type(s) for name, s in self._initial.items()}
+
+    def initial(self) -> ElderState:
+        return {}
+
+    def on_event(self, state: ElderState, event: CanonicalEvent, profile: ElderProfile
+                 ) -> tuple[ElderState, list[Alert], bool]:
+        """(new state, alerts, whether the state changed)."""
+        return self._apply(state, lambda d, s: d.on_event(s, event, profile))
+
+    def on_timer(self, state: ElderState, now: datetime, profile: ElderProfile
+                 ) -> tuple[ElderState, list[Alert], bool]:
+        return self._apply(state, lambda d, s: d.on_timer(s, now, profile))
+
+    def _apply(self, state: ElderState, step: Any) -> tuple[ElderState, list[Alert], bool]:
+        alerts: list[Alert] = []
+        changed = False
+        for d in self.detectors:
+            before = state.get(d.name)
+            current = before if before is not None else self._initial[d.name]
+            verdict = step(d, current)
+            if verdict.state is not current:
+                state[d.name] = verdict.state
+                changed = True
+            alerts.extend(verdict.alerts)
+        return state, alerts, changed
+
+    def dump(self, state: ElderState) -> dict[str, Any]:
+        """JSON-ready state for the store."""
+        return {name: s.model_dump(mode="json") for name, s in state.items()}
+
+    def load(self, raw: dict[str, Any]) -> ElderState:
+        """State back from the store; a detector whose state no longer parses starts afresh."""
+        out: ElderState = {}
+        for name, value in raw.items():
+            model = self._types.get(name)
+            if model is None:
+                continue
+            try:
+                out[name] = model.model_validate(value)
+            except ValueError as exc:
+                log.error("detector state unreadable, reset", detector=name, error=str(exc))
+        return out

@@ -1,0 +1,234 @@
+"""The stream engine through real Kafka and PostgreSQL, in real time: alerts from canonical
+events, silence timers without traffic, a dead gateway, and recovery after a kill.
+
+Each test feeds its own events topic (so no other test's elders are replayed into it) and
+produces to the real alerts topic; alerts are told apart by elder id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from detectors.config import DetectorConfig
+from detectors.engine import Engine
+from devices.events import CanonicalEvent
+from devices.registry import Community, Elder, save
+from eldercare import kafka
+from eldercare.config import Settings
+from tests.conftest import make_community
+from tests.helpers import eventually, read_topic
+
+FAST = {"timer_tick_s": 0.2, "checkpoint_interval_s": 0.2, "allowed_lateness_s": 0.5,
+        "idle_advance_s": 0.3, "outage_quiet_s": 0.0, "profile_ttl_s": 0.5}
+
+
+async def new_topic(settings: Settings) -> str:
+    name = f"test.events.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    return name
+
+
+@contextlib.asynccontextmanager
+async def engine(settings: Settings, **config: Any) -> AsyncIterator[Engine]:
+    eng = Engine(settings, DetectorConfig(**{**FAST, **config}))
+    stop = asyncio.Event()
+    task = asyncio.create_task(eng.run(stop))
+    await asyncio.wait_for(eng.ready.wait(), 30)
+    try:
+        yield eng
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+class Publisher:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        self.topic = topic
+        self.n = 0
+
+    async def __aenter__(self) -> Publisher:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, elder: Elder, kind: str, type_: str, at: datetime | None = None,
+                   **data: Any) -> CanonicalEvent:
+        device = next(d for d in elder.devices if d.kind == kind)
+        self.n += 1
+        at = at or datetime.now(UTC)
+        event = CanonicalEvent(
+            event_id=f"{device.id}/m{self.n}-{uuid.uuid4().hex[:6]}", elder_id=elder.id,
+            community_id=elder.community_id, device_id=device.id, device_kind=kind,
+            room=device.room, type=type_, event_time=at, received_at=datetime.now(UTC),
+            data=data)
+        await self.producer.send_and_wait(self.topic, event.model_dump_json().encode(),
+                                          key=event.key())
+        return event
+
+
+def alerts_of(elder_id: str, records: list[dict[str, Any]], kind: str | None = None
+              ) -> list[dict[str, Any]]:
+    return [r for r in records if r["elder_id"] == elder_id and (kind is None or
+                                                                   r["kind"] == kind)]
+
+
+async def wait_alerts(settings: Settings, elder_id: str, kinds: set[str], timeout: float = 30
+                      ) -> list[dict[str, Any]]:
+    return await read_topic(
+        settings.kafka_bootstrap, kafka.ALERTS,
+        lambda rs: kinds <= {r["kind"] for r in alerts_of(elder_id, rs)}, timeout)
+
+
+async def test_emergencies_through_kafka(infra: Settings, community: Community) -> None:
+    elder = community.elders[0]
+    topic = await new_topic(infra)
+    async with engine(infra, topic=topic, group=f"g-{topic}"), Publisher(infra, topic) as pub:
+        now = datetime.now(UTC)
+        await pub.send(elder, "sos_button", "sos", now)
+        await pub.send(elder, "sos_button", "sos", now + timedelta(seconds=5))  # same episode
+        await pub.send(elder, "smoke_alarm", "smoke", now, state=True)
+        await pub.send(elder, "bp_meter", "bp", now, systolic=196, diastolic=104)
+        await pub.send(elder, "bp_meter", "bp", now + timedelta(minutes=3), systolic=189,
+                       diastolic=121)
+        await pub.send(elder, "smart_watch", "heartbeat", now, battery=9)
+        records = await wait_alerts(infra, elder.id, {"sos", "smoke", "vital", "low_battery"})
+    mine = alerts_of(elder.id, records)
+    assert len({r["alert_id"] for r in mine if r["kind"] == "sos"}) == 1
+    smoke = next(r for r in mine if r["kind"] == "smoke")
+    assert smoke["severity"] == "critical" and smoke["room"] == "卧室"
+    assert smoke["evidence"][-1]["lives_alone"] is True  # from the registry
+    vital = next(r for r in mine if r["kind"] == "vital")
+    assert {e["rule"] for e in vital["evidence"]} <= {"sbp_high", "dbp_high"}
+    battery = next(r for r in mine if r["kind"] == "low_battery")
+    assert battery["maintenance"] is True
+
+
+async def test_dead_gateway_is_one_offline_alert_and_no_inactivity(infra: Settings) -> None:
+    c = make_community(elders=2)
+    save(infra.database_url, [c])
+    live, dead = c.elders
+    with psycopg.connect(infra.database_url) as conn:  # fast heartbeats make a short test
+        conn.execute("UPDATE devices SET heartbeat_interval_s = 1 WHERE elder_id = ANY(%s)",
+                     ([live.id, dead.id],))
+    topic = await new_topic(infra)
+    # Hair-trigger inactivity: any silence over ~5 s in a live home alerts, at any hour.
+    twitchy = {"silence_min_alone_h": 0.0015, "silence_p_alone": 1.01, "awake_p": 0.0,
+               "wake_margin_alone_h": 48.0}
+    async with engine(infra, topic=topic, group=f"g-{topic}", **twitchy), \
+            Publisher(infra, topic) as pub:
+        for elder in (live, dead):
+            for d in elder.devices:
+                await pub.send(elder, d.kind, "heartbeat")
+
+        async def live_heartbeats() -> None:
+            while True:
+                for d in live.devices:
+                    await pub.send(live, d.kind, "heartbeat")
+                await asyncio.sleep(0.3)  # the device's own cadence, not synchronisation
+
+        beating = asyncio.create_task(live_heartbeats())
+        try:
+            records = await wait_alerts(infra, live.id, {"inactivity"}, 40)
+            records = await wait_alerts(infra, dead.id, {"gateway_offline"}, 20)
+        finally:
+            beating.cancel()
+    from_dead = alerts_of(dead.id, records)
+    assert {r["kind"] for r in from_dead} == {"gateway_offline"}
+    assert len({r["alert_id"] for r in from_dead}) == 1
+    assert from_dead[0]["maintenance"] is True
+    assert not alerts_of(live.id, records, "gateway_offline")
+
+
+def _service(settings: Settings, topic: str, group: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
+                            for k, v in settings.model_dump().items()}}
+    env.update({f"ELDERCARE_DETECT_{k.upper()}": str(v) for k, v in FAST.items()})
+    env.update(ELDERCARE_DETECT_TOPIC=topic, ELDERCARE_DETECT_GROUP=group)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "eldercare.cli", "service", "detectors"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _checkpointed(url: str, group: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM detector_checkpoints"
+                           " WHERE group_id = %s", (group,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_kill_mid_stream_loses_no_alert_and_repeats_keep_their_ids(
+    infra: Settings, community: Community, tmp_path: Path,
+) -> None:
+    elder = community.elders[0]
+    topic = await new_topic(infra)
+    group = f"g-{topic}"
+    log = tmp_path / "detectors.log"
+    t0 = datetime.now(UTC)
+    async with Publisher(infra, topic) as pub:
+        first = _service(infra, topic, group, log)
+        try:
+            await pub.send(elder, "sos_button", "sos", t0)
+            bp1 = await pub.send(elder, "bp_meter", "bp", t0, systolic=199, diastolic=100)
+            await wait_alerts(infra, elder.id, {"sos"})
+            await eventually(lambda: _checkpointed(infra.database_url, group) >= 2, 30,
+                             "a checkpoint past both events")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        # While the detectors are dead: the repeat reading and a second SOS press.
+        await pub.send(elder, "bp_meter", "bp", t0 + timedelta(minutes=4), systolic=191,
+                       diastolic=99)
+        await pub.send(elder, "sos_button", "sos", t0 + timedelta(seconds=40))
+        second = _service(infra, topic, group, log)
+        try:
+            records = await wait_alerts(infra, elder.id, {"sos", "vital"})
+            await eventually(lambda: _checkpointed(infra.database_url, group) >= 4, 30,
+                             "a checkpoint past all four events")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(20)
+    vital = alerts_of(elder.id, records, "vital")[0]
+    # The first reading was before the checkpoint: it came back from the stored state.
+    assert bp1.event_id in {r["event_id"] for r in vital["evidence"][0]["readings"]}
+    sos_ids = {r["alert_id"] for r in alerts_of(elder.id, records, "sos")}
+    assert len(sos_ids) == 1, "the second press joins the first episode"
+
+    # A crash before any checkpoint: everything is replayed, and the alerts repeat their ids.
+    with psycopg.connect(infra.database_url) as conn:
+        conn.execute("DELETE FROM detector_state WHERE group_id = %s", (group,))
+        conn.execute("UPDATE detector_checkpoints SET next_offset = 0 WHERE group_id = %s",
+                     (group,))
+    before = len(alerts_of(elder.id, records))
+    third = _service(infra, topic, group, log)
+    try:
+        replayed = await read_topic(
+            infra.kafka_bootstrap, kafka.ALERTS,
+            lambda rs: len(alerts_of(elder.id, rs, "vital")) >= 2
+            and len(alerts_of(elder.id, rs)) > before, 30)
+    finally:
+        third.send_signal(signal.SIGTERM)
+        third.wait(20)
+    ids = {r["alert_id"] for r in alerts_of(elder.id, replayed)}
+    assert ids == {r["alert_id"] for r in alerts_of(elder.id, records)}
+
