@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
@@ -55,7 +57,8 @@ class TwilioChannel:
     dry_run = False
 
     def __init__(self, settings: Settings) -> None:
-        self._http = _BaseUrlHttpClient(settings.twilio_api_base_url, timeout=10)
+        self._http = _BaseUrlHttpClient(settings.twilio_api_base_url,
+                                        timeout=settings.dispatcher_twilio_timeout_s)
         self._client = Client(
             settings.twilio_account_sid, settings.twilio_auth_token, http_client=self._http
         )
@@ -79,6 +82,24 @@ class TwilioChannel:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+Failure = Literal["retry", "unknown", "failed"]
+
+
+def failure_kind(exc: BaseException) -> Failure:
+    """How a failed Twilio request may be handled.
+
+    "retry": Twilio answered 429/5xx or the connection was never made, so nothing was created.
+    "unknown": the request may have reached Twilio (timeout, connection lost mid-request).
+    "failed": Twilio refused it for good (4xx: bad number, bad request)."""
+    if isinstance(exc, TwilioRestException):
+        return "retry" if exc.status == 429 or exc.status >= 500 else "failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "retry"
+    if isinstance(exc, TimeoutError | aiohttp.ClientError):
+        return "unknown"
+    return "failed"
 
 
 def channel_for(settings: Settings) -> Channel:

@@ -1,38 +1,62 @@
-"""Executing escalation steps. A due step is claimed with FOR UPDATE SKIP LOCKED and its
-notification row (idempotency key = the step) is written and committed before Twilio is asked,
-so several dispatchers can run and none sends the same step twice."""
+"""Executing escalation steps, durably.
+
+A due step is claimed with FOR UPDATE SKIP LOCKED by a worker that holds its own PostgreSQL
+advisory lock for as long as its process lives. Before Twilio is asked, the step's notification
+row (idempotency key = the step) is written and committed, so several dispatchers can run and
+none sends the same step twice.
+
+After a request:
+- accepted: the step is done and the next step is scheduled (now + its wait);
+- 429/5xx or no connection (nothing was created): the step goes back to pending with a backoff
+  (`dispatcher_retry_attempts` requests in all), then fails and the ladder moves on;
+- outcome unknown (timeout after sending): an SMS is retried (a duplicate text is harmless); a
+  call is NOT repeated: it is marked "unknown" on the timeline for staff and the ladder moves on.
+
+A step left "running" by a dead worker (its advisory lock is free) is recovered by any other
+worker: with no notification row, or one waiting for a retry, it runs again; with a notification
+row still "sending" (the process died during the Twilio request) it is marked unknown exactly as
+above and never repeated silently. A status callback later fills in what really happened."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import socket
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from dispatcher.channels import Channel
+from psycopg import AsyncConnection
+
+from dispatcher.channels import Channel, failure_kind
 from dispatcher.incidents import timeline
 from dispatcher.messages import IncidentFacts, family_sms, staff_sms, voice_twiml
+from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
 from eldercare import db, logs
 
 log = logs.get(__name__)
 
-WORKER_ID = f"{socket.gethostname()}:{id(object())}"
-
 _CLAIM = """
 UPDATE escalation_steps s SET status = 'running', claimed_by = %(worker)s, claimed_at = now(),
-       attempts = attempts + 1
+       worker_lock = %(lock)s, attempts = attempts + 1
 WHERE s.id = (
     SELECT id FROM escalation_steps
     WHERE status = 'pending' AND due_at <= now()
     ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
-RETURNING s.id, s.incident_id, s.seq, s.action, s.target
+RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts
 """
 
 _FACTS = """
 SELECT e.name AS elder, e.address, c.name AS community, i.kind, i.event_time, i.status
 FROM incidents i JOIN elders e ON e.id = i.elder_id JOIN communities c ON c.id = i.community_id
-WHERE i.id = %s
+WHERE i.id = %s FOR NO KEY UPDATE OF i
 """
+
+# Statuses of a notification that mean "reached Twilio (or would have, in a dry run)".
+ACCEPTED = ("sent", "dry_run")
+CALL_NOT_ANSWERED = frozenset({"no-answer", "busy", "failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -40,89 +64,357 @@ class Step:
     id: int
     incident_id: Any
     seq: int
+    round: int
     action: str
     target: dict[str, Any]
+    due_at: datetime
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    backoff_s: float = 1.0
+    timeout_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with +-20 % jitter, so retries of many steps do not align."""
+        return float(self.backoff_s * 2 ** max(attempt - 1, 0) * random.uniform(0.8, 1.2))
+
+
+def new_worker_lock() -> int:
+    """A random advisory-lock key (positive bigint) naming one dispatcher process."""
+    return random.getrandbits(62) + 1
 
 
 class StepRunner:
-    def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str) -> None:
+    """Claims and executes due steps for one dispatcher process (`worker_lock` must be held by
+    that process on a connection that lives as long as it does)."""
+
+    def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
+                 retry: RetryPolicy | None = None) -> None:
         self.pool = pool
         self.channel = channel
         self.base = public_base_url.rstrip("/")
+        self.lock = worker_lock
+        self.worker = f"{socket.gethostname()}:{worker_lock}"
+        self.retry = retry or RetryPolicy()
 
     async def run_due(self) -> int:
         """Execute every step that is due now; returns how many ran."""
         ran = 0
         while (step := await self._claim()) is not None:
-            await self._execute(step)
+            try:
+                await self._execute(step)
+            except Exception:  # a bug must not stop the ladder of every other incident
+                log.exception("step crashed", step=step.id)
+                async with self.pool.connection() as conn:
+                    await self._recover(conn, self.lock, step.id, give_up=step.attempts >= 5)
             ran += 1
         return ran
 
+    async def seconds_until_next(self, cap: float) -> float:
+        """Time until the next pending step is due, at most `cap`."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT extract(epoch FROM min(due_at) - now()) AS s FROM escalation_steps"
+                " WHERE status = 'pending' AND due_at IS NOT NULL"
+            )).fetchone()
+        if row is None or row["s"] is None:
+            return cap
+        return max(0.0, min(cap, float(row["s"])))
+
     async def _claim(self) -> Step | None:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(_CLAIM, {"worker": WORKER_ID})).fetchone()
+            row = await (await conn.execute(
+                _CLAIM, {"worker": self.worker, "lock": self.lock}
+            )).fetchone()
             return Step(**row) if row else None
 
     async def _execute(self, step: Step) -> None:
         async with self.pool.connection() as conn:
-            facts_row = await (await conn.execute(_FACTS, (step.incident_id,))).fetchone()
-            assert facts_row is not None
-            if facts_row["status"] in ("acknowledged", "resolved") or step.action == "console":
-                await conn.execute(
-                    "UPDATE escalation_steps SET status = %s, finished_at = now() WHERE id = %s",
-                    ("done" if step.action == "console" else "cancelled", step.id),
-                )
-                return
-            facts = IncidentFacts(
-                facts_row["elder"], facts_row["address"], facts_row["community"],
-                facts_row["kind"], facts_row["event_time"],
-            )
-            lang = step.target.get("language", "zh-Hans")
-            channel = "voice" if step.action == "call" else "sms"
-            if step.action == "call":
-                body = voice_twiml(facts, f"{self.base}/twilio/voice/gather?incident="
-                                   f"{step.incident_id}", lang)
-            elif step.action == "staff_sms":
-                body = staff_sms(facts, lang)
-            else:
-                body = family_sms(facts, lang)
-            # Recorded and committed before Twilio is asked: a second claim of this step fails
-            # on the idempotency key instead of sending again.
-            cur = await conn.execute(
-                "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
-                " to_number, recipient, body, dry_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-                (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
-                 step.target["name"], body, self.channel.dry_run),
-            )
-            notification = await cur.fetchone()
-            await conn.commit()
-            if notification is None:
-                log.warning("step already sent; not repeating", step=step.id)
-                return
-            callback = f"{self.base}/twilio/status?notification={notification['id']}"
-            try:
-                if step.action == "call":
+            prepared = await self._prepare(conn, step)
+        if prepared is None:
+            return
+        notification, body = prepared
+        voice = step.action == "call"
+        # No database connection is held while Twilio answers.
+        callback = f"{self.base}/twilio/status?step={step.id}"
+        sid, error, failure = None, None, None
+        try:
+            async with asyncio.timeout(self.retry.timeout_s):
+                if voice:
                     sid = await self.channel.call(step.target["phone"], body, callback)
                 else:
                     sid = await self.channel.sms(step.target["phone"], body, callback)
-                status, error = ("dry_run" if self.channel.dry_run else "sent"), None
-            except Exception as exc:  # Twilio said no: record it, the ladder moves on
-                log.exception("notification failed", step=step.id)
-                sid, status, error = None, "failed", str(exc)
-            await conn.execute(
-                "UPDATE notifications SET status = %s, provider_sid = %s, error = %s,"
-                " updated_at = now() WHERE id = %s", (status, sid, error, notification["id"]),
-            )
-            await conn.execute(
-                "UPDATE escalation_steps SET status = %s, finished_at = now() WHERE id = %s",
-                ("failed" if error else "done", step.id),
-            )
-            await timeline(
-                conn, step.incident_id, "call" if channel == "voice" else "sms",
-                name=step.target["name"], phone=step.target["phone"], status=status,
-                notification_id=notification["id"], dry_run=self.channel.dry_run, error=error,
-            )
+        except Exception as exc:
+            failure, error = failure_kind(exc), f"{type(exc).__name__}: {exc}"
+            log.warning("twilio request failed", step=step.id, failure=failure, error=error)
+        async with self.pool.connection() as conn:
+            await self._outcome(conn, step, notification, voice, sid, failure, error)
             await conn.commit()
-            log.info("notification", incident_id=str(step.incident_id), channel=channel,
-                     to=step.target["phone"], status=status)
+
+    async def _prepare(
+        self, conn: AsyncConnection[Any], step: Step,
+    ) -> tuple[dict[str, Any], str] | None:
+        """Everything before the Twilio request, committed; None when nothing is to be sent."""
+        # Locks the incident row until the notification is recorded: an acknowledgement
+        # waits for it, and side-by-side steps of one incident take turns (no deadlock).
+        facts_row = await (await conn.execute(_FACTS, (step.incident_id,))).fetchone()
+        if facts_row is None or facts_row["status"] not in ("open", "notifying"):
+            await self._finish(conn, step, "cancelled", schedule=False)
+            await conn.commit()
+            return None
+        if step.action == "console":
+            await timeline(conn, step.incident_id, "console_alert", round=step.round)
+            await self._finish(conn, step, "done")
+            await conn.commit()
+            return None
+        facts = IncidentFacts(
+            facts_row["elder"], facts_row["address"], facts_row["community"],
+            facts_row["kind"], facts_row["event_time"],
+        )
+        body = self._render(step, facts)
+        channel = "voice" if step.action == "call" else "sms"
+        notification = await self._record(conn, step, channel, body)
+        if notification is not None and facts_row["status"] == "open":
+            await conn.execute(
+                "UPDATE incidents SET status = 'notifying' WHERE id = %s AND status = 'open'",
+                (step.incident_id,),
+            )
+        # Committed before Twilio is asked: a second claim of this step finds the row.
+        await conn.commit()
+        return None if notification is None else (notification, body)
+
+    def _render(self, step: Step, facts: IncidentFacts) -> str:
+        lang = step.target.get("language", "zh-Hans")
+        if step.action == "call":
+            return voice_twiml(facts, f"{self.base}/twilio/voice/gather?step={step.id}", lang)
+        if step.target.get("kind") == "staff":
+            return staff_sms(facts, lang)
+        return family_sms(facts, lang)
+
+    async def _record(
+        self, conn: AsyncConnection[Any], step: Step, channel: str, body: str,
+    ) -> dict[str, Any] | None:
+        """The step's notification row, marked "sending"; None when it must not be sent (again)."""
+        await conn.execute(
+            "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
+            " to_number, recipient, body, dry_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
+             step.target["name"], body, self.channel.dry_run),
+        )
+        row = await (await conn.execute(
+            "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s FOR UPDATE",
+            (f"step:{step.id}",),
+        )).fetchone()
+        assert row is not None
+        if row["status"] not in ("sending", "retrying") or (
+                row["status"] == "sending" and row["attempts"] > 0):
+            # Sent already, or a request whose outcome nobody knows: never repeat silently.
+            log.warning("step already sent; not repeating", step=step.id, status=row["status"])
+            await settle_unknown(conn, step.id, step.incident_id, row, step.action == "call")
+            await self._finish(conn, step, "unknown" if row["status"] == "sending" else "done")
+            return None
+        await conn.execute(
+            "UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
+            " updated_at = now() WHERE id = %s", (row["id"],),
+        )
+        return {"id": row["id"], "attempts": row["attempts"] + 1}
+
+    async def _outcome(
+        self, conn: AsyncConnection[Any], step: Step, notification: dict[str, Any], voice: bool,
+        sid: str | None, failure: str | None, error: str | None,
+    ) -> None:
+        channel = "voice" if voice else "sms"
+        if failure == "unknown" and not voice:
+            failure = "retry"  # a possibly duplicated SMS beats a missing one
+        if failure == "retry" and notification["attempts"] < self.retry.attempts:
+            delay = self.retry.delay(notification["attempts"])
+            await conn.execute(
+                "UPDATE notifications SET status = 'retrying', error = %s, updated_at = now()"
+                " WHERE id = %s", (error, notification["id"]),
+            )
+            await conn.execute(
+                "UPDATE escalation_steps SET status = 'pending', claimed_by = NULL,"
+                " worker_lock = NULL, due_at = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND status = 'running' AND worker_lock = %s",
+                (delay, step.id, self.lock),
+            )
+            await timeline(conn, step.incident_id, "retrying", name=step.target["name"],
+                           phone=step.target["phone"], channel=channel,
+                           attempt=notification["attempts"], retry_in_s=round(delay, 2),
+                           error=error)
+            NOTIFICATIONS.labels(channel, "retrying").inc()
+            return
+        if failure is None:
+            status = "dry_run" if self.channel.dry_run else "sent"
+        else:
+            status = "unknown" if failure == "unknown" else "failed"
+        await conn.execute(
+            "UPDATE notifications SET status = %s, provider_sid = %s, error = %s,"
+            " updated_at = now() WHERE id = %s", (status, sid, error, notification["id"]),
+        )
+        if failure is None:
+            await conn.execute(
+                "UPDATE incidents SET first_notified_at = coalesce(first_notified_at, now())"
+                " WHERE id = %s", (step.incident_id,),
+            )
+        entry = "outcome_unknown" if status == "unknown" else ("call" if voice else "sms")
+        await timeline(
+            conn, step.incident_id, entry, name=step.target["name"], phone=step.target["phone"],
+            recipient=step.target.get("kind"), status=status, notification_id=notification["id"],
+            dry_run=self.channel.dry_run, error=error, attempts=notification["attempts"],
+        )
+        NOTIFICATIONS.labels(channel, status).inc()
+        await self._finish(conn, step, "done" if failure is None else status)
+        if status == "failed":
+            await alarm_if_all_channels_failed(conn, step.incident_id)
+
+    async def _finish(
+        self, conn: AsyncConnection[Any], step: Step, result: str, schedule: bool = True,
+    ) -> None:
+        cur = await conn.execute(
+            "UPDATE escalation_steps SET status = %s, result = %s, finished_at = now()"
+            " WHERE id = %s AND status = 'running' AND worker_lock = %s",
+            ("done" if result == "done" else result, result, step.id, self.lock),
+        )
+        STEP_LATENCY.observe(max(0.0, time.time() - step.due_at.astimezone(UTC).timestamp()))
+        if cur.rowcount == 1 and schedule:
+            await schedule_next(conn, step.incident_id, step.seq, step.round)
+
+    async def recover(self) -> int:
+        """Steps left running by dead dispatcher processes: resume or settle them."""
+        recovered = 0
+        async with self.pool.connection() as conn:
+            locks = [r["worker_lock"] for r in await (await conn.execute(
+                "SELECT DISTINCT worker_lock FROM escalation_steps WHERE status = 'running'"
+                " AND worker_lock IS NOT NULL AND worker_lock <> %s", (self.lock,),
+            )).fetchall()]
+            dead = []
+            for key in locks:
+                row = await (await conn.execute(
+                    "SELECT pg_try_advisory_lock(%s) AS free", (key,)
+                )).fetchone()
+                if row and row["free"]:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    dead.append(key)
+            await conn.commit()
+            for key in dead:
+                recovered += await self._recover(conn, key)
+                await conn.commit()
+        return recovered
+
+    async def _recover(self, conn: AsyncConnection[Any], key: int, step_id: int | None = None,
+                       give_up: bool = False) -> int:
+        """Resume or settle the running steps of worker `key` (one step if `step_id`)."""
+        steps = await (await conn.execute(
+            "SELECT id, incident_id, seq, round, action FROM escalation_steps"
+            " WHERE status = 'running' AND worker_lock = %s AND (%s::bigint IS NULL OR id = %s)"
+            " FOR UPDATE SKIP LOCKED", (key, step_id, step_id),
+        )).fetchall()
+        for s in steps:
+            n = await (await conn.execute(
+                "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s"
+                " FOR UPDATE", (f"step:{s['id']}",),
+            )).fetchone()
+            if give_up and (n is None or n["status"] != "sending"):
+                await conn.execute(
+                    "UPDATE escalation_steps SET status = 'failed', result = 'crashed',"
+                    " finished_at = now() WHERE id = %s", (s["id"],),
+                )
+                await timeline(conn, s["incident_id"], "step_failed", step=s["id"],
+                               action=s["action"])
+                await schedule_next(conn, s["incident_id"], s["seq"], s["round"])
+            elif n is None or n["status"] == "retrying" or (
+                    n["status"] == "sending" and n["attempts"] == 0):
+                # Nothing reached Twilio: run it again.
+                await conn.execute(
+                    "UPDATE escalation_steps SET status = 'pending', due_at = now(),"
+                    " claimed_by = NULL, worker_lock = NULL WHERE id = %s", (s["id"],),
+                )
+                await timeline(conn, s["incident_id"], "step_resumed", step=s["id"],
+                               action=s["action"])
+            else:
+                await settle_unknown(conn, s["id"], s["incident_id"], n, s["action"] == "call")
+                result = "unknown" if n["status"] == "sending" else "done"
+                await conn.execute(
+                    "UPDATE escalation_steps SET status = %s, result = %s, finished_at = now()"
+                    " WHERE id = %s", (result, result, s["id"]),
+                )
+                await schedule_next(conn, s["incident_id"], s["seq"], s["round"])
+            log.warning("step of a dead dispatcher recovered", step=s["id"])
+        if steps:
+            await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
+        return len(steps)
+
+
+async def settle_unknown(
+    conn: AsyncConnection[Any], step_id: int, incident_id: Any, notification: dict[str, Any],
+    voice: bool,
+) -> None:
+    """A notification still "sending" whose sender is gone: mark it unknown for staff."""
+    if notification["status"] != "sending":
+        return
+    await conn.execute(
+        "UPDATE notifications SET status = 'unknown', error = 'outcome unknown: the dispatcher"
+        " stopped during the Twilio request; not repeated', updated_at = now() WHERE id = %s",
+        (notification["id"],),
+    )
+    await timeline(conn, incident_id, "outcome_unknown", step=step_id,
+                   notification_id=notification["id"], channel="voice" if voice else "sms")
+    NOTIFICATIONS.labels("voice" if voice else "sms", "unknown").inc()
+
+
+async def schedule_next(
+    conn: AsyncConnection[Any], incident_id: Any, seq: int, round_no: int,
+) -> None:
+    """The wait after a step is the next step's due time; a ladder with nothing left and nobody
+    responsible raises `ladder_exhausted` on the console."""
+    row = await (await conn.execute(
+        "UPDATE escalation_steps SET due_at = now() + make_interval(secs => wait_s)"
+        " WHERE incident_id = %(i)s AND status = 'pending' AND due_at IS NULL AND seq ="
+        " (SELECT min(seq) FROM escalation_steps WHERE incident_id = %(i)s AND seq > %(s)s)"
+        " RETURNING round, wait_s",
+        {"i": incident_id, "s": seq},
+    )).fetchone()
+    if row is not None:
+        if row["round"] > round_no:
+            await timeline(conn, incident_id, "ladder_repeats", round=row["round"],
+                           after_s=row["wait_s"])
+        await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
+        return
+    left = await (await conn.execute(
+        "SELECT 1 FROM escalation_steps WHERE incident_id = %s AND status IN ('pending', 'running')"
+        " AND seq <> %s LIMIT 1", (incident_id, seq),
+    )).fetchone()
+    if left is not None:
+        return
+    exhausted = await (await conn.execute(
+        "SELECT 1 FROM incidents i WHERE id = %s AND status IN ('open', 'notifying')"
+        " AND NOT EXISTS (SELECT 1 FROM incident_timeline t WHERE t.incident_id = i.id"
+        " AND t.kind = 'ladder_exhausted')", (incident_id,),
+    )).fetchone()
+    if exhausted is not None:
+        await timeline(conn, incident_id, "ladder_exhausted", rounds=round_no)
+
+
+async def alarm_if_all_channels_failed(conn: AsyncConnection[Any], incident_id: Any) -> None:
+    """Nothing reached anyone and every channel of the ladder failed: alarm the console once."""
+    row = await (await conn.execute(
+        "SELECT"
+        " (SELECT count(*) FROM notifications WHERE incident_id = %(i)s"
+        "   AND status IN ('sent', 'dry_run')"
+        "   AND coalesce(provider_status, '') NOT IN ('failed', 'undelivered')) AS ok,"
+        " (SELECT count(DISTINCT channel) FROM notifications WHERE incident_id = %(i)s"
+        "   AND (status = 'failed' OR provider_status IN ('failed', 'undelivered'))) AS failed,"
+        " (SELECT count(DISTINCT action) FROM escalation_steps WHERE incident_id = %(i)s"
+        "   AND action IN ('call', 'sms')) AS channels,"
+        " EXISTS (SELECT 1 FROM incident_timeline WHERE incident_id = %(i)s"
+        "   AND kind = 'all_channels_failed') AS raised",
+        {"i": incident_id},
+    )).fetchone()
+    if row and not row["raised"] and row["ok"] == 0 and row["failed"] >= row["channels"] > 0:
+        await timeline(conn, incident_id, "all_channels_failed")
+        log.error("all channels failed", incident_id=str(incident_id))

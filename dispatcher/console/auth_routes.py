@@ -1,0 +1,121 @@
+"""Login, logout, who am I, and staff accounts (district admins create them)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from dispatcher.console import audit
+from dispatcher.console.accounts import (
+    Account,
+    AccountLocked,
+    LoginRefused,
+    authenticate,
+    create_account_async,
+)
+from eldercare.security import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    CurrentPrincipal,
+    Principal,
+    close_session,
+    open_session,
+)
+
+router = APIRouter()
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class NewAccount(BaseModel):
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]{2,50}$")
+    display_name: str = Field(min_length=1, max_length=100)
+    role: Literal["district_admin", "street_supervisor", "duty_staff"]
+    password: str = Field(min_length=8, max_length=200)
+    community_id: str | None = None
+    district: str = ""
+    street: str = ""
+    staff_id: str | None = None
+
+
+def _me(principal: Principal, csrf: str) -> dict[str, Any]:
+    return {
+        "username": principal.staff_id, "name": principal.name, "role": principal.role,
+        "community_ids": None if principal.community_ids is None
+        else sorted(principal.community_ids),
+        "sees_personal_data": principal.sees_personal_data, "csrf_token": csrf,
+    }
+
+
+@router.post("/api/v1/login")
+async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
+    """Check the password; on success set the session cookie (HttpOnly, SameSite=Strict) and the
+    CSRF cookie the console's JavaScript echoes in the X-CSRF-Token header."""
+    pool = request.app.state.pool
+    client = audit.client_of(request)
+    async with pool.connection() as conn:
+        try:
+            principal = await authenticate(conn, body.username, body.password)
+        except AccountLocked:
+            await audit.record(conn, body.username, "login_locked", client=client)
+            await conn.commit()
+            raise HTTPException(423, "account locked after repeated wrong passwords; "
+                                     "try again in 15 minutes or ask a district admin") from None
+        except LoginRefused:
+            await audit.record(conn, body.username, "login_failed", client=client)
+            await conn.commit()
+            raise HTTPException(401, "wrong username or password") from None
+        token, csrf = await open_session(conn, principal.staff_id)
+        await audit.record(conn, principal, "login", client=client)
+    secure = request.app.state.settings.public_base_url.startswith("https://")
+    age = int(SESSION_TTL.total_seconds())
+    response.set_cookie(SESSION_COOKIE, token, max_age=age, httponly=True, samesite="strict",
+                        secure=secure, path="/")
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=age, httponly=False, samesite="strict",
+                        secure=secure, path="/")
+    return _me(principal, csrf)
+
+
+@router.post("/api/v1/logout")
+async def logout(
+    request: Request, response: Response, principal: CurrentPrincipal,
+) -> dict[str, str]:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    async with request.app.state.pool.connection() as conn:
+        await close_session(conn, token)
+        await audit.record(conn, principal, "logout", client=audit.client_of(request))
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return {"status": "logged_out"}
+
+
+@router.get("/api/v1/me")
+async def me(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    return _me(principal, request.cookies.get(CSRF_COOKIE, ""))
+
+
+@router.post("/api/v1/staff-accounts", status_code=201)
+async def new_account(
+    body: NewAccount, request: Request, principal: CurrentPrincipal,
+) -> dict[str, str]:
+    """Create or reset a staff login; district admins only."""
+    if principal.role not in ("district_admin", "system"):
+        raise HTTPException(403, "only a district admin manages staff accounts")
+    account = Account(body.username, body.display_name, body.role, body.community_id,
+                      body.district, body.street, body.staff_id)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            await create_account_async(conn, account, body.password)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except Exception as exc:  # a check constraint or an unknown community
+            raise HTTPException(422, f"account rejected: {exc}") from None
+        await audit.record(conn, principal, "create_account", "staff_account", body.username,
+                           body.community_id, audit.client_of(request), role=body.role)
+    return {"username": body.username}

@@ -1,0 +1,84 @@
+"""Elder search, the elder record, device health and the elder's charts, for the console.
+Read models live under /api/v1/console/ so they never collide with the registry's admin API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from dispatcher.console import audit, charts, queries
+from dispatcher.console.incident_routes import as_json
+from eldercare.i18n import LANGUAGES
+from eldercare.security import SESSION_COOKIE, CurrentPrincipal
+
+router = APIRouter()
+
+
+@router.get("/api/v1/console/elders")
+async def search(
+    request: Request, principal: CurrentPrincipal, q: str = "",
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        found = await queries.search_elders(conn, principal, q.strip()[:100])
+    return Response(as_json({"elders": found}), media_type="application/json")
+
+
+@router.get("/api/v1/console/elders/{elder_id}")
+async def elder(
+    elder_id: str, request: Request, principal: CurrentPrincipal,
+) -> Response:
+    """The elder page's record (audited); 404 when out of the caller's scope."""
+    async with request.app.state.pool.connection() as conn:
+        item = await queries.elder(conn, principal, elder_id)
+        if item is None:
+            await audit.record(conn, principal, "denied", "elder", elder_id, None,
+                               audit.client_of(request))
+            await conn.commit()
+            raise HTTPException(404, "no such elder")
+        item["incidents"] = await queries.incidents(conn, principal, True, elder_id=elder_id)
+        await audit.record(conn, principal, "view", "elder", elder_id, item["community_id"],
+                           audit.client_of(request),
+                           personal_data=principal.sees_personal_data)
+    return Response(as_json(item), media_type="application/json")
+
+
+@router.get("/api/v1/console/devices/problems")
+async def device_problems(
+    request: Request, principal: CurrentPrincipal,
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        found = await queries.device_problems(conn, principal)
+    return Response(as_json({"devices": found}), media_type="application/json")
+
+
+@router.get("/api/v1/console/elders/{elder_id}/charts/{chart}.png")
+async def chart(
+    elder_id: str, chart: str, request: Request, principal: CurrentPrincipal,
+    lang: str = "zh-Hans",
+) -> Response:
+    """Vital signs (`vitals`) or daily activity (`activity`) of the last 7 days as PNG."""
+    if chart not in ("vitals", "activity"):
+        raise HTTPException(404, "charts: vitals, activity")
+    lang = lang if lang in LANGUAGES else "zh-Hans"
+    async with request.app.state.pool.connection() as conn:
+        if await queries.elder(conn, principal, elder_id) is None:
+            raise HTTPException(404, "no such elder")
+    now = datetime.now(UTC)
+    since = now - timedelta(days=charts.DAYS)
+    # The registry's history API, in-process, with the viewer's own session and scope.
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://console",
+        cookies={SESSION_COOKIE: request.cookies.get(SESSION_COOKIE, "")},
+    ) as client:
+        readings = await charts.history(client, elder_id, "readings", since, now)
+        rollups = [] if chart == "vitals" else \
+            await charts.history(client, elder_id, "rollups", since, now)
+    if chart == "vitals":
+        png = await run_in_threadpool(charts.vitals_png, readings, now, lang)
+    else:
+        png = await run_in_threadpool(charts.activity_png, rollups, readings, now, lang)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})

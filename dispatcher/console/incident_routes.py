@@ -1,0 +1,187 @@
+"""The incident API of the console: the board, one incident, staff actions (claim, acknowledge,
+resolve) and the live stream, all limited to the caller's communities and all audited."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+
+from dispatcher import lifecycle
+from dispatcher.console import audit, queries
+from dispatcher.incidents import timeline
+from eldercare import db
+from eldercare.config import Settings
+from eldercare.security import SESSION_COOKIE, CurrentPrincipal, Principal, session_principal
+
+router = APIRouter()
+
+Outcome = Literal["help_sent", "false_alarm", "transferred_120_119", "elder_fine"]
+
+
+def as_json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+class Acknowledge(BaseModel):
+    note: str = Field("", max_length=2000)
+
+
+class Resolve(BaseModel):
+    outcome: Outcome
+    notes: str = Field("", max_length=4000)
+
+
+async def _visible(conn: Any, principal: Principal, incident_id: str, request: Request) -> str:
+    """The incident's community; 404 (and an audit row) when unknown or out of scope, so staff
+    of another community cannot even learn that it exists."""
+    try:
+        community = await queries.incident_community(conn, incident_id)
+    except psycopg.errors.InvalidTextRepresentation:
+        raise HTTPException(404, "no such incident") from None
+    if community is None or not principal.can_see(community):
+        await conn.rollback()
+        await audit.record(conn, principal, "denied", "incident", incident_id, community,
+                           audit.client_of(request))
+        await conn.commit()
+        raise HTTPException(404, "no such incident")
+    return community
+
+
+@router.get("/api/v1/incidents")
+async def list_incidents(
+    request: Request, principal: CurrentPrincipal, include_resolved: bool = False,
+) -> Response:
+    """The board: open incidents (or all) in scope, most severe and oldest first."""
+    settings: Settings = request.app.state.settings
+    async with request.app.state.pool.connection() as conn:
+        items = await queries.incidents(conn, principal, include_resolved)
+        last = await queries.last_timeline_id(conn)
+        await audit.record_board_views(conn, principal, items, audit.client_of(request))
+    return Response(as_json({"incidents": items, "last_event_id": last,
+                             "dry_run": not settings.twilio_configured}),
+                    media_type="application/json")
+
+
+@router.get("/api/v1/incidents/{incident_id}")
+async def get_incident(
+    incident_id: str, request: Request, principal: CurrentPrincipal,
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        community = await _visible(conn, principal, incident_id, request)
+        items = await queries.incidents(conn, principal, True, incident_id)
+        await audit.record(conn, principal, "view", "incident", incident_id, community,
+                           audit.client_of(request))
+    return Response(as_json(items[0]), media_type="application/json")
+
+
+@router.post("/api/v1/incidents/{incident_id}/claim")
+async def claim(
+    incident_id: str, request: Request, principal: CurrentPrincipal,
+) -> dict[str, str]:
+    """"I am on it": silences the console alarm for everyone; the escalation goes on until
+    someone acknowledges."""
+    async with request.app.state.pool.connection() as conn:
+        community = await _visible(conn, principal, incident_id, request)
+        cur = await conn.execute(
+            "UPDATE incidents SET claimed_by = %s, claimed_at = now() WHERE id = %s"
+            " AND status <> 'resolved' AND claimed_at IS NULL", (principal.name, incident_id),
+        )
+        if cur.rowcount == 0:
+            raise HTTPException(409, "incident is already claimed or resolved")
+        await timeline(conn, incident_id, "claimed", who=principal.name, by=principal.staff_id)
+        await audit.record(conn, principal, "claim", "incident", incident_id, community,
+                           audit.client_of(request))
+    return {"status": "claimed"}
+
+
+async def acknowledge_incident(
+    conn: Any, incident_id: str, principal: Principal, note: str,
+) -> bool:
+    """Take responsibility (dispatcher.lifecycle cancels every pending step); the console alarm
+    stops too. False if the incident is not open."""
+    if not await lifecycle.acknowledge(conn, incident_id, principal.name, "console",
+                                       by=principal.staff_id, note=note):
+        return False
+    await conn.execute(
+        "UPDATE incidents SET claimed_by = coalesce(claimed_by, %s),"
+        " claimed_at = coalesce(claimed_at, now()) WHERE id = %s", (principal.name, incident_id),
+    )
+    return True
+
+
+@router.post("/api/v1/incidents/{incident_id}/acknowledge")
+async def acknowledge(
+    incident_id: str, request: Request, principal: CurrentPrincipal,
+    body: Acknowledge | None = None,
+) -> dict[str, str]:
+    """Take responsibility: the escalation ladder stops (pending calls are cancelled)."""
+    note = body.note if body else ""
+    async with request.app.state.pool.connection() as conn:
+        community = await _visible(conn, principal, incident_id, request)
+        if not await acknowledge_incident(conn, incident_id, principal, note):
+            raise HTTPException(409, "incident is not open")
+        await audit.record(conn, principal, "acknowledge", "incident", incident_id, community,
+                           audit.client_of(request), note=note)
+    return {"status": "acknowledged"}
+
+
+@router.post("/api/v1/incidents/{incident_id}/resolve")
+async def resolve(
+    incident_id: str, body: Resolve, request: Request,
+    principal: CurrentPrincipal,
+) -> dict[str, str]:
+    """Close the incident with what happened; pending steps are cancelled."""
+    async with request.app.state.pool.connection() as conn:
+        community = await _visible(conn, principal, incident_id, request)
+        if not await lifecycle.resolve(conn, incident_id, body.outcome, body.notes,
+                                       principal.name):
+            raise HTTPException(409, "incident is already resolved")
+        await audit.record(conn, principal, "resolve", "incident", incident_id, community,
+                           audit.client_of(request), outcome=body.outcome, notes=body.notes)
+    return {"status": "resolved"}
+
+
+@router.get("/api/v1/stream")
+async def stream(
+    request: Request, principal: CurrentPrincipal, after: int | None = None,
+) -> EventSourceResponse:
+    """Timeline rows of the caller's communities as written; a reconnecting client catches up
+    from Last-Event-ID. The stream ends when the session does (logout or expiry)."""
+    header = request.headers.get("last-event-id")
+    start = int(header) if header and header.isdigit() else after
+    token = request.cookies.get(SESSION_COOKIE, "")
+    return EventSourceResponse(
+        _timeline_events(request.app.state.settings, request.app.state.pool, principal, token,
+                         start), ping=10)
+
+
+async def _timeline_events(
+    settings: Settings, pool: db.Pool, principal: Principal, token: str, after: int | None,
+) -> AsyncIterator[dict[str, str]]:
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as listener:
+        await listener.execute("LISTEN incident_timeline")
+        async with pool.connection() as conn:
+            last = after if after is not None else await queries.last_timeline_id(conn)
+        yield {"event": "hello", "data": as_json({"last_event_id": last}), "id": str(last)}
+        while True:
+            async with pool.connection() as conn:
+                if await session_principal(conn, token) is None:
+                    yield {"event": "logged_out", "data": "{}"}
+                    return
+                rows = await queries.timeline_since(conn, last, principal)
+            for row in rows:
+                last = row["id"]
+                yield {"event": "timeline", "id": str(last), "data": as_json(row)}
+            # Wake on NOTIFY; the timeout is a safety net for a notification lost in a reconnect.
+            async for _ in listener.notifies(timeout=5.0, stop_after=1):
+                break
+            await asyncio.sleep(0)

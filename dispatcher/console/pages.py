@@ -1,0 +1,66 @@
+"""The console's pages and static assets. Pages are small HTML shells filled in by the page's
+script from the API; without a session every page redirects to the login page."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from eldercare.security import MaybePrincipal, Principal
+
+router = APIRouter()
+
+_STATIC = resources.files("dispatcher.console.static")
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_PAGES = {"board": "index.html", "elder": "elder.html", "elders": "elders.html",
+          "devices": "devices.html"}
+
+
+def _page(name: str) -> HTMLResponse:
+    headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+               "Content-Security-Policy": "default-src 'self'; img-src 'self' data:;"
+                                          " frame-ancestors 'none'"}
+    return HTMLResponse(_STATIC.joinpath(name).read_text("utf-8"), headers=headers)
+
+
+def _signed_in(principal: Principal | None, page: str) -> Response:
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    return _page(_PAGES[page])
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page() -> HTMLResponse:
+    return _page("login.html")
+
+
+@router.get("/", response_model=None)
+async def board(principal: MaybePrincipal) -> Response:
+    return _signed_in(principal, "board")
+
+
+@router.get("/elders", response_model=None)
+async def elders(principal: MaybePrincipal) -> Response:
+    return _signed_in(principal, "elders")
+
+
+@router.get("/elders/{elder_id}", response_model=None)
+async def elder(elder_id: str, principal: MaybePrincipal) -> Response:
+    return _signed_in(principal, "elder")
+
+
+@router.get("/devices", response_model=None)
+async def devices(principal: MaybePrincipal) -> Response:
+    return _signed_in(principal, "devices")
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    suffix = name[name.rfind("."):] if "." in name else ""
+    if "/" in name or suffix not in (".js", ".css") or not _STATIC.joinpath(name).is_file():
+        raise HTTPException(404)
+    body = _STATIC.joinpath(name).read_text("utf-8")
+    return Response(body, media_type=f"{_TYPES[suffix]}; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})

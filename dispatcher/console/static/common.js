@@ -1,0 +1,72 @@
+// Shared by every console page: language, translations, the header, and API calls that carry
+// the CSRF token (double submit: the token is in a cookie and must come back in a header).
+"use strict";
+const params = new URLSearchParams(location.search);
+if (params.get("lang")) localStorage.setItem("eldercare.lang", params.get("lang"));
+const lang = localStorage.getItem("eldercare.lang") === "en" ? "en" : "zh-Hans";
+let T = {};
+let ME = null;
+
+const tr = (key, values = {}) =>
+  (T[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => (values[k] ?? ""));
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+};
+const fmtTime = (iso) => iso ? new Date(iso).toLocaleString(lang === "en" ? "en-GB" : "zh-CN") : "";
+const csrf = () => (document.cookie.match(/(?:^|;\s*)eldercare_csrf=([^;]+)/) || [])[1] || "";
+
+async function api(url, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (options.method && options.method !== "GET") {
+    headers["X-CSRF-Token"] = decodeURIComponent(csrf());
+    if (options.body !== undefined) headers["content-type"] = "application/json";
+  }
+  const res = await fetch(url, { ...options, headers, credentials: "same-origin" });
+  if (res.status === 401 && !url.endsWith("/login")) {
+    location.href = "/login";
+    throw new Error("login required");
+  }
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { detail = (await res.json()).detail || detail; } catch (_) { /* not JSON */ }
+    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    err.status = res.status;
+    throw err;
+  }
+  return res.json();
+}
+
+async function loadTranslations() {
+  T = await api(`/api/v1/i18n/${lang}`);
+  document.documentElement.lang = lang;
+}
+
+// Header with navigation, the signed-in person, logout and the language switch.
+async function setupPage(active) {
+  await loadTranslations();
+  ME = await api("/api/v1/me");
+  document.title = tr("console.title");
+  const nav = el("nav");
+  for (const [key, href] of [["board", "/"], ["elders", "/elders"], ["devices", "/devices"]]) {
+    nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));
+  }
+  const who = el("span", { class: "who", id: "who" }, `${ME.name} · ${tr("role." + ME.role)}`);
+  const logout = el("button", { type: "button", id: "logout" }, tr("console.logout"));
+  logout.onclick = async () => {
+    await api("/api/v1/logout", { method: "POST" });
+    location.href = "/login";
+  };
+  const switcher = el("button", { type: "button", id: "lang" }, tr("console.lang_switch"));
+  switcher.onclick = () => {
+    localStorage.setItem("eldercare.lang", lang === "en" ? "zh-Hans" : "en");
+    location.search = "";
+  };
+  const header = document.getElementById("top");
+  header.replaceChildren(el("h1", {}, tr("console.title")), nav,
+    el("span", { id: "conn", class: "conn" }), who, switcher, logout);
+}

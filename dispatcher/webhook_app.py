@@ -1,0 +1,35 @@
+"""A minimal web app with only Twilio's webhooks (and /healthz): what needs to face the
+internet, without the staff console. The console app mounts the same router at /twilio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dispatcher import webhooks
+from eldercare import db
+from eldercare.config import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The webhook app; `app.state.pool` and `app.state.settings` as in the console app."""
+    pool = db.pool(settings.database_url, max_size=4)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open()
+        yield
+        await pool.close()
+
+    app = FastAPI(title="eldercare twilio webhooks", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pool = pool
+    app.include_router(webhooks.router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

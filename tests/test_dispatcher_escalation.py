@@ -1,0 +1,574 @@
+"""The escalation ladder against real PostgreSQL, a real Kafka-protocol broker, the Prism mock of
+Twilio and real dispatcher processes (`eldercare service dispatcher`), with webhooks signed as
+Twilio signs them and sent to the webhook app (the router the console mounts at /twilio).
+
+The module has its own database (on the session's PostgreSQL) and its own tansu broker, so the
+shared `platform` dispatcher, if another test started it, cannot take these steps."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+from twilio.request_validator import RequestValidator
+
+from detectors.alerts import Alert, Severity
+from devices.registry import Community, save
+from dispatcher.webhook_app import create_app
+from eldercare import db, kafka
+from eldercare.config import Settings
+from eldercare.stack import embedded, procs
+from tests.conftest import make_community
+from tests.helpers import eventually, read_topic
+from tests.twilio_mock import TwilioMock
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
+    """Own database, own broker, the webhook app in a thread; Twilio is the shared mock."""
+    name = f"dispatch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    here = workdir / name
+    here.mkdir()
+    broker = embedded.start_kafka(here)
+    port = procs.free_port()
+    own = settings.model_copy(update={
+        "database_url": make_conninfo(settings.database_url, dbname=name),
+        "kafka_bootstrap": broker.url, "console_bind": f"127.0.0.1:{port}",
+        "public_base_url": f"http://127.0.0.1:{port}", "data_dir": here,
+        "dispatcher_retry_backoff_s": 0.2, "dispatcher_retry_attempts": 2,
+        "metrics_binds": "",  # the observability endpoint delays SIGTERM by ~12 s
+    })
+    db.upgrade(own.database_url)
+    asyncio.run(kafka.ensure_topics(own))
+    # The webhook-only app (the console mounts the same router): Twilio's side of the test.
+    server = uvicorn.Server(uvicorn.Config(create_app(own), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    procs.wait_for_port(port, timeout=30)
+    yield own
+    server.should_exit = True
+    thread.join(10)
+    broker.stop()
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
+                             for k, v in settings.model_dump().items()}}
+
+
+def _spawn(settings: Settings, service: str, log: Path) -> subprocess.Popen[bytes]:
+    return procs.spawn([sys.executable, "-m", "eldercare.cli", "service", service], log,
+                       env=_env(settings))
+
+
+@dataclasses.dataclass
+class Fleet:
+    """The module's dispatcher processes. One runs from the start: each new process costs a
+    consumer-group rebalance (seconds), so tests share it unless they need their own."""
+
+    settings: Settings
+    procs: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        proc = _spawn(self.settings, "dispatcher", self.settings.data_dir / "dispatcher.log")
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+
+@pytest.fixture(scope="module")
+def fleet(stack: Settings) -> Iterator[Fleet]:
+    f = Fleet(stack)
+    f.start()
+    yield f
+    for proc in f.procs:
+        procs.stop(proc)
+
+
+def _community(stack: Settings, elders: int = 1, landline_3: bool = False) -> Community:
+    c = make_community(elders=elders)
+    tag = uuid.uuid4().int % 10**8
+    people = []
+    for e in c.elders:
+        contacts = list(e.contacts)
+        if landline_3:  # a landline: called, never texted (even though can_sms says yes)
+            contacts[2] = dataclasses.replace(contacts[2], phone=f"+8610{tag:08d}")
+        people.append(dataclasses.replace(e, contacts=contacts))
+    c = dataclasses.replace(c, elders=people, emergency_line=f"+8621{tag:08d}")
+    save(stack.database_url, [c])
+    return c
+
+
+def _policy(stack: Settings, elder_id: str, rungs: list[tuple[str, str, float]],
+            rounds: int = 1, round_wait_s: float = 0.2, severity: str = "critical") -> None:
+    policy = {"rungs": [{"action": a, "target": t, "wait_s": w} for a, t, w in rungs],
+              "rounds": rounds, "round_wait_s": round_wait_s}
+    with psycopg.connect(stack.database_url) as conn:
+        conn.execute(
+            "INSERT INTO escalation_policies (elder_id, severity, policy) VALUES (%s, %s, %s)"
+            " ON CONFLICT (elder_id, severity) DO UPDATE SET policy = EXCLUDED.policy",
+            (elder_id, severity, json.dumps(policy)),
+        )
+
+
+async def _alert(stack: Settings, community: Community, n: int = 0, alert_id: str | None = None,
+                 kind: str = "sos", severity: Severity = Severity.CRITICAL) -> Alert:
+    elder = community.elders[n]
+    now = datetime.now(UTC)
+    alert = Alert(alert_id=alert_id or uuid.uuid4().hex, elder_id=elder.id,
+                  community_id=community.id, kind=kind, severity=severity, event_time=now,
+                  detected_at=now, device_id=f"{elder.id}-sos_button", room="卧室")
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(kafka.ALERTS, alert.model_dump_json().encode(), alert.key())
+    finally:
+        await producer.stop()
+    return alert
+
+
+def _rows(stack: Settings, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(stack.database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def _incident(stack: Settings, elder_id: str) -> dict[str, Any] | None:
+    rows = _rows(stack, "SELECT * FROM incidents WHERE elder_id = %s", elder_id)
+    return rows[0] if rows else None
+
+
+def _timeline(stack: Settings, incident_id: Any) -> list[str]:
+    return [r["kind"] for r in _rows(
+        stack, "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id",
+        incident_id)]
+
+
+def _step_of(stack: Settings, phone: str) -> int | None:
+    rows = _rows(stack, "SELECT step_id FROM notifications WHERE to_number = %s", phone)
+    return rows[0]["step_id"] if rows else None
+
+
+async def _signed_post(stack: Settings, path: str, params: dict[str, str],
+                       token: str | None = None) -> httpx.Response:
+    url = stack.public_base_url + path
+    signature = RequestValidator(token or stack.twilio_auth_token).compute_signature(url, params)
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+
+def _to(requests: list[Any], numbers: set[str]) -> list[str]:
+    return [r.form["To"][0] for r in requests if r.form.get("To", [""])[0] in numbers]
+
+
+async def _after(stack: Settings, step_id: int, extra_s: float) -> None:
+    """Wait until a cancelled step's due time (plus `extra_s`) has passed."""
+    due = _rows(stack, "SELECT due_at FROM escalation_steps WHERE id = %s", step_id)[0]["due_at"]
+    await eventually(lambda: due is None or datetime.now(UTC).timestamp()
+                     > due.timestamp() + extra_s, 30, "the step's due time")
+
+
+async def test_full_ladder_with_nobody_answering(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack, landline_3=True)
+    elder = c.elders[0]
+    c1, c2, c3 = (ct.phone for ct in elder.contacts)
+    staff = c.staff[0].phone
+    _policy(stack, elder.id, [
+        ("console", "console", 0), ("sms", "staff", 0), ("call", "contact:1", 0),
+        ("sms", "contacts", 0.3), ("call", "contact:2", 0.3), ("call", "contact:3", 0.3),
+        ("call", "staff", 0.3), ("call", "emergency_line", 0.3),
+    ], rounds=2, round_wait_s=0.3)
+    await _alert(stack, c)
+    await eventually(lambda: len(twilio.calls(c.emergency_line)) == 2, 60,
+                     "two rounds ending at the emergency line")
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    await eventually(lambda: "ladder_exhausted" in _timeline(stack, incident["id"]), 10,
+                     "the console alarm that nobody responded")
+
+    numbers = {c1, c2, c3, staff, c.emergency_line}
+    one_round = [c1, c2, c3, staff, c.emergency_line]
+    assert _to(twilio.calls(), numbers) == one_round * 2
+    texts = _to(twilio.messages(), numbers)
+    assert sorted(texts) == sorted([staff, c1, c2] * 2), "the landline is never texted"
+    assert texts[0] == staff
+    sms = twilio.messages(c1)[0].form["Body"][0]
+    assert elder.name in sms and elder.address in sms
+    twiml = twilio.calls(c1)[0].form["Twiml"][0]
+    assert '<Say language="zh-CN">' in twiml and "<Gather" in twiml and "按1" in twiml
+    assert f"{stack.public_base_url}/twilio/voice/gather?step=" in twiml
+    assert all(r.status == 201 for r in twilio.calls(c1))
+
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    assert incident["status"] == "notifying" and incident["first_notified_at"] is not None
+    kinds = _timeline(stack, incident["id"])
+    assert kinds[0] == "incident_opened" and kinds.count("console_alert") == 2
+    assert "ladder_repeats" in kinds
+    sent = _rows(stack, "SELECT status FROM notifications WHERE incident_id = %s",
+                 incident["id"])
+    assert {r["status"] for r in sent} == {"sent"} and len(sent) == 16
+
+
+async def test_keypress_acknowledges_and_stops_the_ladder(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2, c3 = (ct.phone for ct in elder.contacts)
+    _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0),
+                              ("sms", "contacts", 2.0), ("call", "contact:2", 0.2),
+                              ("call", "contact:3", 0.2)])
+    await _alert(stack, c)
+    await eventually(lambda: twilio.calls(c1), 30, "the call to contact 1")
+    step = await eventually(lambda: _step_of(stack, c1), 10, "the notification row")
+
+    pressed = await _signed_post(stack, f"/twilio/voice/gather?step={step}",
+                                 {"CallSid": "CA" + "1" * 32, "Digits": "1", "To": c1})
+    assert pressed.status_code == 200
+    assert '<Say language="zh-CN">' in pressed.text and "谢谢" in pressed.text
+
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    assert incident["status"] == "acknowledged"
+    assert incident["acknowledged_via"] == "voice_keypress"
+    assert elder.contacts[0].name in incident["acknowledged_by"]
+    pending = _rows(stack, "SELECT id, status FROM escalation_steps WHERE incident_id = %s"
+                    " AND seq > 2 ORDER BY seq", incident["id"])
+    assert {r["status"] for r in pending} == {"cancelled"}
+    await _after(stack, pending[0]["id"], 1.0)
+    assert not twilio.calls(c2) and not twilio.calls(c3) and not twilio.messages(c1)
+    assert "acknowledged" in _timeline(stack, incident["id"])
+
+    again = await _signed_post(stack, f"/twilio/voice/gather?step={step}",
+                               {"CallSid": "CA" + "1" * 32, "Digits": "1"})
+    assert again.status_code == 200 and "已由" in again.text  # already taken
+
+
+async def test_sms_reply_acknowledges_and_forged_webhooks_are_refused(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("console", "console", 0), ("sms", "contacts", 0),
+                              ("call", "contact:1", 3.0)])
+    await _alert(stack, c)
+    await eventually(lambda: twilio.messages(c2), 30, "the SMS to contact 2")
+    step = await eventually(lambda: _step_of(stack, c2), 10, "the notification row")
+    reply = {"From": c2, "To": stack.twilio_from_number, "Body": "收到",
+             "MessageSid": "SM" + "2" * 32}
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = stack.public_base_url
+        forged = [
+            await client.post(f"{url}/twilio/sms/inbound", data=reply),
+            await client.post(f"{url}/twilio/sms/inbound", data=reply,
+                              headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}),
+        ]
+    forged.append(await _signed_post(stack, "/twilio/sms/inbound", reply, token="wrong-token"))
+    forged.append(await _signed_post(stack, f"/twilio/voice/gather?step={step}",
+                                     {"Digits": "1"}, token="wrong-token"))
+    forged.append(await _signed_post(stack, f"/twilio/status?step={step}",
+                                     {"MessageStatus": "delivered"}, token="wrong-token"))
+    assert [r.status_code for r in forged] == [403] * 5
+    incident = _incident(stack, elder.id)
+    assert incident is not None and incident["status"] == "notifying"
+
+    delivered = await _signed_post(stack, f"/twilio/status?step={step}",
+                                   {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered"})
+    assert delivered.status_code == 204
+    answer = await _signed_post(stack, "/twilio/sms/inbound", reply)
+    assert answer.status_code == 200 and "<Message>" in answer.text and elder.name in answer.text
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    assert incident["status"] == "acknowledged" and incident["acknowledged_via"] == "sms_reply"
+    assert elder.contacts[1].name in incident["acknowledged_by"]
+    status = _rows(stack, "SELECT provider_status FROM notifications WHERE step_id = %s", step)
+    assert status[0]["provider_status"] == "delivered"
+    call_step = _rows(stack, "SELECT id, status FROM escalation_steps WHERE incident_id = %s"
+                      " AND action = 'call'", incident["id"])[0]
+    assert call_step["status"] == "cancelled"
+    await _after(stack, call_step["id"], 1.0)
+    assert not twilio.calls(c1)
+
+
+async def test_answering_machine_is_not_an_acknowledgement(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0),
+                              ("call", "contact:2", 120)])
+    await _alert(stack, c)
+    await eventually(lambda: twilio.calls(c1), 30, "the call to contact 1")
+    step = await eventually(lambda: _step_of(stack, c1), 10, "the notification row")
+    callback = await _signed_post(stack, f"/twilio/status?step={step}", {
+        "CallSid": "CA" + "4" * 32, "CallStatus": "completed", "AnsweredBy": "machine_start"})
+    assert callback.status_code == 204
+    # The 120 s wait is cut short: the machine did not take responsibility.
+    await eventually(lambda: twilio.calls(c2), 15, "the call to contact 2")
+    incident = _incident(stack, elder.id)
+    assert incident is not None and incident["status"] == "notifying"
+    answered = _rows(stack, "SELECT answered_by, provider_status FROM notifications"
+                     " WHERE step_id = %s", step)[0]
+    assert answered == {"answered_by": "machine_start", "provider_status": "completed"}
+    assert "call_not_acknowledged" in _timeline(stack, incident["id"])
+
+
+async def test_two_dispatchers_make_each_call_exactly_once(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack, elders=6)
+    for e in c.elders:
+        _policy(stack, e.id, [("console", "console", 0), ("call", "contact:1", 0),
+                              ("call", "contact:2", 0.2), ("call", "contact:3", 0.2)])
+    while len(fleet.alive()) < 2:
+        fleet.start()
+    await eventually(lambda: _rows(  # each live dispatcher holds its worker lock
+        stack, "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND d.datname = current_database()")[0]["n"] >= 2,
+        30, "two dispatchers running")
+    alerts = [await _alert(stack, c, n) for n in range(len(c.elders))]
+    for n, a in enumerate(alerts):  # a redelivered alert changes nothing
+        await _alert(stack, c, n, alert_id=a.alert_id)
+    phones = {ct.phone for e in c.elders for ct in e.contacts}
+    await eventually(lambda: set(_to(twilio.calls(), phones)) == phones, 60, "every call")
+    last = _rows(stack, "SELECT max(s.id) AS id FROM escalation_steps s JOIN incidents i"
+                 " ON i.id = s.incident_id WHERE i.community_id = %s", c.id)[0]["id"]
+    await _after(stack, last, 1.0)
+    made = _to(twilio.calls(), phones)
+    assert sorted(made) == sorted(phones), "each call exactly once"
+    incidents = _rows(stack, "SELECT count(*) AS n FROM incidents WHERE community_id = %s", c.id)
+    assert incidents[0]["n"] == len(c.elders)
+    workers = _rows(stack, "SELECT count(DISTINCT worker_lock) AS n FROM escalation_steps s"
+                    " JOIN incidents i ON i.id = s.incident_id WHERE i.community_id = %s", c.id)
+    assert workers[0]["n"] == 2, "both processes took steps"
+
+
+async def test_twilio_500_then_success_is_retried(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1 = elder.contacts[0].phone
+    _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0)])
+    twilio.fail_next = [500]
+    await _alert(stack, c)
+    await eventually(lambda: [r.status for r in twilio.calls(c1)] == [500, 201], 30,
+                     "a 500, then the same call again, accepted")
+    note = await eventually(lambda: _rows(
+        stack, "SELECT status, attempts FROM notifications WHERE to_number = %s"
+        " AND status = 'sent'", c1), 10, "the notification marked sent")
+    assert note[0]["attempts"] == 2
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    assert "retrying" in _timeline(stack, incident["id"])
+
+
+async def test_every_channel_failing_alarms_the_console(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, staff = elder.contacts[0].phone, c.staff[0].phone
+    _policy(stack, elder.id, [("console", "console", 0), ("sms", "staff", 0),
+                              ("call", "contact:1", 0)])
+    twilio.fail_next = [503] * 4  # two attempts each (the module's retry setting)
+    await _alert(stack, c)
+    incident = await eventually(lambda: _incident(stack, elder.id), 30, "the incident")
+    await eventually(lambda: "all_channels_failed" in _timeline(stack, incident["id"]), 30,
+                     "the console alarm")
+    assert [r.status for r in twilio.messages(staff)] == [503, 503]
+    assert [r.status for r in twilio.calls(c1)] == [503, 503]
+    twilio.fail_next.clear()
+
+
+async def test_killed_dispatcher_resumes_without_repeating_a_call(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2, c3 = (ct.phone for ct in elder.contacts)
+    _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0),
+                              ("call", "contact:2", 2.0), ("call", "contact:3", 0.2)])
+    for extra in fleet.alive()[1:]:  # exactly one process: the one that will be killed
+        procs.stop(extra)
+    first = fleet.alive()[0]
+    await _alert(stack, c)
+    await eventually(lambda: twilio.calls(c1), 30, "the call to contact 1")
+    incident = _incident(stack, elder.id)
+    assert incident is not None
+    await eventually(lambda: _rows(
+        stack, "SELECT 1 FROM escalation_steps WHERE incident_id = %s AND action = 'call'"
+        " AND status = 'pending' AND due_at IS NOT NULL", incident["id"]), 10,
+        "contact 2's step scheduled")
+    first.kill()  # SIGKILL between steps: no goodbye, no cleanup
+    first.wait()
+    fleet.start()
+    await eventually(lambda: twilio.calls(c3), 60, "the call to contact 3 after the restart")
+    assert len(twilio.calls(c1)) == 1 and len(twilio.calls(c2)) == 1
+    assert len(twilio.calls(c3)) == 1
+
+
+async def test_an_alert_that_cannot_be_recorded_is_dead_lettered(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    c = _community(stack)
+    elder = c.elders[0]
+    _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0)])
+    now = datetime.now(UTC)
+    stranger = Alert(alert_id=uuid.uuid4().hex, elder_id="E-nobody", community_id=c.id,
+                     kind="sos", severity=Severity.CRITICAL, event_time=now, detected_at=now)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(kafka.ALERTS, b"{not json", b"E-nobody")
+        await producer.send_and_wait(kafka.ALERTS, stranger.model_dump_json().encode(),
+                                     b"E-nobody")
+    finally:
+        await producer.stop()
+    await _alert(stack, c)  # behind the bad ones, still handled
+    await eventually(lambda: twilio.calls(elder.contacts[0].phone), 30, "the call")
+    records = await read_topic(
+        stack.kafka_bootstrap, kafka.DEADLETTER,
+        lambda rs: sum(r.get("source") == "dispatcher" for r in rs) >= 2)
+    mine = [r for r in records if r.get("source") == "dispatcher"]
+    assert "unreadable alert" in mine[0]["detail"]
+    assert "E-nobody" in mine[1]["detail"] or "foreign key" in mine[1]["detail"]
+
+
+@pytest.fixture
+async def conn(stack: Settings) -> AsyncIterator[db.Connection]:
+    async with await psycopg.AsyncConnection.connect(
+        stack.database_url, row_factory=dict_row
+    ) as c:
+        yield c
+
+
+async def test_alerts_join_and_a_more_severe_alert_escalates(
+    stack: Settings, conn: db.Connection,
+) -> None:
+    from dispatcher.incidents import record_alert
+
+    c = _community(stack)
+    elder = c.elders[0]
+    now = datetime.now(UTC)
+
+    def alert(severity: Severity, aid: str) -> Alert:
+        return Alert(alert_id=aid, elder_id=elder.id, community_id=c.id, kind="vital",
+                     severity=severity, event_time=now, detected_at=now)
+
+    first = await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex))
+    again = await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex))
+    assert first is not None and again == first
+    steps_before = await (await conn.execute(
+        "SELECT count(*) AS n FROM escalation_steps WHERE incident_id = %s", (first,)
+    )).fetchone()
+    worse = await record_alert(conn, alert(Severity.CRITICAL, uuid.uuid4().hex))
+    assert worse == first
+    row = await (await conn.execute(
+        "SELECT severity, ladder FROM incidents WHERE id = %s", (first,))).fetchone()
+    assert row is not None and row["severity"] == "critical"
+    assert len(row["ladder"]["rungs"]) == 8  # the critical default replaced the medium one
+    statuses = await (await conn.execute(
+        "SELECT status, count(*) AS n FROM escalation_steps WHERE incident_id = %s"
+        " GROUP BY status", (first,))).fetchall()
+    by = {r["status"]: r["n"] for r in statuses}
+    assert steps_before is not None and by["superseded"] == steps_before["n"]
+    assert by["pending"] > 0
+    await conn.rollback()  # never committed: no dispatcher runs these steps
+
+
+async def test_claimed_step_with_unknown_outcome_is_never_repeated(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """A dispatcher died during the Twilio request of contact 1's call: nobody knows whether the
+    call was placed. A live dispatcher marks the step unknown for staff and moves the ladder on."""
+    from dispatcher.incidents import record_alert
+    from dispatcher.steps import new_worker_lock
+
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("call", "contact:1", 0), ("call", "contact:2", 0.2)])
+    now = datetime.now(UTC)
+    incident = await record_alert(conn, Alert(
+        alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=c.id, kind="fall",
+        severity=Severity.CRITICAL, event_time=now, detected_at=now))
+    dead = new_worker_lock()  # nobody holds it: its process is gone
+    step = await (await conn.execute(
+        "UPDATE escalation_steps SET status = 'running', worker_lock = %s, claimed_at = now()"
+        " WHERE incident_id = %s AND seq = 1 RETURNING id", (dead, incident))).fetchone()
+    assert step is not None
+    await conn.execute(
+        "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel, to_number,"
+        " body, status, attempts) VALUES (%s, %s, %s, 'voice', %s, '<Response/>', 'sending', 1)",
+        (f"step:{step['id']}", incident, step["id"], c1))
+    await conn.commit()
+
+    await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
+    assert not twilio.calls(c1), "never repeated"
+    assert len(twilio.calls(c2)) == 1, "the ladder moved on"
+    rows = await (await conn.execute(
+        "SELECT s.status, n.status AS sent FROM escalation_steps s JOIN notifications n"
+        " ON n.step_id = s.id WHERE s.id = %s", (step["id"],))).fetchone()
+    assert rows == {"status": "unknown", "sent": "unknown"}
+    kinds = [r["kind"] for r in await (await conn.execute(
+        "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
+    )).fetchall()]
+    assert "outcome_unknown" in kinds
+
+
+async def test_service_statistics_per_community_and_month(
+    stack: Settings, conn: db.Connection,
+) -> None:
+    from dispatcher.stats import service_stats
+    from eldercare.security import SYSTEM, Principal
+
+    c = _community(stack)
+    elder = c.elders[0]
+    for notified_s, ack_s, resolved_s in ((2, 30, 600), (3, 120, 900), (4, None, None)):
+        await conn.execute(
+            "INSERT INTO incidents (elder_id, community_id, kind, severity, status, event_time,"
+            " opened_at, alert_at, first_notified_at, acknowledged_at, resolved_at)"
+            " VALUES (%(e)s, %(c)s, 'sos', 'critical', 'resolved', %(t)s, %(t)s, %(t)s,"
+            " %(t)s + make_interval(secs => %(n)s),"
+            " %(t)s + make_interval(secs => %(a)s), %(t)s + make_interval(secs => %(r)s))",
+            {"e": elder.id, "c": c.id, "t": datetime(2026, 3, 10, 4, tzinfo=UTC),
+             "n": notified_s, "a": ack_s, "r": resolved_s})
+    await conn.commit()
+    rows = await service_stats(conn, SYSTEM, community=c.id)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["month"] == "2026-03" and row["incidents"] == 3 and row["acknowledged"] == 2
+    assert row["first_notification_p50_s"] == 3.0
+    assert row["acknowledgement_p50_s"] == 75.0
+    assert row["acknowledged_within_60s"] == pytest.approx(1 / 3, abs=1e-3)
+    assert row["acknowledged_within_180s"] == pytest.approx(2 / 3, abs=1e-3)
+    other = Principal("someone", "duty_staff", frozenset({"c-elsewhere"}))
+    assert await service_stats(conn, other, community=c.id) == []
