@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="`up` plus a demo community with simulated daily life")\
         .set_defaults(func=_demo)
     svc = sub.add_parser("service", help="run one service in the foreground")
-    svc.add_argument("name", choices=["ingest", "detectors", "dispatcher", "console", "demo-life"])
+    svc.add_argument("name", choices=[
+        "ingest", "detectors", "dispatcher", "console", "demo-life", "store"])
     svc.set_defaults(func=_service)
     dbp = sub.add_parser("db", help="database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)

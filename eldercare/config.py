@@ -42,8 +42,38 @@ class Settings(BaseSettings):
     ingest_max_past_s: float = Field(
         7 * 86400.0, description="Device timestamps older than this are replaced likewise"
     )
+    ingest_http_bind: str = Field(
+        "127.0.0.1:8081",
+        description="host:port of the ingest HTTP gateway and /metrics; worker N adds N to port",
+    )
+    ingest_gateway_keys: str = Field(
+        "", description="Vendor gateways allowed to POST batches: gateway_id=secret[,...]"
+    )
+    ingest_http_max_body: int = Field(1024 * 1024, description="Largest HTTP batch body, bytes")
+    ingest_http_max_items: int = Field(500, description="Most items in one HTTP batch")
+    ingest_zigbee_devices: str = Field(
+        "", description="Zigbee2MQTT friendly_name=device_id[,...]; unmapped names are device ids"
+    )
+    ingest_worker: int = Field(0, description="Number of this ingest process (`ingest --workers`)")
+    mqtt_auth_dir: str = Field(
+        "", description="Directory of the broker's password file, ACL and pid file, re-rendered"
+        " on provisioning; empty when the platform does not manage the broker")
+    readings_retention_days: int = Field(400, description="Days of readings kept")
+    readings_days_ahead: int = Field(3, description="Daily readings partitions made ahead")
+    dispatcher_retry_attempts: int = Field(
+        4, description="Twilio requests per step before the ladder moves on (429/5xx/no connect)"
+    )
+    dispatcher_retry_backoff_s: float = Field(
+        1.0, description="First retry delay; doubles per attempt (with jitter)"
+    )
+    dispatcher_twilio_timeout_s: float = Field(10.0, description="Timeout of one Twilio request")
+    dispatcher_workers: int = Field(8, description="Steps one dispatcher process runs at once")
     demo_sos_after_s: float = Field(30.0, description="Seconds after demo start an SOS is pressed")
     log_level: str = Field("INFO", description="Log level")
+    metrics_binds: str = Field(
+        "detectors=127.0.0.1:9101,dispatcher=127.0.0.1:9102,store=127.0.0.1:9103",
+        description="service=host:port[,...]: where each service process serves /metrics,"
+        " /healthz and /readyz (the console and ingest's HTTP gateway serve their own)")
     language: str = Field("zh-Hans", description="Default language of messages (zh-Hans or en)")
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -54,12 +55,12 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer that waits for all in-sync replicas: an event is accepted only once durable."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1,
-        request_timeout_ms=10_000,
-    )
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas: an event is accepted only once durable.
+    `overrides` are further AIOKafkaProducer options (e.g. a bigger `max_batch_size`)."""
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 1, "request_timeout_ms": 10_000}
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                            **{**options, **overrides})
 
 
 def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:

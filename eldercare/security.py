@@ -1,16 +1,37 @@
 """The one place for security: who is asking, and what they may see.
 
-`current_principal` is the FastAPI dependency every staff-facing route uses. Until staff login
-exists it answers with an all-seeing system principal; the console's login replaces it."""
+Staff log in on the console (`dispatcher/console/accounts.py`) and get a random session token in
+an HttpOnly, SameSite=Strict cookie; the server keeps only its SHA-256 with the session's CSRF
+token. `current_principal` is the FastAPI dependency every staff-facing route uses: it answers
+401 without a live session and 403 when a state-changing request lacks the CSRF header
+(double submit: the same token is in a cookie the console's JavaScript reads)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
-from typing import Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import Request
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, HTTPException, Request
+from psycopg import AsyncConnection
 
 Role = Literal["district_admin", "street_supervisor", "duty_staff", "system"]
+ROLES: tuple[Role, ...] = ("district_admin", "street_supervisor", "duty_staff")
+
+SESSION_COOKIE = "eldercare_session"
+CSRF_COOKIE = "eldercare_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_TTL = timedelta(hours=12)  # one shift; the console sends staff back to the login page
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Verified when the username is unknown, so a failed login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -20,18 +41,115 @@ class Principal:
     staff_id: str
     role: Role
     community_ids: frozenset[str] | None  # None: every community
+    name: str = ""
 
     def can_see(self, community_id: str) -> bool:
         return self.community_ids is None or community_id in self.community_ids
 
     @property
     def sees_personal_data(self) -> bool:
-        """ID numbers and medical notes: admins and the elder's own duty staff."""
-        return True
+        """ID numbers and medical notes: admins and the elder's own duty staff. A street
+        supervisor oversees response across communities and does not need them."""
+        return self.role in ("district_admin", "duty_staff", "system")
 
 
-SYSTEM = Principal("system", "system", None)
+SYSTEM = Principal("system", "system", None, "system")
+
+
+def hash_password(password: str) -> str:
+    """An argon2id PHC string for storage."""
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """True when `password` matches `stored`; a missing hash costs the same time and fails."""
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def open_session(conn: AsyncConnection[Any], username: str) -> tuple[str, str]:
+    """Create a server-side session; returns (session token, CSRF token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    await conn.execute("DELETE FROM staff_sessions WHERE expires_at < now()")  # housekeeping
+    await conn.execute(
+        "INSERT INTO staff_sessions (token_hash, username, csrf_token, expires_at)"
+        " VALUES (%s, %s, %s, now() + %s)", (token_hash(token), username, csrf, SESSION_TTL),
+    )
+    return token, csrf
+
+
+async def close_session(conn: AsyncConnection[Any], token: str) -> None:
+    await conn.execute("DELETE FROM staff_sessions WHERE token_hash = %s", (token_hash(token),))
+
+
+_SESSION = """
+SELECT a.username, a.display_name, a.role, a.community_id, a.district, a.street, s.csrf_token
+FROM staff_sessions s JOIN staff_accounts a ON a.username = s.username
+WHERE s.token_hash = %s AND s.expires_at > now() AND a.active
+"""
+
+
+async def principal_for_account(conn: AsyncConnection[Any], account: dict[str, Any]) -> Principal:
+    """The principal of a staff account row, its scope resolved to community ids."""
+    role: Role = account["role"]
+    scope: frozenset[str] | None = None
+    if role == "duty_staff":
+        scope = frozenset({account["community_id"]})
+    elif role == "street_supervisor":
+        rows = await (await conn.execute(
+            "SELECT id FROM communities WHERE street = %s AND (%s = '' OR district = %s)",
+            (account["street"], account["district"], account["district"]),
+        )).fetchall()
+        scope = frozenset(r["id"] for r in rows)
+    return Principal(account["username"], role, scope, account["display_name"])
+
+
+async def session_principal(
+    conn: AsyncConnection[Any], token: str,
+) -> tuple[Principal, str] | None:
+    """(principal, CSRF token) of a live session, or None."""
+    row = await (await conn.execute(_SESSION, (token_hash(token),))).fetchone()
+    if row is None:
+        return None
+    return await principal_for_account(conn, row), row["csrf_token"]
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The logged-in staff member, or None (pages redirect to the login page)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    async with request.app.state.pool.connection() as conn:
+        found = await session_principal(conn, token)
+    if found is None:
+        return None
+    principal, csrf = found
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), csrf.encode()):
+            raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
+    request.state.principal = principal
+    return principal
 
 
 async def current_principal(request: Request) -> Principal:
-    return SYSTEM
+    """FastAPI dependency: the logged-in staff member; 401 without a session, 403 without the
+    CSRF header on a state-changing request."""
+    principal = await optional_principal(request)
+    if principal is None:
+        raise HTTPException(401, "login required", headers={"WWW-Authenticate": "Session"})
+    return principal
+
+
+# For route signatures: `principal: CurrentPrincipal` (FastAPI's Annotated form of Depends).
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]

@@ -17,7 +17,7 @@ def _registry() -> dict[str, ServiceMain]:
     # Imported lazily: each service process loads only what it runs.
     from detectors import engine
     from dispatcher import service as dispatcher
-    from ingest import mqtt_gateway
+    from ingest import service as ingest_service
 
     async def console(settings: Settings, stop: asyncio.Event) -> None:
         import uvicorn
@@ -43,13 +43,19 @@ def _registry() -> dict[str, ServiceMain]:
 
         await life.run(settings.mqtt_url, stop, sos_after_s=settings.demo_sos_after_s)
 
+    async def store(settings: Settings, stop: asyncio.Event) -> None:
+        from devices.readings import writer
+
+        await writer.run(settings, stop)
+
     return {
-        "ingest": mqtt_gateway.run, "detectors": engine.run, "dispatcher": dispatcher.run,
+        "store": store,
+        "ingest": ingest_service.run, "detectors": engine.run, "dispatcher": dispatcher.run,
         "console": console, "demo-life": demo_life,
     }
 
 
-SERVICES = ("ingest", "detectors", "dispatcher", "console")
+SERVICES = ("ingest", "detectors", "dispatcher", "console", "store")
 
 
 def run_service(name: str, settings: Settings) -> None:
@@ -62,6 +68,9 @@ def run_service(name: str, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await main(settings, stop)
+        from eldercare import observability  # /metrics, /healthz, /readyz of this process
+
+        async with observability.running(settings, name):
+            await main(settings, stop)
 
     asyncio.run(supervised())

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,11 @@ def infra(workdir: Path) -> Iterator[Settings]:
     assert mq.extra["broker"] == "mosquitto", "tests need mosquitto (make test installs it)"
     settings = Settings(
         database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=workdir,
+        mqtt_auth_dir=mq.extra["auth_dir"],
         console_bind=f"127.0.0.1:{procs.free_port()}",
+        ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
+        metrics_binds=",".join(f"{name}=127.0.0.1:{procs.free_port()}"
+                               for name in ("detectors", "dispatcher", "store")),
     )
     db.upgrade(settings.database_url)
     asyncio.run(kafka.ensure_topics(settings))
@@ -128,8 +133,31 @@ def community(infra: Settings) -> Community:
 
 
 @pytest.fixture
-async def admin_http(platform: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the console/admin API acting as a district administrator.
-    Use it for every API call in tests, so the tests keep passing once login is required."""
+async def admin_http(
+    platform: Settings, admin_login: tuple[str, str],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the console/admin API logged in as a district administrator: it carries
+    the session cookie and sends the CSRF header. Use it for every API call in tests."""
     async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as client:
+        await staff_login(client, *admin_login)
         yield client
+
+
+@pytest.fixture(scope="session")
+def admin_login(infra: Settings) -> tuple[str, str]:
+    """(username, password) of a district admin account made for this test session."""
+    from dispatcher.console.accounts import Account, create_account
+
+    username, password = f"admin-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    create_account(infra.database_url, Account(username, "测试区管理员", "district_admin"),
+                   password)
+    return username, password
+
+
+async def staff_login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, Any]:
+    """Log `client` in: it keeps the session cookie and sends X-CSRF-Token from now on."""
+    r = await client.post("/api/v1/login", json={"username": username, "password": password})
+    r.raise_for_status()
+    me: dict[str, Any] = r.json()
+    client.headers["X-CSRF-Token"] = me["csrf_token"]
+    return me

@@ -22,9 +22,11 @@ def sos(msg_id: str) -> bytes:
     return json.dumps({"msg_id": msg_id, "ts": time.time(), "type": "sos"}).encode()
 
 
-async def collect_stream(url: str, events: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    async with httpx.AsyncClient(timeout=None) as client, \
-            client.stream("GET", f"{url}/api/v1/stream") as response:
+async def collect_stream(
+    client: httpx.AsyncClient, events: list[dict[str, Any]], ready: asyncio.Event,
+) -> None:
+    """Follow the console's live stream as a logged-in staff member (`client`)."""
+    async with client.stream("GET", "/api/v1/stream", timeout=None) as response:
         kind = ""
         async for line in response.aiter_lines():
             if line.startswith("event:"):
@@ -36,13 +38,13 @@ async def collect_stream(url: str, events: list[dict[str, Any]], ready: asyncio.
 
 
 async def test_sos_calls_first_contact_texts_all_and_reaches_console(
-    platform: Settings, community: Community, twilio: TwilioMock,
+    platform: Settings, community: Community, twilio: TwilioMock, admin_http: httpx.AsyncClient,
 ) -> None:
     elder = community.elders[0]
     button = next(d for d in elder.devices if d.kind == "sos_button")
     live: list[dict[str, Any]] = []
     ready = asyncio.Event()
-    listener = asyncio.create_task(collect_stream(platform.public_base_url, live, ready))
+    listener = asyncio.create_task(collect_stream(admin_http, live, ready))
     await asyncio.wait_for(ready.wait(), 10)
 
     async with MqttTarget.parse(platform.mqtt_url).client() as client:

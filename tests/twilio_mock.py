@@ -41,6 +41,7 @@ class Recorded:
     path: str
     form: dict[str, list[str]]
     status: int
+    arrived: float = 0.0  # time.perf_counter() when the request reached the proxy
 
 
 @dataclass
@@ -73,11 +74,12 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
     async def proxy(path: str, request: Request) -> Response:
+        arrived = time.perf_counter()
         body = await request.body()
         form = parse_qs(body.decode()) if body else {}
         if mock.fail_next:
             status = mock.fail_next.pop(0)
-            mock.requests.append(Recorded(request.method, "/" + path, form, status))
+            mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived))
             failure = {"code": 20500, "message": "mock failure", "status": status}
             return Response(json.dumps(failure), status_code=status,
                             media_type="application/json")
@@ -86,7 +88,8 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
                 request.method, f"{upstream}/{path}", content=body,
                 headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
             )
-        mock.requests.append(Recorded(request.method, "/" + path, form, answer.status_code))
+        mock.requests.append(Recorded(request.method, "/" + path, form, answer.status_code,
+                                      arrived))
         return Response(answer.content, status_code=answer.status_code,
                         media_type=answer.headers.get("content-type"))
 

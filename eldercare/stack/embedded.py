@@ -49,9 +49,9 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
     return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
 
 
-def mosquitto_config(port: int, extra: str = "") -> str:
+def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
     return (
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"listener {port} 127.0.0.1\n{auth}persistence false\n"
         "max_inflight_messages 1000\nmax_queued_messages 100000\n" + extra
     )
 
@@ -62,11 +62,24 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
+    url = f"mqtt://127.0.0.1:{port}"
+    extra: dict[str, str] = {}
     if mosquitto:
+        # Anonymous access off: devices log in with provisioned credentials, the platform's
+        # services with a service account whose password is put into the URL.
+        from devices import provisioning
+
+        auth_dir = (data_dir / "mqtt-auth").resolve()
+        password = provisioning.new_password()
+        provisioning.init_auth_dir(auth_dir, password)
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(mosquitto_config(port, extra_config))
+        conf.write_text(mosquitto_config(
+            port, extra_config, provisioning.mosquitto_auth_config(auth_dir)))
         proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
+        provisioning.write_pid(auth_dir, proc.pid)
         name = "mosquitto"
+        url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
+        extra["auth_dir"] = str(auth_dir)
     else:
         conf = data_dir / "amqtt.yaml"
         conf.write_text(
@@ -80,7 +93,7 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         name = "amqtt"
     procs.wait_for_port(port, proc)
     log.info("embedded mqtt started", broker=name, port=port)
-    return EmbeddedService("mqtt", f"mqtt://127.0.0.1:{port}", proc=proc, extra={"broker": name})
+    return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra})
 
 
 def start_postgres(data_dir: Path) -> EmbeddedService:

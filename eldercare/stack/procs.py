@@ -25,11 +25,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a child that is terminated when this process dies."""
+    """Start a child that is terminated when this process dies.
+
+    The child gets its own session, so a terminal's Ctrl-C reaches only the supervisor, which
+    then stops the services first and the brokers and database last."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         list(cmd), stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
+        stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent, start_new_session=True,
     )
 
 

@@ -5,6 +5,7 @@ services first (they finish in-flight work), the embedded brokers and database l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,6 +57,7 @@ class Stack:
             svc = embedded.start_mqtt(data_dir)
             self.embedded.append(svc)
             changes["mqtt_url"] = svc.url
+            changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
             if svc.extra.get("broker") == "amqtt":  # amqtt has no shared subscriptions
                 changes["mqtt_shared_group"] = ""
         self.settings = s.model_copy(update=changes)
@@ -63,6 +65,9 @@ class Stack:
 
     def prepare(self) -> None:
         db.upgrade(self.settings.database_url)
+        from devices import provisioning  # devices provisioned before this start may log in
+
+        provisioning.publish(self.settings.database_url, self.settings.mqtt_auth_dir)
         asyncio.run(kafka.ensure_topics(self.settings))
 
     def stop(self) -> None:
@@ -92,31 +97,39 @@ def supervise(settings: Settings, names: list[str], on_ready: str = "") -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(sig, _stop)
     children = {n: Child(n, spawn_service(n, settings)) for n in names}
-    if on_ready:
-        out.print(on_ready)
-    while not stopping:
+    try:
+        _say(on_ready)
+        while not stopping:
+            for child in children.values():
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                backoff = min(30.0, 2.0 ** child.restarts)
+                if time.monotonic() - child.started < backoff:
+                    continue
+                log.warning("service exited; restarting", service=child.name, code=code)
+                child.restarts += 1
+                child.proc = spawn_service(child.name, settings)
+                child.started = time.monotonic()
+            time.sleep(0.2)
+    finally:  # whatever happened (even a closed terminal), stop the services in order
+        _say("[bold]Stopping…[/bold]")
+        for child in children.values():  # SIGTERM to all: each finishes its in-flight work
+            if child.proc.poll() is None:
+                child.proc.terminate()
         for child in children.values():
-            code = child.proc.poll()
-            if code is None:
-                continue
-            backoff = min(30.0, 2.0 ** child.restarts)
-            if time.monotonic() - child.started < backoff:
-                continue
-            log.warning("service exited; restarting", service=child.name, code=code)
-            child.restarts += 1
-            child.proc = spawn_service(child.name, settings)
-            child.started = time.monotonic()
-        time.sleep(0.2)
-    out.print("[bold]Stopping…[/bold]")
-    for child in children.values():  # SIGTERM to all: each finishes its in-flight work
-        if child.proc.poll() is None:
-            child.proc.terminate()
-    for child in children.values():
-        procs.stop(child.proc, timeout=15)
+            procs.stop(child.proc, timeout=15)
     return 0
+
+
+def _say(text: str) -> None:
+    """Print to the terminal; a closed pipe (`| tee` killed by Ctrl-C) must not stop shutdown."""
+    if text:
+        with contextlib.suppress(OSError):
+            out.print(text)
 
 
 def up(settings: Settings, demo: bool = False) -> int:
@@ -143,6 +156,11 @@ def up(settings: Settings, demo: bool = False) -> int:
         if demo:
             banner += (f"  Demo: 20 elders in 2 communities; an SOS is pressed in "
                        f"{settings.demo_sos_after_s:.0f} s.\n")
+            from dispatcher.console.accounts import DEMO_PASSWORD, ensure_demo_accounts
+
+            logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
+            banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "
+                       f"(also {logins.removeprefix('admin, ')}; same password)\n")
         return supervise(settings, names, banner)
     finally:
         stack.stop()

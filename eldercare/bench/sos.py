@@ -1,0 +1,387 @@
+"""`eldercare bench sos`: an SOS press on MQTT -> the first request at the Twilio mock.
+
+Starts its own stack: embedded PostgreSQL, tansu and mosquitto, the ingest, detectors and
+dispatcher services as child processes (as `eldercare up` runs them), and Prism behind the
+recording proxy of the tests (`tests/twilio_mock.py`). Presses SOS buttons of distinct elders at
+rest and under background telemetry (heart-rate messages at a given rate over MQTT), and times
+each press from just before the MQTT publish to the arrival of the call to the elder's first
+contact at the proxy (before Prism answers, so the mock's own ~90 ms is not counted).
+Baselines measured in the same run: raw MQTT publish->receive, raw Kafka produce->consume, and
+requests sent straight to the Twilio mock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from devices.catalogue import DeviceKind
+from devices.registry import Community, Contact, Device, Elder, save
+from eldercare import db, kafka
+from eldercare.config import Settings
+from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from eldercare.stack import embedded, procs
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "detectors", "dispatcher")
+TIMEOUT_S = 30.0  # a press with no call after this long counts as lost
+DRAIN_TIMEOUT_S = 180.0
+SPARES = 10
+LOAD_DEVICES = 4
+# 4 presses/s: Prism answers one request in ~90 ms on one core; much faster and the bench
+# would measure the mock's queue instead of the platform.
+PRESS_INTERVAL_S = 0.25
+
+
+def _say(msg: str) -> None:
+    print(f"[bench sos] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Population:
+    community: Community
+    first_contact: dict[str, str]  # elder id -> contact 1's phone
+    spares_used: int = 0  # the last SPARES elders are pressed only to drain the pipeline
+
+
+def _population(elders: int) -> Population:
+    cid = f"bench-{uuid.uuid4().hex[:6]}"
+    people = []
+    for n in range(elders):
+        eid = f"{cid}-E{n:04d}"
+        people.append(Elder(
+            eid, cid, f"压测老人{n:04d}", f"压测路{n}号",
+            contacts=[Contact(1, f"联系人{n:04d}", "女儿", f"+86139{n:08d}")],
+            devices=[Device(f"{eid}-sos", DeviceKind.SOS_BUTTON, "卧室"),
+                     Device(f"{eid}-watch", DeviceKind.SMART_WATCH, "卧室")],
+        ))
+    # No duty staff: the first Twilio request of a critical ladder is then the call to contact 1,
+    # which names the elder by its number.
+    c = Community(cid, "压测社区", "压测区", "压测街道", "", people, [])
+    return Population(c, {e.id: e.contacts[0].phone for e in people})
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    arr = np.array(values) * 1000
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 1),
+            "p95_ms": round(float(np.percentile(arr, 95)), 1),
+            "p99_ms": round(float(np.percentile(arr, 99)), 1),
+            "max_ms": round(float(arr.max()), 1)}
+
+
+async def _mqtt_baseline(settings: Settings, n: int) -> dict[str, float | None]:
+    target = MqttTarget.parse(settings.mqtt_url)
+    # Under the platform's topic root (the broker's ACL) but deeper than ingest subscribes.
+    topic = f"{TOPIC_ROOT}/bench/{uuid.uuid4().hex}/baseline/latency"
+    got: dict[int, float] = {}
+    async with target.client() as sub, target.client() as pub:
+        await sub.subscribe(topic, qos=1)
+
+        async def receive() -> None:
+            async for message in sub.messages:
+                got[int(bytes(message.payload))] = time.perf_counter()
+                if len(got) == n:
+                    return
+
+        task = asyncio.create_task(receive())
+        sent = {}
+        for i in range(n):
+            sent[i] = time.perf_counter()
+            await pub.publish(topic, str(i).encode(), qos=1)
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(task, 10)
+    return _pct([got[i] - sent[i] for i in range(n)])
+
+
+async def _kafka_baseline(settings: Settings, n: int) -> dict[str, float | None]:
+    topic = "eldercare.bench.v1"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                linger_ms=0)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"bench-{uuid.uuid4().hex}", fetch_max_wait_ms=5,
+                                auto_offset_reset="latest")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    await producer.start()
+    await consumer.start()
+    try:
+        await producer.send_and_wait(topic, b"warm-up")
+        await consumer.getmany(timeout_ms=2000)
+        latencies = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topic, str(i).encode())
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                if any(r.value == str(i).encode() for rs in batch.values() for r in rs):
+                    break
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return _pct(latencies)
+
+
+async def _telemetry(settings: Settings, pop: Population, rate: float,
+                     stop: asyncio.Event) -> int:
+    """Heart-rate messages at `rate` per second in total (QoS 1), written by `mosquitto_pub -l`
+    processes (one per watch, a few watches) so the load generator is not the bottleneck."""
+    if rate <= 0:
+        await stop.wait()
+        return 0
+    target = MqttTarget.parse(settings.mqtt_url)
+    watches = [f"{e.id}-watch" for e in pop.community.elders[-LOAD_DEVICES:]]
+    pubs = [subprocess.Popen(  # noqa: ASYNC220 - a few processes, started before measuring
+        ["mosquitto_pub", "-h", target.host, "-p", str(target.port), "-q", "1", "-l",
+         "-u", target.username or "", "-P", target.password or "",
+         "-t", event_topic(pop.community.id, dev)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) for dev in watches]
+    sent, tick, owed = 0, 0.01, 0.0
+    start = time.perf_counter()
+    try:
+        while not stop.is_set():
+            owed = rate * (time.perf_counter() - start) - sent
+            now = time.time()
+            for _ in range(int(owed)):
+                line = json.dumps({"msg_id": f"hr-{sent}", "ts": now, "type": "hr", "bpm": 72})
+                pub = pubs[sent % len(pubs)]
+                assert pub.stdin is not None
+                pub.stdin.write(line.encode() + b"\n")
+                sent += 1
+            for pub in pubs:
+                assert pub.stdin is not None
+                pub.stdin.flush()
+            await asyncio.sleep(tick)
+    finally:
+        for pub in pubs:
+            if pub.stdin is not None:
+                pub.stdin.close()
+            procs.stop(pub, timeout=5)
+    return sent
+
+
+async def _series(settings: Settings, pop: Population, requests: list[Any], rate: float,
+                  presses: int, first_elder: int) -> dict[str, Any]:
+    stop = asyncio.Event()
+    background = asyncio.create_task(_telemetry(settings, pop, rate, stop))
+    began = time.perf_counter()
+    await asyncio.sleep(1.0 if rate else 0)  # let the load settle before the first press
+    # Fresh elders per series: the detectors fold an elder's presses within 15 min into one.
+    elders = pop.community.elders[first_elder:first_elder + presses]
+    pressed: dict[str, float] = {}
+    async with MqttTarget.parse(settings.mqtt_url).client() as client:
+        for n, elder in enumerate(elders):
+            body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                               "type": "sos"}).encode()
+            pressed[pop.first_contact[elder.id]] = time.perf_counter()
+            await client.publish(event_topic(pop.community.id, f"{elder.id}-sos"), body, qos=1)
+            if n + 1 < len(elders):
+                await asyncio.sleep(PRESS_INTERVAL_S)
+    deadline = time.perf_counter() + TIMEOUT_S
+    first: dict[str, float] = {}
+    while time.perf_counter() < deadline and len(first) < len(pressed):
+        for req in list(requests):
+            to = req.form.get("To", [""])[0]
+            if to in pressed and to not in first and req.path.endswith("/Calls.json") \
+                    and req.arrived >= pressed[to]:
+                first[to] = req.arrived
+        await asyncio.sleep(0.05)
+    stop.set()
+    sent = await background
+    elapsed = time.perf_counter() - began
+    latencies = [first[to] - t0 for to, t0 in pressed.items() if to in first]
+    return {"offered_per_s": rate, "achieved_per_s": round(sent / elapsed, 1) if rate else 0.0,
+            "presses": len(pressed), "lost": len(pressed) - len(first), **_pct(latencies),
+            "_latencies": latencies}
+
+
+_STAGES = """
+SELECT extract(epoch FROM (a.alert->>'detected_at')::timestamptz - i.event_time) AS detect,
+       extract(epoch FROM a.received_at - (a.alert->>'detected_at')::timestamptz) AS record,
+       extract(epoch FROM n.created_at - a.received_at) AS step,
+       extract(epoch FROM n.updated_at - n.created_at) AS twilio
+FROM incidents i
+JOIN LATERAL (SELECT * FROM incident_alerts x WHERE x.incident_id = i.id
+              ORDER BY received_at LIMIT 1) a ON true
+JOIN LATERAL (SELECT * FROM notifications y WHERE y.incident_id = i.id AND y.channel = 'voice'
+              ORDER BY id LIMIT 1) n ON true
+WHERE i.community_id = %s AND i.status <> 'resolved'
+"""
+
+
+def _stages(settings: Settings, community_id: str) -> dict[str, float | None]:
+    """Median time per stage (database clock = this machine's clock): press -> alert detected
+    (ingest + detectors), -> incident recorded (dispatcher intake), -> call recorded (step
+    runner), -> Twilio answered (SDK + proxy + Prism)."""
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(_STAGES, (community_id,)).fetchall()
+    names = ("press_to_alert", "alert_to_incident", "incident_to_call_row", "twilio_request")
+    if not rows:
+        return dict.fromkeys(names)
+    arr = np.array([[float(v or 0) for v in r] for r in rows]) * 1000
+    return {n: round(float(np.median(arr[:, k])), 1) for k, n in enumerate(names)}
+
+
+def _reset(settings: Settings) -> None:
+    """Close every incident so the next series opens new ones for the same elders."""
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("UPDATE escalation_steps SET status = 'cancelled' WHERE status = 'pending'")
+        conn.execute("UPDATE incidents SET status = 'resolved', resolved_at = now(),"
+                     " outcome = 'false_alarm' WHERE status <> 'resolved'")
+
+
+async def _twilio_baseline(mock_url: str, settings: Settings, n: int) -> dict[str, float | None]:
+    import httpx
+
+    url = f"{mock_url}/2010-04-01/Accounts/{settings.twilio_account_sid}/Calls.json"
+    latencies = []
+    async with httpx.AsyncClient(auth=(settings.twilio_account_sid, "x")) as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await client.post(url, data={"To": "+8613900000000", "From": "+15017122661",
+                                             "Twiml": "<Response/>"})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+    return _pct(latencies)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the benchmark; returns the figures (see the module docstring)."""
+    sys.path.insert(0, str(REPO))  # the tests' Twilio mock is reused as is
+    from tests import twilio_mock
+
+    rates = [0.0, 500.0, 1000.0] if quick else [0.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0]
+    per_series = 20 if quick else 50
+    with tempfile.TemporaryDirectory(prefix="bench-sos-") as tmp:
+        data = Path(tmp)
+        started: list[embedded.EmbeddedService] = []
+        children: list[subprocess.Popen[bytes]] = []
+        mock = prism = server = None
+        try:
+            started += [embedded.start_postgres(data), embedded.start_kafka(data),
+                        embedded.start_mqtt(data)]
+            pg, kf, mq = started
+            mock, prism, server = twilio_mock.start(data)
+            requests = mock.requests
+            settings = Settings(
+                database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=data,
+                mqtt_auth_dir=mq.extra.get("auth_dir", ""), metrics_binds="",
+                console_bind=f"127.0.0.1:{procs.free_port()}",
+                ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
+                twilio_account_sid="AC" + "0123456789abcdef" * 2,
+                twilio_auth_token="bench-token", twilio_from_number="+15017122661",
+                twilio_api_base_url=mock.url, log_level="WARNING",
+            )
+            db.upgrade(settings.database_url)
+            asyncio.run(kafka.ensure_topics(settings))
+            pop = _population(per_series * len(rates) + SPARES)
+            save(settings.database_url, [pop.community])
+            env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
+                                    for k, v in settings.model_dump().items()}}
+            for name in SERVICES:
+                children.append(procs.spawn(
+                    [sys.executable, "-m", "eldercare.cli", "service", name],
+                    data / f"{name}.log", env=env))
+            figures = asyncio.run(_measure(settings, mock.url, pop, requests, rates,
+                                           per_series))
+        finally:
+            for child in children:
+                procs.stop(child)
+            if server is not None:
+                server.should_exit = True
+            if prism is not None:
+                procs.stop(prism)
+            for svc in reversed(started):
+                svc.stop()
+    return figures
+
+
+async def _measure(settings: Settings, mock_url: str, pop: Population, requests: list[Any],
+                   rates: list[float], per_series: int) -> dict[str, Any]:
+    _say("warming up: one SOS through the whole pipeline")
+    await _drained(settings, pop, requests, DRAIN_TIMEOUT_S)
+    _say("baselines: MQTT publish->receive, Kafka produce->consume, Twilio mock request")
+    baseline = {
+        "mqtt_publish_receive": await _mqtt_baseline(settings, 200),
+        "kafka_produce_consume": await _kafka_baseline(settings, 200),
+        "twilio_mock_request": await _twilio_baseline(mock_url, settings, 50),
+    }
+    series = []
+    for n, rate in enumerate(rates):
+        _say(f"{per_series} presses at {rate:.0f} telemetry msg/s in the background")
+        result = await _series(settings, pop, requests, rate, per_series, n * per_series)
+        result["stages_p50_ms"] = _stages(settings, pop.community.id)
+        _say(f"  -> p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, lost {result['lost']}")
+        series.append(result)
+        _reset(settings)
+        await _drained(settings, pop, requests, DRAIN_TIMEOUT_S)  # no backlog into the next
+    everything = [x for s in series for x in s.pop("_latencies")]
+    all_latencies_ok = [s for s in series if s["lost"] == 0 and s["p99_ms"] is not None
+                        and s["p99_ms"] < 1000]
+    at_rest = series[0]
+    return {
+        "presses": sum(s["presses"] for s in series),
+        "lost": sum(s["lost"] for s in series),
+        **_pct(everything),  # over every press of every series
+        "max_rate_p99_under_1s": max((s["offered_per_s"] for s in all_latencies_ok),
+                                     default=None),
+        "series": series,
+        "baseline": baseline,
+        "ratios": {
+            "p50 at rest / kafka p50": _ratio(at_rest["p50_ms"],
+                                              baseline["kafka_produce_consume"]["p50_ms"]),
+            "p50 at rest / mqtt p50": _ratio(at_rest["p50_ms"],
+                                             baseline["mqtt_publish_receive"]["p50_ms"]),
+        },
+    }
+
+
+async def _drained(settings: Settings, pop: Population, requests: list[Any],
+                   timeout: float) -> None:
+    """Press a spare elder's SOS (every 2 s) until its call arrives: the pipeline has then
+    worked off any backlog (and, at start, every service has subscribed). Each drain uses a new
+    spare, since detectors may fold repeated presses of one elder into one alert."""
+    spare = pop.community.elders[pop.spares_used - SPARES]
+    pop.spares_used += 1
+    phone = pop.first_contact[spare.id]
+    seen = sum(1 for r in list(requests) if r.form.get("To") == [phone])
+    deadline = time.perf_counter() + timeout
+    async with MqttTarget.parse(settings.mqtt_url).client() as client:
+        while time.perf_counter() < deadline:
+            body = json.dumps({"msg_id": f"probe-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                               "type": "sos"})
+            await client.publish(event_topic(pop.community.id, f"{spare.id}-sos"),
+                                 body.encode(), qos=1)
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if sum(1 for r in list(requests) if r.form.get("To") == [phone]) > seen:
+                    _reset(settings)
+                    return
+    raise RuntimeError(f"the pipeline did not reach Twilio within {timeout:.0f} s")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 1) if a is not None and b else None

