@@ -8,11 +8,19 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detectors.falls.params import FallParams
+
 
 class DetectorConfig(BaseSettings):
     """Every tunable of the detectors and the stream engine."""
 
-    model_config = SettingsConfigDict(env_prefix="ELDERCARE_DETECT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ELDERCARE_DETECT_", env_file=".env",
+                                      extra="ignore")
+
+    fall: FallParams = Field(
+        default_factory=FallParams,
+        description="Accelerometer fall detection (JSON, e.g. ELDERCARE_DETECT_FALL="
+        "'{\"freefall_g\": 0.5}'); see detectors/falls/params.py for every field and its reason.")
 
     # --- engine -------------------------------------------------------------------------
     group: str = Field(

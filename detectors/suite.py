@@ -13,6 +13,7 @@ from detectors.base import Detector, ElderProfile
 from detectors.checkin import CheckinDetector
 from detectors.config import DetectorConfig
 from detectors.episodes import EpisodeDetector
+from detectors.falls import FallDetector
 from detectors.health import DeviceHealthDetector
 from detectors.inactivity import InactivityDetector
 from detectors.vitals import VitalsDetector
@@ -33,14 +34,8 @@ def build(config: DetectorConfig | None = None) -> list[Detector[Any]]:
         # The device's own fall flag; state key "fall_flag", the alert kind is "fall".
         EpisodeDetector("fall_flag", "fall", "fall", c.sos_episode_s),
         AlarmDetector(c), VitalsDetector(c), InactivityDetector(c), CheckinDetector(c),
-        DeviceHealthDetector(c),
+        DeviceHealthDetector(c), FallDetector(c.fall),
     ]
-    try:
-        from detectors.falls import FallDetector
-    except ImportError as exc:  # built in parallel (issue 6 part B); the rest runs without it
-        log.warning("accelerometer fall detection unavailable", error=str(exc))
-    else:
-        found.append(FallDetector())
     return found
 
 

@@ -218,6 +218,21 @@ async def import_ledger(
             elif not s["active"]:
                 errors.append(RowError(k, number, "elder_id",
                                        f"elder {r.elder_id!r} is deactivated"))
+    # Rows that update an existing elder or device must stay inside the importer's scope: an id
+    # that belongs to a community the importer cannot see is refused (without saying whose).
+    existing = await _known(conn, "SELECT id, community_id FROM elders WHERE id = ANY(%s)",
+                            sorted(in_file))
+    for number, e in elders:
+        s = existing.get(e.id)
+        if s is not None and not principal.can_see(s["community_id"]):
+            errors.append(RowError("elders", number, "id", f"elder id {e.id!r} is taken"))
+    owned = await _known(
+        conn, "SELECT d.id, e.community_id FROM devices d JOIN elders e ON e.id = d.elder_id"
+        " WHERE d.id = ANY(%s)", sorted({d.id for _, d in records["devices"]}))
+    for number, d in records["devices"]:
+        s = owned.get(d.id)
+        if s is not None and not principal.can_see(s["community_id"]):
+            errors.append(RowError("devices", number, "id", f"device id {d.id!r} is taken"))
     if errors:
         raise LedgerRejected(sorted(errors, key=lambda e: (KINDS.index(e.sheet)
                                                            if e.sheet in KINDS else -1, e.row)))

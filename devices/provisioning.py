@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import fcntl
+import hashlib
 import hmac
 import os
 import secrets

@@ -73,6 +73,18 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Patch(_In):
+    """A partial update: a field left out keeps its value; a field sent as null is an error
+    (the stored records have no empty state for it), never a database error."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null: leave the field out to keep its value")
+        return value
+
+
 class CommunityIn(_In):
     id: RecordId
     name: Name
@@ -81,7 +93,7 @@ class CommunityIn(_In):
     emergency_line: OptionalPhone = ""
 
 
-class CommunityPatch(_In):
+class CommunityPatch(_Patch):
     name: Name | None = None
     district: Text | None = None
     street: Text | None = None
@@ -101,7 +113,7 @@ class ElderIn(_In):
     medical_notes: Annotated[str, StringConstraints(max_length=4000)] = ""
 
 
-class ElderPatch(_In):
+class ElderPatch(_Patch):
     community_id: RecordId | None = None
     name: Name | None = None
     id_number: ResidentId | None = None
@@ -157,7 +169,7 @@ class ContactIn(_In):
         return self
 
 
-class ContactPatch(_In):
+class ContactPatch(_Patch):
     priority: int | None = Field(None, ge=1, le=9)
     name: Name | None = None
     relation: Text | None = None
@@ -178,7 +190,7 @@ class DeviceIn(_In):
         None, ge=10, le=7 * 86400, description="default: the kind's interval")
 
 
-class DevicePatch(_In):
+class DevicePatch(_Patch):
     elder_id: RecordId | None = None
     room: Text | None = None
     serial: Text | None = None
@@ -213,7 +225,7 @@ class StaffIn(_In):
         return self
 
 
-class StaffPatch(_In):
+class StaffPatch(_Patch):
     name: Name | None = None
     phone: Phone | None = None
     role: StaffRole | None = None

@@ -68,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     from detectors import cli as detectors_cli
     from devices import cli as devices_cli
     from dispatcher import cli as dispatcher_cli
+    from dispatcher.console import cli as console_cli
     from eldercare.bench import cli as bench_cli
     from ingest import cli as ingest_cli
     from simulators import cli as simulators_cli
 
-    for module in (devices_cli, ingest_cli, detectors_cli, dispatcher_cli, simulators_cli,
-                   bench_cli):
+    for module in (devices_cli, ingest_cli, detectors_cli, dispatcher_cli, console_cli,
+                   simulators_cli, bench_cli):
         module.register(sub)
     return parser
 

@@ -14,9 +14,13 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from openpyxl import Workbook
+from psycopg.rows import dict_row
 
+from devices import ledger_import
 from eldercare.config import Settings
+from eldercare.security import Principal
 from tests.test_registry_records import resident_id
 
 
@@ -90,6 +94,8 @@ async def test_elder_contacts_devices_staff_crud(admin_http: httpx.AsyncClient) 
     assert r.status_code == 422 and set(_fields(r)) == {"kind"}
     r = await http.patch(f"/api/v1/devices/{eid}-bp", json={"firmware": "1.3"})
     assert r.json()["firmware"] == "1.3" and r.json()["has_credentials"] is True
+    r = await http.patch(f"/api/v1/devices/{eid}-bp", json={"heartbeat_interval_s": None})
+    assert r.status_code == 422 and "must not be null" in _fields(r)["heartbeat_interval_s"]
     r = await http.post("/api/v1/staff", json={
         "id": f"{cid}-duty2", "name": "值班员", "phone": "13700002222", "community_id": cid,
         "duty_roster": [{"weekday": 0, "start": "08:00", "end": "20:00"}]})
@@ -205,3 +211,23 @@ async def test_csv_import_api_and_cli(
     assert done.returncode == 0, done.stderr
     assert await _count(platform, "SELECT count(*) FROM elders WHERE id LIKE %s",
                         f"E-{tag}-%") == 1
+
+
+async def test_import_cannot_take_over_another_communitys_records(
+    admin_http: httpx.AsyncClient, platform: Settings,
+) -> None:
+    theirs, mine = await _community(admin_http), await _community(admin_http)
+    tag = uuid.uuid4().hex[:6]
+    r = await admin_http.post("/api/v1/import", params={"filename": "ledger.xlsx"},
+                              content=_ledger(theirs, tag, bad=False))
+    assert r.status_code == 200, r.text
+    staff = Principal("s-1", "duty_staff", frozenset({mine}), "值班员")
+    async with await psycopg.AsyncConnection.connect(platform.database_url,
+                                                     row_factory=dict_row) as conn:
+        with pytest.raises(ledger_import.LedgerRejected) as info:
+            await ledger_import.import_ledger(conn, "ledger.xlsx", _ledger(mine, tag, bad=False),
+                                              "", staff)
+    assert {(e.sheet, e.row, e.field) for e in info.value.errors} >= {
+        ("elders", 2, "id"), ("devices", 2, "id")}
+    elder = (await admin_http.get(f"/api/v1/elders/E-{tag}-1")).json()
+    assert elder["community_id"] == theirs
