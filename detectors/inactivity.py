@@ -150,18 +150,27 @@ class InactivityDetector:
         wake = wake_hour(state.routine, local.weekday(), self.c.day_start_h,
                          self.c.routine_prior_weight)
         margin = self.c.wake_margin_alone_h if alone else self.c.wake_margin_h
+        # The usual wake-up time staff entered (registry `wake_h`) covers a new elder whose own
+        # history does not yet outweigh the generic day; the later of the two wins.
+        usual_h = max(wake + 1.0, profile.thresholds.get("wake_h", 0.0))
         deadline = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
-            hours=wake + 1 + margin)
+            hours=usual_h + margin)
         if local < deadline:
             return None
         return self._alert(state, profile, "no_wakeup", day_start, now, Severity.HIGH,
-                           usual_wake_hour=wake, margin_h=margin)
+                           usual_wake_hour=wake, entered_wake_h=profile.thresholds.get("wake_h"),
+                           margin_h=margin)
 
     def _silence(self, state: InactivityState, start: datetime, now: datetime,
                  profile: ElderProfile, alone: bool) -> Alert | None:
         min_h = self.c.silence_min_alone_h if alone else self.c.silence_min_h
         if now - start < timedelta(hours=min_h):
             return None
+        local = now.astimezone(self.tz)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+            hours=self.c.day_start_h)
+        if start < day_start <= local:
+            return None  # not seen since before today began: the wake-up rule's case
         # Only while the elder is usually up: silence after bedtime is for the wake-up rule.
         if state.routine.probability(hour_of_week(now, self.tz),
                                      self.c.routine_prior_weight) < self.c.awake_p:

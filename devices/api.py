@@ -29,6 +29,7 @@ from devices.records import (
     DevicePatch,
     ElderIn,
     ElderPatch,
+    ElderThresholds,
     StaffIn,
     StaffPatch,
     mask_id_number,
@@ -290,6 +291,20 @@ async def update_elder(
                 [*values, elder_id])).fetchone() or row
     if "community_id" in changes:  # the devices' topics moved with the elder
         await _publish_mqtt_auth(request)
+    return elder_out(row, principal)
+
+
+@router.put("/elders/{elder_id}/thresholds")
+async def set_elder_thresholds(
+    request: Request, principal: CurrentPrincipal, elder_id: str, body: ElderThresholds,
+) -> Row:
+    """Replace the elder's own detector limits (the detectors pick them up within a minute)."""
+    async with transaction(request) as conn:
+        await _elder(conn, principal, elder_id)
+        row = await (await conn.execute(
+            "UPDATE elders SET detector_thresholds = %s, updated_at = now() WHERE id = %s"
+            " RETURNING *", (Jsonb(body.model_dump(exclude_none=True)), elder_id))).fetchone()
+    assert row is not None
     return elder_out(row, principal)
 
 

@@ -125,6 +125,25 @@ class ElderPatch(_Patch):
     medical_notes: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
+class ElderThresholds(_In):
+    """The elder's own detector limits, where the doctor or staff set them; anything left out
+    uses the platform default (detectors/config.py)."""
+
+    sbp_high: float | None = Field(None, ge=120, le=220, description="mmHg; default 180")
+    sbp_low: float | None = Field(None, ge=70, le=120, description="mmHg; default 90")
+    dbp_high: float | None = Field(None, ge=80, le=140, description="mmHg; default 120")
+    glucose_low: float | None = Field(None, ge=3.0, le=6.0, description="mmol/L; default 3.9")
+    glucose_severe: float | None = Field(None, ge=2.0, le=4.0, description="mmol/L; default 3.0")
+    glucose_high: float | None = Field(None, ge=8.0, le=30.0, description="mmol/L; default 16.7")
+    spo2_low: float | None = Field(None, ge=80, le=95, description="%; default 90")
+    hr_low: float | None = Field(None, ge=30, le=60, description="bpm; default 40")
+    hr_high: float | None = Field(None, ge=90, le=180, description="bpm; default 130")
+    checkin_deadline_h: float | None = Field(
+        None, ge=0, lt=24, description="local hour of the daily \"I'm OK\" deadline (enrols)")
+    wake_h: float | None = Field(
+        None, ge=4, le=14, description="usual local wake-up hour, e.g. 9.5 for a late sleeper")
+
+
 class AwayPeriodIn(_In):
     starts_at: datetime
     ends_at: datetime | None = None

@@ -34,10 +34,14 @@ async def timeline(
 
 
 async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | None:
-    """Open or join an incident for `alert`; None if this alert was already recorded."""
+    """Open or join an incident for `alert`; None if this alert was already recorded.
+
+    An alert joins the elder's incident of the same kind while nobody has taken it (however
+    old: its ladder is still running), or while it is younger than JOIN_WINDOW."""
     open_row = await (await conn.execute(
         "SELECT id, severity, status FROM incidents WHERE elder_id = %s AND kind = %s"
-        " AND status <> 'resolved' AND opened_at > now() - %s ORDER BY opened_at DESC LIMIT 1"
+        " AND status <> 'resolved' AND (status IN ('open', 'notifying') OR opened_at > now() - %s)"
+        " ORDER BY opened_at DESC LIMIT 1"
         " FOR UPDATE",
         (alert.elder_id, alert.kind, JOIN_WINDOW),
     )).fetchone()

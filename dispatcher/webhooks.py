@@ -118,15 +118,21 @@ async def status_callback(request: Request, step: str | None = None) -> Response
                        and answered_by != "unknown")
         ended = status in CALL_NOT_ANSWERED or status == "completed" or machine
         if n["channel"] == "voice" and ended and n["incident_status"] in ("open", "notifying"):
+            # Everything up to and including the next call happens now: nobody took it, so
+            # the next person is called at once (an SMS rung in between goes out with it).
+            # Only the next step has a due time; the later ones get theirs from wait_s when
+            # the step before them finishes, so their waits go to zero.
+            upto = {"i": n["incident_id"], "s": n["seq"]}
+            span = (" incident_id = %(i)s AND status = 'pending' AND seq > %(s)s AND seq <="
+                    " coalesce((SELECT min(seq) FROM escalation_steps WHERE incident_id = %(i)s"
+                    " AND seq > %(s)s AND action = 'call'), %(s)s + 1)")
+            await conn.execute("UPDATE escalation_steps SET wait_s = 0 WHERE" + span, upto)
             pulled = await conn.execute(
-                "UPDATE escalation_steps SET due_at = now() WHERE incident_id = %(i)s"
-                " AND status = 'pending' AND due_at > now() AND seq = (SELECT min(seq)"
-                " FROM escalation_steps WHERE incident_id = %(i)s AND seq > %(s)s)",
-                {"i": n["incident_id"], "s": n["seq"]},
-            )
+                "UPDATE escalation_steps SET due_at = now() WHERE due_at > now() AND" + span,
+                upto)
             await timeline(conn, n["incident_id"], "call_not_acknowledged", name=n["recipient"],
                            status=status, answered_by=answered_by,
-                           next_step_now=pulled.rowcount == 1)
+                           next_step_now=pulled.rowcount > 0)
             if pulled.rowcount:
                 await conn.execute("SELECT pg_notify('escalation_due', %s)",
                                    (str(n["incident_id"]),))

@@ -21,18 +21,21 @@ def _has(conn: psycopg.Connection[tuple[object, ...]], table: str, column: str) 
 
 
 def register_plans(database_url: str, sc: Scenario, sims: list[SimElder], start: float) -> None:
-    """Write check-in deadlines (`elders.detector_thresholds.checkin_deadline_h`) and away
+    """Write check-in deadlines and usual wake-up times (`elders.detector_thresholds`) and away
     periods (`elder_away_periods`) where the registry has them."""
     by_key = {s.key: s for s in sims}
     with psycopg.connect(database_url) as conn, conn.transaction():
         if _has(conn, "elders", "detector_thresholds"):
             for s in sims:
+                known: dict[str, float] = {}
                 if s.habits.checkin_s is not None:
+                    known["checkin_deadline_h"] = s.habits.checkin_s / 3600
+                if s.habits.usual_wake_s is not None:
+                    known["wake_h"] = s.habits.usual_wake_s / 3600
+                if known:
                     conn.execute(
                         "UPDATE elders SET detector_thresholds = detector_thresholds || %s::jsonb"
-                        " WHERE id = %s",
-                        (json.dumps({"checkin_deadline_h": s.habits.checkin_s / 3600}),
-                         s.elder.id))
+                        " WHERE id = %s", (json.dumps(known), s.elder.id))
         if _has(conn, "elder_away_periods", "starts_at"):
             for inj in sc.inject:
                 if inj.event != "away":

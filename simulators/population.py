@@ -43,6 +43,7 @@ class Habits:
     checks_bp: bool = True
     checks_glucose: bool = True
     checkin_s: float | None = None
+    usual_wake_s: float | None = None  # as staff would enter it in the registry (`wake` given)
     visitor_chance: float = 0.2
     systolic: float = 132.0
     diastolic: float = 82.0
@@ -77,6 +78,7 @@ def _habits(rng: random.Random, spec: ElderSpec) -> Habits:
         walks=spec.walks if spec.walks is not None else rng.choice([1, 2, 2]),
         checks_bp=rng.random() < 0.9, checks_glucose=rng.random() < 0.6,
         checkin_s=parse_clock_time(spec.checkin) if spec.checkin else None,
+        usual_wake_s=parse_clock_time(spec.wake) if spec.wake else None,
         visitor_chance=rng.uniform(0.1, 0.35), systolic=rng.uniform(118, 140),
         diastolic=rng.uniform(72, 86), glucose=rng.uniform(5.0, 6.6),
     )

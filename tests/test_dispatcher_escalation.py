@@ -323,15 +323,16 @@ async def test_answering_machine_is_not_an_acknowledgement(
     elder = c.elders[0]
     c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
     _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0),
-                              ("call", "contact:2", 120)])
+                              ("sms", "contacts", 120), ("call", "contact:2", 120)])
     await _alert(stack, c)
     await eventually(lambda: twilio.calls(c1), 30, "the call to contact 1")
     step = await eventually(lambda: _step_of(stack, c1), 10, "the notification row")
     callback = await _signed_post(stack, f"/twilio/status?step={step}", {
         "CallSid": "CA" + "4" * 32, "CallStatus": "completed", "AnsweredBy": "machine_start"})
     assert callback.status_code == 204
-    # The 120 s wait is cut short: the machine did not take responsibility.
+    # Both 120 s waits are cut short: the machine did not take responsibility.
     await eventually(lambda: twilio.calls(c2), 15, "the call to contact 2")
+    await eventually(lambda: twilio.messages(c2), 5, "the SMS rung, pulled forward too")
     incident = _incident(stack, elder.id)
     assert incident is not None and incident["status"] == "notifying"
     answered = _rows(stack, "SELECT answered_by, provider_status FROM notifications"
@@ -501,6 +502,13 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     by = {r["status"]: r["n"] for r in statuses}
     assert steps_before is not None and by["superseded"] == steps_before["n"]
     assert by["pending"] > 0
+    # Hours later nobody has taken it yet: a new alert still joins (one incident on the board).
+    await conn.execute("UPDATE incidents SET opened_at = now() - interval '3 hours'"
+                       " WHERE id = %s", (first,))
+    assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) == first
+    # Once acknowledged and past the window, the next alert is a new incident.
+    await conn.execute("UPDATE incidents SET status = 'acknowledged' WHERE id = %s", (first,))
+    assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) not in (None, first)
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
 

@@ -96,6 +96,12 @@ async def test_elder_contacts_devices_staff_crud(admin_http: httpx.AsyncClient) 
     assert r.json()["firmware"] == "1.3" and r.json()["has_credentials"] is True
     r = await http.patch(f"/api/v1/devices/{eid}-bp", json={"heartbeat_interval_s": None})
     assert r.status_code == 422 and "must not be null" in _fields(r)["heartbeat_interval_s"]
+    r = await http.put(f"/api/v1/elders/{eid}/thresholds", json={"sbp_high": 300})
+    assert r.status_code == 422 and set(_fields(r)) == {"sbp_high"}
+    r = await http.put(f"/api/v1/elders/{eid}/thresholds", json={"sbp_high": 170, "wake_h": 9.5})
+    assert r.status_code == 200, r.text
+    elder = (await http.get(f"/api/v1/elders/{eid}")).json()
+    assert elder["detector_thresholds"] == {"sbp_high": 170, "wake_h": 9.5}
     r = await http.post("/api/v1/staff", json={
         "id": f"{cid}-duty2", "name": "值班员", "phone": "13700002222", "community_id": cid,
         "duty_roster": [{"weekday": 0, "start": "08:00", "end": "20:00"}]})
