@@ -158,6 +158,8 @@ async def test_staff_of_another_community_see_nothing(
         record = (await mine.get(f"/api/v1/console/elders/{elder}")).json()
         assert record["medical_notes"] == "高血压，青霉素过敏"
         assert [c["priority"] for c in record["contacts"]] == [1, 2, 3]
+        chart = await mine.get(f"/api/v1/console/elders/{elder}/charts/vitals.png")
+        assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
         problems = (await mine.get("/api/v1/console/devices/problems")).json()["devices"]
         assert {"id": low, "low_battery": True, "offline": False}.items() <= next(
             d for d in problems if d["id"] == low).items()
@@ -175,6 +177,7 @@ async def test_staff_of_another_community_see_nothing(
             " ORDER BY id", (incident, elder)).fetchall()
     assert ("denied", "incident") in audit and ("denied", "elder") in audit
     assert ("view", "elder") in audit and ("view", "incident") in audit
+    assert ("view_chart", "elder") in audit and ("search", "elder") in audit
     assert audit.count(("view_board", "incident")) == 2, "ours and the admin's, once each"
 
 

@@ -23,6 +23,8 @@ async def search(
 ) -> Response:
     async with request.app.state.pool.connection() as conn:
         found = await queries.search_elders(conn, principal, q.strip()[:100])
+        await audit.record(conn, principal, "search", "elder", q.strip()[:100], None,
+                           audit.client_of(request), results=len(found))
     return Response(as_json({"elders": found}), media_type="application/json")
 
 
@@ -64,8 +66,11 @@ async def chart(
         raise HTTPException(404, "charts: vitals, activity")
     lang = lang if lang in LANGUAGES else "zh-Hans"
     async with request.app.state.pool.connection() as conn:
-        if await queries.elder(conn, principal, elder_id) is None:
+        item = await queries.elder(conn, principal, elder_id)
+        if item is None:
             raise HTTPException(404, "no such elder")
+        await audit.record(conn, principal, "view_chart", "elder", elder_id, item["community_id"],
+                           audit.client_of(request), chart=chart)
     now = datetime.now(UTC)
     since = now - timedelta(days=charts.DAYS)
     # The registry's history API, in-process, with the viewer's own session and scope.
