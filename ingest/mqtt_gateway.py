@@ -5,16 +5,22 @@ the broker redelivers whatever was not acknowledged to the persistent session.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiomqtt
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devices.events import CanonicalEvent
 from eldercare import kafka, logs
 from eldercare.config import Settings
 from eldercare.mqtt import TOPIC_ROOT, MqttTarget
@@ -29,6 +35,7 @@ log = logs.get(__name__)
 SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/+"  # .../event and .../status; other channels are dead-lettered
 MAX_IN_FLIGHT = 1000  # MQTT 5 Receive Maximum: messages received and not yet acknowledged
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our queue this long while no worker is connected
+BURST_WAIT_S = 0.001  # under load the reader lets messages gather this long between bursts
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,39 @@ class Outcome:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A message handed to the producer: `outcome` holds once `durable` (Kafka's acknowledgement
+    of its canonical event or dead-letter record) has resolved; `durable` is None when there is
+    nothing to write (a duplicate)."""
+
+    outcome: Outcome
+    durable: asyncio.Future[Any] | None = None
+
+    async def wait(self) -> Outcome:
+        """The outcome, once Kafka has the record (raises if the produce failed)."""
+        if self.durable is not None:
+            await self.durable
+        return self.outcome
+
+
+class _SourceMetrics:
+    """The label children of one source, bound once: `labels()` per message is not free."""
+
+    def __init__(self, source: str) -> None:
+        self.received = metrics.RECEIVED.labels(source)
+        self.accepted = metrics.ACCEPTED.labels(source)
+        self.duplicates = metrics.DUPLICATES.labels(source)
+
+
+def _failed(fut: asyncio.Future[Any]) -> bool:
+    """Whether a produce future ended without Kafka's acknowledgement (marks it retrieved)."""
+    return fut.cancelled() or fut.exception() is not None
+
+
 class Ingest:
-    """Validates, de-duplicates and produces; `handle` returns once Kafka has the record."""
+    """Validates, de-duplicates and produces. `submit` hands a message to the producer and
+    returns at once with Kafka's future; `handle` returns once Kafka has the record."""
 
     def __init__(
         self, settings: Settings, producer: AIOKafkaProducer, directory: DeviceDirectory,
@@ -54,25 +92,66 @@ class Ingest:
         self.zigbee_names = zigbee.parse_names(settings.ingest_zigbee_devices)
         self._max_future = timedelta(seconds=settings.ingest_max_future_s)
         self._max_past = timedelta(seconds=settings.ingest_max_past_s)
+        self._sources: dict[str, _SourceMetrics] = {}
+
+    def _source(self, source: str) -> _SourceMetrics:
+        found = self._sources.get(source)
+        if found is None:
+            found = self._sources[source] = _SourceMetrics(source)
+        return found
 
     async def handle(self, topic: str, raw: bytes, source: str = "mqtt") -> Outcome:
         """Process one device message from `source` ("mqtt", "http")."""
+        return await (await self.submit(topic, raw, source)).wait()
+
+    async def submit(self, topic: str, raw: bytes, source: str = "mqtt") -> Submitted:
+        """Validate one device message and hand its canonical event (or dead-letter record) to
+        the producer; returns without waiting for Kafka's acknowledgement."""
+        checked = await self.check(topic, raw, source)
+        if isinstance(checked, Submitted):
+            return checked
+        return await self._submit_event(checked, source)
+
+    async def check(
+        self, topic: str, raw: bytes, source: str = "mqtt",
+    ) -> CanonicalEvent | Submitted:
+        """Validate one device message: its canonical event, for the caller to produce (after
+        `claim`), or its dead-letter record already handed to the producer."""
         received_at = datetime.now(UTC)
-        metrics.RECEIVED.labels(source).inc()
+        self._source(source).received.inc()
         result = await validate(
             topic, raw, self.directory, received_at, self.settings.mqtt_max_payload, source,
             self._max_future, self._max_past,
         )
         if isinstance(result, Rejection):
-            return await self.reject(source, topic, raw, result, received_at)
-        return await self._accept(result.event_id, result.key(),
-                                  result.model_dump_json().encode(), source)
+            return await self._submit_rejection(source, topic, raw, result, received_at)
+        return result
+
+    def claim(self, event_id: str, source: str) -> bool:
+        """False for a duplicate (counted). Otherwise the id counts as seen from now on: a copy
+        arriving while this one is on its way is a duplicate too; `release` it if the event
+        does not reach Kafka, so that a redelivery is not dropped."""
+        if self.recent.seen(event_id):
+            self._source(source).duplicates.inc()
+            return False
+        self.recent.add(event_id)
+        return True
+
+    def release(self, event_id: str) -> None:
+        self.recent.discard(event_id)
+
+    def produced(self, source: str, started: list[float]) -> None:
+        """Count events acknowledged by Kafka, handed to the producer at `started`."""
+        now = time.perf_counter()
+        for t in started:
+            metrics.PRODUCE_LATENCY.observe(now - t)
+        self._source(source).accepted.inc(len(started))
 
     async def handle_zigbee(self, topic: str, raw: bytes) -> list[Outcome]:
         """One `zigbee2mqtt/<name>` state message -> its device messages (or one rejection)."""
         source = "zigbee2mqtt"
         received_at = datetime.now(UTC)
-        metrics.RECEIVED.labels(source).inc()
+        self._source(source).received.inc()
 
         async def rejected(why: Rejection) -> list[Outcome]:
             return [await self.reject(source, topic, raw, why, received_at)]
@@ -95,37 +174,81 @@ class Ingest:
         failed = next((e for e in events if isinstance(e, Rejection)), None)
         if failed is not None:  # all or nothing: the dead letter keeps the original bytes
             return await rejected(failed)
-        return [await self._accept(e.event_id, e.key(), e.model_dump_json().encode(), source)
+        return [await (await self._submit_event(e, source)).wait()
                 for e in events if not isinstance(e, Rejection)]
 
-    async def _accept(self, event_id: str, key: bytes, value: bytes, source: str) -> Outcome:
-        if self.recent.seen(event_id):
-            metrics.DUPLICATES.labels(source).inc()
-            return Outcome("duplicate", event_id)
-        self.recent.add(event_id)  # before the await: a concurrent copy is a duplicate too
+    async def _submit_event(self, event: CanonicalEvent, source: str) -> Submitted:
+        event_id = event.event_id
+        counters = self._source(source)
+        if not self.claim(event_id, source):
+            return Submitted(Outcome("duplicate", event_id))
+        started = time.perf_counter()
         try:
-            await self._produce(kafka.EVENTS, key, value)
+            durable = await self.producer.send(
+                kafka.EVENTS, event.model_dump_json().encode(), key=event.key())
         except BaseException:
             self.recent.discard(event_id)
             raise
-        metrics.ACCEPTED.labels(source).inc()
-        return Outcome("accepted", event_id)
+        durable.add_done_callback(
+            functools.partial(self._event_done, event_id, counters, started))
+        return Submitted(Outcome("accepted", event_id), durable)
+
+    def _event_done(
+        self, event_id: str, counters: _SourceMetrics, started: float, fut: asyncio.Future[Any],
+    ) -> None:
+        if _failed(fut):  # not on Kafka: a redelivery must not count as a duplicate
+            self.recent.discard(event_id)
+            return
+        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+        counters.accepted.inc()
 
     async def reject(
         self, source: str, topic: str, raw: bytes, why: Rejection, received_at: datetime,
     ) -> Outcome:
         """Dead-letter `raw` with the reason; returns once Kafka has the record."""
-        await self._produce(kafka.DEADLETTER, None,
-                            dead_letter(source, topic, raw, why, received_at))
+        return await (await self._submit_rejection(source, topic, raw, why, received_at)).wait()
+
+    async def _submit_rejection(
+        self, source: str, topic: str, raw: bytes, why: Rejection, received_at: datetime,
+    ) -> Submitted:
+        started = time.perf_counter()
+        durable = await self.producer.send(
+            kafka.DEADLETTER, dead_letter(source, topic, raw, why, received_at))
+        durable.add_done_callback(
+            functools.partial(self._rejection_done, source, topic, why, started))
+        return Submitted(Outcome("rejected", reason=why.reason, detail=why.detail), durable)
+
+    @staticmethod
+    def _rejection_done(
+        source: str, topic: str, why: Rejection, started: float, fut: asyncio.Future[Any],
+    ) -> None:
+        if _failed(fut):
+            return
+        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         metrics.REJECTED.labels(source, why.reason).inc()
         log.warning("message rejected", source=source, topic=topic, reason=why.reason,
                     detail=why.detail[:300])
-        return Outcome("rejected", reason=why.reason, detail=why.detail)
 
-    async def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        started = time.perf_counter()
-        await self.producer.send_and_wait(topic, value, key=key)
-        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, like the Java client), remembering
+    each key's partition index: hashing every event's elder id in pure Python is not free."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._default = DefaultPartitioner()
+        self._index: dict[tuple[bytes, int], int] = {}
+        self._capacity = capacity
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        count = len(all_partitions)
+        index = self._index.get((key, count))
+        if index is None:
+            if len(self._index) >= self._capacity:
+                self._index.clear()
+            index = self._index[key, count] = (murmur2(key) & 0x7FFFFFFF) % count
+        return all_partitions[index]
 
 
 def subscriptions(settings: Settings) -> list[str]:
@@ -160,14 +283,20 @@ async def _consume(
     # aiomqtt's own queue is then unbounded: a full queue would silently discard messages,
     # which (never acknowledged) would stall in the broker until the next reconnect.
     props.ReceiveMaximum = MAX_IN_FLIGHT
+    queues: list[asyncio.Queue[aiomqtt.Message]] = []
     client = target.client(
         identifier=client_id(settings), protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-        properties=props, max_queued_incoming_messages=0,
+        properties=props, max_queued_incoming_messages=0, queue_type=_inbox_type(queues),
     )
+    inbox = queues[0]
     # aiomqtt acknowledges on receipt; paho underneath can defer the PUBACK until Kafka has it.
     client._client.manual_ack_set(True)
     failed = asyncio.Event()
-    in_flight: set[asyncio.Task[None]] = set()
+    pending: set[asyncio.Future[Any]] = set()
+    batches = _EventBatches(ingest, client, pending, failed)
+    # Received and not yet acknowledged: queued for the reader, or waiting for Kafka.
+    metrics.IN_FLIGHT.set_function(lambda: inbox.qsize() + batches.waiting + len(pending)
+                                   - batches.sent)
     async with client:
         for subscription in subscriptions(settings):
             granted = await client.subscribe(subscription, qos=1)
@@ -180,11 +309,33 @@ async def _consume(
         log.info("ingest subscribed", subscriptions=subscriptions(settings),
                  client_id=client_id(settings))
 
+        async def burst(first: aiomqtt.Message | None) -> None:
+            """The messages queued up, validated and gathered into one batch per partition,
+            handed to the producer (no task, no future, no Kafka round trip per message)."""
+            try:
+                await batches.start()
+                if first is not None:
+                    await _submit(client, ingest, batches, first, pending, failed)
+                while inbox.qsize():
+                    await _submit(client, ingest, batches, inbox.get_nowait(), pending, failed)
+                await batches.flush()
+            except Exception:
+                # Left unacknowledged and the session is dropped: the broker redelivers them.
+                log.exception("ingest failed; messages left unacknowledged")
+                failed.set()
+
         async def read() -> None:
-            async for message in client.messages:
-                task = asyncio.create_task(_process(client, ingest, message, failed))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            # The event loop reads one MQTT packet per turn: under load the reader lets a few
+            # turns pass and takes what has queued up in one go, rather than waking up for
+            # every message. Each message is acknowledged when its own record is on Kafka.
+            try:
+                async for message in client.messages:  # waits when idle; raises on disconnect
+                    await burst(message)
+                    while inbox.qsize() and not failed.is_set():
+                        await asyncio.sleep(BURST_WAIT_S)
+                        await burst(None)
+            finally:
+                batches.abandon()  # never handed to Kafka: to be redelivered, not duplicates
 
         reader = asyncio.create_task(read())
         waits = [reader, asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
@@ -193,12 +344,124 @@ async def _consume(
         finally:
             for w in waits:
                 w.cancel()
-            if in_flight:  # finish what was received: graceful shutdown loses nothing
-                await asyncio.gather(*in_flight, return_exceptions=True)
+            await asyncio.gather(*waits, return_exceptions=True)
+            if pending:  # finish what was received: graceful shutdown loses nothing
+                await asyncio.gather(*pending, return_exceptions=True)
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             raise reader.exception()  # type: ignore[misc]
         if failed.is_set():  # drop the session: the broker redelivers what is unacknowledged
             raise aiomqtt.MqttError("processing failed")
+
+
+class _EventBatches:
+    """Canonical events from MQTT on their way to Kafka. During one burst of messages they are
+    gathered into one batch per partition, each handed to the producer whole (`send_batch`:
+    no future and no callbacks per event); every message is acknowledged when the batch that
+    holds its event is on Kafka. Per-elder order holds: one partition, batches in order."""
+
+    def __init__(
+        self, ingest: Ingest, client: aiomqtt.Client, pending: set[asyncio.Future[Any]],
+        failed: asyncio.Event,
+    ) -> None:
+        self._ingest = ingest
+        self._client = client
+        self._pending = pending
+        self._failed = failed
+        self._producer = ingest.producer
+        self._partitioner = KeyPartitioner()
+        self._partitions: list[int] = []
+        self._open: dict[int, tuple[BatchBuilder, list[_Waiting]]] = {}
+        self.waiting = 0  # events gathered or handed over, not yet acknowledged
+        self.sent = 0  # batches handed over, not yet acknowledged (counted in `pending`)
+
+    async def start(self) -> None:
+        """Before a burst: the topic's partitions, as the producer sees them."""
+        # list(set), as the producer's own partitioning does: the same index, same partition
+        self._partitions = list(await self._producer.partitions_for(kafka.EVENTS))
+
+    async def add(self, event: CanonicalEvent, message: aiomqtt.Message) -> None:
+        """Gather the (claimed) `event` of `message` into its partition's batch."""
+        try:
+            key = event.key()
+            value = event.model_dump_json().encode()
+            partition = self._partitioner(key, self._partitions, self._partitions)
+            opened = self._open.get(partition)
+            if opened is None:
+                opened = self._open[partition] = (self._producer.create_batch(), [])
+            if opened[0].append(timestamp=None, key=key, value=value) is None:  # full
+                await self._send(partition)
+                opened = self._open[partition] = (self._producer.create_batch(), [])
+                if opened[0].append(timestamp=None, key=key, value=value) is None:
+                    raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
+        except BaseException:
+            self._ingest.release(event.event_id)
+            raise
+        opened[1].append(_Waiting(message, event.event_id, time.perf_counter()))
+        self.waiting += 1
+
+    async def flush(self) -> None:
+        """After a burst: hand every gathered batch to the producer."""
+        for partition in list(self._open):
+            await self._send(partition)
+
+    def abandon(self) -> None:
+        """Forget the batches not handed over: their messages stay unacknowledged."""
+        for _, waiting in self._open.values():
+            for w in waiting:
+                self._ingest.release(w.event_id)
+            self.waiting -= len(waiting)
+        self._open.clear()
+
+    async def _send(self, partition: int) -> None:
+        builder, waiting = self._open[partition]
+        # Waits while this partition's previous batch is still queued in the producer (so
+        # the next one grows meanwhile); cancelled or failed, the batch stays open: `abandon`.
+        durable = await self._producer.send_batch(builder, kafka.EVENTS, partition=partition)
+        del self._open[partition]
+        self._pending.add(durable)
+        self.sent += 1
+        durable.add_done_callback(functools.partial(self._done, waiting))
+
+    def _done(self, waiting: list[_Waiting], durable: asyncio.Future[Any]) -> None:
+        self._pending.discard(durable)
+        self.sent -= 1
+        self.waiting -= len(waiting)
+        error = None if durable.cancelled() else durable.exception()
+        if durable.cancelled() or error is not None:
+            for w in waiting:  # not on Kafka: a redelivery must not count as a duplicate
+                self._ingest.release(w.event_id)
+            # Left unacknowledged and the session is dropped: the broker redelivers them.
+            log.error("ingest failed; messages left unacknowledged", messages=len(waiting),
+                      exc_info=error)
+            self._failed.set()
+            return
+        self._ingest.produced("mqtt", [w.started for w in waiting])
+        ack = self._client._client.ack
+        for w in waiting:
+            if w.message.qos > 0:
+                ack(w.message.mid, w.message.qos)
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A message whose event is in a batch: acknowledged once the batch is on Kafka."""
+
+    message: aiomqtt.Message
+    event_id: str
+    started: float
+
+
+def _inbox_type(
+    made: list[asyncio.Queue[aiomqtt.Message]],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming queue, remembered in `made` so the reader can drain it in bursts."""
+
+    class Inbox(asyncio.Queue[aiomqtt.Message]):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__(maxsize)
+            made.append(self)
+
+    return Inbox
 
 
 def _refused(granted: int | ReasonCode) -> bool:
@@ -206,26 +469,55 @@ def _refused(granted: int | ReasonCode) -> bool:
     return (granted.value if isinstance(granted, ReasonCode) else granted) >= 0x80
 
 
-async def _process(
-    client: aiomqtt.Client, ingest: Ingest, message: aiomqtt.Message, failed: asyncio.Event,
+async def _submit(
+    client: aiomqtt.Client, ingest: Ingest, batches: _EventBatches, message: aiomqtt.Message,
+    pending: set[asyncio.Future[Any]], failed: asyncio.Event,
 ) -> None:
-    metrics.IN_FLIGHT.inc()
+    """Hand one MQTT message to the producer; its PUBACK waits for Kafka's acknowledgement."""
     topic = message.topic.value
     payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+    durable: asyncio.Future[Any] | None
     try:
         if message.retain:
             # Replayed on subscribe (live messages arrive with retain=0): old state, not news.
             metrics.RETAINED_SKIPPED.inc()
-        elif topic.startswith(zigbee.TOPIC_PREFIX):
-            await ingest.handle_zigbee(topic, bytes(payload))
+            durable = None
+        elif topic.startswith(zigbee.TOPIC_PREFIX):  # rare, several events: a task of its own
+            durable = asyncio.ensure_future(ingest.handle_zigbee(topic, bytes(payload)))
         else:
-            await ingest.handle(topic, bytes(payload))
+            checked = await ingest.check(topic, bytes(payload))
+            if not isinstance(checked, Submitted):
+                if ingest.claim(checked.event_id, "mqtt"):
+                    await batches.add(checked, message)
+                    return
+                checked = Submitted(Outcome("duplicate", checked.event_id))
+            durable = checked.durable
     except Exception:
         # Left unacknowledged and the session is dropped: the broker redelivers it on reconnect.
         log.exception("ingest failed; message left unacknowledged", topic=topic)
         failed.set()
         return
-    finally:
-        metrics.IN_FLIGHT.dec()
+    if durable is None:
+        _acknowledge(client, message, None, failed, None)
+        return
+    pending.add(durable)
+    durable.add_done_callback(functools.partial(_acknowledge, client, message, pending, failed))
+
+
+def _acknowledge(
+    client: aiomqtt.Client, message: aiomqtt.Message, pending: set[asyncio.Future[Any]] | None,
+    failed: asyncio.Event, durable: asyncio.Future[Any] | None,
+) -> None:
+    """PUBACK `message` once its record is on Kafka; otherwise leave it to be redelivered."""
+    if durable is not None:
+        if pending is not None:
+            pending.discard(durable)
+        error = None if durable.cancelled() else durable.exception()
+        if durable.cancelled() or error is not None:
+            # Left unacknowledged and the session is dropped: the broker redelivers it.
+            log.error("ingest failed; message left unacknowledged", topic=message.topic.value,
+                      exc_info=error)
+            failed.set()
+            return
     if message.qos > 0:
         client._client.ack(message.mid, message.qos)
