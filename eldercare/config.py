@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     )
     ingest_max_past_s: float = Field(
         7 * 86400.0, description="Device timestamps older than this are replaced likewise"
+    )
+    ingest_device_timezone: str = Field(
+        "Asia/Shanghai", description="Zone of device times sent as ISO 8601 without an offset"
     )
     ingest_http_bind: str = Field(
         "127.0.0.1:8081",
@@ -87,6 +91,15 @@ class Settings(BaseSettings):
     @property
     def console_port(self) -> int:
         return int(self.console_bind.rsplit(":", 1)[1])
+
+    @field_validator("ingest_device_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai, UTC)") from None
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from aiokafka import AIOKafkaProducer
@@ -92,6 +93,7 @@ class Ingest:
         self.zigbee_names = zigbee.parse_names(settings.ingest_zigbee_devices)
         self._max_future = timedelta(seconds=settings.ingest_max_future_s)
         self._max_past = timedelta(seconds=settings.ingest_max_past_s)
+        self._local_tz = ZoneInfo(settings.ingest_device_timezone)
         self._sources: dict[str, _SourceMetrics] = {}
 
     def _source(self, source: str) -> _SourceMetrics:
@@ -121,7 +123,7 @@ class Ingest:
         self._source(source).received.inc()
         result = await validate(
             topic, raw, self.directory, received_at, self.settings.mqtt_max_payload, source,
-            self._max_future, self._max_past,
+            self._max_future, self._max_past, self._local_tz,
         )
         if isinstance(result, Rejection):
             return await self._submit_rejection(source, topic, raw, result, received_at)
@@ -170,7 +172,7 @@ class Ingest:
         if isinstance(messages, Rejection):
             return await rejected(messages)
         events = [to_event(device, m, "event", received_at, source,
-                           self._max_future, self._max_past) for m in messages]
+                           self._max_future, self._max_past, self._local_tz) for m in messages]
         failed = next((e for e in events if isinstance(e, Rejection)), None)
         if failed is not None:  # all or nothing: the dead letter keeps the original bytes
             return await rejected(failed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from devices.schemas import MG_DL_PER_MMOL_L, Glucose, _Message
 
@@ -11,21 +11,22 @@ MAX_FUTURE = timedelta(minutes=5)
 MAX_PAST = timedelta(days=7)
 
 
-def to_utc(ts: float | int | datetime) -> datetime:
-    """Epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 datetime, as aware UTC."""
+def to_utc(ts: float | int | datetime, local_tz: tzinfo = UTC) -> datetime:
+    """Epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 datetime, as aware UTC. An ISO
+    time without an offset is the devices' local time `local_tz` (cheap devices send that)."""
     if isinstance(ts, datetime):
-        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        return (ts.replace(tzinfo=local_tz) if ts.tzinfo is None else ts).astimezone(UTC)
     seconds = ts / 1000.0 if ts > 1e11 else float(ts)
     return datetime.fromtimestamp(seconds, UTC)
 
 
 def event_time(
     ts: float | int | datetime, received_at: datetime,
-    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST, local_tz: tzinfo = UTC,
 ) -> tuple[datetime, list[str]]:
     """The device's time, unless its clock is clearly wrong: then the receive time, flagged."""
     try:
-        t = to_utc(ts)
+        t = to_utc(ts, local_tz)
     except (OverflowError, OSError, ValueError):
         return received_at, ["clock_invalid"]
     if t - received_at > max_future:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import orjson
 from pydantic import ValidationError
@@ -75,11 +75,12 @@ async def check_device(
 
 def to_event(
     device: DeviceInfo, body: object, channel: str, received_at: datetime, source: str,
-    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST, local_tz: tzinfo = UTC,
 ) -> CanonicalEvent | Rejection:
     """A decoded JSON body from `device` on `channel` ("event" or "status") -> canonical event."""
     if channel == "status" and not (isinstance(body, dict) and "type" in body):
-        return _status_event(device, body, received_at, source, max_future, max_past)
+        return _status_event(device, body, received_at, source, max_future, max_past,
+                             local_tz)
     try:
         msg = DEVICE_MESSAGE.validate_python(body)
     except ValidationError as exc:
@@ -89,20 +90,20 @@ def to_event(
         return Rejection(
             "type_not_allowed", f"a {device.kind} does not send {msg.type!r} messages"
         )
-    when, flags = event_time(msg.ts, received_at, max_future, max_past)
+    when, flags = event_time(msg.ts, received_at, max_future, max_past, local_tz)
     return _event(device, msg.msg_id, msg.type, when, received_at, data_of(msg), source, flags)
 
 
 def _status_event(
     device: DeviceInfo, body: object, received_at: datetime, source: str,
-    max_future: timedelta, max_past: timedelta,
+    max_future: timedelta, max_past: timedelta, local_tz: tzinfo,
 ) -> CanonicalEvent | Rejection:
     try:
         status = Status.model_validate(body)
     except ValidationError as exc:
         return _rejection(exc)
     when, flags = (received_at, []) if status.ts is None else event_time(
-        status.ts, received_at, max_future, max_past)
+        status.ts, received_at, max_future, max_past, local_tz)
     # A last will has no id of its own: the receive time (ms) names it.
     msg_id = status.msg_id or f"status-{int(received_at.timestamp() * 1000)}"
     data: dict[str, object] = status.model_dump(
@@ -147,7 +148,7 @@ def decode(raw: bytes) -> object | Rejection:
 async def validate(
     topic: str, raw: bytes, directory: DeviceDirectory, received_at: datetime,
     max_payload: int, source: str = "mqtt",
-    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST,
+    max_future: timedelta = MAX_FUTURE, max_past: timedelta = MAX_PAST, local_tz: tzinfo = UTC,
 ) -> CanonicalEvent | Rejection:
     """Check size, topic, device, JSON and schema; normalise units and time."""
     if len(raw) > max_payload:
@@ -165,4 +166,4 @@ async def validate(
     body = decode(raw)
     if isinstance(body, Rejection):
         return body
-    return to_event(device, body, channel, received_at, source, max_future, max_past)
+    return to_event(device, body, channel, received_at, source, max_future, max_past, local_tz)

@@ -7,6 +7,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -102,6 +103,15 @@ def test_future_device_clock_is_corrected_and_flagged() -> None:
     body = {"msg_id": "f", "ts": TS + 86_400_000, "type": "sos"}
     ev = event(DeviceKind.SOS_BUTTON, body)
     assert ev.event_time == NOW and ev.flags == ["clock_future"]
+
+
+def test_iso_time_without_offset_is_the_devices_local_time() -> None:
+    body = {"msg_id": "l", "ts": "2026-11-23T15:59:30", "type": "sos"}  # Beijing, UTC+8
+    ev = to_event(device(DeviceKind.SOS_BUTTON), body, "event", NOW, "mqtt",
+                  timedelta(minutes=5), timedelta(days=7), ZoneInfo("Asia/Shanghai"))
+    assert ev.event_time == NOW - timedelta(seconds=30) and ev.flags == []
+    aware = {"msg_id": "a", "ts": "2026-11-23T07:59:30Z", "type": "sos"}
+    assert event(DeviceKind.SOS_BUTTON, aware).event_time == NOW - timedelta(seconds=30)
 
 
 def test_a_last_will_becomes_an_offline_event() -> None:
