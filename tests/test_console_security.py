@@ -55,3 +55,16 @@ def test_charts_render_with_and_without_data() -> None:
                 charts.activity_png([], readings, now, "en"),
                 charts.activity_png([], [], now, "en")):
         assert png.startswith(PNG) and len(png) > 5000
+
+
+def test_pages_carry_the_platform_default_language() -> None:
+    from fastapi.testclient import TestClient
+
+    from dispatcher.console.app import create_app
+    from eldercare.config import Settings
+
+    for language in ("en", "zh-Hans"):
+        app = create_app(Settings(database_url="postgresql:///unused", language=language))
+        page = TestClient(app).get("/login")  # no lifespan: no database needed for a page
+        assert page.status_code == 200
+        assert f'<html lang="{language}" data-default-lang="{language}">' in page.text

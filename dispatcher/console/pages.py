@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from eldercare.security import MaybePrincipal, Principal
@@ -18,42 +18,47 @@ _PAGES = {"board": "index.html", "elder": "elder.html", "elders": "elders.html",
           "devices": "devices.html"}
 
 
-def _page(name: str) -> HTMLResponse:
+def _page(name: str, request: Request) -> HTMLResponse:
+    """The page, telling its script the platform's default language (ELDERCARE_LANGUAGE); a
+    choice made in the browser overrides it."""
+    default = request.app.state.settings.language
+    html = _STATIC.joinpath(name).read_text("utf-8").replace(
+        '<html lang="zh-Hans">', f'<html lang="{default}" data-default-lang="{default}">', 1)
     headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:;"
                                           " frame-ancestors 'none'"}
-    return HTMLResponse(_STATIC.joinpath(name).read_text("utf-8"), headers=headers)
+    return HTMLResponse(html, headers=headers)
 
 
-def _signed_in(principal: Principal | None, page: str) -> Response:
+def _signed_in(principal: Principal | None, page: str, request: Request) -> Response:
     if principal is None:
         return RedirectResponse("/login", status_code=303)
-    return _page(_PAGES[page])
+    return _page(_PAGES[page], request)
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page() -> HTMLResponse:
-    return _page("login.html")
+async def login_page(request: Request) -> HTMLResponse:
+    return _page("login.html", request)
 
 
 @router.get("/", response_model=None)
-async def board(principal: MaybePrincipal) -> Response:
-    return _signed_in(principal, "board")
+async def board(principal: MaybePrincipal, request: Request) -> Response:
+    return _signed_in(principal, "board", request)
 
 
 @router.get("/elders", response_model=None)
-async def elders(principal: MaybePrincipal) -> Response:
-    return _signed_in(principal, "elders")
+async def elders(principal: MaybePrincipal, request: Request) -> Response:
+    return _signed_in(principal, "elders", request)
 
 
 @router.get("/elders/{elder_id}", response_model=None)
-async def elder(elder_id: str, principal: MaybePrincipal) -> Response:
-    return _signed_in(principal, "elder")
+async def elder(elder_id: str, principal: MaybePrincipal, request: Request) -> Response:
+    return _signed_in(principal, "elder", request)
 
 
 @router.get("/devices", response_model=None)
-async def devices(principal: MaybePrincipal) -> Response:
-    return _signed_in(principal, "devices")
+async def devices(principal: MaybePrincipal, request: Request) -> Response:
+    return _signed_in(principal, "devices", request)
 
 
 @router.get("/static/{name}")

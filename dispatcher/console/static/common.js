@@ -3,7 +3,9 @@
 "use strict";
 const params = new URLSearchParams(location.search);
 if (params.get("lang")) localStorage.setItem("eldercare.lang", params.get("lang"));
-const lang = localStorage.getItem("eldercare.lang") === "en" ? "en" : "zh-Hans";
+// The browser's own choice, else the platform's default (ELDERCARE_LANGUAGE, set by the server).
+const lang = (localStorage.getItem("eldercare.lang") || document.documentElement.dataset.defaultLang)
+  === "en" ? "en" : "zh-Hans";
 let T = {};
 let ME = null;
 
