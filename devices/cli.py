@@ -91,14 +91,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument("file")
     imp.add_argument("--kind", default="", choices=["", "elders", "contacts", "devices"],
                      help="what a CSV file holds (default: guessed from its header)")
-    imp.set_defaults(func=_import)
+    imp.set_defaults(func=_import, needs_database=True)
     cred = rsub.add_parser("credentials", help="issue a device a new MQTT password")
     cred.add_argument("device_id")
-    cred.set_defaults(func=_credentials)
+    cred.set_defaults(func=_credentials, needs_database=True)
     auth = rsub.add_parser("mqtt-auth", help="render the broker's password file and ACL")
     auth.add_argument("dir", nargs="?", default="")
     auth.add_argument("--service-password", default="",
                       help="(re)set the platform service account's password")
-    auth.set_defaults(func=_mqtt_auth)
+    auth.set_defaults(func=_mqtt_auth, needs_database=True)
     rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones")\
-        .set_defaults(func=_maintain)
+        .set_defaults(func=_maintain, needs_database=True)

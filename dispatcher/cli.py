@@ -29,11 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument("elder")
     put.add_argument("severity", choices=_KEYS)
     put.add_argument("file")
-    put.set_defaults(func=_set)
+    put.set_defaults(func=_set, needs_database=True)
     clear = psub.add_parser("clear", help="remove an elder's override (back to the default)")
     clear.add_argument("elder")
     clear.add_argument("severity", choices=_KEYS)
-    clear.set_defaults(func=_clear)
+    clear.set_defaults(func=_clear, needs_database=True)
 
 
 def _default(key: str) -> str:
@@ -43,6 +43,9 @@ def _default(key: str) -> str:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
+    if args.elder and not settings.database_url:
+        print("ELDERCARE_DATABASE_URL is not set (needed for --elder)", file=sys.stderr)
+        return 2
     if args.elder:
         with psycopg.connect(settings.database_url) as conn:
             row = conn.execute(

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     logs.configure(settings.log_level, "eldercare")
+    if getattr(args, "needs_database", False) and not settings.database_url:
+        print("ELDERCARE_DATABASE_URL is not set: this command works on a running platform's"
+              " database (`eldercare up` prints its URL)", file=sys.stderr)
+        return 2
     result: int = args.func(args, settings)
     return result
 

@@ -4,7 +4,9 @@ MQTT password hashes, rollup folding."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,3 +113,12 @@ def test_rollups_fold_fields_into_chart_points() -> None:
     assert rollups_of(rows) == [{"hour": hour, "type": "bp", "count": 2,
                                  "avg": {"systolic": 135.0}, "min": {"systolic": 130.0},
                                  "max": {"systolic": 140.0}}]
+
+
+def test_database_commands_say_when_no_database_is_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
+    for argv in (["registry", "import", "ledger.csv"], ["policy", "clear", "E1", "critical"],
+                 ["staff", "demo"]):
+        done = subprocess.run([sys.executable, "-m", "eldercare.cli", *argv], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "ELDERCARE_DATABASE_URL is not set" in done.stderr, argv

@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--community", help="community id (duty_staff)")
     add.add_argument("--district", default="", help="district (street_supervisor, optional)")
     add.add_argument("--street", default="", help="street (street_supervisor)")
-    add.set_defaults(func=_add)
+    add.set_defaults(func=_add, needs_database=True)
     demo = cmds.add_parser("demo", help=f"the demo logins, password {DEMO_PASSWORD}")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, needs_database=True)
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
