@@ -69,6 +69,9 @@ async def test_device_publishes_only_under_its_own_topic(
             await dev.publish(f"eldercare/v1/c-other/{device['id']}/event", b"forged", qos=1)
             bp_sent = bp("own-1", 150)
             await dev.publish(f"{prefix}event", bp_sent, qos=1)
+            await dev.publish(f"{prefix}status", json.dumps(
+                {"msg_id": "hb-1", "ts": time.time(), "online": True, "battery": 37}).encode(),
+                qos=1)
         ours = {f"eldercare/v1/{device['community_id']}/other-device/event",
                 f"eldercare/v1/c-other/{device['id']}/event", f"{prefix}event"}
         async for message in watcher.messages:
@@ -83,10 +86,18 @@ async def test_device_publishes_only_under_its_own_topic(
     rollups = (await admin_http.get(f"/api/v1/elders/{device['elder_id']}/rollups",
                                     params={"type": "bp"})).json()["rollups"]
     assert rollups[0]["count"] == 1 and rollups[0]["max"]["systolic"] == 150
+    # The registry shows the device as seen, online, with the battery it reported.
+    shown = await eventually(lambda: _device_seen(admin_http, user), 30, "the device's status")
+    assert shown["battery"] == 37 and shown["status"] == "online"
 
     # Deactivated, the device can no longer log in.
     assert (await admin_http.post(f"/api/v1/devices/{user}/deactivate")).status_code == 200
     await eventually(lambda: _refused(platform, user, password), 10, "the login revoked")
+
+
+async def _device_seen(http: httpx.AsyncClient, device_id: str) -> dict[str, object] | None:
+    found: dict[str, object] = (await http.get(f"/api/v1/devices/{device_id}")).json()
+    return found if found.get("last_seen") and found.get("battery") is not None else None
 
 
 async def _refused(settings: Settings, user: str, password: str) -> bool:

@@ -131,17 +131,93 @@ class _Rollups:
             yield h, d, e, t, f, a[0], float(a[1]), float(a[2]), float(a[3])
 
 
+_TOUCH = """
+UPDATE devices d SET
+    last_seen = GREATEST(d.last_seen, s.last_at),
+    status = CASE WHEN d.last_seen IS NULL OR s.last_at >= d.last_seen THEN s.status
+                  ELSE d.status END,
+    battery = CASE WHEN s.battery IS NOT NULL
+                    AND (d.last_seen IS NULL OR s.battery_at >= d.last_seen) THEN s.battery
+                   ELSE d.battery END
+FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::timestamptz[])
+    AS s(id, last_at, status, battery, battery_at)
+WHERE d.id = s.id
+"""
+
+
+def _utc(at: str) -> datetime:
+    t = datetime.fromisoformat(at)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _earlier(a: str, b: str) -> bool:
+    """Whether event time `a` is before `b`. Two UTC times written alike (ingest writes them all
+    the same way) compare as text; anything else is parsed."""
+    if len(a) == len(b) and a[-1] == b[-1] == "Z":
+        return a < b
+    return _utc(a) < _utc(b)
+
+
+class _Seen:
+    """Per device of a batch: its newest event (time and type) and its newest battery reading,
+    for the registry's `last_seen`, `status` and `battery` (the console's device board)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[str, str]] = {}
+        self.battery: dict[str, tuple[str, int]] = {}
+
+    def add(self, device_id: str, at: str, kind: str, data: dict[str, Any]) -> None:
+        old = self.last.get(device_id)
+        if old is None or not _earlier(at, old[0]):
+            self.last[device_id] = (at, kind)
+        level = data.get("battery")
+        if type(level) is int:
+            had = self.battery.get(device_id)
+            if had is None or not _earlier(at, had[0]):
+                self.battery[device_id] = (at, level)
+
+    async def apply(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Update the devices, in the caller's transaction (newer facts only)."""
+        if not self.last:
+            return
+        ids = sorted(self.last)  # one lock order for every writer
+        batteries = [self.battery.get(d) for d in ids]
+        await conn.execute(_TOUCH, (
+            ids, [_utc(self.last[d][0]) for d in ids],
+            ["offline" if self.last[d][1] == "offline" else "online" for d in ids],
+            [b[1] if b else None for b in batteries],
+            [_utc(b[0]) if b else None for b in batteries]))
+
+    @classmethod
+    def of_raw(cls, values: Iterable[bytes]) -> _Seen:
+        seen = cls()
+        for raw in values:
+            try:
+                e = orjson.loads(raw)
+                seen.add(e["device_id"], e["event_time"], e["type"], e["data"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a canonical event: the readings path logs it
+        return seen
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[tuple[Any, ...]]) -> _Seen:
+        seen = cls()
+        for r in rows:
+            seen.add(r[1], r[0], r[5], json.loads(r[6]))
+        return seen
+
+
 def _escaped(text: str) -> str:
     """A value in COPY text format."""
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n") \
         .replace("\r", "\\r")
 
 
-def _direct_copy(values: Sequence[bytes], rollups: _Rollups) -> str:
+def _direct_copy(values: Sequence[bytes], rollups: _Rollups, seen: _Seen) -> str:
     """COPY text (`COLUMNS`) of canonical events, adding them to `rollups`; raises `_NotClean`
     unless every one is a JSON object with text fields, a time and an object of data."""
     lines = []
-    counts, fields, hour_of = rollups.counts, rollups.fields, rollups.hour_of
+    counts, fields, hour_of, saw = rollups.counts, rollups.fields, rollups.hour_of, seen.add
     loads, dumps = orjson.loads, orjson.dumps
     for raw in values:
         try:
@@ -154,6 +230,7 @@ def _direct_copy(values: Sequence[bytes], rollups: _Rollups) -> str:
                     and type(received_at) is str and type(data) is dict):
                 raise _NotClean
             hour = hour_of(at)
+            saw(device_id, at, kind, data)
             encoded = dumps(data).decode()
         except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise _NotClean from exc
@@ -234,6 +311,7 @@ class ReadingsWriter:
                     await copy.write_row(row)
             found = await (await self.conn.execute(
                 _MOVE.format(source="SELECT * FROM readings_stage"))).fetchone()
+            await _Seen.of_rows(rows).apply(self.conn)
         return self._counted(len(rows), found)
 
     async def write_raw(self, values: Sequence[bytes]) -> int:
@@ -264,19 +342,21 @@ class ReadingsWriter:
 
     async def _write_direct(self, values: Sequence[bytes]) -> int:
         for attempt in range(2):
-            rollups = _Rollups()
+            rollups, seen = _Rollups(), _Seen()
             try:
                 async with self.conn.transaction():
                     async with self.conn.cursor().copy(_COPY_READINGS) as copy:
                         # Decoded a chunk at a time: PostgreSQL parses the rows already sent
                         # meanwhile, and the other writers get their turn.
                         for i in range(0, len(values), _CHUNK):
-                            await copy.write(_direct_copy(values[i:i + _CHUNK], rollups))
+                            await copy.write(_direct_copy(values[i:i + _CHUNK], rollups,
+                                                          seen))
                             await asyncio.sleep(0)
                     async with self.conn.cursor().copy(_COPY_ROLLUP) as copy:
                         for rollup in rollups.rows():
                             await copy.write_row(rollup)
                     await self.conn.execute(_ROLLUP)
+                    await seen.apply(self.conn)
             except psycopg.errors.CheckViolation:  # no partition for some day yet
                 if attempt or self.timescale:
                     raise
@@ -309,6 +389,7 @@ class ReadingsWriter:
         async with self.conn.transaction():
             await self._copy_raw(values)
             found = await (await self.conn.execute(_MOVE.format(source=_FROM_RAW))).fetchone()
+            await _Seen.of_raw(values).apply(self.conn)
         return self._counted(len(values), found)
 
     @staticmethod
