@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -106,3 +107,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
     return Settings()
+
+
+def child_env(settings: Settings, clean: bool = False) -> dict[str, str]:
+    """The environment of a child process that must see `settings`: this process's environment
+    (without its own ELDERCARE_ variables when `clean`) plus every setting."""
+    env = {k: v for k, v in os.environ.items() if not (clean and k.startswith("ELDERCARE_"))}
+    env.update({f"ELDERCARE_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    return env

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import time
 
 from eldercare import logs
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 
 log = logs.get(__name__)
 
@@ -30,8 +29,7 @@ def worker_command() -> list[str]:
 
 def worker_env(settings: Settings, worker: int) -> dict[str, str]:
     """The worker's environment: this process's settings plus its worker number."""
-    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                            for k, v in settings.model_dump().items()}}
+    env = child_env(settings)
     env["ELDERCARE_INGEST_WORKER"] = str(worker)
     return env
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
 from eldercare import db, kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.stack import embedded, procs
 from tests import twilio_mock
 from tests.helpers import eventually
@@ -78,8 +77,7 @@ def settings(infra: Settings, twilio: twilio_mock.TwilioMock) -> Settings:
 @pytest.fixture(scope="session")
 def platform(settings: Settings, workdir: Path) -> Iterator[Settings]:
     """`eldercare up` as a user runs it, against the session's services."""
-    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                            for k, v in settings.model_dump().items()}}
+    env = child_env(settings)
     log = (workdir / "up.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)

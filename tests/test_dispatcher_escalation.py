@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from detectors.alerts import Alert, Severity
 from devices.registry import Community, save
 from dispatcher.webhook_app import create_app
 from eldercare import db, kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.stack import embedded, procs
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
@@ -72,8 +71,7 @@ def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                             for k, v in settings.model_dump().items()}}
+    return child_env(settings)
 
 
 def _spawn(settings: Settings, service: str, log: Path) -> subprocess.Popen[bytes]:

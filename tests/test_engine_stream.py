@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from detectors.engine import Engine
 from devices.events import CanonicalEvent
 from devices.registry import Community, Elder, save
 from eldercare import kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 
@@ -161,8 +160,7 @@ async def test_dead_gateway_is_one_offline_alert_and_no_inactivity(infra: Settin
 
 
 def _service(settings: Settings, topic: str, group: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                            for k, v in settings.model_dump().items()}}
+    env = child_env(settings)
     env.update({f"ELDERCARE_DETECT_{k.upper()}": str(v) for k, v in FAST.items()})
     env.update(ELDERCARE_DETECT_TOPIC=topic, ELDERCARE_DETECT_GROUP=group)
     with log.open("ab") as out:

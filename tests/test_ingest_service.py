@@ -9,7 +9,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 
 from devices.registry import Community, save
 from eldercare import kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.mqtt import MqttTarget, event_topic
 from eldercare.stack import embedded, procs
 from ingest import gateway_auth
@@ -59,9 +58,7 @@ class IngestRun:
         """Start the worker; `ready()` waits until it has subscribed."""
         self._subscribed = self.log.read_text().count("ingest subscribed") \
             if self.log.exists() else 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
-        env.update({f"ELDERCARE_{k.upper()}": str(v)
-                    for k, v in self.settings.model_dump().items()})
+        env = child_env(self.settings, clean=True)
         self.worker = procs.spawn([sys.executable, "-m", "eldercare.cli", "service", "ingest"],
                                   self.log, env)
 

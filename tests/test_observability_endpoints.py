@@ -3,7 +3,6 @@ service stopping cleanly on SIGTERM — against the real brokers and database.""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,14 +15,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from eldercare import observability
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.stack import procs
 from tests.helpers import eventually
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                             for k, v in settings.model_dump().items()}}
+    return child_env(settings)
 
 
 async def _get(url: str) -> httpx.Response | None:

@@ -8,7 +8,6 @@ wall clock, so a timeline placed in the past would look like days of silence to 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from eldercare import db, kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.stack import embedded, procs
 from simulators.capabilities import available
 from simulators.runner import ScenarioReport, render, run_files, run_scenario
@@ -93,8 +92,7 @@ def ahead_stack(infra: Settings, workdir: Path) -> Iterator[Settings]:
     })
     db.upgrade(settings.database_url)
     asyncio.run(kafka.ensure_topics(settings))
-    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                            for k, v in settings.model_dump().items()}, **AHEAD_ENV}
+    env = {**child_env(settings), **AHEAD_ENV}
     log = (wd / "up.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -143,8 +141,7 @@ def test_cli_exits_non_zero_on_a_mismatch_with_a_readable_report(
         "population: {elders: [{key: a}]}\n"
         "expect:\n  - {elder: a, alert: sos, within: 1m}\n  - {elder: a, no_alert: any}\n",
         encoding="utf-8")
-    env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                            for k, v in platform.model_dump().items()}, "COLUMNS": "200"}
+    env = {**child_env(platform), "COLUMNS": "200"}
     done = subprocess.run(
         [sys.executable, "-m", "eldercare.cli", "scenario", "run", str(wrong),
          str(SCENARIOS / "heat_alarm.yaml")],

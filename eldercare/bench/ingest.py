@@ -26,7 +26,7 @@ import httpx
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Device, Elder, save
 from eldercare import db, kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.mqtt import MqttTarget, event_topic
 from eldercare.stack import embedded, procs
 
@@ -97,8 +97,7 @@ def _ingest_rate(settings: Settings, community: Community, n: int, workers: int,
     published, so the figure is the consumers' capacity, not the publishers' speed."""
     group = f"bench{uuid.uuid4().hex[:6]}"
     ws = settings.model_copy(update={"mqtt_shared_group": group})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
-    env.update({f"ELDERCARE_{k.upper()}": str(v) for k, v in ws.model_dump().items()})
+    env = child_env(ws, clean=True)
     log = workdir / f"ingest-{group}.log"
     proc = procs.spawn([sys.executable, "-m", "eldercare.cli", "ingest", "--workers",
                         str(workers)], log, env)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
 from eldercare import db, kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 from eldercare.stack import embedded, procs
 
@@ -300,8 +299,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             asyncio.run(kafka.ensure_topics(settings))
             pop = _population(per_series * len(rates) + SPARES)
             save(settings.database_url, [pop.community])
-            env = {**os.environ, **{f"ELDERCARE_{k.upper()}": str(v)
-                                    for k, v in settings.model_dump().items()}}
+            env = child_env(settings)
             for name in SERVICES:
                 children.append(procs.spawn(
                     [sys.executable, "-m", "eldercare.cli", "service", name],

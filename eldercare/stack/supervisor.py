@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from types import FrameType
 from rich.console import Console
 
 from eldercare import db, kafka, logs
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.services import SERVICES
 from eldercare.stack import embedded, procs
 
@@ -74,13 +73,6 @@ class Stack:
         for svc in reversed(self.embedded):
             svc.stop()
         self.embedded.clear()
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        env[f"ELDERCARE_{name.upper()}"] = str(value)
-    return env
 
 
 def spawn_service(name: str, settings: Settings) -> subprocess.Popen[bytes]:
