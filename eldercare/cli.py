@@ -31,9 +31,6 @@ def _service(args: argparse.Namespace, settings: Settings) -> int:
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from eldercare import db
 
-    if not settings.database_url:
-        print("ELDERCARE_DATABASE_URL is not set", file=sys.stderr)
-        return 2
     applied = db.upgrade(settings.database_url)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
@@ -61,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     dbp = sub.add_parser("db", help="database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
     dbsub.add_parser("upgrade", help="apply pending migrations (idempotent)")\
-        .set_defaults(func=_db_upgrade)
+        .set_defaults(func=_db_upgrade, needs_database=True)
     sub.add_parser("seed-demo", help="write the demo community into the database")\
         .set_defaults(func=_seed_demo)
     # Each package adds its own subcommands (one module each, so they never collide).

@@ -97,6 +97,19 @@ class _NotClean(Exception):
     """A record the direct path does not take (not a plain canonical event)."""
 
 
+def _utc(at: str) -> datetime:
+    t = datetime.fromisoformat(at)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _earlier(a: str, b: str) -> bool:
+    """Whether event time `a` is before `b`. Two UTC times written alike (ingest writes them all
+    the same way) compare as text; anything else is parsed."""
+    if len(a) == len(b) and a[-1] == b[-1] == "Z":
+        return a < b
+    return _utc(a) < _utc(b)
+
+
 class _Rollups:
     """The hourly rollups of a batch, added up in Python: per (hour, device, elder, type) a count
     (field '') and per top-level numeric field of `data` count, sum, min and max; the same rows
@@ -115,9 +128,7 @@ class _Rollups:
         utc = at.endswith(("+00:00", "Z")) and len(at) > 13 and at[10] in "T "
         if utc and (hour := self._hours.get(at[:13])) is not None:
             return hour
-        t = datetime.fromisoformat(at)
-        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-        hour = t.replace(minute=0, second=0, microsecond=0)
+        hour = _utc(at).replace(minute=0, second=0, microsecond=0)
         self.days.add(hour.date())
         if utc:
             self._hours[at[:13]] = hour
@@ -143,19 +154,6 @@ FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::timestampt
     AS s(id, last_at, status, battery, battery_at)
 WHERE d.id = s.id
 """
-
-
-def _utc(at: str) -> datetime:
-    t = datetime.fromisoformat(at)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def _earlier(a: str, b: str) -> bool:
-    """Whether event time `a` is before `b`. Two UTC times written alike (ingest writes them all
-    the same way) compare as text; anything else is parsed."""
-    if len(a) == len(b) and a[-1] == b[-1] == "Z":
-        return a < b
-    return _utc(a) < _utc(b)
 
 
 class _Seen:
