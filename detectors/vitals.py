@@ -107,11 +107,14 @@ class VitalsDetector:
         fields = SIGNS.get(event.type)
         if fields is None:
             return Verdict(state)
+        now = event.event_time
         history = dict(state.history)
-        pending = dict(state.pending)
+        # Expired first readings are dropped here, by the readings' own time, not by the
+        # watermark: a replay or a device that uploads late is behind the wall clock.
+        pending = {k: p for k, p in state.pending.items()
+                   if abs(now - p.at) <= self.confirm_window}
         last_alert = dict(state.last_alert)
         alerts: list[Alert] = []
-        now = event.event_time
         for sign, field in fields:
             raw = event.data.get(field)
             if not isinstance(raw, int | float):
@@ -152,8 +155,7 @@ class VitalsDetector:
     def on_timer(
         self, state: VitalsState, now: datetime, profile: ElderProfile,
     ) -> Verdict[VitalsState]:
-        stale = [k for k, p in state.pending.items() if now - p.at > self.confirm_window]
-        if not stale:
-            return Verdict(state)
-        return Verdict(state.model_copy(update={
-            "pending": {k: p for k, p in state.pending.items() if k not in stale}}))
+        """Nothing to do: a first reading waits for its repeat in event time (see `on_event`).
+        Expiring it by the watermark lost repeats whenever the watermark ran ahead of the
+        readings (a replay of the past, a meter that uploads late)."""
+        return Verdict(state)

@@ -87,6 +87,18 @@ def test_single_bp_misread_needs_a_repeat_reading() -> None:
     assert d.on_event(stale.state, bp(190, 100, T0 + timedelta(hours=1)), profile()).alerts == []
 
 
+def test_repeat_reading_confirms_when_the_watermark_runs_ahead_of_the_readings() -> None:
+    """A replay of last month, or a meter that uploads late: the timer sweeps run on a
+    watermark hours ahead of the readings, and the repeat must still confirm."""
+    d = VitalsDetector(DetectorConfig())
+    first = d.on_event(d.initial(), bp(196, 124, T0), profile())
+    swept = d.on_timer(first.state, T0 + timedelta(hours=3), profile())
+    alerts = d.on_event(swept.state, bp(192, 122, T0 + timedelta(minutes=3)), profile()).alerts
+    assert sorted(a.evidence[0]["rule"] for a in alerts) == ["dbp_high", "sbp_high"]
+    assert all(a.evidence[0]["confirmed"] and len(a.evidence[0]["readings"]) == 2
+               for a in alerts)
+
+
 def test_vital_hard_limits_and_severe_hypoglycaemia_alert_at_once() -> None:
     d = VitalsDetector(DetectorConfig())
     assert d.on_event(d.initial(), bp(230, 125, T0), profile()).alerts
