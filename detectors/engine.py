@@ -5,8 +5,10 @@ partition). On assignment a partition's elder states and checkpoint are loaded f
 and the consumer seeks to the checkpointed offset; on revocation the partition is checkpointed
 and dropped. Event time comes from the devices: each partition has a watermark (newest event
 time minus the allowed lateness) that a caught-up, idle partition advances by the wall clock, so
-timers (silence, offline, check-in deadlines) fire without traffic. After the detectors or ingest
-were down, silence is re-armed from the resume time plus a grace period (see `DetectorConfig`).
+timers (silence, offline, check-in deadlines) fire without traffic. An elder whose events are
+still arriving behind the watermark (a replay, buffered uploads) has timers judged at their own
+newest event time until they stop. After the detectors or ingest were down, silence is re-armed
+from the resume time plus a grace period (see `DetectorConfig`).
 
 The parts live in their own modules: `store` (per-elder state), `checkpoint` (state and offsets
 in one transaction), `profiles` (registry), `suite` and the detector modules (pure logic)."""
@@ -177,6 +179,9 @@ class Engine:
             await self._emit(alerts)
             if part.max_event_time is None or event.event_time > part.max_event_time:
                 part.max_event_time = event.event_time
+            seen = part.recent.get(event.elder_id)
+            newest = event.event_time if seen is None else max(seen[0], event.event_time)
+            part.recent[event.elder_id] = (newest, wall)
         lateness = timedelta(seconds=self.config.allowed_lateness_s)
         for part in {id(p): p for p, _, _, _ in decoded}.values():
             if part.max_event_time is not None:
@@ -203,12 +208,25 @@ class Engine:
             stale = self.profiles.stale(list(part.elders))
             if stale:
                 await self.profiles.refresh(stale)
+            flowing = self._flowing(part, wall_mono)
             for elder_id, state in part.elders.items():
                 profile = self.profiles.get(elder_id).at(part.watermark, part.rearmed_at)
-                _, alerts, changed = self.suite.on_timer(state, part.watermark, profile)
+                now = min(part.watermark, flowing.get(elder_id, part.watermark))
+                _, alerts, changed = self.suite.on_timer(state, now, profile)
                 if changed:
                     part.dirty.add(elder_id)
                 await self._emit(alerts)
+        metrics.SWEEPS.inc()
+
+    def _flowing(self, part: PartitionState, wall_mono: float) -> dict[str, datetime]:
+        """Elders whose events are still arriving (within `idle_advance_s`), with their newest
+        event time. Their timers are judged at that time when it is behind the watermark: a
+        replay, or a watch uploading what it buffered offline, must not have a fall called
+        before the rest of its own data (getting up, steps) has been read."""
+        idle = self.config.idle_advance_s
+        for elder_id in [e for e, (_, w) in part.recent.items() if wall_mono - w >= idle]:
+            del part.recent[elder_id]
+        return {e: t for e, (t, _) in part.recent.items()}
 
     def _lag(self, tp: TopicPartition) -> int | None:
         high = self.consumer.highwater(tp)

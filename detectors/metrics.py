@@ -3,6 +3,8 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("eldercare_detectors_events_total", "Canonical events processed")
+SWEEPS = Counter("eldercare_detectors_timer_sweeps_total",
+                 "Timer sweeps over every elder (silence, offline, fall cancel windows)")
 ALERTS = Counter("eldercare_detectors_alerts_total", "Alerts produced", ["kind"])
 PROCESSING = Histogram(
     "eldercare_detectors_processing_seconds", "Time to run the detectors over one batch",

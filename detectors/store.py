@@ -25,6 +25,8 @@ class PartitionState:
     rearmed_at: datetime | None = None
     saved_at: datetime | None = None
     last_event_wall: float = 0.0
+    # Each elder's newest event time and the wall clock (monotonic) it arrived at.
+    recent: dict[str, tuple[datetime, float]] = field(default_factory=dict)
 
     def advance(self, t: datetime) -> None:
         """Move the watermark forward only (it never goes back)."""

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from detectors.config import DetectorConfig
 from detectors.engine import Engine
@@ -27,6 +28,7 @@ from devices.events import CanonicalEvent
 from devices.registry import Community, Elder, save
 from eldercare import kafka
 from eldercare.config import Settings, child_env
+from simulators import accel
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 
@@ -34,12 +36,12 @@ FAST = {"timer_tick_s": 0.2, "checkpoint_interval_s": 0.2, "allowed_lateness_s":
         "idle_advance_s": 0.3, "outage_quiet_s": 0.0, "profile_ttl_s": 0.5}
 
 
-async def new_topic(settings: Settings) -> str:
+async def new_topic(settings: Settings, partitions: int = 2) -> str:
     name = f"test.events.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     finally:
         await admin.close()
     return name
@@ -121,6 +123,36 @@ async def test_emergencies_through_kafka(infra: Settings, community: Community) 
     assert {e["rule"] for e in vital["evidence"]} <= {"sbp_high", "dbp_high"}
     battery = next(r for r in mine if r["kind"] == "low_battery")
     assert battery["maintenance"] is True
+
+
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_late_fall_window_waits_for_the_elders_own_data_not_the_wall_clock(
+    infra: Settings,
+) -> None:
+    """A watch uploading what it buffered offline (or a replay): one elder's events are an hour
+    behind while a neighbour on the same partition keeps the watermark at the wall clock. Timer
+    sweeps between the fall-like window and the steps that follow it must not call a fall."""
+    c = make_community(elders=2)
+    save(infra.database_url, [c])
+    late, live = c.elders
+    topic = await new_topic(infra, partitions=1)
+    async with engine(infra, topic=topic, group=f"g-{topic}", idle_advance_s=120), \
+            Publisher(infra, topic) as pub:
+        seen = _counter("eldercare_detectors_events_total")
+        await pub.send(live, "smart_watch", "heartbeat", battery=80)
+        t0 = datetime.now(UTC) - timedelta(hours=1)
+        await pub.send(late, "smart_cane", "accel", t0, rate_hz=accel.DEFAULT_RATE_HZ,
+                       samples=[list(s) for s in accel.fall(seed=7)])
+        await eventually(lambda: _counter("eldercare_detectors_events_total") >= seen + 2)
+        sweeps = _counter("eldercare_detectors_timer_sweeps_total")
+        await eventually(lambda: _counter("eldercare_detectors_timer_sweeps_total") >= sweeps + 3)
+        await pub.send(late, "smart_cane", "steps", t0 + timedelta(seconds=8), steps=30)
+        await pub.send(late, "sos_button", "sos", t0 + timedelta(seconds=20))
+        records = await wait_alerts(infra, late.id, {"sos"})
+    assert [r["kind"] for r in alerts_of(late.id, records)] == ["sos"]
 
 
 async def test_dead_gateway_is_one_offline_alert_and_no_inactivity(infra: Settings) -> None:
