@@ -1,11 +1,13 @@
-"""Access control of the console API against the running platform: login, CSRF, lockout,
-logout, and community scope (staff of another community see neither incidents nor elders, not
+"""Access control of the console API against the running platform: login, CSRF, lockout per
+account and address, throttling per address, logout, account deactivation and unlock, the audit
+log API, and community scope (staff of another community see neither incidents nor elders, not
 even on the live stream)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from typing import Any
@@ -92,22 +94,97 @@ async def test_login_csrf_logout(platform: Settings, admin_http: httpx.AsyncClie
         assert (await stale.get("/api/v1/me")).status_code == 401
 
 
-async def test_wrong_passwords_lock_the_account(platform: Settings) -> None:
+async def test_wrong_passwords_lock_that_address_out_of_the_account(platform: Settings) -> None:
+    """Five wrong passwords from one address lock the account from that address only: the duty
+    member at their own desk still signs in. Twenty from one address, whichever accounts,
+    refuse that address altogether. Addresses come through X-Forwarded-For, as behind the
+    reverse proxy uvicorn trusts (127.0.0.1 here)."""
     c = make_community()
     save(platform.database_url, [c])
     username, password = duty_account(platform, c)
+    net = f"198.18.{secrets.randbelow(250)}"
+    guesser, desk, sprayer = ({"X-Forwarded-For": f"{net}.{n}"} for n in (1, 2, 3))
+
     async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as client:
-        codes = [(await client.post("/api/v1/login", json={
-            "username": username, "password": f"wrong-{n}"})).status_code for n in range(5)]
+        async def login(who: dict[str, str], user: str, pw: str) -> int:
+            res = await client.post("/api/v1/login", json={"username": user, "password": pw},
+                                    headers=who)
+            return res.status_code
+
+        codes = [await login(guesser, username, f"wrong-{n}") for n in range(5)]
         assert codes == [401, 401, 401, 401, 423]
-        right = await client.post("/api/v1/login", json={"username": username,
-                                                         "password": password})
-        assert right.status_code == 423, "the right password does not open a locked account"
+        assert await login(guesser, username, password) == 423, \
+            "the right password does not open the account from the guessing address"
         assert "eldercare_session" not in client.cookies
+        assert await login(desk, username, password) == 200, "the desk is not locked out"
+
+        sprayed = [await login(sprayer, f"nobody-{n}", "wrong") for n in range(20)]
+        assert sprayed == [401] * 19 + [429]
+        res = await client.post("/api/v1/login", headers=sprayer,
+                                json={"username": username, "password": password})
+        assert res.status_code == 429 and res.headers["retry-after"] == "900"
     with psycopg.connect(platform.database_url) as conn:
         actions = [r[0] for r in conn.execute(
             "SELECT action FROM audit_log WHERE username = %s ORDER BY id", (username,))]
-    assert actions == ["login_failed"] * 4 + ["login_locked"] * 2
+        spray = conn.execute("SELECT count(*) FROM audit_log WHERE username LIKE 'nobody-%%'"
+                             " AND client LIKE %s", (f"{net}.3 %",)).fetchone()
+    assert actions == ["login_failed"] * 4 + ["login_locked"] * 2 + ["login", "login_throttled"]
+    assert spray is not None and spray[0] == 20
+
+
+async def test_admin_deactivates_unlocks_and_reads_the_audit_log(
+    platform: Settings, admin_http: httpx.AsyncClient, admin_login: tuple[str, str],
+) -> None:
+    c = make_community()
+    save(platform.database_url, [c])
+    username, password = duty_account(platform, c)
+    path = f"/api/v1/staff-accounts/{username}"
+    async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as duty:
+        await staff_login(duty, username, password)
+        assert (await duty.get("/api/v1/staff-accounts")).status_code == 403
+        assert (await duty.get("/api/v1/audit")).status_code == 403
+        assert (await duty.patch(path, json={"active": False})).status_code == 403
+
+        listed = (await admin_http.get("/api/v1/staff-accounts")).json()["accounts"]
+        mine = next(a for a in listed if a["username"] == username)
+        assert mine["active"] and not mine["locked"] and mine["community_id"] == c.id
+        assert (await admin_http.patch(f"/api/v1/staff-accounts/{admin_login[0]}",
+                                       json={"active": False})).status_code == 409
+        assert (await admin_http.patch("/api/v1/staff-accounts/nobody-here",
+                                       json={"active": False})).status_code == 404
+
+        off = await admin_http.patch(path, json={"active": False})
+        assert off.status_code == 200 and off.json()["active"] is False
+        assert (await duty.get("/api/v1/me")).status_code == 401, "its session ended at once"
+        relogin = await duty.post("/api/v1/login", json={"username": username,
+                                                          "password": password})
+        assert relogin.status_code == 401
+        assert (await admin_http.patch(path, json={"active": True})).status_code == 200
+
+    guesser = {"X-Forwarded-For": f"198.19.{secrets.randbelow(250)}.7"}
+    async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10,
+                                 headers=guesser) as client:
+        for n in range(5):
+            await client.post("/api/v1/login", json={"username": username, "password": f"x{n}"})
+        listed = (await admin_http.get("/api/v1/staff-accounts")).json()["accounts"]
+        assert next(a for a in listed if a["username"] == username)["locked"]
+        assert (await admin_http.post(f"{path}/unlock")).status_code == 200
+        back = await client.post("/api/v1/login", json={"username": username,
+                                                         "password": password})
+        assert back.status_code == 200, "unlocked: the right password works from there again"
+
+    first = (await admin_http.get("/api/v1/audit", params={
+        "username": admin_login[0], "object_id": username, "limit": 2})).json()
+    assert [e["action"] for e in first["entries"]] == ["unlock_account", "activate_account"]
+    older = (await admin_http.get("/api/v1/audit", params={
+        "username": admin_login[0], "object_id": username, "limit": 2,
+        "before_id": first["next_before_id"]})).json()
+    assert [e["action"] for e in older["entries"]] == ["deactivate_account"]
+    assert older["next_before_id"] is None
+    trail = (await admin_http.get("/api/v1/audit", params={"username": username})).json()
+    assert [e["action"] for e in reversed(trail["entries"])] == [
+        "login", "login_failed",  # the second: while deactivated
+        *["login_failed"] * 4, "login_locked", "login"]
 
 
 async def test_staff_of_another_community_see_nothing(

@@ -1,8 +1,9 @@
 """The duty console in a real headless Chromium: log in, an SOS pressed on MQTT appears on the
 board without a reload and sounds the alarm, acknowledging it in the browser stops the
 escalation (no further call reaches the Twilio mock) and shows in the timeline, the elder page
-renders its charts, and staff of another community see neither incident nor elder.
-Screenshots go to test-artifacts/ and docs/screenshots/."""
+renders its charts, staff of another community see neither incident nor elder, and a district
+admin deactivates a login on the accounts page. Screenshots go to test-artifacts/ and
+docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -138,3 +139,28 @@ async def test_board_live_acknowledge_stops_escalation_and_scope(
     await expect(other.locator("header h1")).to_have_text("Community Care · Duty Console")
     await other.context.close()
     await page.context.close()
+
+
+async def test_admin_page_deactivates_a_login_and_shows_it_in_the_audit_log(
+    platform: Settings, browser: Browser, admin_login: tuple[str, str],
+) -> None:
+    c = make_community()
+    save(platform.database_url, [c])
+    username, password = duty_account(platform, c)
+    duty = await log_in(browser, platform, username, password)
+    await expect(duty.locator('nav a[href="/admin"]')).to_have_count(0)
+
+    page = await log_in(browser, platform, *admin_login)
+    await page.click('nav a[href="/admin"]')
+    row = page.locator(f'#accounts tr[data-username="{username}"]')
+    await expect(row).to_contain_text(c.name)
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.locator('button[data-action="deactivate"]').click()
+    await expect(row).to_have_class(re.compile(r"\binactive\b"))
+    await expect(row.locator('button[data-action="activate"]')).to_be_visible()
+    entry = page.locator('#audit tr[data-action="deactivate_account"]', has_text=username)
+    await expect(entry.first).to_be_visible()
+    await screenshot(page, "console-admin.png")
+
+    await duty.reload()
+    await expect(duty).to_have_url(f"{platform.public_base_url}/login")

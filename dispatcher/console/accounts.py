@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
+from dispatcher.console import throttle
 from eldercare.security import (
     ROLES,
     Principal,
@@ -17,9 +17,6 @@ from eldercare.security import (
     verify_password,
 )
 
-MAX_FAILURES = 5  # wrong passwords within FAILURE_WINDOW lock the account for LOCK_FOR
-FAILURE_WINDOW = timedelta(minutes=15)
-LOCK_FOR = timedelta(minutes=15)
 DEMO_PASSWORD = "eldercare-demo"
 
 
@@ -28,7 +25,11 @@ class LoginRefused(Exception):
 
 
 class AccountLocked(Exception):
-    """Too many wrong passwords: the account is locked for a while."""
+    """Too many wrong passwords for this account (from this address, or from everywhere)."""
+
+
+class AddressThrottled(Exception):
+    """Too many wrong passwords from this address, whichever accounts they were for."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ def create_account(url: str, account: Account, password: str) -> None:
         raise ValueError("password must have at least 8 characters")
     with psycopg.connect(url) as conn:
         conn.execute(*_upsert(account, password))
+        conn.execute("DELETE FROM login_failures WHERE username = %s", (account.username,))
 
 
 def _upsert(account: Account, password: str) -> tuple[str, tuple[Any, ...]]:
@@ -59,8 +61,7 @@ def _upsert(account: Account, password: str) -> tuple[str, tuple[Any, ...]]:
         " ON CONFLICT (username) DO UPDATE SET staff_id = EXCLUDED.staff_id,"
         " display_name = EXCLUDED.display_name, role = EXCLUDED.role,"
         " community_id = EXCLUDED.community_id, district = EXCLUDED.district,"
-        " street = EXCLUDED.street, password_hash = EXCLUDED.password_hash,"
-        " failed_logins = 0, first_failed_at = NULL, locked_until = NULL",
+        " street = EXCLUDED.street, password_hash = EXCLUDED.password_hash",
         (account.username, account.staff_id, account.display_name, account.role,
          account.community_id, account.district, account.street, hash_password(password)),
     )
@@ -75,47 +76,38 @@ async def create_account_async(
     if len(password) < 8:
         raise ValueError("password must have at least 8 characters")
     await conn.execute(*_upsert(account, password))
+    await throttle.unlock(conn, account.username)
 
 
-_FAILURE = """
-UPDATE staff_accounts SET
-    failed_logins = CASE WHEN first_failed_at IS NULL OR first_failed_at < now() - %(window)s
-                         THEN 1 ELSE failed_logins + 1 END,
-    first_failed_at = CASE WHEN first_failed_at IS NULL OR first_failed_at < now() - %(window)s
-                           THEN now() ELSE first_failed_at END
-WHERE username = %(username)s
-RETURNING failed_logins
-"""
-
-
-async def authenticate(conn: AsyncConnection[Any], username: str, password: str) -> Principal:
-    """The principal for a correct password; raises LoginRefused or AccountLocked. Failures are
-    counted per account; the MAX_FAILURES-th within FAILURE_WINDOW locks it for LOCK_FOR."""
+async def authenticate(
+    conn: AsyncConnection[Any], username: str, password: str, address: str = "",
+) -> Principal:
+    """The principal for a correct password; raises LoginRefused, AccountLocked or
+    AddressThrottled. Wrong passwords are counted by `throttle` per (account, address), per
+    address and per account."""
+    try:
+        await throttle.check(conn, username, address)
+    except throttle.Refused as refused:
+        raise _refusal(refused, username) from None
     row = await (await conn.execute(
-        "SELECT username, display_name, role, community_id, district, street, password_hash,"
-        " locked_until > now() AS locked FROM staff_accounts WHERE username = %s AND active"
-        " FOR UPDATE", (username,),
+        "SELECT username, display_name, role, community_id, district, street, password_hash"
+        " FROM staff_accounts WHERE username = %s AND active", (username,),
     )).fetchone()
-    if row is not None and row["locked"]:
-        raise AccountLocked(username)
     if not verify_password(row["password_hash"] if row else None, password):
-        if row is not None:
-            failed = await (await conn.execute(
-                _FAILURE, {"window": FAILURE_WINDOW, "username": username}
-            )).fetchone()
-            if failed is not None and failed["failed_logins"] >= MAX_FAILURES:
-                await conn.execute(
-                    "UPDATE staff_accounts SET locked_until = now() + %s, failed_logins = 0,"
-                    " first_failed_at = NULL WHERE username = %s", (LOCK_FOR, username),
-                )
-                raise AccountLocked(username)
+        try:
+            await throttle.failed(conn, username, address)
+        except throttle.Refused as refused:
+            raise _refusal(refused, username) from None
         raise LoginRefused(username)
     assert row is not None  # a missing account never verifies
-    await conn.execute(
-        "UPDATE staff_accounts SET failed_logins = 0, first_failed_at = NULL,"
-        " locked_until = NULL WHERE username = %s", (username,),
-    )
+    await throttle.succeeded(conn, username, address)
     return await principal_for_account(conn, row)
+
+
+def _refusal(refused: throttle.Refused, username: str) -> Exception:
+    if refused.limit.account_wide:
+        return AccountLocked(username)
+    return AddressThrottled(username)
 
 
 def demo_accounts(communities: list[tuple[str, str, str, str]]) -> list[Account]:

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from devices import api as devices_api
 from dispatcher import stats, webhooks
-from dispatcher.console import auth_routes, elder_routes, incident_routes, pages
+from dispatcher.console import auth_routes, elder_routes, incident_routes, pages, staff_routes
 from dispatcher.console.health import health
 from eldercare import db
 from eldercare.config import Settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(stats.router, dependencies=STAFF_ONLY)
     app.include_router(auth_routes.router)
+    app.include_router(staff_routes.router)
     app.include_router(incident_routes.router)
     app.include_router(elder_routes.router)
     app.include_router(pages.router)

@@ -11,10 +11,15 @@ from psycopg import AsyncConnection
 from eldercare.security import Principal
 
 
+def address_of(request: Request) -> str:
+    """The caller's address: the connecting peer, or the X-Forwarded-For client when the peer
+    is a proxy uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1)."""
+    return request.client.host if request.client else ""
+
+
 def client_of(request: Request) -> str:
     """Address and browser of the caller, as recorded with each audit row."""
-    host = request.client.host if request.client else ""
-    return f"{host} {request.headers.get('user-agent', '')}"[:300]
+    return f"{address_of(request)} {request.headers.get('user-agent', '')}"[:300]
 
 
 async def record(

@@ -1,19 +1,18 @@
-"""Login, logout, who am I, and staff accounts (district admins create them)."""
+"""Login (with throttling), logout, and who am I."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from dispatcher.console import audit
+from dispatcher.console import audit, throttle
 from dispatcher.console.accounts import (
-    Account,
     AccountLocked,
+    AddressThrottled,
     LoginRefused,
     authenticate,
-    create_account_async,
 )
 from eldercare.security import (
     CSRF_COOKIE,
@@ -26,22 +25,12 @@ from eldercare.security import (
 )
 
 router = APIRouter()
+RETRY = {"Retry-After": str(int(throttle.LOCK_FOR.total_seconds()))}
 
 
 class Login(BaseModel):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=200)
-
-
-class NewAccount(BaseModel):
-    username: str = Field(pattern=r"^[A-Za-z0-9_.-]{2,50}$")
-    display_name: str = Field(min_length=1, max_length=100)
-    role: Literal["district_admin", "street_supervisor", "duty_staff"]
-    password: str = Field(min_length=8, max_length=200)
-    community_id: str | None = None
-    district: str = ""
-    street: str = ""
-    staff_id: str | None = None
 
 
 def _me(principal: Principal, csrf: str) -> dict[str, Any]:
@@ -61,12 +50,19 @@ async def login(body: Login, request: Request, response: Response) -> dict[str, 
     client = audit.client_of(request)
     async with pool.connection() as conn:
         try:
-            principal = await authenticate(conn, body.username, body.password)
+            principal = await authenticate(conn, body.username, body.password,
+                                           audit.address_of(request))
         except AccountLocked:
             await audit.record(conn, body.username, "login_locked", client=client)
             await conn.commit()
             raise HTTPException(423, "account locked after repeated wrong passwords; "
-                                     "try again in 15 minutes or ask a district admin") from None
+                                     "try again in 15 minutes or ask a district admin",
+                                headers=RETRY) from None
+        except AddressThrottled:
+            await audit.record(conn, body.username, "login_throttled", client=client)
+            await conn.commit()
+            raise HTTPException(429, "too many wrong passwords from this address; "
+                                     "try again in 15 minutes", headers=RETRY) from None
         except LoginRefused:
             await audit.record(conn, body.username, "login_failed", client=client)
             await conn.commit()
@@ -98,24 +94,3 @@ async def logout(
 @router.get("/api/v1/me")
 async def me(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     return _me(principal, request.cookies.get(CSRF_COOKIE, ""))
-
-
-@router.post("/api/v1/staff-accounts", status_code=201)
-async def new_account(
-    body: NewAccount, request: Request, principal: CurrentPrincipal,
-) -> dict[str, str]:
-    """Create or reset a staff login; district admins only."""
-    if principal.role not in ("district_admin", "system"):
-        raise HTTPException(403, "only a district admin manages staff accounts")
-    account = Account(body.username, body.display_name, body.role, body.community_id,
-                      body.district, body.street, body.staff_id)
-    async with request.app.state.pool.connection() as conn:
-        try:
-            await create_account_async(conn, account, body.password)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except Exception as exc:  # a check constraint or an unknown community
-            raise HTTPException(422, f"account rejected: {exc}") from None
-        await audit.record(conn, principal, "create_account", "staff_account", body.username,
-                           body.community_id, audit.client_of(request), role=body.role)
-    return {"username": body.username}

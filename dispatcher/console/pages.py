@@ -15,7 +15,7 @@ router = APIRouter()
 _STATIC = resources.files("dispatcher.console.static")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 _PAGES = {"board": "index.html", "elder": "elder.html", "elders": "elders.html",
-          "devices": "devices.html"}
+          "devices": "devices.html", "admin": "admin.html"}
 
 
 def _page(name: str, request: Request) -> HTMLResponse:
@@ -59,6 +59,13 @@ async def elder(elder_id: str, principal: MaybePrincipal, request: Request) -> R
 @router.get("/devices", response_model=None)
 async def devices(principal: MaybePrincipal, request: Request) -> Response:
     return _signed_in(principal, "devices", request)
+
+
+@router.get("/admin", response_model=None)
+async def admin(principal: MaybePrincipal, request: Request) -> Response:
+    """Staff logins and the audit log (the page tells other roles it is for district admins;
+    the API refuses them)."""
+    return _signed_in(principal, "admin", request)
 
 
 @router.get("/static/{name}")

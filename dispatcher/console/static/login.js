@@ -26,6 +26,7 @@ async function loginMain() {
     });
     if (res.ok) { location.href = "/"; return; }
     error.textContent = tr(res.status === 423 ? "console.login.locked"
+      : res.status === 429 ? "console.login.throttled"
       : res.status === 401 ? "console.login.wrong" : "console.login.error");
     error.dataset.status = res.status;
     error.hidden = false;
