@@ -1,6 +1,7 @@
 """The readings writer against real Kafka (tansu) and PostgreSQL: a crash between the database
 commit and the offset commit replays the batch without losing or doubling a row or a rollup;
-daily partitions are made on demand and dropped by retention."""
+daily partitions are made on demand and dropped by retention; heartbeats can be kept as device
+status only."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
+from devices.registry import save
 from eldercare.config import Settings
+from tests.conftest import make_community
 from tests.helpers import eventually
 
 
@@ -121,3 +124,39 @@ async def test_partitions_ahead_and_retention(infra: Settings) -> None:
         row = await (await conn.execute(
             "SELECT count(*) FROM readings_hourly WHERE device_id = 'd-old'")).fetchone()
         assert row == (0,)
+
+
+async def test_heartbeats_can_be_kept_as_device_status_only(infra: Settings) -> None:
+    """ELDERCARE_READINGS_STORE_HEARTBEATS=false: a heartbeat updates its device's battery and
+    last seen but leaves no readings row or rollup, on every path of the writer (a clean
+    batch, a replayed one, one with a record that is not a canonical event)."""
+    c = make_community()
+    save(infra.database_url, [c])
+    elder = c.elders[0]
+    watch = next(d.id for d in elder.devices if d.kind == "smart_watch")
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def event(n: int, type_: str, data: dict[str, Any]) -> bytes:
+        e = {**_event(watch, elder.id, n, now - timedelta(minutes=30 - n)), "type": type_,
+             "data": data, "community_id": c.id}
+        return json.dumps(e).encode()
+
+    settings = infra.model_copy(update={"readings_store_heartbeats": False})
+    store = await writer.ReadingsWriter.connect(infra.database_url,
+                                                writer.status_only_types(settings))
+    try:
+        clean = [event(1, "heartbeat", {"battery": 61}), event(2, "hr", {"bpm": 72})]
+        assert await store.write_raw(clean) == 1
+        assert await store.write_raw(clean) == 0  # a replay: the staging path
+        mixed = [event(3, "heartbeat", {"battery": 58}), b"not an event",
+                 event(4, "hr", {"bpm": 75})]
+        assert await store.write_raw(mixed) == 1  # row by row
+    finally:
+        await store.close()
+    assert await _scalar(infra, "SELECT array_agg(type ORDER BY event_time) FROM readings"
+                                " WHERE device_id = %s", watch) == ["hr", "hr"]
+    assert await _scalar(infra, "SELECT count(*) FROM readings_hourly WHERE device_id = %s"
+                                " AND type = 'heartbeat'", watch) == 0
+    assert await _scalar(infra, "SELECT battery FROM devices WHERE id = %s", watch) == 58
+    assert await _scalar(infra, "SELECT last_seen FROM devices WHERE id = %s", watch) == \
+        now - timedelta(minutes=26)

@@ -32,6 +32,8 @@ STORED = Counter("eldercare_store_readings_total", "Readings written (new rows)"
 REPLAYED = Counter("eldercare_store_duplicates_total", "Readings already stored (replays)")
 UNREADABLE = Counter("eldercare_store_unreadable_total", "Records on the events topic that are"
                      " not canonical events (logged with their offset, skipped)")
+STATUS_ONLY = Counter("eldercare_store_status_only_total", "Events kept only as device status"
+                      " (heartbeats when ELDERCARE_READINGS_STORE_HEARTBEATS=false)")
 BATCH_SECONDS = Histogram("eldercare_store_batch_seconds", "Time to store one batch")
 
 COLUMNS = ("event_time", "device_id", "msg_id", "elder_id", "community_id", "type", "data",
@@ -51,7 +53,7 @@ SELECT (e->>'event_time')::timestamptz, e->>'device_id',
             THEN substr(e->>'event_id', length(e->>'device_id') + 2) ELSE e->>'event_id' END,
        e->>'elder_id', e->>'community_id', e->>'type', e->'data',
        (e->>'received_at')::timestamptz
-FROM readings_raw
+FROM readings_raw WHERE NOT (e->>'type' = ANY(%(skip)s))
 """
 _MOVE = """
 WITH fresh AS (
@@ -163,8 +165,14 @@ class _Seen:
     def __init__(self) -> None:
         self.last: dict[str, tuple[str, str]] = {}
         self.battery: dict[str, tuple[str, int]] = {}
+        self.types: dict[str, int] = {}
+
+    def count(self, types: frozenset[str]) -> int:
+        """How many of the batch's events are of these types."""
+        return sum(self.types.get(t, 0) for t in types)
 
     def add(self, device_id: str, at: str, kind: str, data: dict[str, Any]) -> None:
+        self.types[kind] = self.types.get(kind, 0) + 1
         old = self.last.get(device_id)
         if old is None or not _earlier(at, old[0]):
             self.last[device_id] = (at, kind)
@@ -211,9 +219,11 @@ def _escaped(text: str) -> str:
         .replace("\r", "\\r")
 
 
-def _direct_copy(values: Sequence[bytes], rollups: _Rollups, seen: _Seen) -> str:
-    """COPY text (`COLUMNS`) of canonical events, adding them to `rollups`; raises `_NotClean`
-    unless every one is a JSON object with text fields, a time and an object of data."""
+def _direct_copy(values: Sequence[bytes], rollups: _Rollups, seen: _Seen,
+                 skip: frozenset[str] = frozenset()) -> str:
+    """COPY text (`COLUMNS`) of canonical events, adding them to `rollups` (events of a type in
+    `skip` only to `seen`); raises `_NotClean` unless every one is a JSON object with text
+    fields, a time and an object of data."""
     lines = []
     counts, fields, hour_of, saw = rollups.counts, rollups.fields, rollups.hour_of, seen.add
     loads, dumps = orjson.loads, orjson.dumps
@@ -227,8 +237,10 @@ def _direct_copy(values: Sequence[bytes], rollups: _Rollups, seen: _Seen) -> str
                     and type(community_id) is str and type(kind) is str and type(at) is str
                     and type(received_at) is str and type(data) is dict):
                 raise _NotClean
-            hour = hour_of(at)
             saw(device_id, at, kind, data)
+            if kind in skip:
+                continue
+            hour = hour_of(at)
             encoded = dumps(data).decode()
         except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise _NotClean from exc
@@ -271,22 +283,26 @@ def row_of(raw: bytes) -> tuple[Any, ...]:
 class ReadingsWriter:
     """Stores batches of readings rows on one connection; idempotent."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], timescale: bool) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], timescale: bool,
+                 skip: frozenset[str] = frozenset()) -> None:
         self.conn = conn
         self.timescale = timescale
+        # Event types that only update the device's status (no readings row, no rollup).
+        self.skip = skip
         self._days: set[date] = set()
         # After a batch with rows already stored (a replay), batches go through the staging
         # table with ON CONFLICT until one is all new: replays come in runs.
         self._replaying = False
+        self._offered = 0  # rows offered to the database by the last write
 
     @classmethod
-    async def connect(cls, url: str) -> ReadingsWriter:
+    async def connect(cls, url: str, skip: frozenset[str] = frozenset()) -> ReadingsWriter:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         await conn.execute("SET TIME ZONE 'UTC'")
         await conn.execute(_STAGE)
         await conn.execute(_STAGE_RAW)
         await conn.execute(_STAGE_ROLLUP)
-        writer = cls(conn, await partitions.has_timescale(conn))
+        writer = cls(conn, await partitions.has_timescale(conn), skip)
         if not writer.timescale:
             writer._days = await partitions.existing(conn)
         return writer
@@ -301,16 +317,17 @@ class ReadingsWriter:
         """Store rows (see `row_of`) in one transaction; returns how many were new."""
         if not rows:
             return 0
+        kept = [r for r in rows if r[5] not in self.skip]
         if not self.timescale:
-            await self._partitions_for(rows)
+            await self._partitions_for(kept)
         async with self.conn.transaction():
             async with self.conn.cursor().copy(_COPY) as copy:
-                for row in rows:
+                for row in kept:
                     await copy.write_row(row)
             found = await (await self.conn.execute(
                 _MOVE.format(source="SELECT * FROM readings_stage"))).fetchone()
             await _Seen.of_rows(rows).apply(self.conn)
-        return self._counted(len(rows), found)
+        return self._counted(len(kept), found, len(rows) - len(kept))
 
     async def write_raw(self, values: Sequence[bytes]) -> int:
         """Store canonical events as JSON bytes; returns how many were new.
@@ -334,7 +351,7 @@ class ReadingsWriter:
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
                 pass
         new = await self._write_staged(values)
-        if new == len(values):
+        if new == self._offered:
             self._replaying = False
         return new
 
@@ -348,7 +365,7 @@ class ReadingsWriter:
                         # meanwhile, and the other writers get their turn.
                         for i in range(0, len(values), _CHUNK):
                             await copy.write(_direct_copy(values[i:i + _CHUNK], rollups,
-                                                          seen))
+                                                          seen, self.skip))
                             await asyncio.sleep(0)
                     async with self.conn.cursor().copy(_COPY_ROLLUP) as copy:
                         for rollup in rollups.rows():
@@ -361,7 +378,9 @@ class ReadingsWriter:
                 await partitions.ensure(self.conn, rollups.days)
                 self._days |= rollups.days
                 continue
-            return self._counted(len(values), (len(values),))
+            skipped = seen.count(self.skip)
+            kept = len(values) - skipped
+            return self._counted(kept, (kept,), skipped)
         raise AssertionError("unreachable")
 
     async def _write_staged(self, values: Sequence[bytes]) -> int:
@@ -386,15 +405,20 @@ class ReadingsWriter:
     async def _write_raw(self, values: Sequence[bytes]) -> int:
         async with self.conn.transaction():
             await self._copy_raw(values)
-            found = await (await self.conn.execute(_MOVE.format(source=_FROM_RAW))).fetchone()
-            await _Seen.of_raw(values).apply(self.conn)
-        return self._counted(len(values), found)
+            found = await (await self.conn.execute(_MOVE.format(source=_FROM_RAW),
+                                                   {"skip": sorted(self.skip)})).fetchone()
+            seen = _Seen.of_raw(values)
+            await seen.apply(self.conn)
+        skipped = seen.count(self.skip)
+        return self._counted(len(values) - skipped, found, skipped)
 
-    @staticmethod
-    def _counted(total: int, found: tuple[Any, ...] | None) -> int:
+    def _counted(self, total: int, found: tuple[Any, ...] | None, status_only: int = 0) -> int:
+        """`total` rows offered, of which `found` new; `status_only` events were not stored."""
+        self._offered = total
         new = int(found[0]) if found else 0
         STORED.inc(new)
         REPLAYED.inc(total - new)
+        STATUS_ONLY.inc(status_only)
         return new
 
     async def close(self) -> None:
@@ -446,9 +470,15 @@ async def store_batch(
     return sum(counts)
 
 
-async def connect_writers(url: str, n: int) -> list[ReadingsWriter]:
+async def connect_writers(url: str, n: int, skip: frozenset[str] = frozenset()
+                          ) -> list[ReadingsWriter]:
     """`n` writers, each on its own connection (PostgreSQL uses one core per connection)."""
-    return [await ReadingsWriter.connect(url) for _ in range(n)]
+    return [await ReadingsWriter.connect(url, skip) for _ in range(n)]
+
+
+def status_only_types(settings: Settings) -> frozenset[str]:
+    """Event types kept only as device status (`readings_store_heartbeats`)."""
+    return frozenset() if settings.readings_store_heartbeats else frozenset({"heartbeat"})
 
 
 async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
@@ -456,7 +486,8 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
     """The `store` service: consume the events topic until `stop` is set."""
     await partitions.maintain(settings.database_url, settings.readings_retention_days,
                               settings.readings_days_ahead)
-    writers = await connect_writers(settings.database_url, parallel)
+    writers = await connect_writers(settings.database_url, parallel,
+                                    status_only_types(settings))
     c = consumer(settings, group, topic)
     await c.start()
     from eldercare import observability  # /readyz: consuming now
