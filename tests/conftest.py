@@ -4,7 +4,9 @@ mock of Twilio. Started once per session; every test makes its own elders and de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import signal
 import subprocess
 import sys
 import uuid
@@ -74,30 +76,40 @@ def settings(infra: Settings, twilio: twilio_mock.TwilioMock) -> Settings:
     })
 
 
+@contextlib.contextmanager
+def eldercare_up(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> Iterator[Settings]:
+    """`eldercare up` as a user runs it, with `settings` (plus `env`); yields once the console
+    answers /healthz, and stops it with Ctrl-C (SIGINT) afterwards."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"],
+                                env={**child_env(settings), **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT)
+
+        async def healthy() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    r = await client.get(f"http://{settings.console_bind}/healthz", timeout=5)
+                    return r.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            asyncio.run(eventually(healthy, timeout, f"console /healthz ({log_path})"))
+            yield settings
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="session")
 def platform(settings: Settings, workdir: Path) -> Iterator[Settings]:
     """`eldercare up` as a user runs it, against the session's services."""
-    env = child_env(settings)
-    log = (workdir / "up.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-
-    async def healthy() -> bool:
-        try:
-            async with httpx.AsyncClient() as client:
-                r = await client.get(f"{settings.public_base_url}/healthz", timeout=5)
-                return r.status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    asyncio.run(eventually(healthy, 60, "console /healthz"))
-    yield settings
-    proc.send_signal(2)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with eldercare_up(settings, workdir / "up.log") as running:
+        yield running
 
 
 def make_community(tag: str | None = None, elders: int = 1, contacts: int = 3) -> Community:

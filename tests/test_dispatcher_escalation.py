@@ -376,7 +376,7 @@ async def test_twilio_500_then_success_is_retried(
     elder = c.elders[0]
     c1 = elder.contacts[0].phone
     _policy(stack, elder.id, [("console", "console", 0), ("call", "contact:1", 0)])
-    twilio.fail_next = [500]
+    twilio.fail[c1] = [500]
     await _alert(stack, c)
     await eventually(lambda: [r.status for r in twilio.calls(c1)] == [500, 201], 30,
                      "a 500, then the same call again, accepted")
@@ -397,14 +397,13 @@ async def test_every_channel_failing_alarms_the_console(
     c1, staff = elder.contacts[0].phone, c.staff[0].phone
     _policy(stack, elder.id, [("console", "console", 0), ("sms", "staff", 0),
                               ("call", "contact:1", 0)])
-    twilio.fail_next = [503] * 4  # two attempts each (the module's retry setting)
+    twilio.fail[staff], twilio.fail[c1] = [503, 503], [503, 503]  # two attempts each
     await _alert(stack, c)
     incident = await eventually(lambda: _incident(stack, elder.id), 30, "the incident")
     await eventually(lambda: "all_channels_failed" in _timeline(stack, incident["id"]), 30,
                      "the console alarm")
     assert [r.status for r in twilio.messages(staff)] == [503, 503]
     assert [r.status for r in twilio.calls(c1)] == [503, 503]
-    twilio.fail_next.clear()
 
 
 async def test_killed_dispatcher_resumes_without_repeating_a_call(

@@ -15,7 +15,6 @@ from io import StringIO
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import psycopg
 import pytest
 from rich.console import Console
@@ -26,7 +25,7 @@ from eldercare.stack import embedded, procs
 from simulators.capabilities import available
 from simulators.runner import ScenarioReport, render, run_files, run_scenario
 from simulators.scenario import Scenario, load
-from tests.helpers import eventually
+from tests.conftest import eldercare_up
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 SILENCE = {"inactivity", "away", "checkin_missed", "device_offline", "gateway_offline",
@@ -92,29 +91,10 @@ def ahead_stack(infra: Settings, workdir: Path) -> Iterator[Settings]:
     })
     db.upgrade(settings.database_url)
     asyncio.run(kafka.ensure_topics(settings))
-    env = {**child_env(settings), **AHEAD_ENV}
-    log = (wd / "up.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "up"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-
-    async def healthy() -> bool:
-        try:
-            async with httpx.AsyncClient() as client:
-                r = await client.get(f"http://{settings.console_bind}/healthz", timeout=5)
-                return r.status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        asyncio.run(eventually(healthy, 120, "second stack's console /healthz"))
-        yield settings
+        with eldercare_up(settings, wd / "up.log", AHEAD_ENV, timeout=120) as running:
+            yield running
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         mq.stop()
         kf.stop()
 

@@ -50,7 +50,9 @@ class TwilioMock:
 
     url: str
     requests: list[Recorded] = field(default_factory=list)
-    fail_next: list[int] = field(default_factory=list)  # statuses to answer instead of Prism
+    # Statuses to answer instead of Prism, per "To" number, in order: only the test's own
+    # numbers fail, whatever other tests' escalations are still calling meanwhile.
+    fail: dict[str, list[int]] = field(default_factory=dict)
 
     def calls(self, to: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/Calls.json")
@@ -77,8 +79,9 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
         arrived = time.perf_counter()
         body = await request.body()
         form = parse_qs(body.decode()) if body else {}
-        if mock.fail_next:
-            status = mock.fail_next.pop(0)
+        to = form.get("To", [""])[0]
+        if mock.fail.get(to):
+            status = mock.fail[to].pop(0)
             mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived))
             failure = {"code": 20500, "message": "mock failure", "status": status}
             return Response(json.dumps(failure), status_code=status,

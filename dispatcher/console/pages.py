@@ -14,15 +14,20 @@ router = APIRouter()
 
 _STATIC = resources.files("dispatcher.console.static")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
-_PAGES = {"board": "index.html", "elder": "elder.html", "elders": "elders.html",
-          "devices": "devices.html", "admin": "admin.html"}
+# Pages whose script builds everything below the header share `shell.html`; the board and the
+# login form have markup of their own.
+_OWN = {"board": "index.html", "login": "login.html"}
+_SHELL = "shell.html"
 
 
 def _page(name: str, request: Request) -> HTMLResponse:
     """The page, telling its script the platform's default language (ELDERCARE_LANGUAGE); a
     choice made in the browser overrides it."""
     default = request.app.state.settings.language
-    html = _STATIC.joinpath(name).read_text("utf-8").replace(
+    html = _STATIC.joinpath(_OWN.get(name, _SHELL)).read_text("utf-8")
+    if name not in _OWN:
+        html = html.replace("/static/{script}.js", f"/static/{name}.js", 1)
+    html = html.replace(
         '<html lang="zh-Hans">', f'<html lang="{default}" data-default-lang="{default}">', 1)
     headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:;"
@@ -33,12 +38,12 @@ def _page(name: str, request: Request) -> HTMLResponse:
 def _signed_in(principal: Principal | None, page: str, request: Request) -> Response:
     if principal is None:
         return RedirectResponse("/login", status_code=303)
-    return _page(_PAGES[page], request)
+    return _page(page, request)
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> HTMLResponse:
-    return _page("login.html", request)
+    return _page("login", request)
 
 
 @router.get("/", response_model=None)
