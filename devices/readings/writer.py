@@ -165,14 +165,9 @@ class _Seen:
     def __init__(self) -> None:
         self.last: dict[str, tuple[str, str]] = {}
         self.battery: dict[str, tuple[str, int]] = {}
-        self.types: dict[str, int] = {}
-
-    def count(self, types: frozenset[str]) -> int:
-        """How many of the batch's events are of these types."""
-        return sum(self.types.get(t, 0) for t in types)
+        self.status_only = 0  # events of the writer's `skip` types (not stored as readings)
 
     def add(self, device_id: str, at: str, kind: str, data: dict[str, Any]) -> None:
-        self.types[kind] = self.types.get(kind, 0) + 1
         old = self.last.get(device_id)
         if old is None or not _earlier(at, old[0]):
             self.last[device_id] = (at, kind)
@@ -195,12 +190,13 @@ class _Seen:
             [_utc(b[0]) if b else None for b in batteries]))
 
     @classmethod
-    def of_raw(cls, values: Iterable[bytes]) -> _Seen:
+    def of_raw(cls, values: Iterable[bytes], skip: frozenset[str]) -> _Seen:
         seen = cls()
         for raw in values:
             try:
                 e = orjson.loads(raw)
                 seen.add(e["device_id"], e["event_time"], e["type"], e["data"])
+                seen.status_only += e["type"] in skip
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # not a canonical event: the readings path logs it
         return seen
@@ -239,6 +235,7 @@ def _direct_copy(values: Sequence[bytes], rollups: _Rollups, seen: _Seen,
                 raise _NotClean
             saw(device_id, at, kind, data)
             if kind in skip:
+                seen.status_only += 1
                 continue
             hour = hour_of(at)
             encoded = dumps(data).decode()
@@ -378,9 +375,8 @@ class ReadingsWriter:
                 await partitions.ensure(self.conn, rollups.days)
                 self._days |= rollups.days
                 continue
-            skipped = seen.count(self.skip)
-            kept = len(values) - skipped
-            return self._counted(kept, (kept,), skipped)
+            kept = len(values) - seen.status_only
+            return self._counted(kept, (kept,), seen.status_only)
         raise AssertionError("unreachable")
 
     async def _write_staged(self, values: Sequence[bytes]) -> int:
@@ -407,10 +403,9 @@ class ReadingsWriter:
             await self._copy_raw(values)
             found = await (await self.conn.execute(_MOVE.format(source=_FROM_RAW),
                                                    {"skip": sorted(self.skip)})).fetchone()
-            seen = _Seen.of_raw(values)
+            seen = _Seen.of_raw(values, self.skip)
             await seen.apply(self.conn)
-        skipped = seen.count(self.skip)
-        return self._counted(len(values) - skipped, found, skipped)
+        return self._counted(len(values) - seen.status_only, found, seen.status_only)
 
     def _counted(self, total: int, found: tuple[Any, ...] | None, status_only: int = 0) -> int:
         """`total` rows offered, of which `found` new; `status_only` events were not stored."""
