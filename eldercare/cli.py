@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=_demo)
     svc = sub.add_parser("service", help="run one service in the foreground")
     svc.add_argument("name", choices=[
-        "ingest", "detectors", "dispatcher", "console", "demo-life", "store"])
+        "ingest", "detectors", "dispatcher", "console", "webhooks", "demo-life", "store"])
     svc.set_defaults(func=_service)
     dbp = sub.add_parser("db", help="database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8080", description="Public URL of the console, for Twilio webhooks"
     )
     console_bind: str = Field("127.0.0.1:8080", description="host:port the console listens on")
+    webhooks_bind: str = Field(
+        "127.0.0.1:8082", description="host:port of `eldercare service webhooks`: Twilio's "
+        "webhooks alone, to face the internet while the console stays internal")
 
     data_dir: Path = Field(Path(".eldercare"), description="State of the embedded services")
     kafka_partitions: int = Field(6, description="Partitions of the events topic")

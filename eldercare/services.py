@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from eldercare import logs
 from eldercare.config import Settings
@@ -20,23 +21,14 @@ def _registry() -> dict[str, ServiceMain]:
     from ingest import service as ingest_service
 
     async def console(settings: Settings, stop: asyncio.Event) -> None:
-        import uvicorn
-
         from dispatcher.console.app import create_app
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
-                yield
+        await _serve_http(create_app(settings), settings.console_bind, stop)
 
-        server = Server(uvicorn.Config(
-            create_app(settings), host=settings.console_host, port=settings.console_port,
-            log_level="warning", timeout_graceful_shutdown=2,
-        ))
-        serving = asyncio.create_task(server.serve())
-        await stop.wait()
-        server.should_exit = True
-        await serving
+    async def webhooks(settings: Settings, stop: asyncio.Event) -> None:
+        from dispatcher.webhook_app import create_app
+
+        await _serve_http(create_app(settings), settings.webhooks_bind, stop)
 
     async def demo_life(settings: Settings, stop: asyncio.Event) -> None:
         from simulators import demo_life as life
@@ -51,8 +43,26 @@ def _registry() -> dict[str, ServiceMain]:
     return {
         "store": store,
         "ingest": ingest_service.run, "detectors": engine.run, "dispatcher": dispatcher.run,
-        "console": console, "demo-life": demo_life,
+        "console": console, "webhooks": webhooks, "demo-life": demo_life,
     }
+
+
+async def _serve_http(app: Any, bind: str, stop: asyncio.Event) -> None:
+    """Serve an ASGI app on `bind` (host:port) until `stop` is set."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
+            yield
+
+    host, port = bind.rsplit(":", 1)
+    server = Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
+                                   timeout_graceful_shutdown=2))
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
 
 
 SERVICES = ("ingest", "detectors", "dispatcher", "console", "store")

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -22,7 +21,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaProducer
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
@@ -30,7 +28,6 @@ from twilio.request_validator import RequestValidator
 
 from detectors.alerts import Alert, Severity
 from devices.registry import Community, save
-from dispatcher.webhook_app import create_app
 from eldercare import db, kafka
 from eldercare.config import Settings, child_env
 from eldercare.stack import embedded, procs
@@ -41,7 +38,7 @@ from tests.twilio_mock import TwilioMock
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
-    """Own database, own broker, the webhook app in a thread; Twilio is the shared mock."""
+    """Own database, own broker, the webhooks service; Twilio is the shared mock."""
     name = f"dispatch_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
@@ -51,22 +48,18 @@ def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
     port = procs.free_port()
     own = settings.model_copy(update={
         "database_url": make_conninfo(settings.database_url, dbname=name),
-        "kafka_bootstrap": broker.url, "console_bind": f"127.0.0.1:{port}",
+        "kafka_bootstrap": broker.url, "webhooks_bind": f"127.0.0.1:{port}",
         "public_base_url": f"http://127.0.0.1:{port}", "data_dir": here,
         "dispatcher_retry_backoff_s": 0.2, "dispatcher_retry_attempts": 2,
         "metrics_binds": "",  # the observability endpoint delays SIGTERM by ~12 s
     })
     db.upgrade(own.database_url)
     asyncio.run(kafka.ensure_topics(own))
-    # The webhook-only app (the console mounts the same router): Twilio's side of the test.
-    server = uvicorn.Server(uvicorn.Config(create_app(own), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    procs.wait_for_port(port, timeout=30)
+    # `eldercare service webhooks` (the console serves the same router): Twilio's side.
+    hooks = _spawn(own, "webhooks", here / "webhooks.log")
+    procs.wait_for_port(port, hooks, timeout=30)
     yield own
-    server.should_exit = True
-    thread.join(10)
+    procs.stop(hooks)
     broker.stop()
 
 
