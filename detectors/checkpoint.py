@@ -11,7 +11,6 @@ again carry the same deterministic ids, and the dispatcher's `incident_alerts` k
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from detectors.store import PartitionState
@@ -47,8 +46,7 @@ class Checkpoint:
                         and p.next_offset < p.saved_offset:
                     raise RuntimeError(f"offset of partition {p.partition} went backwards: "
                                        f"{p.next_offset} < {p.saved_offset}")
-                rows = [(self.group, e, p.partition,
-                         json.dumps(self.suite.dump(p.elders[e]), separators=(",", ":")))
+                rows = [(self.group, e, p.partition, self.suite.dump_json(p.elders[e]))
                         for e in p.dirty if e in p.elders]
                 if rows:
                     async with conn.cursor() as cur:

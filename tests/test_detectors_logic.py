@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -226,7 +227,7 @@ def test_suite_state_round_trips_through_json() -> None:
     state = suite.initial()
     suite.on_event(state, bp(195, 100, T0), profile())
     suite.on_event(state, ev("heartbeat", T0), profile())
-    loaded = suite.load(suite.dump(state))
+    loaded = suite.load(json.loads(suite.dump_json(state)))
     _, alerts, _ = suite.on_event(loaded, bp(190, 100, T0 + timedelta(minutes=3)), profile())
     assert [a.kind for a in alerts] == ["vital"]
 
