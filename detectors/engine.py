@@ -208,25 +208,25 @@ class Engine:
             stale = self.profiles.stale(list(part.elders))
             if stale:
                 await self.profiles.refresh(stale)
-            flowing = self._flowing(part, wall_mono)
+            self._forget_quiet(part, wall_mono)
             for elder_id, state in part.elders.items():
                 profile = self.profiles.get(elder_id).at(part.watermark, part.rearmed_at)
-                now = min(part.watermark, flowing.get(elder_id, part.watermark))
+                seen = part.recent.get(elder_id)
+                now = part.watermark if seen is None else min(part.watermark, seen[0])
                 _, alerts, changed = self.suite.on_timer(state, now, profile)
                 if changed:
                     part.dirty.add(elder_id)
                 await self._emit(alerts)
         metrics.SWEEPS.inc()
 
-    def _flowing(self, part: PartitionState, wall_mono: float) -> dict[str, datetime]:
-        """Elders whose events are still arriving (within `idle_advance_s`), with their newest
-        event time. Their timers are judged at that time when it is behind the watermark: a
-        replay, or a watch uploading what it buffered offline, must not have a fall called
-        before the rest of its own data (getting up, steps) has been read."""
+    def _forget_quiet(self, part: PartitionState, wall_mono: float) -> None:
+        """Keep in `part.recent` only elders whose events are still arriving (within
+        `idle_advance_s`). Their timers are judged at their newest event time when it is behind
+        the watermark: a replay, or a watch uploading what it buffered offline, must not have a
+        fall called before the rest of its own data (getting up, steps) has been read."""
         idle = self.config.idle_advance_s
         for elder_id in [e for e, (_, w) in part.recent.items() if wall_mono - w >= idle]:
             del part.recent[elder_id]
-        return {e: t for e, (t, _) in part.recent.items()}
 
     def _lag(self, tp: TopicPartition) -> int | None:
         high = self.consumer.highwater(tp)

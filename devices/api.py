@@ -35,7 +35,7 @@ from devices.records import (
     mask_id_number,
 )
 from devices.registry import AsyncConn, Row
-from eldercare.security import CurrentPrincipal, Principal
+from eldercare.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(history.router)
@@ -97,9 +97,7 @@ def _set_clause(changes: dict[str, Any]) -> tuple[str, list[Any]]:
 
 # --- communities ------------------------------------------------------------------------------
 
-def _require_all_seeing(principal: Principal) -> None:
-    if principal.community_ids is not None:
-        raise HTTPException(403, "only district administrators manage communities")
+MANAGE_COMMUNITIES = "only district administrators manage communities"
 
 
 async def _community(conn: AsyncConn, principal: Principal, community_id: str) -> Row:
@@ -135,7 +133,7 @@ async def list_communities(
 async def create_community(
     request: Request, principal: CurrentPrincipal, body: CommunityIn,
 ) -> Row:
-    _require_all_seeing(principal)
+    require_district_admin(principal, MANAGE_COMMUNITIES)
     async with transaction(request) as conn:
         row = await (await conn.execute(
             "INSERT INTO communities (id, name, district, street, emergency_line)"
@@ -158,7 +156,7 @@ async def get_community(
 async def update_community(
     request: Request, principal: CurrentPrincipal, community_id: str, body: CommunityPatch,
 ) -> Row:
-    _require_all_seeing(principal)
+    require_district_admin(principal, MANAGE_COMMUNITIES)
     changes = body.model_dump(exclude_unset=True)
     async with transaction(request) as conn:
         row = await _community(conn, principal, community_id)
@@ -174,7 +172,7 @@ async def update_community(
 async def deactivate_community(
     request: Request, principal: CurrentPrincipal, community_id: str,
 ) -> Row:
-    _require_all_seeing(principal)
+    require_district_admin(principal, MANAGE_COMMUNITIES)
     async with transaction(request) as conn:
         await _community(conn, principal, community_id)
         active = await (await conn.execute(

@@ -56,6 +56,13 @@ class Principal:
 SYSTEM = Principal("system", "system", None, "system")
 
 
+def require_district_admin(principal: Principal, refusal: str) -> None:
+    """403 with `refusal` unless the principal sees every community (a district admin, or the
+    system itself)."""
+    if principal.community_ids is not None:
+        raise HTTPException(403, refusal)
+
+
 def hash_password(password: str) -> str:
     """An argon2id PHC string for storage."""
     return _hasher.hash(password)

@@ -51,7 +51,7 @@ def create_account(url: str, account: Account, password: str) -> None:
         raise ValueError("password must have at least 8 characters")
     with psycopg.connect(url) as conn:
         conn.execute(*_upsert(account, password))
-        conn.execute("DELETE FROM login_failures WHERE username = %s", (account.username,))
+        conn.execute(throttle.UNLOCK, (account.username,))
 
 
 def _upsert(account: Account, password: str) -> tuple[str, tuple[Any, ...]]:

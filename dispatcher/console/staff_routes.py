@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from dispatcher.console import audit, throttle
 from dispatcher.console.accounts import Account, create_account_async
-from eldercare.security import CurrentPrincipal, Principal
+from eldercare.security import CurrentPrincipal, require_district_admin
 
 router = APIRouter()
 
@@ -31,10 +31,7 @@ class AccountChange(BaseModel):
     active: bool
 
 
-def _admin_only(principal: Principal) -> None:
-    if principal.role not in ("district_admin", "system"):
-        raise HTTPException(403, "only a district admin manages staff accounts and reads the "
-                                 "audit log")
+ADMINS_ONLY = "only a district admin manages staff accounts and reads the audit log"
 
 
 @router.post("/api/v1/staff-accounts", status_code=201)
@@ -42,7 +39,7 @@ async def new_account(
     body: NewAccount, request: Request, principal: CurrentPrincipal,
 ) -> dict[str, str]:
     """Create a staff login, or reset its password (which also clears its login locks)."""
-    _admin_only(principal)
+    require_district_admin(principal, ADMINS_ONLY)
     account = Account(body.username, body.display_name, body.role, body.community_id,
                       body.district, body.street, body.staff_id)
     async with request.app.state.pool.connection() as conn:
@@ -61,7 +58,7 @@ async def new_account(
 async def list_accounts(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """Every login with its scope, whether it is active, and whether a login lock is in force
     (from one address or from everywhere)."""
-    _admin_only(principal)
+    require_district_admin(principal, ADMINS_ONLY)
     async with request.app.state.pool.connection() as conn:
         rows = await (await conn.execute(
             "SELECT a.username, a.display_name, a.role, a.community_id, c.name AS community_name,"
@@ -82,7 +79,7 @@ async def change_account(
 ) -> dict[str, Any]:
     """Deactivate a login (its sessions end at once and it can no longer sign in; its audit
     trail stays) or activate it again."""
-    _admin_only(principal)
+    require_district_admin(principal, ADMINS_ONLY)
     if not body.active and username == principal.staff_id:
         raise HTTPException(409, "you cannot deactivate your own account")
     async with request.app.state.pool.connection() as conn:
@@ -104,7 +101,7 @@ async def unlock_account(
     username: str, request: Request, principal: CurrentPrincipal,
 ) -> dict[str, Any]:
     """Lift every login lock on the account (from one address or from everywhere)."""
-    _admin_only(principal)
+    require_district_admin(principal, ADMINS_ONLY)
     async with request.app.state.pool.connection() as conn:
         row = await (await conn.execute(
             "SELECT community_id FROM staff_accounts WHERE username = %s", (username,),
@@ -128,7 +125,7 @@ async def audit_log(
 ) -> dict[str, Any]:
     """The audit log, newest first, filtered by any of its columns. Page back with
     `before_id` = the `next_before_id` of the previous page."""
-    _admin_only(principal)
+    require_district_admin(principal, ADMINS_ONLY)
     where: list[str] = ["true"]
     args: list[object] = []
     for column, value in (("username", username), ("action", action),

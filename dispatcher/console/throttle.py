@@ -90,6 +90,9 @@ async def succeeded(conn: AsyncConnection[Any], username: str, address: str) -> 
         "DELETE FROM login_failures WHERE username = %s AND address = %s", (username, address))
 
 
+UNLOCK = "DELETE FROM login_failures WHERE username = %s"  # every count for the account
+
+
 async def unlock(conn: AsyncConnection[Any], username: str) -> None:
     """A district admin resets the password or unlocks: every count for the account goes."""
-    await conn.execute("DELETE FROM login_failures WHERE username = %s", (username,))
+    await conn.execute(UNLOCK, (username,))
