@@ -3,7 +3,9 @@
 Create, read, update and deactivate communities, elders, their contacts and away periods,
 devices and staff; ledger import; device MQTT credentials. Every route is filtered by what the
 principal may see (404 otherwise); ID numbers are always masked and medical notes are shown only
-to those who may see personal data. Errors have FastAPI's shape: `detail` is a list of
+to those who may see personal data. Every read of personal data (elders, contacts, away periods,
+staff, readings) and every write leaves an audit row (who, what, which elder, from where) in the
+same transaction. Errors have FastAPI's shape: `detail` is a list of
 `{"loc": [..., field], "msg": why}`."""
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from devices.records import (
     mask_id_number,
 )
 from devices.registry import AsyncConn, Row
+from dispatcher.console import audit
 from eldercare.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -64,6 +67,15 @@ async def _publish_mqtt_auth(request: Request) -> None:
     """Re-render the broker's password file and ACL, after a commit that changed devices."""
     s = request.app.state.settings
     await asyncio.to_thread(provisioning.publish, s.database_url, s.mqtt_auth_dir)
+
+
+async def _audit(
+    conn: AsyncConn, request: Request, principal: Principal, action: str, object_type: str,
+    object_id: str, community_id: str | None, **detail: Any,
+) -> None:
+    """One audit row for this request, committed with its transaction."""
+    await audit.record(conn, principal, action, object_type, object_id, community_id,
+                       audit.client_of(request), api="registry", **detail)
 
 
 def _scope(principal: Principal, column: str, where: list[str], params: list[Any]) -> None:
@@ -134,11 +146,15 @@ async def create_community(
     request: Request, principal: CurrentPrincipal, body: CommunityIn,
 ) -> Row:
     require_district_admin(principal, MANAGE_COMMUNITIES)
+    if not principal.can_manage_district(body.district):
+        raise field_error(403, "district", f"you manage district {principal.district!r} only")
     async with transaction(request) as conn:
         row = await (await conn.execute(
             "INSERT INTO communities (id, name, district, street, emergency_line)"
             " VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING *",
             (body.id, body.name, body.district, body.street, body.emergency_line))).fetchone()
+        if row is not None:
+            await _audit(conn, request, principal, "create", "community", body.id, body.id)
     if row is None:
         raise field_error(409, "id", f"community {body.id!r} already exists")
     return row
@@ -158,8 +174,12 @@ async def update_community(
 ) -> Row:
     require_district_admin(principal, MANAGE_COMMUNITIES)
     changes = body.model_dump(exclude_unset=True)
+    if "district" in changes and not principal.can_manage_district(changes["district"] or ""):
+        raise field_error(403, "district", f"you manage district {principal.district!r} only")
     async with transaction(request) as conn:
         row = await _community(conn, principal, community_id)
+        await _audit(conn, request, principal, "update", "community", community_id,
+                     community_id, fields=sorted(changes))
         if changes:
             sets, values = _set_clause(changes)
             row = await (await conn.execute(
@@ -184,6 +204,8 @@ async def deactivate_community(
         row = await (await conn.execute(
             "UPDATE communities SET active = false WHERE id = %s RETURNING *",
             (community_id,))).fetchone()
+        await _audit(conn, request, principal, "deactivate", "community", community_id,
+                     community_id)
     assert row is not None
     return row
 
@@ -239,6 +261,8 @@ async def list_elders(
     async with transaction(request) as conn:
         rows, total = await _page(conn, "SELECT * FROM elders", where, params, "id",
                                   limit, offset)
+        await _audit(conn, request, principal, "search" if q else "list", "elder", "",
+                     community_id or None, q=q, elder_ids=[r["id"] for r in rows])
     return _paged([elder_out(r, principal) for r in rows], total, limit, offset)
 
 
@@ -249,6 +273,8 @@ async def create_elder(
     async with transaction(request) as conn:
         await _check_community(conn, principal, body.community_id)
         row = await registry.write_elder(conn, body)
+        if row is not None:
+            await _audit(conn, request, principal, "create", "elder", body.id, body.community_id)
     if row is None:
         raise field_error(409, "id", f"elder {body.id!r} already exists")
     return elder_out(row, principal)
@@ -261,6 +287,8 @@ async def get_elder(
     """One elder with contacts (in calling order), devices and away periods."""
     async with transaction(request) as conn:
         out = elder_out(await _elder(conn, principal, elder_id), principal)
+        await _audit(conn, request, principal, "view", "elder", elder_id, out["community_id"],
+                     what="record")
         out["contacts"] = await (await conn.execute(
             "SELECT * FROM contacts WHERE elder_id = %s ORDER BY priority", (elder_id,),
         )).fetchall()
@@ -282,6 +310,8 @@ async def update_elder(
         row = await _elder(conn, principal, elder_id)
         if "community_id" in changes:
             await _check_community(conn, principal, changes["community_id"])
+        await _audit(conn, request, principal, "update", "elder", elder_id, row["community_id"],
+                     fields=sorted(changes))
         if changes:
             sets, values = _set_clause(changes)
             row = await (await conn.execute(
@@ -298,7 +328,9 @@ async def set_elder_thresholds(
 ) -> Row:
     """Replace the elder's own detector limits (the detectors pick them up within a minute)."""
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
+        await _audit(conn, request, principal, "update", "elder", elder_id,
+                     elder["community_id"], fields=["detector_thresholds"])
         row = await (await conn.execute(
             "UPDATE elders SET detector_thresholds = %s, updated_at = now() WHERE id = %s"
             " RETURNING *", (Jsonb(body.model_dump(exclude_none=True)), elder_id))).fetchone()
@@ -312,7 +344,9 @@ async def deactivate_elder(
 ) -> Row:
     """The elder stops being monitored; their devices can no longer log in."""
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
+        await _audit(conn, request, principal, "deactivate", "elder", elder_id,
+                     elder["community_id"])
         row = await (await conn.execute(
             "UPDATE elders SET active = false, updated_at = now() WHERE id = %s RETURNING *",
             (elder_id,))).fetchone()
@@ -326,7 +360,9 @@ async def list_away_periods(
     request: Request, principal: CurrentPrincipal, elder_id: str,
 ) -> list[Row]:
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
+        await _audit(conn, request, principal, "view", "elder", elder_id,
+                     elder["community_id"], what="away_periods")
         return await (await conn.execute(
             "SELECT * FROM elder_away_periods WHERE elder_id = %s ORDER BY starts_at",
             (elder_id,))).fetchall()
@@ -338,7 +374,9 @@ async def add_away_period(
 ) -> Row:
     """A stay away from home (hospital, family): inactivity then is expected."""
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
+        await _audit(conn, request, principal, "update", "elder", elder_id,
+                     elder["community_id"], fields=["away_periods"])
         row = await (await conn.execute(
             "INSERT INTO elder_away_periods (elder_id, starts_at, ends_at, reason)"
             " VALUES (%s,%s,%s,%s) RETURNING *",
@@ -355,7 +393,9 @@ async def list_contacts(
 ) -> list[Row]:
     """An elder's emergency contacts in calling order."""
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
+        await _audit(conn, request, principal, "view", "elder", elder_id,
+                     elder["community_id"], what="contacts")
         return await (await conn.execute(
             "SELECT * FROM contacts WHERE elder_id = %s ORDER BY priority", (elder_id,),
         )).fetchall()
@@ -366,21 +406,26 @@ async def create_contact(
     request: Request, principal: CurrentPrincipal, elder_id: str, body: ContactIn,
 ) -> Row:
     async with transaction(request) as conn:
-        await _elder(conn, principal, elder_id)
+        elder = await _elder(conn, principal, elder_id)
         row = await registry.write_contact(conn, elder_id, body)
+        if row is not None:
+            await _audit(conn, request, principal, "create", "elder", elder_id,
+                         elder["community_id"], what="contact", contact_id=row["id"],
+                         priority=body.priority)
     if row is None:
         raise field_error(409, "priority", f"elder {elder_id!r} already has a contact with"
                                            f" priority {body.priority}")
     return row
 
 
-async def _contact(conn: AsyncConn, principal: Principal, contact_id: int) -> Row:
+async def _contact(conn: AsyncConn, principal: Principal, contact_id: int) -> tuple[Row, str]:
+    """The contact and its elder's community."""
     row = await (await conn.execute(
         "SELECT c.*, e.community_id FROM contacts c JOIN elders e ON e.id = c.elder_id"
         " WHERE c.id = %s", (contact_id,))).fetchone()
-    if row is None or not principal.can_see(row.pop("community_id")):
+    if row is None or not principal.can_see(row["community_id"]):
         raise not_found("contact", str(contact_id))
-    return row
+    return row, row.pop("community_id")
 
 
 @router.patch("/contacts/{contact_id}")
@@ -389,8 +434,13 @@ async def update_contact(
 ) -> Row:
     """Change a contact; the number is re-validated and its SMS ability re-derived."""
     async with transaction(request) as conn:
-        row = await _contact(conn, principal, contact_id)
+        row, community_id = await _contact(conn, principal, contact_id)
         changes = body.model_dump(exclude_unset=True)
+        # The new number is not copied into the log: the contacts table has it, the log says
+        # who changed which field of whose contact, from where.
+        await _audit(conn, request, principal, "update", "elder", row["elder_id"], community_id,
+                     what="contact", contact_id=contact_id, priority=row["priority"],
+                     fields=sorted(changes))
         merged = {k: row[k] for k in ("priority", "name", "relation", "phone", "language")}
         merged["channels"] = None if "phone" in changes else row["channels"]
         merged.update(changes)
@@ -426,8 +476,11 @@ async def deactivate_contact(
 ) -> Row:
     """Remove a contact from the calling list (the row goes: the ladder reads every row)."""
     async with transaction(request) as conn:
-        row = await _contact(conn, principal, contact_id)
+        row, community_id = await _contact(conn, principal, contact_id)
         await conn.execute("DELETE FROM contacts WHERE id = %s", (contact_id,))
+        await _audit(conn, request, principal, "deactivate", "elder", row["elder_id"],
+                     community_id, what="contact", contact_id=contact_id,
+                     priority=row["priority"])
     return {**row, "active": False}
 
 
@@ -497,6 +550,8 @@ async def create_device(
             raise field_error(409, "id", f"device {body.id!r} already exists")
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (body.id, hashed))
+        await _audit(conn, request, principal, "create", "device", body.id,
+                     elder["community_id"], elder_id=body.elder_id)
     await _publish_mqtt_auth(request)
     return {**row, "community_id": elder["community_id"],
             "mqtt": _mqtt_login(body.id, elder["community_id"], password)}
@@ -523,6 +578,8 @@ async def update_device(
             sets, values = _set_clause(changes)
             await conn.execute(f"UPDATE devices SET {sets} WHERE id = %s", [*values, device_id])
         row = await _device(conn, principal, device_id)
+        await _audit(conn, request, principal, "update", "device", device_id,
+                     row["community_id"], elder_id=row["elder_id"], fields=sorted(changes))
     if "elder_id" in changes:
         await _publish_mqtt_auth(request)
     return row
@@ -537,6 +594,8 @@ async def deactivate_device(
         await _device(conn, principal, device_id)
         await conn.execute("UPDATE devices SET active = false WHERE id = %s", (device_id,))
         row = await _device(conn, principal, device_id)
+        await _audit(conn, request, principal, "deactivate", "device", device_id,
+                     row["community_id"], elder_id=row["elder_id"])
     await _publish_mqtt_auth(request)
     return row
 
@@ -552,6 +611,8 @@ async def rotate_credentials(
             raise HTTPException(409, f"device {device_id!r} is deactivated")
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (device_id, hashed))
+        await _audit(conn, request, principal, "rotate_credentials", "device", device_id,
+                     row["community_id"], elder_id=row["elder_id"])
     await _publish_mqtt_auth(request)
     return _mqtt_login(device_id, row["community_id"], password)
 
@@ -586,6 +647,8 @@ async def list_staff(
     async with transaction(request) as conn:
         rows, total = await _page(conn, "SELECT * FROM staff", where, params, "id",
                                   limit, offset)
+        await _audit(conn, request, principal, "search" if q else "list", "staff", "",
+                     community_id or None, q=q, staff_ids=[r["id"] for r in rows])
     return _paged(rows, total, limit, offset)
 
 
@@ -604,6 +667,8 @@ async def create_staff(
             (body.id, body.community_id, body.name, body.phone, body.role, body.scope,
              body.street, Jsonb(body.model_dump(mode="json")["duty_roster"]), body.on_duty),
         )).fetchone()
+        if row is not None:
+            await _audit(conn, request, principal, "create", "staff", body.id, body.community_id)
     if row is None:
         raise field_error(409, "id", f"staff member {body.id!r} already exists")
     return row
@@ -614,7 +679,9 @@ async def get_staff(
     request: Request, principal: CurrentPrincipal, staff_id: str,
 ) -> Row:
     async with transaction(request) as conn:
-        return await _staff(conn, principal, staff_id)
+        row = await _staff(conn, principal, staff_id)
+        await _audit(conn, request, principal, "view", "staff", staff_id, row["community_id"])
+        return row
 
 
 @router.patch("/staff/{staff_id}")
@@ -624,6 +691,8 @@ async def update_staff(
     changes = body.model_dump(exclude_unset=True, mode="json")
     async with transaction(request) as conn:
         row = await _staff(conn, principal, staff_id)
+        await _audit(conn, request, principal, "update", "staff", staff_id, row["community_id"],
+                     fields=sorted(changes))
         if changes:
             sets, values = _set_clause(changes)
             row = await (await conn.execute(
@@ -637,7 +706,9 @@ async def deactivate_staff(
     request: Request, principal: CurrentPrincipal, staff_id: str,
 ) -> Row:
     async with transaction(request) as conn:
-        await _staff(conn, principal, staff_id)
+        staff = await _staff(conn, principal, staff_id)
+        await _audit(conn, request, principal, "deactivate", "staff", staff_id,
+                     staff["community_id"])
         row = await (await conn.execute(
             "UPDATE staff SET active = false, on_duty = false WHERE id = %s RETURNING *",
             (staff_id,))).fetchone()
@@ -660,6 +731,8 @@ async def import_ledger(
     try:
         async with transaction(request) as conn:
             result = await ledger_import.import_ledger(conn, filename, content, kind, principal)
+            await _audit(conn, request, principal, "import", "ledger", filename, None,
+                         counts=result.counts)
     except ledger_import.LedgerRejected as exc:
         raise HTTPException(422, [e.as_detail() for e in exc.errors]) from None
     if result.counts.get("devices"):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from eldercare.config import Settings
 
@@ -76,10 +78,60 @@ def _mqtt_auth(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import privacy
     from devices.readings import partitions
 
     asyncio.run(partitions.maintain(settings.database_url, settings.readings_retention_days,
                                     settings.readings_days_ahead))
+
+    async def retention() -> dict[str, int]:
+        async with await _connect(settings) as conn, conn.transaction():
+            return await privacy.enforce_retention(conn, settings)
+
+    print(json.dumps({"retention": asyncio.run(retention())}))
+    return 0
+
+
+def _connect(settings: Settings) -> Any:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    return psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row)
+
+
+def _operator() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import privacy
+
+    async def go() -> dict[str, Any] | None:
+        async with await _connect(settings) as conn, conn.transaction():
+            return await privacy.export_elder(conn, args.elder_id, _operator())
+
+    data = asyncio.run(go())
+    if data is None:
+        print(f"no elder {args.elder_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def _erase(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import privacy, provisioning
+
+    async def go() -> dict[str, int]:
+        async with await _connect(settings) as conn, conn.transaction():
+            return await privacy.erase_elder(conn, args.elder_id, _operator())
+
+    try:
+        done = asyncio.run(go())
+    except privacy.ErasureRefused as refused:
+        print(str(refused), file=sys.stderr)
+        return 1
+    provisioning.publish(settings.database_url, settings.mqtt_auth_dir)  # its devices' logins go
+    print(json.dumps({"erased": args.elder_id, **done}))
     return 0
 
 
@@ -100,5 +152,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("--service-password", default="",
                       help="(re)set the platform service account's password")
     auth.set_defaults(func=_mqtt_auth, needs_database=True)
-    rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones")\
+    rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones,"
+                    " apply the retention settings (run daily)")\
         .set_defaults(func=_maintain, needs_database=True)
+    export = rsub.add_parser("export", help="JSON of everything held on one elder (audited)")
+    export.add_argument("elder_id")
+    export.set_defaults(func=_export, needs_database=True)
+    erase = rsub.add_parser("erase", help="erase one elder's personal data; incidents stay"
+                            " anonymised (audited)")
+    erase.add_argument("elder_id")
+    erase.set_defaults(func=_erase, needs_database=True)

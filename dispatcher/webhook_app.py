@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dispatcher import webhooks
+from dispatcher.console import guard
 from eldercare import db
 from eldercare.config import Settings
 
@@ -26,6 +27,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="eldercare twilio webhooks", lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
+    # Bodies capped (413), NUL bytes and over-deep JSON refused (422), as on the console.
+    app.add_middleware(guard.InputGuard, max_body=settings.console_max_body,
+                       max_import_body=settings.console_max_body)
     app.include_router(webhooks.router)
 
     @app.get("/healthz")

@@ -66,7 +66,31 @@ class Settings(BaseSettings):
     mqtt_auth_dir: str = Field(
         "", description="Directory of the broker's password file, ACL and pid file, re-rendered"
         " on provisioning; empty when the platform does not manage the broker")
-    readings_retention_days: int = Field(400, description="Days of readings kept")
+    readings_retention_days: int = Field(
+        400, description="Days of readings (and their hourly rollups) kept: a year of trends "
+        "for the yearly health check, plus a month's margin")
+    location_retention_days: int = Field(
+        30, description="Days of readings of type `location` kept: where someone is, is the "
+        "most sensitive reading and only the recent past helps a search")
+    incidents_retention_days: int = Field(
+        1825, description="Days after which a resolved incident is anonymised (notes, names, "
+        "numbers, alert payloads go; kind, times and outcome stay for statistics): five years "
+        "covers complaints and care-quality reviews")
+    notifications_retention_days: int = Field(
+        180, description="Days of sent calls/SMS (numbers and message bodies) kept: long enough "
+        "to answer a family's question about a night, short enough to hold few numbers")
+    audit_retention_days: int = Field(
+        1095, description="Days of audit log kept: PIPL asks for processing records of three "
+        "years; the Cybersecurity Law at least six months of access logs")
+    console_trusted_proxies: str = Field(
+        "", description="Comma-separated addresses of reverse proxies whose X-Forwarded-For/"
+        "-Proto the console and webhooks believe (`*` any); empty: none, the peer address counts")
+    console_streams_per_user: int = Field(
+        10, description="Live streams (console tabs) one staff login may hold open at once")
+    console_max_body: int = Field(
+        256 * 1024, description="Largest request body of the console and webhooks, bytes (413)")
+    console_max_import_body: int = Field(
+        10 * 1024 * 1024, description="Largest ledger import body (CSV/XLSX), bytes (413)")
     readings_days_ahead: int = Field(3, description="Daily readings partitions made ahead")
     readings_store_heartbeats: bool = Field(
         True, description="Store heartbeats as readings rows. false: a heartbeat only updates "

@@ -8,6 +8,7 @@ token. `current_principal` is the FastAPI dependency every staff-facing route us
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -42,6 +43,16 @@ class Principal:
     role: Role
     community_ids: frozenset[str] | None  # None: every community
     name: str = ""
+    district: str = ""  # a district admin's district; "" for a platform-wide admin
+
+    @property
+    def is_admin(self) -> bool:
+        """A district admin (of one district or of all) or the system itself."""
+        return self.role in ("district_admin", "system")
+
+    def can_manage_district(self, district: str) -> bool:
+        """An admin of every district, or of this one."""
+        return self.is_admin and self.district in ("", district)
 
     def can_see(self, community_id: str) -> bool:
         return self.community_ids is None or community_id in self.community_ids
@@ -57,15 +68,26 @@ SYSTEM = Principal("system", "system", None, "system")
 
 
 def require_district_admin(principal: Principal, refusal: str) -> None:
-    """403 with `refusal` unless the principal sees every community (a district admin, or the
-    system itself)."""
-    if principal.community_ids is not None:
+    """403 with `refusal` unless the principal is a district admin (or the system itself). A
+    district admin of one district is still limited to its communities by `community_ids`."""
+    if not principal.is_admin:
         raise HTTPException(403, refusal)
 
 
 def hash_password(password: str) -> str:
     """An argon2id PHC string for storage."""
     return _hasher.hash(password)
+
+
+async def hash_password_off_loop(password: str) -> str:
+    """`hash_password` in a worker thread: argon2 takes tens of milliseconds of CPU on purpose,
+    which on the event loop would stall every live stream and request of the process."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_off_loop(stored: str | None, password: str) -> bool:
+    """`verify_password` in a worker thread (see `hash_password_off_loop`)."""
+    return await asyncio.to_thread(verify_password, stored, password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
@@ -106,7 +128,11 @@ async def principal_for_account(conn: AsyncConnection[Any], account: dict[str, A
     """The principal of a staff account row, its scope resolved to community ids."""
     role: Role = account["role"]
     scope: frozenset[str] | None = None
-    if role == "duty_staff":
+    if role == "district_admin" and account["district"]:
+        rows = await (await conn.execute(
+            "SELECT id FROM communities WHERE district = %s", (account["district"],))).fetchall()
+        scope = frozenset(r["id"] for r in rows)
+    elif role == "duty_staff":
         scope = frozenset({account["community_id"]})
     elif role == "street_supervisor":
         rows = await (await conn.execute(
@@ -114,7 +140,8 @@ async def principal_for_account(conn: AsyncConnection[Any], account: dict[str, A
             (account["street"], account["district"], account["district"]),
         )).fetchall()
         scope = frozenset(r["id"] for r in rows)
-    return Principal(account["username"], role, scope, account["display_name"])
+    district = account["district"] if role == "district_admin" else ""
+    return Principal(account["username"], role, scope, account["display_name"], district)
 
 
 async def session_principal(

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from dispatcher.console import audit
 from eldercare.security import CurrentPrincipal, Principal
 
 router = APIRouter(tags=["history"])
@@ -45,14 +46,21 @@ def window(since: datetime | None, until: datetime | None) -> tuple[datetime, da
     return start, end
 
 
-async def _community_of(request: Request, principal: Principal, what: str, key: str) -> None:
-    sql = ("SELECT community_id FROM elders WHERE id = %s" if what == "elder" else
-           "SELECT e.community_id FROM devices d JOIN elders e ON e.id = d.elder_id"
-           " WHERE d.id = %s")
+async def _community_of(
+    request: Request, principal: Principal, what: str, key: str, data: str,
+) -> None:
+    """404 unless the elder (or the device's elder) is in the principal's scope; the read of
+    `data` (readings, rollups) is audited under the elder's id."""
+    sql = ("SELECT id AS elder_id, community_id FROM elders WHERE id = %s" if what == "elder"
+           else "SELECT e.id AS elder_id, e.community_id FROM devices d"
+           " JOIN elders e ON e.id = d.elder_id WHERE d.id = %s")
     async with request.app.state.pool.connection() as conn:
         row = await (await conn.execute(sql, (key,))).fetchone()
-    if row is None or not principal.can_see(row["community_id"]):
-        raise HTTPException(404, f"{what} {key!r} not found")
+        if row is None or not principal.can_see(row["community_id"]):
+            raise HTTPException(404, f"{what} {key!r} not found")
+        await audit.record(conn, principal, "view", "elder", row["elder_id"],
+                           row["community_id"], audit.client_of(request), api="registry",
+                           what=data, **({"device_id": key} if what == "device" else {}))
 
 
 def rollups_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,7 +107,7 @@ async def elder_readings(
     until: datetime | None = None, limit: int = Limit,
 ) -> dict[str, Any]:
     """An elder's readings from all their devices, oldest first."""
-    await _community_of(request, principal, "elder", elder_id)
+    await _community_of(request, principal, "elder", elder_id, "readings")
     return await _readings(request, "elder_id", elder_id, type_, since, until, limit)
 
 
@@ -110,7 +118,7 @@ async def elder_rollups(
     until: datetime | None = None,
 ) -> dict[str, Any]:
     """An elder's hourly count, average, minimum and maximum of each numeric field."""
-    await _community_of(request, principal, "elder", elder_id)
+    await _community_of(request, principal, "elder", elder_id, "rollups")
     return await _rollups(request, "elder_id", elder_id, type_, since, until)
 
 
@@ -121,7 +129,7 @@ async def device_readings(
     until: datetime | None = None, limit: int = Limit,
 ) -> dict[str, Any]:
     """One device's readings, oldest first."""
-    await _community_of(request, principal, "device", device_id)
+    await _community_of(request, principal, "device", device_id, "readings")
     return await _readings(request, "device_id", device_id, type_, since, until, limit)
 
 
@@ -132,5 +140,5 @@ async def device_rollups(
     until: datetime | None = None,
 ) -> dict[str, Any]:
     """One device's hourly rollups."""
-    await _community_of(request, principal, "device", device_id)
+    await _community_of(request, principal, "device", device_id, "rollups")
     return await _rollups(request, "device_id", device_id, type_, since, until)

@@ -13,8 +13,9 @@ from eldercare.security import (
     ROLES,
     Principal,
     hash_password,
+    hash_password_off_loop,
     principal_for_account,
-    verify_password,
+    verify_password_off_loop,
 )
 
 DEMO_PASSWORD = "eldercare-demo"
@@ -50,11 +51,17 @@ def create_account(url: str, account: Account, password: str) -> None:
     if len(password) < 8:
         raise ValueError("password must have at least 8 characters")
     with psycopg.connect(url) as conn:
-        conn.execute(*_upsert(account, password))
+        conn.execute(*_upsert(account, hash_password(password)))
         conn.execute(throttle.UNLOCK, (account.username,))
+        conn.execute(END_SESSIONS, (account.username,))
 
 
-def _upsert(account: Account, password: str) -> tuple[str, tuple[Any, ...]]:
+# A new password ends every session of the account: whoever knew the old one (and logged in
+# with it) is out at once, not at the end of the shift.
+END_SESSIONS = "DELETE FROM staff_sessions WHERE username = %s"
+
+
+def _upsert(account: Account, password_hash: str) -> tuple[str, tuple[Any, ...]]:
     return (
         "INSERT INTO staff_accounts (username, staff_id, display_name, role, community_id,"
         " district, street, password_hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -63,7 +70,7 @@ def _upsert(account: Account, password: str) -> tuple[str, tuple[Any, ...]]:
         " community_id = EXCLUDED.community_id, district = EXCLUDED.district,"
         " street = EXCLUDED.street, password_hash = EXCLUDED.password_hash",
         (account.username, account.staff_id, account.display_name, account.role,
-         account.community_id, account.district, account.street, hash_password(password)),
+         account.community_id, account.district, account.street, password_hash),
     )
 
 
@@ -75,8 +82,9 @@ async def create_account_async(
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {account.role!r}")
     if len(password) < 8:
         raise ValueError("password must have at least 8 characters")
-    await conn.execute(*_upsert(account, password))
+    await conn.execute(*_upsert(account, await hash_password_off_loop(password)))
     await throttle.unlock(conn, account.username)
+    await conn.execute(END_SESSIONS, (account.username,))
 
 
 async def authenticate(
@@ -93,7 +101,7 @@ async def authenticate(
         "SELECT username, display_name, role, community_id, district, street, password_hash"
         " FROM staff_accounts WHERE username = %s AND active", (username,),
     )).fetchone()
-    if not verify_password(row["password_hash"] if row else None, password):
+    if not await verify_password_off_loop(row["password_hash"] if row else None, password):
         try:
             await throttle.failed(conn, username, address)
         except throttle.Refused as refused:

@@ -12,8 +12,9 @@ from eldercare.security import Principal
 
 
 def address_of(request: Request) -> str:
-    """The caller's address: the connecting peer, or the X-Forwarded-For client when the peer
-    is a proxy uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1)."""
+    """The caller's address: the connecting peer, or the X-Forwarded-For client only when the
+    peer is one of ELDERCARE_CONSOLE_TRUSTED_PROXIES (none by default; `eldercare.services`
+    configures uvicorn's proxy headers from it)."""
     return request.client.host if request.client else ""
 
 

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--name", required=True, help="display name, e.g. 王值班")
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--community", help="community id (duty_staff)")
-    add.add_argument("--district", default="", help="district (street_supervisor, optional)")
+    add.add_argument("--district", default="", help="district (street_supervisor, optional;"
+                     " district_admin: limits the admin to it, empty: every district)")
     add.add_argument("--street", default="", help="street (street_supervisor)")
     add.set_defaults(func=_add, needs_database=True)
     demo = cmds.add_parser("demo", help=f"the demo logins, password {DEMO_PASSWORD}")

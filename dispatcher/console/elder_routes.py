@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from dispatcher.console import audit, charts, queries
 from dispatcher.console.incident_routes import as_json
 from eldercare.i18n import LANGUAGES
-from eldercare.security import SESSION_COOKIE, CurrentPrincipal
+from eldercare.security import SESSION_COOKIE, CurrentPrincipal, require_district_admin
 
 router = APIRouter()
 
@@ -45,6 +45,23 @@ async def elder(
                            audit.client_of(request),
                            personal_data=principal.sees_personal_data)
     return Response(as_json(item), media_type="application/json")
+
+
+@router.post("/api/v1/console/elders/{elder_id}/reveal-id-number")
+async def reveal_id_number(
+    elder_id: str, request: Request, principal: CurrentPrincipal,
+) -> dict[str, str]:
+    """The full resident ID number, for a district admin who needs it (e.g. to match a hospital
+    record); each reveal is its own audit row. Everyone else sees only the masked number."""
+    require_district_admin(principal, "only a district admin may reveal a resident ID number")
+    async with request.app.state.pool.connection() as conn:
+        row = await (await conn.execute(
+            "SELECT community_id, id_number FROM elders WHERE id = %s", (elder_id,))).fetchone()
+        if row is None or not principal.can_see(row["community_id"]):
+            raise HTTPException(404, "no such elder")
+        await audit.record(conn, principal, "reveal_id_number", "elder", elder_id,
+                           row["community_id"], audit.client_of(request))
+    return {"elder_id": elder_id, "id_number": row["id_number"]}
 
 
 @router.get("/api/v1/console/devices/problems")

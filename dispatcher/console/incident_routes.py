@@ -1,24 +1,21 @@
-"""The incident API of the console: the board, one incident, staff actions (claim, acknowledge,
-resolve) and the live stream, all limited to the caller's communities and all audited."""
+"""The incident API of the console: the board, one incident and staff actions (claim,
+acknowledge, resolve; the live stream is in `live`), all limited to the caller's communities
+and all audited."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
-from sse_starlette.sse import EventSourceResponse
 
 from dispatcher import lifecycle
 from dispatcher.console import audit, queries
 from dispatcher.incidents import timeline
-from eldercare import db
 from eldercare.config import Settings
-from eldercare.security import SESSION_COOKIE, CurrentPrincipal, Principal, session_principal
+from eldercare.security import CurrentPrincipal, Principal
 
 router = APIRouter()
 
@@ -146,42 +143,3 @@ async def resolve(
         await audit.record(conn, principal, "resolve", "incident", incident_id, community,
                            audit.client_of(request), outcome=body.outcome, notes=body.notes)
     return {"status": "resolved"}
-
-
-@router.get("/api/v1/stream")
-async def stream(
-    request: Request, principal: CurrentPrincipal, after: int | None = None,
-) -> EventSourceResponse:
-    """Timeline rows of the caller's communities as written; a reconnecting client catches up
-    from Last-Event-ID. The stream ends when the session does (logout or expiry)."""
-    header = request.headers.get("last-event-id")
-    start = int(header) if header and header.isdigit() else after
-    token = request.cookies.get(SESSION_COOKIE, "")
-    return EventSourceResponse(
-        _timeline_events(request.app.state.settings, request.app.state.pool, principal, token,
-                         start), ping=10)
-
-
-async def _timeline_events(
-    settings: Settings, pool: db.Pool, principal: Principal, token: str, after: int | None,
-) -> AsyncIterator[dict[str, str]]:
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
-    ) as listener:
-        await listener.execute("LISTEN incident_timeline")
-        async with pool.connection() as conn:
-            last = after if after is not None else await queries.last_timeline_id(conn)
-        yield {"event": "hello", "data": as_json({"last_event_id": last}), "id": str(last)}
-        while True:
-            async with pool.connection() as conn:
-                if await session_principal(conn, token) is None:
-                    yield {"event": "logged_out", "data": "{}"}
-                    return
-                rows = await queries.timeline_since(conn, last, principal)
-            for row in rows:
-                last = row["id"]
-                yield {"event": "timeline", "id": str(last), "data": as_json(row)}
-            # Wake on NOTIFY; the timeout is a safety net for a notification lost in a reconnect.
-            async for _ in listener.notifies(timeout=5.0, stop_after=1):
-                break
-            await asyncio.sleep(0)

@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from devices.records import mask_id_number
 from eldercare.security import Principal
 
 # Columns only roles that need them see (`Principal.sees_personal_data`).
@@ -121,7 +122,11 @@ async def elder(
     if row is None or not principal.can_see(row["community_id"]):
         return None
     item = {k: v for k, v in row.items()
-            if principal.sees_personal_data or k not in PERSONAL_FIELDS}
+            if k not in PERSONAL_FIELDS or (principal.sees_personal_data and k != "id_number")}
+    # The resident ID number is masked for everyone, as in the registry API; a district admin
+    # reveals it explicitly (and audited) through `reveal_id_number`.
+    if principal.sees_personal_data:
+        item["id_number_masked"] = mask_id_number(row.get("id_number") or "")
     item["personal_data_hidden"] = not principal.sees_personal_data
     item["contacts"] = list(await (await conn.execute(
         "SELECT priority, name, relation, phone, can_sms FROM contacts WHERE elder_id = %s"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from dispatcher.console import audit, throttle
 from dispatcher.console.accounts import Account, create_account_async
-from eldercare.security import CurrentPrincipal, require_district_admin
+from eldercare.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter()
 
@@ -32,6 +32,41 @@ class AccountChange(BaseModel):
 
 
 ADMINS_ONLY = "only a district admin manages staff accounts and reads the audit log"
+OTHER_DISTRICT = "this account belongs to another district"
+
+# The accounts a district admin of district %(d)s manages: its own district's admins and street
+# supervisors, and the duty staff of its communities. %(d)s = '' (a platform admin): all.
+_IN_DISTRICT = """(%(d)s = '' OR a.district = %(d)s
+  OR a.community_id IN (SELECT id FROM communities WHERE district = %(d)s))"""
+
+
+async def _district_of_community(conn: Any, community_id: str | None) -> str | None:
+    if not community_id:
+        return None
+    row = await (await conn.execute(
+        "SELECT district FROM communities WHERE id = %s", (community_id,))).fetchone()
+    return None if row is None else str(row["district"])
+
+
+async def _check_new_account(conn: Any, principal: Principal, body: NewAccount) -> None:
+    """A district admin of one district creates accounts of that district only (and never a
+    platform-wide admin)."""
+    if not principal.district:
+        return
+    district = await _district_of_community(conn, body.community_id) \
+        if body.role == "duty_staff" else body.district
+    if district != principal.district:
+        raise HTTPException(403, OTHER_DISTRICT)
+
+
+async def _managed_account(conn: Any, principal: Principal, username: str) -> dict[str, Any]:
+    """The account row if this admin manages it; 404 otherwise (as if it did not exist)."""
+    row = await (await conn.execute(
+        f"SELECT a.community_id FROM staff_accounts a WHERE a.username = %(u)s AND {_IN_DISTRICT}",
+        {"u": username, "d": principal.district})).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no staff account {username!r}")
+    return dict(row)
 
 
 @router.post("/api/v1/staff-accounts", status_code=201)
@@ -43,6 +78,11 @@ async def new_account(
     account = Account(body.username, body.display_name, body.role, body.community_id,
                       body.district, body.street, body.staff_id)
     async with request.app.state.pool.connection() as conn:
+        await _check_new_account(conn, principal, body)
+        existing = await (await conn.execute(
+            "SELECT 1 FROM staff_accounts WHERE username = %s", (body.username,))).fetchone()
+        if existing is not None:  # a reset: only of an account this admin manages
+            await _managed_account(conn, principal, body.username)
         try:
             await create_account_async(conn, account, body.password)
         except ValueError as exc:
@@ -68,7 +108,8 @@ async def list_accounts(request: Request, principal: CurrentPrincipal) -> dict[s
             " (SELECT max(s.last_seen) FROM staff_sessions s WHERE s.username = a.username)"
             "   AS last_active"
             " FROM staff_accounts a LEFT JOIN communities c ON c.id = a.community_id"
-            " ORDER BY a.active DESC, a.role, a.username",
+            f" WHERE {_IN_DISTRICT} ORDER BY a.active DESC, a.role, a.username",
+            {"d": principal.district},
         )).fetchall()
     return {"accounts": rows}
 
@@ -83,6 +124,7 @@ async def change_account(
     if not body.active and username == principal.staff_id:
         raise HTTPException(409, "you cannot deactivate your own account")
     async with request.app.state.pool.connection() as conn:
+        await _managed_account(conn, principal, username)
         row = await (await conn.execute(
             "UPDATE staff_accounts SET active = %s WHERE username = %s RETURNING community_id",
             (body.active, username))).fetchone()
@@ -103,11 +145,7 @@ async def unlock_account(
     """Lift every login lock on the account (from one address or from everywhere)."""
     require_district_admin(principal, ADMINS_ONLY)
     async with request.app.state.pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT community_id FROM staff_accounts WHERE username = %s", (username,),
-        )).fetchone()
-        if row is None:
-            raise HTTPException(404, f"no staff account {username!r}")
+        row = await _managed_account(conn, principal, username)
         await throttle.unlock(conn, username)
         await audit.record(conn, principal, "unlock_account", "staff_account", username,
                            row["community_id"], audit.client_of(request))
@@ -140,6 +178,11 @@ async def audit_log(
     if before_id is not None:
         where.append("id < %s")
         args.append(before_id)
+    if principal.community_ids is not None:  # a district admin of one district
+        where.append("(community_id = ANY(%s) OR username IN (SELECT a.username FROM"
+                     " staff_accounts a WHERE a.district = %s OR a.community_id = ANY(%s)))")
+        scope = sorted(principal.community_ids)
+        args += [scope, principal.district, scope]
     async with request.app.state.pool.connection() as conn:
         rows = await (await conn.execute(
             "SELECT id, at, username, role, action, object_type, object_id, community_id,"

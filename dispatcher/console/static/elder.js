@@ -9,7 +9,7 @@ function facts(e) {
     ["elder.care_level", tr("care." + e.care_level)],
   ];
   if (!e.personal_data_hidden) {
-    if ("id_number" in e) rows.push(["elder.id_number", e.id_number || "—"]);
+    if ("id_number_masked" in e) rows.push(["elder.id_number", e.id_number_masked || "—"]);
     rows.push(["elder.medical_notes", e.medical_notes || "—"]);
   }
   const dl = el("dl", { class: "facts" });
