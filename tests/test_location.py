@@ -222,3 +222,36 @@ def test_a_polygon_zone() -> None:
                                                     "polygon": ring, "radius_m": None})
     assert run([fix(0, 0), fix(30, 0)], profile)[1] == []
     assert run([fix(0, 2000), fix(30, 2000)], profile)[1] == [KIND]
+
+
+# --- words for families and staff -----------------------------------------------------------
+
+def test_at_home_is_said_plainly() -> None:
+    from dispatcher.whereabouts import describe, locate
+
+    w = locate({"lat": 39.9003, "lon": 116.4, "accuracy_m": 15}, HOME)
+    assert w is not None and w.at_home
+    assert describe(w, "zh-Hans") == "在家"
+    assert describe(w, "en") == "at home"
+
+
+def test_away_from_home_gives_distance_direction_and_a_map_link() -> None:
+    from dispatcher.whereabouts import describe, locate
+
+    w = locate({"lat": 39.9 + 1200 / 111_195, "lon": 116.4 + 0.011, "accuracy_m": 12,
+                "fix_time": NOW.isoformat()}, HOME, "王奶奶")
+    assert w is not None and w.at_home is False and w.direction == "ne"
+    zh = describe(w, "zh-Hans", NOW)
+    assert zh.startswith("距家约1.5公里，东北方向") and "https://uri.amap.com/marker?" in zh
+    assert describe(w, "en", NOW).startswith("about 1.5 km north-east of home")
+    later = describe(w, "zh-Hans", NOW + timedelta(minutes=25))
+    assert "最后已知位置（25分钟前）" in later
+
+
+def test_without_a_position_staff_go_to_the_address() -> None:
+    from dispatcher.whereabouts import describe, locate
+
+    assert describe(locate(None, HOME), "zh-Hans") == "位置未知（按家庭住址前往）"
+    no_home = locate({"lat": 39.95, "lon": 116.45, "accuracy_m": 30}, None)
+    assert no_home is not None and no_home.at_home is None
+    assert describe(no_home, "zh-Hans").startswith("地图：https://uri.amap.com/")

@@ -1,0 +1,80 @@
+"""Where the elder is, in words a family member or a duty worker can act on: "在家", or the
+distance and direction from home with a map link a Chinese phone opens (Amap, GCJ-02).
+
+Input is the canonical position (WGS-84, `devices/geo.py`) recorded on the incident and the
+home from the registry; both may be missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from devices.geo import LatLon, amap_link, bearing_deg, compass, distance_m
+from eldercare.i18n import t
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """A position relative to home: what messages say and what the console draws."""
+
+    lat: float
+    lon: float
+    accuracy_m: float
+    fix_time: datetime | None
+    at_home: bool | None  # None: no home on record
+    distance_m: float | None
+    direction: str | None  # compass key: n, ne, …
+    map_link: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lat": self.lat, "lon": self.lon, "accuracy_m": self.accuracy_m,
+                "fix_time": self.fix_time.isoformat() if self.fix_time else None,
+                "at_home": self.at_home, "distance_m": self.distance_m,
+                "direction": self.direction, "map_link": self.map_link}
+
+
+def locate(location: dict[str, Any] | None, home: dict[str, Any] | None,
+           label: str = "") -> Whereabouts | None:
+    """The position relative to home, or None without a usable position."""
+    if not location or "lat" not in location or "lon" not in location:
+        return None
+    p = LatLon(float(location["lat"]), float(location["lon"]))
+    accuracy = float(location.get("accuracy_m") or 0)
+    fix = location.get("fix_time")
+    fix_time = datetime.fromisoformat(fix) if isinstance(fix, str) else None
+    at_home = distance = direction = None
+    if home and "lat" in home and "lon" in home:
+        h = LatLon(float(home["lat"]), float(home["lon"]))
+        distance = distance_m(h, p)
+        # Within the home's radius, or a fix too coarse to tell it from home: "at home" is
+        # what staff should assume, with the address they already have.
+        at_home = distance <= float(home.get("radius_m") or 100) + min(accuracy, 100)
+        direction = None if at_home else compass(bearing_deg(h, p))
+    return Whereabouts(p.lat, p.lon, accuracy, fix_time, at_home, distance, direction,
+                       amap_link(p, label))
+
+
+def _distance(metres: float, lang: str) -> str:
+    if metres < 1000:
+        return t("unit.m", lang, n=int(round(metres, -1)) or 10)
+    return t("unit.km", lang, n=f"{metres / 1000:.1f}")
+
+
+def describe(w: Whereabouts | None, lang: str, now: datetime | None = None) -> str:
+    """One phrase for an SMS or a call: "在家", "距家约1.2公里，东北方向 地图：…", or that the
+    position is unknown."""
+    if w is None:
+        return t("where.unknown", lang)
+    if w.at_home:
+        return t("where.home", lang)
+    parts = []
+    if w.distance_m is not None and w.direction is not None:
+        parts.append(t("where.away", lang, distance=_distance(w.distance_m, lang),
+                       direction=t(f"dir.{w.direction}", lang)))
+    if w.accuracy_m >= 100:
+        parts.append(t("where.accuracy", lang, accuracy=_distance(w.accuracy_m, lang)))
+    if now is not None and w.fix_time is not None and (now - w.fix_time).total_seconds() > 600:
+        parts.append(t("where.stale", lang, minutes=int((now - w.fix_time).total_seconds() // 60)))
+    parts.append(t("where.map", lang, link=w.map_link))
+    return ("，" if lang == "zh-Hans" else ", ").join(parts)
