@@ -6,9 +6,12 @@ home from the registry; both may be missing."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from psycopg import AsyncConnection
 
 from devices.geo import LatLon, amap_link, bearing_deg, compass, distance_m
 from eldercare.i18n import t
@@ -61,9 +64,11 @@ def _distance(metres: float, lang: str) -> str:
     return t("unit.km", lang, n=f"{metres / 1000:.1f}")
 
 
-def describe(w: Whereabouts | None, lang: str, now: datetime | None = None) -> str:
-    """One phrase for an SMS or a call: "在家", "距家约1.2公里，东北方向 地图：…", or that the
-    position is unknown."""
+def describe(w: Whereabouts | None, lang: str, now: datetime | None = None,
+             link: bool = True) -> str:
+    """One phrase for an SMS or a call: "在家", "距家约1.2公里，东北方向，地图：…" (without
+    the map link when `link` is false: a call cannot read it out, a page shows a button), or
+    that the position is unknown."""
     if w is None:
         return t("where.unknown", lang)
     if w.at_home:
@@ -76,5 +81,57 @@ def describe(w: Whereabouts | None, lang: str, now: datetime | None = None) -> s
         parts.append(t("where.accuracy", lang, accuracy=_distance(w.accuracy_m, lang)))
     if now is not None and w.fix_time is not None and (now - w.fix_time).total_seconds() > 600:
         parts.append(t("where.stale", lang, minutes=int((now - w.fix_time).total_seconds() // 60)))
-    parts.append(t("where.map", lang, link=w.map_link))
+    if link or not parts:
+        parts.append(t("where.map", lang, link=w.map_link))
     return ("，" if lang == "zh-Hans" else ", ").join(parts)
+
+
+# A press without a position of its own is placed by the newest fix this long before it.
+RECENT_FIX = "5 minutes"
+
+
+def _location_in(alert: dict[str, Any]) -> dict[str, Any] | None:
+    for item in alert.get("evidence") or []:
+        if not isinstance(item, dict):
+            continue
+        loc = item.get("location") or (item.get("data") or {}).get("location")
+        if isinstance(loc, dict) and "lat" in loc:
+            return loc
+    return None
+
+
+async def incident_position(conn: AsyncConnection[Any], incident_id: str
+                            ) -> dict[str, Any] | None:
+    """Where the elder was at the press: the position the incident's alerts carried, else the
+    newest position any of the elder's devices reported within 5 minutes before it."""
+    alerts = await (await conn.execute(
+        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at",
+        (incident_id,))).fetchall()
+    for row in alerts:
+        raw = row["alert"] if isinstance(row, dict) else row[0]
+        found = _location_in(raw if isinstance(raw, dict) else json.loads(raw))
+        if found is not None:
+            return found
+    row = await (await conn.execute(
+        "SELECT r.data -> 'location' AS loc FROM incidents i JOIN readings r"
+        " ON r.elder_id = i.elder_id AND r.type = ANY(%s)"
+        " AND r.event_time BETWEEN i.event_time - %s::interval AND i.event_time"
+        " WHERE i.id = %s AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1",
+        (["location", "sos", "fall"], RECENT_FIX, incident_id))).fetchone()
+    if row is None:
+        return None
+    loc = row["loc"] if isinstance(row, dict) else row[0]
+    return loc if isinstance(loc, dict) else None
+
+
+async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
+                               ) -> Whereabouts | None:
+    """`locate` for an incident: its position relative to the elder's registered home."""
+    loc = await incident_position(conn, incident_id)
+    if loc is None:
+        return None
+    row = await (await conn.execute(
+        "SELECT e.home FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %s",
+        (incident_id,))).fetchone()
+    home = (row["home"] if isinstance(row, dict) else row[0]) if row else None
+    return locate(loc, home if isinstance(home, dict) else None, label)
