@@ -135,3 +135,32 @@ async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, lab
         (incident_id,))).fetchone()
     home = (row["home"] if isinstance(row, dict) else row[0]) if row else None
     return locate(loc, home if isinstance(home, dict) else None, label)
+
+
+# Devices that go out with the elder; every other kind is installed at home, so a press from it
+# without a position is a press at home.
+CARRIED = frozenset({"smart_watch", "smart_cane"})
+
+
+async def _pressed_on(conn: AsyncConnection[Any], incident_id: str) -> str | None:
+    row = await (await conn.execute(
+        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at LIMIT 1",
+        (incident_id,))).fetchone()
+    if row is None:
+        return None
+    raw = row["alert"] if isinstance(row, dict) else row[0]
+    alert = raw if isinstance(raw, dict) else json.loads(raw)
+    for item in alert.get("evidence") or []:
+        if isinstance(item, dict) and item.get("device_kind"):
+            return str(item["device_kind"])
+    return None
+
+
+async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
+                      label: str = "", link: bool = True, now: datetime | None = None) -> str:
+    """The incident's "where" for a message: the position relative to home when there is one;
+    "在家" for a device installed at home; else that the position is unknown."""
+    w = await incident_whereabouts(conn, incident_id, label)
+    if w is None and await _pressed_on(conn, incident_id) not in CARRIED:
+        return t("where.home", lang)
+    return describe(w, lang, now, link)
