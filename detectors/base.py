@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -31,6 +31,9 @@ class ElderProfile:
     # registry, and the time silence may be counted from after a platform outage (re-armed).
     devices: dict[str, int] = field(default_factory=dict)
     rearmed_at: datetime | None = None
+    # Where the elder lives and may roam (registry `home`, `safe_zone`; WGS-84), if set.
+    home: dict[str, Any] | None = None
+    safe_zone: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,14 @@ class ProfileRecord:
     devices: dict[str, int] = field(default_factory=dict)
     away: list[tuple[datetime, datetime | None]] = field(default_factory=list)
     loaded_at: float = 0.0
+    home: dict[str, Any] | None = None
+    safe_zone: dict[str, Any] | None = None
 
     def at(self, t: datetime, rearmed_at: datetime | None = None) -> ElderProfile:
         away = any(s <= t and (e is None or t < e) for s, e in self.away)
         return ElderProfile(self.elder_id, self.community_id, self.lives_alone, away,
-                            self.thresholds, self.devices, rearmed_at)
+                            self.thresholds, self.devices, rearmed_at, self.home,
+                            self.safe_zone)
 
 
 class ProfileCache:
@@ -86,10 +89,17 @@ class ProfileCache:
             r.community_id = data.get("community_id", r.community_id)
             r.lives_alone = bool(data.get("lives_alone", False))
             r.thresholds = _thresholds(data.get("detector_thresholds"))
+            r.home, r.safe_zone = _json(data.get("home")), _json(data.get("safe_zone"))
         for row in devices:
             self.get(row["elder_id"]).devices[row["id"]] = int(row["heartbeat_interval_s"])
         for row in away:
             self.get(row["elder_id"]).away.append((row["starts_at"], row["ends_at"]))
+
+
+def _json(raw: object) -> dict[str, Any] | None:
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return raw if isinstance(raw, dict) else None
 
 
 def _thresholds(raw: object) -> dict[str, float]:

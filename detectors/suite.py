@@ -17,6 +17,7 @@ from detectors.episodes import EpisodeDetector
 from detectors.falls import FallDetector
 from detectors.health import DeviceHealthDetector
 from detectors.inactivity import InactivityDetector
+from detectors.safezone import SafeZoneDetector
 from detectors.vitals import VitalsDetector
 from devices.events import CanonicalEvent
 from eldercare import logs
@@ -35,7 +36,7 @@ def build(config: DetectorConfig | None = None) -> list[Detector[Any]]:
         # The device's own fall flag; state key "fall_flag", the alert kind is "fall".
         EpisodeDetector("fall_flag", "fall", "fall", c.sos_episode_s),
         AlarmDetector(c), VitalsDetector(c), InactivityDetector(c), CheckinDetector(c),
-        DeviceHealthDetector(c), FallDetector(c.fall),
+        DeviceHealthDetector(c), FallDetector(c.fall), SafeZoneDetector(),
     ]
     return found
 

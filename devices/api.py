@@ -30,6 +30,7 @@ from devices.records import (
     DeviceIn,
     DevicePatch,
     ElderIn,
+    ElderLocation,
     ElderPatch,
     ElderThresholds,
     StaffIn,
@@ -334,6 +335,24 @@ async def set_elder_thresholds(
         row = await (await conn.execute(
             "UPDATE elders SET detector_thresholds = %s, updated_at = now() WHERE id = %s"
             " RETURNING *", (Jsonb(body.model_dump(exclude_none=True)), elder_id))).fetchone()
+    assert row is not None
+    return elder_out(row, principal)
+
+
+@router.put("/elders/{elder_id}/location")
+async def set_elder_location(
+    request: Request, principal: CurrentPrincipal, elder_id: str, body: ElderLocation,
+) -> Row:
+    """Set (or clear, with nulls) the elder's home position and safe zone; positions may be
+    given in GCJ-02 as copied from a Chinese map app and are stored as WGS-84. The detectors
+    pick them up within a minute."""
+    home, zone = body.stored()
+    async with transaction(request) as conn:
+        await _elder(conn, principal, elder_id)
+        row = await (await conn.execute(
+            "UPDATE elders SET home = %s, safe_zone = %s, updated_at = now() WHERE id = %s"
+            " RETURNING *", (Jsonb(home) if home else None, Jsonb(zone) if zone else None,
+                             elder_id))).fetchone()
     assert row is not None
     return elder_out(row, principal)
 

@@ -42,9 +42,10 @@ CATALOGUE: dict[DeviceKind, KindSpec] = {
     s.kind: s
     for s in (
         _spec(DeviceKind.SOS_BUTTON, {"sos", "ok"}, 3600, {"sos", "ok"}),
-        _spec(DeviceKind.SMART_CANE, {"sos", "fall", "steps", "accel", "ok"}, 600,
+        _spec(DeviceKind.SMART_CANE, {"sos", "fall", "steps", "accel", "ok", "location"}, 600,
               {"sos", "steps", "ok"}),
-        _spec(DeviceKind.SMART_WATCH, {"sos", "fall", "steps", "accel", "hr", "spo2", "ok"}, 600,
+        _spec(DeviceKind.SMART_WATCH,
+              {"sos", "fall", "steps", "accel", "hr", "spo2", "ok", "location"}, 600,
               {"sos", "steps", "ok"}),
         _spec(DeviceKind.SMOKE_ALARM, {"smoke"}, 3600, set()),
         _spec(DeviceKind.GAS_ALARM, {"gas"}, 3600, set()),

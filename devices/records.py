@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, time
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +23,7 @@ from pydantic import (
 
 from devices import phones
 from devices.catalogue import DeviceKind
+from devices.geo import gcj02_to_wgs84
 
 CareLevel = Literal["self_care", "partly_dependent", "dependent"]
 Language = Literal["zh-Hans", "en"]
@@ -123,6 +125,85 @@ class ElderPatch(_Patch):
     care_level: CareLevel | None = None
     language: Language | None = None
     medical_notes: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+Crs = Literal["wgs84", "gcj02"]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+
+
+class HomeLocation(_In):
+    """The elder's home on the map. `radius_m` is how far from that point still counts as "at
+    home" (the building and its yard); positions are stored as WGS-84."""
+
+    lat: Latitude
+    lon: Longitude
+    crs: Crs = Field("wgs84", description="gcj02 when copied from a Chinese map app")
+    radius_m: float = Field(100, ge=10, le=2000)
+
+
+class HourWindow(_In):
+    """Local times between which a safe zone is watched; `to` before `from` spans midnight."""
+
+    from_: time = Field(alias="from")
+    to: time
+
+
+class SafeZone(_In):
+    """Where the elder is expected to stay (电子围栏): a circle around home or a polygon of at
+    least three points, watched during `hours` (all day when empty); a position outside it for
+    `dwell_min` minutes raises `left_safe_zone`."""
+
+    shape: Literal["circle", "polygon"] = "circle"
+    radius_m: float | None = Field(None, ge=50, le=20_000, description="circle around home")
+    polygon: list[tuple[Latitude, Longitude]] = Field(default_factory=list, max_length=200)
+    crs: Crs = "wgs84"
+    hours: list[HourWindow] = Field(default_factory=list, max_length=6)
+    dwell_min: float = Field(10, ge=1, le=240)
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _shape_complete(self) -> Self:
+        if self.shape == "circle" and self.radius_m is None:
+            raise ValueError("a circle needs radius_m (metres around home)")
+        if self.shape == "polygon" and len(self.polygon) < 3:
+            raise ValueError("a polygon needs at least three [lat, lon] points")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        return self
+
+
+class ElderLocation(_In):
+    """Home and safe zone of one elder; a circle zone needs a home to be centred on."""
+
+    home: HomeLocation | None = None
+    safe_zone: SafeZone | None = None
+
+    @model_validator(mode="after")
+    def _circle_needs_home(self) -> Self:
+        if self.safe_zone and self.safe_zone.shape == "circle" and self.home is None:
+            raise ValueError("a circular safe zone is drawn around home: set home too")
+        return self
+
+    def stored(self) -> tuple[dict[str, object] | None, dict[str, object] | None]:
+        """(home, safe_zone) as stored: WGS-84 everywhere."""
+        home: dict[str, object] | None = None
+        zone: dict[str, object] | None = None
+        if self.home is not None:
+            lat, lon = self.home.lat, self.home.lon
+            if self.home.crs == "gcj02":
+                lat, lon = gcj02_to_wgs84(lat, lon)
+            home = {"lat": lat, "lon": lon, "radius_m": self.home.radius_m}
+        if self.safe_zone is not None:
+            z = self.safe_zone
+            points = [gcj02_to_wgs84(a, b) if z.crs == "gcj02" else (a, b) for a, b in z.polygon]
+            zone = {"shape": z.shape, "radius_m": z.radius_m,
+                    "polygon": [list(p) for p in points], "dwell_min": z.dwell_min,
+                    "hours": [[w.from_.strftime("%H:%M"), w.to.strftime("%H:%M")]
+                              for w in z.hours], "timezone": z.timezone}
+        return home, zone
 
 
 class ElderThresholds(_In):

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.records import ContactIn, DeviceIn, ElderIn
@@ -42,6 +43,9 @@ class Elder:
     care_level: str = "self_care"
     contacts: list[Contact] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
+    # As stored (devices/records.py ElderLocation.stored): WGS-84 home and safe zone, or None.
+    home: dict[str, Any] | None = None
+    safe_zone: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ def _save_elder(conn: psycopg.Connection[tuple[object, ...]], e: Elder) -> None:
         " lives_alone = EXCLUDED.lives_alone, care_level = EXCLUDED.care_level",
         (e.id, e.community_id, e.name, e.address, e.phone, e.lives_alone, e.care_level),
     )
+    conn.execute("UPDATE elders SET home = %s, safe_zone = %s WHERE id = %s",
+                 (Jsonb(e.home) if e.home else None,
+                  Jsonb(e.safe_zone) if e.safe_zone else None, e.id))
     conn.execute("DELETE FROM contacts WHERE elder_id = %s", (e.id,))
     for ct in e.contacts:
         conn.execute(

@@ -37,6 +37,26 @@ class _Message(BaseModel):
     ts: Timestamp
 
 
+# The widest error a position may have and still help anyone find the elder: a cell-tower fix
+# in the countryside is a few km; beyond 10 km it points at the wrong town.
+MAX_ACCURACY_M = 10_000
+
+
+class Location(BaseModel):
+    """Where a watch or cane is: a fix from satellites (`gnss`), Wi-Fi or the cell network, in
+    WGS-84 (GNSS) or GCJ-02 (Chinese location services). `ts` is when the fix was taken, if it
+    differs from the message's time (a watch sends its last fix with an SOS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    accuracy_m: Annotated[float, Field(gt=0, le=MAX_ACCURACY_M)]
+    source: Literal["gnss", "wifi", "cell"]
+    crs: Literal["wgs84", "gcj02"] = "wgs84"
+    ts: Timestamp | None = None
+
+
 class Heartbeat(_Message):
     """"I am alive", with how the device is doing; every kind sends it."""
 
@@ -49,6 +69,7 @@ class Heartbeat(_Message):
 
 class Sos(_Message):
     type: Literal["sos"]
+    location: Location | None = None
 
 
 class ImOk(_Message):
@@ -62,6 +83,14 @@ class Fall(_Message):
 
     type: Literal["fall"]
     confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    location: Location | None = None
+
+
+class LocationReport(_Message):
+    """A periodic position report from a watch or cane."""
+
+    type: Literal["location"]
+    location: Location
 
 
 class Steps(_Message):
@@ -137,7 +166,7 @@ class Door(_Message):
 
 DeviceMessage = Annotated[
     Heartbeat | Sos | ImOk | Fall | Steps | Accel | HeartRate | SpO2 | Alarm | BloodPressure
-    | Glucose | Motion | Door,
+    | Glucose | Motion | Door | LocationReport,
     Field(discriminator="type"),
 ]
 

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 
 from dispatcher.incidents import timeline
 
-Via = Literal["console", "voice_keypress", "sms_reply", "api"]
+Via = Literal["console", "voice_keypress", "sms_reply", "api", "family_page"]
 
 
 class Outcome(StrEnum):

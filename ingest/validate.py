@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.events import CanonicalEvent
-from devices.schemas import DEVICE_MESSAGE, Status
+from devices.schemas import DEVICE_MESSAGE, DeviceMessage, Status
 from eldercare.mqtt import TOPIC_ROOT
 from ingest.directory import DeviceDirectory, DeviceInfo
 from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time
@@ -81,17 +81,44 @@ def to_event(
     if channel == "status" and not (isinstance(body, dict) and "type" in body):
         return _status_event(device, body, received_at, source, max_future, max_past,
                              local_tz)
+    dropped: Rejection | None = None
     try:
         msg = DEVICE_MESSAGE.validate_python(body)
     except ValidationError as exc:
-        return _rejection(exc)
+        rest = _without_bad_location(body, exc)
+        if rest is None:
+            return _rejection(exc)
+        # An SOS or a fall is never refused for a broken position: the press goes through,
+        # the position is dropped and the reason kept with the event.
+        msg, dropped = rest, _rejection(exc)
     spec = CATALOGUE[DeviceKind(device.kind)]
     if msg.type not in spec.message_types:
         return Rejection(
             "type_not_allowed", f"a {device.kind} does not send {msg.type!r} messages"
         )
     when, flags = event_time(msg.ts, received_at, max_future, max_past, local_tz)
-    return _event(device, msg.msg_id, msg.type, when, received_at, data_of(msg), source, flags)
+    data = data_of(msg, when, local_tz)
+    if dropped is not None:
+        data["location_rejected"] = dropped.detail[:300]
+        flags = [*flags, "location_invalid"]
+    return _event(device, msg.msg_id, msg.type, when, received_at, data, source, flags)
+
+
+# Messages that must never be lost because of what they say about position.
+_PRESS_TYPES = frozenset({"sos", "fall"})
+
+
+def _without_bad_location(body: object, exc: ValidationError) -> DeviceMessage | None:
+    """The press without its `location`, when its only problems are in its position."""
+    if not (isinstance(body, dict) and body.get("type") in _PRESS_TYPES and "location" in body):
+        return None
+    errors = exc.errors(include_url=False)
+    if not all(len(e["loc"]) >= 2 and e["loc"][1] == "location" for e in errors):
+        return None
+    try:
+        return DEVICE_MESSAGE.validate_python({k: v for k, v in body.items() if k != "location"})
+    except ValidationError:
+        return None
 
 
 def _status_event(

@@ -56,6 +56,16 @@ def accel_window(samples: list[tuple[float, float, float]], rate_hz: float) -> B
     return {"type": "accel", "rate_hz": rate_hz, "samples": [list(s) for s in samples]}
 
 
+def location(lat: float, lon: float, accuracy_m: float = 10.0, source: str = "gnss") -> Body:
+    """A position report; add `position(...)` to an sos or fall body for a located press."""
+    return {"type": "location", "location": position(lat, lon, accuracy_m, source)}
+
+
+def position(lat: float, lon: float, accuracy_m: float = 10.0, source: str = "gnss") -> Body:
+    return {"lat": round(lat, 7), "lon": round(lon, 7), "accuracy_m": accuracy_m,
+            "source": source}
+
+
 def heart_rate(bpm: float) -> Body:
     return {"type": "hr", "bpm": round(bpm, 1)}
 
@@ -96,6 +106,7 @@ def examples(kind: DeviceKind) -> list[Body]:
     by_type: dict[str, Body] = {
         "heartbeat": heartbeat(87), "sos": sos(), "ok": ok(), "fall": fall(),
         "steps": steps(42), "accel": accel_window(walk, accel.DEFAULT_RATE_HZ),
+        "location": location(39.9583, 116.4172, 12.0),
         "hr": heart_rate(72), "spo2": spo2(97), "smoke": alarm("smoke"),
         "gas": alarm("gas"), "heat": alarm("heat", temperature_c=68),
         "bp": blood_pressure(132, 84, 70), "glucose": glucose(6.1), "motion": motion(),

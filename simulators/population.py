@@ -3,6 +3,7 @@ that drive their days. Seeded, so the same spec always gives the same people."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -61,6 +62,18 @@ class ElderSpec:
     walks: int | None = None
     checkin: str | None = None
     contacts: int = 3
+    safe_zone_m: float | None = None  # a circular safe zone around home, metres
+
+
+# Simulated homes lie around this point (和平里, Beijing), a few hundred metres apart.
+HOME_CENTRE = (39.9583, 116.4172)
+METRES_PER_DEG_LAT = 111_195.0
+
+
+def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
+    """The WGS-84 point `north_m`/`east_m` metres from (lat, lon): flat earth, fine for km."""
+    return (lat + north_m / METRES_PER_DEG_LAT,
+            lon + east_m / (METRES_PER_DEG_LAT * math.cos(math.radians(lat))))
 
 
 @dataclass
@@ -105,8 +118,16 @@ def build(tag: str, specs: list[ElderSpec], communities: int = 1, extra_elders: 
         ]
         kit = {suffix: Device(f"{eid}-{suffix}", kind, room) for kind, suffix, room in KIT}
         address = f"模拟路{i + 1}号{rng.randint(1, 6)}单元{rng.randint(101, 604)}室"
+        # Its own generator, so adding homes left everyone's seeded habits as they were.
+        spot = random.Random(f"home-{seed}-{spec.key}")
+        lat, lon = offset(*HOME_CENTRE, spot.uniform(-800, 800), spot.uniform(-800, 800))
+        home = {"lat": round(lat, 7), "lon": round(lon, 7), "radius_m": 100.0}
+        zone = None if spec.safe_zone_m is None else {
+            "shape": "circle", "radius_m": spec.safe_zone_m, "polygon": [], "dwell_min": 10,
+            "hours": [], "timezone": "Asia/Shanghai"}
         elder = Elder(eid, cid, name, address, phone=f"+86139{rng.randint(10000000, 99999999)}",
-                      lives_alone=spec.lives_alone, contacts=contacts, devices=list(kit.values()))
+                      lives_alone=spec.lives_alone, contacts=contacts, devices=list(kit.values()),
+                      home=home, safe_zone=zone)
         by_community[cid].append(elder)
         sims.append(SimElder(spec.key, elder, _habits(rng, spec), kit))
     out = [

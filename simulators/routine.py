@@ -4,13 +4,14 @@ with battery drain. Seeded per elder and day, so a scenario replays identically.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 from devices.catalogue import CATALOGUE
 from simulators import accel, payloads
 from simulators.clock import local_midnight
-from simulators.population import SimElder
+from simulators.population import SimElder, offset
 from simulators.timeline import DeviceRef, Timeline
 
 # Battery drain, percent per simulated day. The watch is charged every night.
@@ -54,10 +55,28 @@ class DayWriter:
             if rng.random() < 0.5:
                 self.emit(x + 30, "watch", payloads.steps(rng.randint(250, 550)))
             x += 300
+        self.positions(t, minutes)
         back = t + minutes * 60
         self.emit(back, "door", payloads.door(True))
         self.emit(back + 15, "door", payloads.door(False))
         self.motions(back + 60, 10)
+
+
+    def positions(self, t: float, minutes: float, reach_m: float = 300.0) -> None:
+        """The watch's position every 5 minutes of a walk: out along one street and back,
+        never further than `reach_m` from home. Its own generator keeps the day's other
+        seeded draws as they were."""
+        home = self.sim.elder.home
+        if home is None:
+            return
+        way = random.Random(int(t)).uniform(0, 2 * math.pi)
+        total = minutes * 60
+        x = 120.0
+        while x < total:
+            out = reach_m * (1 - abs(2 * x / total - 1))  # 0 -> reach -> 0
+            lat, lon = offset(home["lat"], home["lon"], out * math.cos(way), out * math.sin(way))
+            self.emit(t + x, "watch", payloads.location(lat, lon, 12.0), "walk_position")
+            x += 300
 
 
 def add_day(w: DayWriter, midnight: float) -> None:

@@ -5,6 +5,8 @@ plays it against the running stack and checks the outcomes (`simulators.outcomes
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,14 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators import accel, payloads, routine
 from simulators.clock import parse_duration
-from simulators.population import ElderSpec, SimElder
+from simulators.population import ElderSpec, SimElder, offset
 from simulators.timeline import Step, Timeline
 
 Duration = str | float | int
 
 EventKind = Literal["sos", "fall", "dropped_cane", "smoke", "gas", "heat", "vital",
                     "stops_moving", "battery_dies", "gateway_offline", "away", "skip_checkin",
-                    "checkin"]
+                    "checkin", "wanders"]
 
 
 class _Strict(BaseModel):
@@ -54,6 +56,10 @@ class Injection(_Strict):
     temperature_c: float | None = None
     repeat: int = 1
     every: Duration = "3m"
+    # sos/fall: where the elder is, metres (north, east) from home; the press carries a GNSS
+    # position. wanders: how fast the watch moves away from home, metres per minute.
+    where_m: tuple[float, float] | None = None
+    speed_m_per_min: float = 60.0
 
     @property
     def at_s(self) -> float:
@@ -154,8 +160,15 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
 
     lasts = parse_duration(inj.lasts) if inj.lasts is not None else end - t
     ev = inj.event
+    def located(body: dict[str, Any]) -> dict[str, Any]:
+        home = sim.elder.home
+        if inj.where_m is None or home is None:
+            return body
+        lat, lon = offset(home["lat"], home["lon"], *inj.where_m)
+        return {**body, "location": payloads.position(lat, lon, 8.0)}
+
     if ev == "sos":
-        add(t, inj.device or "sos", payloads.sos())
+        add(t, inj.device or "sos", located(payloads.sos()))
     elif ev in ("fall", "dropped_cane"):
         dev = inj.device or "cane"
         if ev == "fall":
@@ -168,7 +181,7 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
                         accel.lying(accel.DEFAULT_RATE_HZ, accel.WINDOW_S, int(t) + k),
                         accel.DEFAULT_RATE_HZ))
             if inj.mode in ("flag", "both"):
-                add(t + 1, dev, payloads.fall(0.92))
+                add(t + 1, dev, located(payloads.fall(0.92)))
             if up_after:
                 add(t + up_after, "cane", payloads.steps(12))
                 add(t + up_after + 5, sim_motion(sim), payloads.motion())
@@ -195,6 +208,8 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
                 add(at, inj.device or "watch", payloads.spo2(inj.spo2))
             if inj.hr is not None:
                 add(at, inj.device or "watch", payloads.heart_rate(inj.hr))
+    elif ev == "wanders":
+        _wanders(tl, sim, inj, t, min(end, t + lasts))
     elif ev == "stops_moving":
         _silence(tl, sim, t, t + lasts)
     elif ev == "away":
@@ -217,6 +232,21 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
             tl.add(t, routine.ref(sim, suffix), action="drop", label="gateway_offline")
             if t + lasts < end:
                 tl.add(t + lasts, routine.ref(sim, suffix), action="reconnect")
+
+
+def _wanders(tl: Timeline, sim: SimElder, inj: Injection, t: float, until: float) -> None:
+    """The elder walks away from home and keeps going: the watch reports every 2 minutes."""
+    home = sim.elder.home
+    if home is None:
+        return
+    way = random.Random(int(t)).uniform(0, 2 * math.pi)
+    r = routine.ref(sim, inj.device or "watch")
+    x = t
+    while x < until:
+        out = inj.speed_m_per_min * (x - t) / 60
+        lat, lon = offset(home["lat"], home["lon"], out * math.cos(way), out * math.sin(way))
+        tl.add(x, r, payloads.location(lat, lon, 10.0), activity=True, label="wanders")
+        x += 120
 
 
 def sim_motion(sim: SimElder) -> str:

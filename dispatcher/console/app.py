@@ -21,6 +21,7 @@ from dispatcher import stats, webhooks
 from dispatcher.console import (
     auth_routes,
     elder_routes,
+    family_routes,
     guard,
     incident_routes,
     live,
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(live.router)
     app.include_router(elder_routes.router)
     app.include_router(pages.router)
+    # The family page: no session, the link's token is the credential (dispatcher/family.py).
+    app.include_router(family_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -1,0 +1,166 @@
+"""Where the elder is, in words a family member or a duty worker can act on: "在家", or the
+distance and direction from home with a map link a Chinese phone opens (Amap, GCJ-02).
+
+Input is the canonical position (WGS-84, `devices/geo.py`) recorded on the incident and the
+home from the registry; both may be missing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from devices.geo import LatLon, amap_link, bearing_deg, compass, distance_m
+from eldercare.i18n import t
+
+
+@dataclass(frozen=True)
+class Whereabouts:
+    """A position relative to home: what messages say and what the console draws."""
+
+    lat: float
+    lon: float
+    accuracy_m: float
+    fix_time: datetime | None
+    at_home: bool | None  # None: no home on record
+    distance_m: float | None
+    direction: str | None  # compass key: n, ne, …
+    map_link: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lat": self.lat, "lon": self.lon, "accuracy_m": self.accuracy_m,
+                "fix_time": self.fix_time.isoformat() if self.fix_time else None,
+                "at_home": self.at_home, "distance_m": self.distance_m,
+                "direction": self.direction, "map_link": self.map_link}
+
+
+def locate(location: dict[str, Any] | None, home: dict[str, Any] | None,
+           label: str = "") -> Whereabouts | None:
+    """The position relative to home, or None without a usable position."""
+    if not location or "lat" not in location or "lon" not in location:
+        return None
+    p = LatLon(float(location["lat"]), float(location["lon"]))
+    accuracy = float(location.get("accuracy_m") or 0)
+    fix = location.get("fix_time")
+    fix_time = datetime.fromisoformat(fix) if isinstance(fix, str) else None
+    at_home = distance = direction = None
+    if home and "lat" in home and "lon" in home:
+        h = LatLon(float(home["lat"]), float(home["lon"]))
+        distance = distance_m(h, p)
+        # Within the home's radius, or a fix too coarse to tell it from home: "at home" is
+        # what staff should assume, with the address they already have.
+        at_home = distance <= float(home.get("radius_m") or 100) + min(accuracy, 100)
+        direction = None if at_home else compass(bearing_deg(h, p))
+    return Whereabouts(p.lat, p.lon, accuracy, fix_time, at_home, distance, direction,
+                       amap_link(p, label))
+
+
+def _distance(metres: float, lang: str) -> str:
+    if metres < 1000:
+        return t("unit.m", lang, n=int(round(metres, -1)) or 10)
+    return t("unit.km", lang, n=f"{metres / 1000:.1f}")
+
+
+def describe(w: Whereabouts | None, lang: str, now: datetime | None = None,
+             link: bool = True) -> str:
+    """One phrase for an SMS or a call: "在家", "距家约1.2公里，东北方向，地图：…" (without
+    the map link when `link` is false: a call cannot read it out, a page shows a button), or
+    that the position is unknown."""
+    if w is None:
+        return t("where.unknown", lang)
+    if w.at_home:
+        return t("where.home", lang)
+    parts = []
+    if w.distance_m is not None and w.direction is not None:
+        parts.append(t("where.away", lang, distance=_distance(w.distance_m, lang),
+                       direction=t(f"dir.{w.direction}", lang)))
+    if w.accuracy_m >= 100:
+        parts.append(t("where.accuracy", lang, accuracy=_distance(w.accuracy_m, lang)))
+    if now is not None and w.fix_time is not None and (now - w.fix_time).total_seconds() > 600:
+        parts.append(t("where.stale", lang, minutes=int((now - w.fix_time).total_seconds() // 60)))
+    if link or not parts:
+        parts.append(t("where.map", lang, link=w.map_link))
+    return ("，" if lang == "zh-Hans" else ", ").join(parts)
+
+
+# A press without a position of its own is placed by the newest fix this long before it.
+RECENT_FIX = "5 minutes"
+
+
+def _location_in(alert: dict[str, Any]) -> dict[str, Any] | None:
+    for item in alert.get("evidence") or []:
+        if not isinstance(item, dict):
+            continue
+        loc = item.get("location") or (item.get("data") or {}).get("location")
+        if isinstance(loc, dict) and "lat" in loc:
+            return loc
+    return None
+
+
+async def incident_position(conn: AsyncConnection[Any], incident_id: str
+                            ) -> dict[str, Any] | None:
+    """Where the elder was at the press: the position the incident's alerts carried, else the
+    newest position any of the elder's devices reported within 5 minutes before it."""
+    alerts = await (await conn.execute(
+        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at",
+        (incident_id,))).fetchall()
+    for row in alerts:
+        raw = row["alert"] if isinstance(row, dict) else row[0]
+        found = _location_in(raw if isinstance(raw, dict) else json.loads(raw))
+        if found is not None:
+            return found
+    row = await (await conn.execute(
+        "SELECT r.data -> 'location' AS loc FROM incidents i JOIN readings r"
+        " ON r.elder_id = i.elder_id AND r.type = ANY(%s)"
+        " AND r.event_time BETWEEN i.event_time - %s::interval AND i.event_time"
+        " WHERE i.id = %s AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1",
+        (["location", "sos", "fall"], RECENT_FIX, incident_id))).fetchone()
+    if row is None:
+        return None
+    loc = row["loc"] if isinstance(row, dict) else row[0]
+    return loc if isinstance(loc, dict) else None
+
+
+async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
+                               ) -> Whereabouts | None:
+    """`locate` for an incident: its position relative to the elder's registered home."""
+    loc = await incident_position(conn, incident_id)
+    if loc is None:
+        return None
+    row = await (await conn.execute(
+        "SELECT e.home FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %s",
+        (incident_id,))).fetchone()
+    home = (row["home"] if isinstance(row, dict) else row[0]) if row else None
+    return locate(loc, home if isinstance(home, dict) else None, label)
+
+
+# Devices that go out with the elder; every other kind is installed at home, so a press from it
+# without a position is a press at home.
+CARRIED = frozenset({"smart_watch", "smart_cane"})
+
+
+async def _pressed_on(conn: AsyncConnection[Any], incident_id: str) -> str | None:
+    row = await (await conn.execute(
+        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at LIMIT 1",
+        (incident_id,))).fetchone()
+    if row is None:
+        return None
+    raw = row["alert"] if isinstance(row, dict) else row[0]
+    alert = raw if isinstance(raw, dict) else json.loads(raw)
+    for item in alert.get("evidence") or []:
+        if isinstance(item, dict) and item.get("device_kind"):
+            return str(item["device_kind"])
+    return None
+
+
+async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
+                      label: str = "", link: bool = True, now: datetime | None = None) -> str:
+    """The incident's "where" for a message: the position relative to home when there is one;
+    "在家" for a device installed at home; else that the position is unknown."""
+    w = await incident_whereabouts(conn, incident_id, label)
+    if w is None and await _pressed_on(conn, incident_id) not in CARRIED:
+        return t("where.home", lang)
+    return describe(w, lang, now, link)
