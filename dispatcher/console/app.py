@@ -26,6 +26,7 @@ from dispatcher.console import (
     incident_routes,
     live,
     pages,
+    report_routes,
     staff_routes,
 )
 from dispatcher.console.health import health
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(live.router)
     app.include_router(elder_routes.router)
     app.include_router(pages.router)
+    app.include_router(report_routes.router)
     # The family page: no session, the link's token is the credential (dispatcher/family.py).
     app.include_router(family_routes.router)
 

@@ -66,6 +66,12 @@ async def devices(principal: MaybePrincipal, request: Request) -> Response:
     return _signed_in(principal, "devices", request)
 
 
+@router.get("/reports", response_model=None)
+async def reports(principal: MaybePrincipal, request: Request) -> Response:
+    """The monthly supervision report of a community: figures and the Excel download."""
+    return _signed_in(principal, "reports", request)
+
+
 @router.get("/admin", response_model=None)
 async def admin(principal: MaybePrincipal, request: Request) -> Response:
     """Staff logins and the audit log (the page tells other roles it is for district admins;

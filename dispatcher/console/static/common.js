@@ -54,7 +54,8 @@ async function setupPage(active) {
   ME = await api("/api/v1/me");
   document.title = tr("console.title");
   const nav = el("nav");
-  const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"]];
+  const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"],
+                 ["reports", "/reports"]];
   if (ME.role === "district_admin") pages.push(["admin", "/admin"]);
   for (const [key, href] of pages) {
     nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));
