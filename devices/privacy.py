@@ -53,6 +53,8 @@ async def anonymise_incidents(conn: AsyncConn, ids: list[Any]) -> int:
     await conn.execute("UPDATE escalation_steps SET target = '{}' WHERE incident_id = ANY(%s)",
                        (ids,))
     await conn.execute("DELETE FROM notifications WHERE incident_id = ANY(%s)", (ids,))
+    # The family page's links name the contact: they go, and the page with them.
+    await conn.execute("DELETE FROM family_links WHERE incident_id = ANY(%s)", (ids,))
     return len(ids)
 
 
