@@ -114,7 +114,10 @@ async def test_the_report_page_shows_the_month_and_downloads_the_workbook(
             await page.click("#download")
         download = await info.value
         assert download.suggested_filename == f"eldercare-{community}-{month}.xlsx"
-        wb = load_workbook(await download.path())
+        saved = ARTIFACTS / download.suggested_filename
+        ARTIFACTS.mkdir(exist_ok=True)
+        await download.save_as(saved)
+        wb = load_workbook(saved)
         assert len(list(wb["事件明细"].iter_rows())) == 13
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=ARTIFACTS / "console-reports.png")
