@@ -62,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         checks = await readiness(settings, "console", started=not pool.closed)
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
+        return JSONResponse({"ok": ok, "notify": settings.notify, **checks},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

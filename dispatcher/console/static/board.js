@@ -13,6 +13,8 @@ function timelineText(ev) {
   const d = ev.detail || {};
   switch (ev.kind) {
     case "incident_opened": return tr("timeline.incident_opened", { what: tr("kind." + d.kind) });
+    case "alert_joined": return tr("timeline.alert_joined", { what: tr("kind." + d.kind) });
+    case "duty_level": return tr("timeline.duty_level", { level: d.level });
     case "escalated": return tr("timeline.escalated", { severity: tr("severity." + d.severity) });
     case "call": case "sms": case "call_status": case "sms_status":
       return tr("timeline." + ev.kind, { ...d, status: notifyStatus(d.status) });
@@ -154,8 +156,10 @@ async function main() {
   document.addEventListener("click", enableSound, { once: true });  // any first click allows sound
   const state = await refresh();
   const banner = document.getElementById("dryrun");
-  banner.hidden = !state.dry_run;
-  banner.textContent = tr("console.dryrun");
+  banner.hidden = false;  // the channel is always shown: staff must know whether calls go out
+  banner.dataset.channel = state.channel || (state.dry_run ? "dry-run" : "twilio");
+  banner.className = state.dry_run ? "dryrun" : "channel";
+  banner.textContent = tr(state.dry_run ? "console.dryrun" : "console.channel_twilio");
 
   const conn = document.getElementById("conn");
   const source = new EventSource(`/api/v1/stream?after=${state.last_event_id}`);
