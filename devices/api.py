@@ -136,9 +136,10 @@ async def create_community(
     require_district_admin(principal, MANAGE_COMMUNITIES)
     async with transaction(request) as conn:
         row = await (await conn.execute(
-            "INSERT INTO communities (id, name, district, street, emergency_line)"
-            " VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING *",
-            (body.id, body.name, body.district, body.street, body.emergency_line))).fetchone()
+            "INSERT INTO communities (id, name, district, street, emergency_line, time_zone)"
+            " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING *",
+            (body.id, body.name, body.district, body.street, body.emergency_line,
+             body.time_zone))).fetchone()
     if row is None:
         raise field_error(409, "id", f"community {body.id!r} already exists")
     return row

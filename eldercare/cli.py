@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from eldercare import logs
 from eldercare.config import Settings, get_settings
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValueError as exc:  # pydantic's ValidationError: say what to set, no traceback
-        errors = getattr(exc, "errors", lambda: [])()
+        errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
         for e in errors or [{"msg": str(exc)}]:
             where = ".".join(str(p) for p in e.get("loc", ()))
             print(f"eldercare: configuration error{f' in {where}' if where else ''}:"
