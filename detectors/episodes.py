@@ -29,11 +29,16 @@ class EpisodeState(BaseModel):
 class EpisodeDetector:
     """One critical alert per `event_type` message from any device, numbered by episode."""
 
-    def __init__(self, name: str, kind: str, event_type: str, episode_s: float) -> None:
+    def __init__(self, name: str, kind: str, event_type: str, episode_s: float,
+                 severity: Severity = Severity.CRITICAL, every_event: bool = True) -> None:
+        """`every_event` False: only an episode's first message alerts (a leak sensor that
+        reports "wet" every minute is one leak, not sixty)."""
         self.name = name
         self.kind = kind
         self.event_type = event_type
         self.episode = timedelta(seconds=episode_s)
+        self.severity = severity
+        self.every_event = every_event
 
     def initial(self) -> EpisodeState:
         return EpisodeState()
@@ -48,11 +53,13 @@ class EpisodeDetector:
         if joins:
             last = max(state.last_at, event.event_time) if state.last_at else event.event_time
             new = state.model_copy(update={"last_at": last, "presses": state.presses + 1})
+            if not self.every_event:
+                return Verdict(new)
         else:
             new = EpisodeState(first_event_id=event.event_id, last_at=event.event_time, presses=1)
         alert = Alert(
             alert_id=alert_id(self.kind, event.event_id), elder_id=event.elder_id,
-            community_id=event.community_id, kind=self.kind, severity=Severity.CRITICAL,
+            community_id=event.community_id, kind=self.kind, severity=self.severity,
             event_time=event.event_time, detected_at=event.received_at,
             device_id=event.device_id, room=event.room,
             evidence=[event.model_dump(mode="json"), {"lives_alone": profile.lives_alone,

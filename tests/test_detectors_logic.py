@@ -227,6 +227,22 @@ def test_low_battery_once_per_episode_and_tamper() -> None:
     assert d.on_event(v1.state, ev("heartbeat", T0, battery=14), profile()).alerts == []
     (tamper,) = d.on_event(s, ev("heartbeat", T0, tamper=True), profile()).alerts
     assert tamper.kind == "tamper"
+    (opened,) = d.on_event(s, ev("tamper", T0), profile()).alerts
+    assert opened.kind == "tamper" and opened.maintenance
+    assert d.on_event(s, ev("tamper", T0, state=False), profile()).alerts == []
+
+
+def test_water_leak_alerts_once_per_wet_episode() -> None:
+    from detectors.suite import build
+
+    (leak,) = [d for d in build() if d.name == "water_leak"]
+    wet = leak.on_event(leak.initial(), ev("water_leak", T0, state=True), profile())
+    assert [(a.kind, a.severity) for a in wet.alerts] == [("water_leak", "high")]
+    still = leak.on_event(wet.state, ev("water_leak", T0 + timedelta(minutes=1), state=True),
+                          profile())
+    assert still.alerts == []
+    dry = leak.on_event(wet.state, ev("water_leak", T0, state=False), profile())
+    assert dry.alerts == []
 
 
 def test_suite_state_round_trips_through_json() -> None:

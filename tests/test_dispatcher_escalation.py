@@ -494,11 +494,13 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     assert steps_before is not None and by["superseded"] == steps_before["n"]
     assert by["pending"] > 0
     # Hours later nobody has taken it yet: a new alert still joins (one incident on the board).
-    await conn.execute("UPDATE incidents SET opened_at = now() - interval '3 hours',"
-                       " last_alert_at = now() - interval '3 hours' WHERE id = %s", (first,))
+    await conn.execute("UPDATE incidents SET opened_at = now() - interval '3 hours'"
+                       " WHERE id = %s", (first,))
     assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) == first
-    # Once acknowledged and past the window, the next alert is a new incident.
-    await conn.execute("UPDATE incidents SET status = 'acknowledged' WHERE id = %s", (first,))
+    # Once acknowledged and its last alert older than the window, the next alert is a new
+    # incident.
+    await conn.execute("UPDATE incidents SET status = 'acknowledged',"
+                       " last_alert_at = now() - interval '3 hours' WHERE id = %s", (first,))
     assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) not in (None, first)
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
