@@ -160,8 +160,8 @@ def check(exp: Expectation, elder_id: str, contacts: dict[int, str], since: floa
                        or f"none; incidents: {kinds or '-'}")
     if exp.incidents is not None:
         mine = [r for r in seen.incidents if r["elder_id"] == elder_id]
-        kinds = ", ".join(sorted(r["kind"] for r in mine)) or "-"
-        return Verdict(exp, len(mine) == exp.incidents, f"{len(mine)} incident(s): {kinds}")
+        listed = ", ".join(sorted(r["kind"] for r in mine)) or "-"
+        return Verdict(exp, len(mine) == exp.incidents, f"{len(mine)} incident(s): {listed}")
     if exp.call is not None or exp.sms is not None:
         priority = exp.call if exp.call is not None else exp.sms
         channel = "voice" if exp.call is not None else "sms"
