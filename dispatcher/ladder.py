@@ -147,7 +147,7 @@ class Rules(BaseModel):
     `ladders` maps an alert kind (or "maintenance") to its ladder; a kind without one uses the
     ladder of its severity. An elder's own policy (escalation_policies) still comes first."""
 
-    grouping: list[GroupingRule] = Field(default_factory=lambda: [GroupingRule()])
+    grouping: list[GroupingRule] = Field(default_factory=lambda: [GroupingRule()], min_length=1)
     ladders: dict[str, Policy] = Field(default_factory=dict)
     realert_every_s: float = Field(60.0, ge=0, le=3600)
     ack_reminder_s: float = Field(600.0, ge=10, le=86400)

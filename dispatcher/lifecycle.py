@@ -46,7 +46,8 @@ async def acknowledge(
 
     `phone` is where the acknowledger is reached later (a repeated press, the reminder); when
     not given it is the number the keypress call went to (`notification_id`), the staff
-    member's phone (`by` = staff id), or a trailing "(+86...)" in `who`."""
+    member's phone (`by` = a staff id or a console login linked to one), or a trailing
+    "(+86...)" in `who`."""
     phone = phone or await _phone_of(conn, who, detail)
     row = await (await conn.execute(
         "UPDATE incidents SET status = 'acknowledged', acknowledged_at = now(),"
@@ -77,9 +78,11 @@ async def _phone_of(conn: AsyncConnection[Any], who: str, detail: dict[str, Any]
         )).fetchone()
         if n is not None:
             return str(n["to_number"])
-    if detail.get("by"):
+    if detail.get("by"):  # a staff id, or a console login linked to one
         s = await (await conn.execute(
-            "SELECT phone FROM staff WHERE id = %s AND phone <> ''", (detail["by"],),
+            "SELECT s.phone FROM staff s WHERE s.phone <> '' AND (s.id = %(by)s OR s.id ="
+            " (SELECT staff_id FROM staff_accounts WHERE username = %(by)s)) LIMIT 1",
+            {"by": detail["by"]},
         )).fetchone()
         if s is not None:
             return str(s["phone"])

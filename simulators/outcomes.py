@@ -81,7 +81,7 @@ class Observer:
         with psycopg.connect(self.settings.database_url) as conn:
             conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
             self.seen.incidents = [dict(r) for r in conn.execute(
-                "SELECT id, elder_id, kind, severity, status, event_time FROM incidents"
+                "SELECT id, elder_id, kind, severity, status, event_time, maintenance FROM incidents"
                 " WHERE elder_id = ANY(%s)", (ids,))]
             self.seen.notifications = [dict(r) for r in conn.execute(
                 "SELECT i.elder_id, n.channel, n.to_number, n.status FROM notifications n"
@@ -159,7 +159,9 @@ def check(exp: Expectation, elder_id: str, contacts: dict[int, str], since: floa
         return Verdict(exp, False, _late(rows, "event_time", since, "incidents")
                        or f"none; incidents: {kinds or '-'}")
     if exp.incidents is not None:
-        mine = [r for r in seen.incidents if r["elder_id"] == elder_id]
+        # Emergencies only: a device-health work item is an incident of its own by design.
+        mine = [r for r in seen.incidents if r["elder_id"] == elder_id
+                and not r.get("maintenance", False)]
         listed = ", ".join(sorted(r["kind"] for r in mine)) or "-"
         return Verdict(exp, len(mine) == exp.incidents, f"{len(mine)} incident(s): {listed}")
     if exp.call is not None or exp.sms is not None:

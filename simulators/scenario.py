@@ -63,8 +63,8 @@ class Injection(_Strict):
 class Expectation(_Strict):
     """One outcome. Exactly one of alert / incident / incidents / call / sms / no_alert is set.
 
-    `incidents` is how many incidents the elder must have in all (one emergency, one
-    incident); `times` makes a `call`/`sms` expectation exact (one ladder: contact 1 is called
+    `incidents` is how many emergency incidents the elder must have in all, device maintenance
+    left out (one emergency, one incident); `times` makes a `call`/`sms` expectation exact (one ladder: contact 1 is called
     once, not once per alert).
 
     `within` (simulated time) bounds the alert's or incident's event time after the elder's
@@ -98,7 +98,7 @@ class Expectation(_Strict):
         if self.incident:
             return f"incident {self.incident}" + (f" within {self.within}" if self.within else "")
         if self.incidents is not None:
-            return f"{self.incidents} incident(s) in all"
+            return f"{self.incidents} emergency incident(s) in all"
         exactly = f" exactly {self.times} time(s)" if self.times is not None else ""
         if self.call is not None:
             return f"call to contact {self.call}{exactly}"

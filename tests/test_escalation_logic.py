@@ -209,6 +209,8 @@ def test_rules_are_validated_data() -> None:
     with pytest.raises(ValidationError):
         parse_rules({"grouping": [{"kinds": [], "window_s": 60}]})
     with pytest.raises(ValidationError):
+        parse_rules({"grouping": []})
+    with pytest.raises(ValidationError):
         parse_rules({"ladders": {"sos": {"rungs": [{"action": "page", "target": "staff"}]}}})
 
 

@@ -15,7 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from devices import api as devices_api
 from dispatcher import stats, webhooks
-from dispatcher.console import auth_routes, elder_routes, incident_routes, pages, staff_routes
+from dispatcher.console import (
+    auth_routes,
+    elder_routes,
+    incident_routes,
+    pages,
+    rules_routes,
+    staff_routes,
+)
 from dispatcher.console.health import health
 from eldercare import db
 from eldercare.config import Settings
@@ -47,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(staff_routes.router)
     app.include_router(incident_routes.router)
     app.include_router(elder_routes.router)
+    app.include_router(rules_routes.router)
     app.include_router(pages.router)
 
     @app.get("/healthz")

@@ -6,6 +6,10 @@ let incidents = [];
 const OUTCOMES = ["help_sent", "false_alarm", "transferred_120_119", "elder_fine"];
 const RANK = { critical: 0, high: 1, medium: 2, low: 3 };
 const unclaimed = (i) => !i.claimed_at && (i.status === "open" || i.status === "notifying");
+// The elder pressed again after someone took it: the board rings again for two minutes.
+const ASKING_AGAIN_MS = 120000;
+const askingAgain = (i) => i.status === "acknowledged" && (i.timeline || []).some(
+  (ev) => ev.kind === "realerted" && Date.now() - new Date(ev.at) < ASKING_AGAIN_MS);
 const notifyStatus = (s) => (T["notify." + s] ? tr("notify." + s) : s || "");
 const minutesAgo = (iso) => Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
 
@@ -67,7 +71,7 @@ function actions(i) {
 
 function card(i) {
   const li = el("li", {
-    class: `incident sev-${i.severity}${unclaimed(i) ? " unclaimed" : ""}`,
+    class: `incident sev-${i.severity}${unclaimed(i) ? " unclaimed" : ""}${askingAgain(i) ? " asking-again" : ""}`,
     "data-incident": i.id, "data-status": i.status, "data-elder": i.elder_id,
   });
   const who = i.acknowledged_by ? tr("console.acknowledged_by", { who: i.acknowledged_by })
@@ -105,7 +109,7 @@ function render() {
   const empty = document.getElementById("empty");
   empty.hidden = incidents.length > 0;
   empty.textContent = tr("console.none");
-  alarm(incidents.some((i) => i.severity === "critical" && unclaimed(i)));
+  alarm(incidents.some((i) => (i.severity === "critical" && unclaimed(i)) || askingAgain(i)));
 }
 
 // WebAudio beep while an unclaimed critical incident exists. Browsers only allow sound after a
