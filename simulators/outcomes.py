@@ -81,8 +81,8 @@ class Observer:
         with psycopg.connect(self.settings.database_url) as conn:
             conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
             self.seen.incidents = [dict(r) for r in conn.execute(
-                "SELECT id, elder_id, kind, severity, status, event_time, maintenance FROM incidents"
-                " WHERE elder_id = ANY(%s)", (ids,))]
+                "SELECT id, elder_id, kind, severity, status, event_time, maintenance"
+                " FROM incidents WHERE elder_id = ANY(%s)", (ids,))]
             self.seen.notifications = [dict(r) for r in conn.execute(
                 "SELECT i.elder_id, n.channel, n.to_number, n.status FROM notifications n"
                 " JOIN incidents i ON i.id = n.incident_id WHERE i.elder_id = ANY(%s)", (ids,))]

@@ -64,8 +64,8 @@ class Expectation(_Strict):
     """One outcome. Exactly one of alert / incident / incidents / call / sms / no_alert is set.
 
     `incidents` is how many emergency incidents the elder must have in all, device maintenance
-    left out (one emergency, one incident); `times` makes a `call`/`sms` expectation exact (one ladder: contact 1 is called
-    once, not once per alert).
+    left out (one emergency, one incident); `times` makes a `call`/`sms` expectation exact
+    (one ladder: contact 1 is called once, not once per alert).
 
     `within` (simulated time) bounds the alert's or incident's event time after the elder's
     first injection (or the scenario start); `no_alert` is "any" (every non-maintenance kind)
