@@ -117,7 +117,10 @@ async def _join(
                    status=row["status"])
     if alert.severity.rank > Severity(row["severity"]).rank:
         await _escalate(conn, incident_id, alert, row["status"], rules)
-    if row["status"] == "acknowledged" and not alert.maintenance:
+    # The elder asks again (a press, or anything critical): whoever holds it must hear it.
+    # Lesser news (a vital sign, inactivity) is on the timeline for them to read.
+    asks_again = alert.kind == "sos" or alert.severity is Severity.CRITICAL
+    if row["status"] == "acknowledged" and not alert.maintenance and asks_again:
         await _realert(conn, incident_id, alert, rules)
 
 

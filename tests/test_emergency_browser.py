@@ -81,6 +81,7 @@ async def test_claim_acknowledge_press_again_resolve_and_the_outcome_sms(
     await expect(card.locator('.timeline li[data-kind="realerted"]')).to_be_visible()
     await expect(card).to_have_class(re.compile(r"\basking-again\b"))
     await expect(page.locator("#alarm")).to_be_visible()
+    await expect(page.locator("#alarm-text")).to_contain_text("老人再次求救")
     await eventually(lambda: any("再次" in b for b in _texts(twilio, officer.phone)), 30,
                      "the duty officer's SMS: the elder asks again")
     calls = await eventually(lambda: twilio.calls(officer.phone), 30,

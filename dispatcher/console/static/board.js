@@ -109,7 +109,8 @@ function render() {
   const empty = document.getElementById("empty");
   empty.hidden = incidents.length > 0;
   empty.textContent = tr("console.none");
-  alarm(incidents.some((i) => (i.severity === "critical" && unclaimed(i)) || askingAgain(i)));
+  const again = incidents.some(askingAgain);
+  alarm(again || incidents.some((i) => i.severity === "critical" && unclaimed(i)), again);
 }
 
 // WebAudio beep while an unclaimed critical incident exists. Browsers only allow sound after a
@@ -126,10 +127,11 @@ function beep() {
   osc.start();
   osc.stop(audio.currentTime + 0.35);
 }
-function alarm(on) {
+function alarm(on, again = false) {
   const banner = document.getElementById("alarm");
   banner.hidden = !on;
-  document.getElementById("alarm-text").textContent = tr("console.alarm");
+  banner.dataset.again = again ? "true" : "false";
+  document.getElementById("alarm-text").textContent = tr(again ? "console.alarm_again" : "console.alarm");
   const sound = document.getElementById("sound");
   sound.hidden = !!(audio && audio.state === "running");
   sound.textContent = tr("console.sound_enable");
