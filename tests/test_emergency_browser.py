@@ -9,8 +9,10 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
@@ -129,3 +131,40 @@ async def test_community_rules_api_validates_previews_and_stores(
     again = (await admin_http.get(url)).json()
     assert again["stored"] is True and again["rules"]["grouping"][0]["window_s"] == 600
     assert (await admin_http.put(url, json={"grouping": []})).status_code == 422
+
+
+async def test_rules_page_previews_before_saving(
+    platform: Settings, browser: Browser, admin_login: tuple[str, str],
+) -> None:
+    c = make_community()
+    save(platform.database_url, [c])
+    page = await log_in(browser, platform, *admin_login)
+    await page.click('nav a[href="/rules"]')
+    await page.goto(f"/rules?community={c.id}")
+    text = page.locator("#rules-json")
+    await expect(text).to_have_value(re.compile(r'"emergency_line"'))
+    await expect(page.locator("#save-rules")).to_be_disabled()
+
+    await text.fill('{"ladders": {"sos": {"rungs": [{"action": "fax", "target": "staff"}]}}}')
+    await page.click("#preview-rules")
+    await expect(page.locator("#rules-status")).to_contain_text("规则无效")
+    await expect(page.locator("#save-rules")).to_be_disabled()
+
+    await text.fill(json.dumps({"ladders": {"sos": {"rungs": [
+        {"action": "call", "target": "staff"}, {"action": "sms", "target": "contacts"}]}}}))
+    await page.click("#preview-rules")
+    sos = page.locator('#preview-table tr[data-kind="sos"]')
+    await expect(sos).to_contain_text(c.staff[0].name)
+    await screenshot(page, "console-rules.png")
+    await page.click("#save-rules")
+    await expect(page.locator("#rules-status")).to_contain_text("已保存")
+    stored = await eventually(lambda: _stored_rules(platform, c.id), 10, "the stored rules")
+    assert stored["ladders"]["sos"]["rungs"][0]["target"] == "staff"
+    await page.context.close()
+
+
+def _stored_rules(settings: Settings, community_id: str) -> dict[str, Any] | None:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT rules FROM community_rules WHERE community_id = %s",
+                           (community_id,)).fetchone()
+    return row[0] if row else None

@@ -55,7 +55,7 @@ async function setupPage(active) {
   document.title = tr("console.title");
   const nav = el("nav");
   const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"]];
-  if (ME.role === "district_admin") pages.push(["admin", "/admin"]);
+  if (ME.role === "district_admin") pages.push(["rules", "/rules"], ["admin", "/admin"]);
   for (const [key, href] of pages) {
     nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));
   }
