@@ -69,7 +69,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
         return None
     rules = await rules_for(conn, alert.community_id)
     candidates = await (await conn.execute(
-        "SELECT id, kind, maintenance, severity, status, acknowledged_phone,"
+        "SELECT id, kind, maintenance, severity, status,"
         " extract(epoch FROM now() - coalesce(last_alert_at, opened_at)) AS idle_s"
         " FROM incidents WHERE elder_id = %s AND status <> 'resolved'"
         " ORDER BY opened_at DESC FOR UPDATE",
