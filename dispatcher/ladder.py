@@ -8,9 +8,10 @@ in all."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from detectors.alerts import Severity
 
@@ -36,7 +37,7 @@ class Rung(BaseModel):
 class Policy(BaseModel):
     """An escalation ladder and how often it repeats without an acknowledgement."""
 
-    rungs: list[Rung]
+    rungs: list[Rung] = Field(max_length=30)  # a ladder, not a phone book
     rounds: int = Field(1, ge=1, le=10)
     round_wait_s: float = Field(60.0, ge=0)
 
@@ -128,12 +129,17 @@ def parse_policy(raw: Any) -> Policy:
     return Policy.model_validate(raw)
 
 
+TARGETS = "contact:N, contacts, staff, duty_lead, elder, acknowledger, emergency_line, console"
+TARGET = re.compile(
+    r"contact:[1-9][0-9]?|contacts|staff|duty_lead|elder|acknowledger|emergency_line|console")
+
+
 class GroupingRule(BaseModel):
     """Alerts of one elder whose kinds are both in `kinds` ("*": every kind that is not device
     maintenance) join one incident while it is unresolved and either nobody has taken it yet or
     its last alert is younger than `window_s`."""
 
-    kinds: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    kinds: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
     window_s: float = Field(1800.0, ge=0, le=7 * 86400)
 
     def covers(self, kind: str, maintenance: bool) -> bool:
@@ -147,10 +153,20 @@ class Rules(BaseModel):
     `ladders` maps an alert kind (or "maintenance") to its ladder; a kind without one uses the
     ladder of its severity. An elder's own policy (escalation_policies) still comes first."""
 
-    grouping: list[GroupingRule] = Field(default_factory=lambda: [GroupingRule()], min_length=1)
-    ladders: dict[str, Policy] = Field(default_factory=dict)
+    grouping: list[GroupingRule] = Field(default_factory=lambda: [GroupingRule()], min_length=1,
+                                         max_length=20)
+    ladders: dict[str, Policy] = Field(default_factory=dict, max_length=50)
     realert_every_s: float = Field(60.0, ge=0, le=3600)
     ack_reminder_s: float = Field(600.0, ge=10, le=86400)
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> Rules:
+        for kind, policy in self.ladders.items():
+            for n, rung in enumerate(policy.rungs):
+                if not TARGET.fullmatch(rung.target):
+                    raise ValueError(f"ladders.{kind}.rungs[{n}]: unknown target"
+                                     f" {rung.target!r} (one of {TARGETS})")
+        return self
 
 
 DEFAULT_LADDERS: dict[str, Policy] = {

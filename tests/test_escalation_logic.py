@@ -210,6 +210,10 @@ def test_rules_are_validated_data() -> None:
         parse_rules({"grouping": [{"kinds": [], "window_s": 60}]})
     with pytest.raises(ValidationError):
         parse_rules({"grouping": []})
+    with pytest.raises(ValidationError, match="unknown target 'contact:x'"):
+        parse_rules({"ladders": {"sos": {"rungs": [{"action": "call", "target": "contact:x"}]}}})
+    with pytest.raises(ValidationError):  # a ladder, not a phone book
+        parse_rules({"ladders": {"sos": {"rungs": [{"action": "sms", "target": "staff"}] * 31}}})
     with pytest.raises(ValidationError):
         parse_rules({"ladders": {"sos": {"rungs": [{"action": "page", "target": "staff"}]}}})
 
