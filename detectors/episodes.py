@@ -1,4 +1,11 @@
-"""SOS presses and a device's own fall flag: critical at once, repeats join the same episode."""
+"""SOS presses and a device's own fall flag: every press is a critical alert of its own.
+
+The detector only emits; the dispatcher owns the incident (dispatcher/incidents.py): a press
+while the ladder runs joins it and shows on its timeline, a press after someone acknowledged
+re-alerts them, a press after resolution opens a new incident. Presses within `episode_s` of
+each other are numbered as one episode in the evidence ({"episode": first event, "press": n}),
+so the console can say "3rd press". Each alert id comes from its own event id: a replay repeats
+the ids (the dispatcher ignores them), two presses never share one."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from devices.events import CanonicalEvent
 
 
 class EpisodeState(BaseModel):
-    """The open episode: the first press names the alert, later presses extend it."""
+    """The open episode: the first press names it, later presses extend and count it."""
 
     first_event_id: str | None = None
     last_at: datetime | None = None
@@ -20,13 +27,18 @@ class EpisodeState(BaseModel):
 
 
 class EpisodeDetector:
-    """One critical alert per episode of `event_type` messages from any device."""
+    """One critical alert per `event_type` message from any device, numbered by episode."""
 
-    def __init__(self, name: str, kind: str, event_type: str, episode_s: float) -> None:
+    def __init__(self, name: str, kind: str, event_type: str, episode_s: float,
+                 severity: Severity = Severity.CRITICAL, every_event: bool = True) -> None:
+        """`every_event` False: only an episode's first message alerts (a leak sensor that
+        reports "wet" every minute is one leak, not sixty)."""
         self.name = name
         self.kind = kind
         self.event_type = event_type
         self.episode = timedelta(seconds=episode_s)
+        self.severity = severity
+        self.every_event = every_event
 
     def initial(self) -> EpisodeState:
         return EpisodeState()
@@ -40,14 +52,18 @@ class EpisodeDetector:
                  and abs(event.event_time - state.last_at) <= self.episode)
         if joins:
             last = max(state.last_at, event.event_time) if state.last_at else event.event_time
-            return Verdict(state.model_copy(update={"last_at": last, "presses": state.presses + 1}))
-        new = EpisodeState(first_event_id=event.event_id, last_at=event.event_time, presses=1)
+            new = state.model_copy(update={"last_at": last, "presses": state.presses + 1})
+            if not self.every_event:
+                return Verdict(new)
+        else:
+            new = EpisodeState(first_event_id=event.event_id, last_at=event.event_time, presses=1)
         alert = Alert(
             alert_id=alert_id(self.kind, event.event_id), elder_id=event.elder_id,
-            community_id=event.community_id, kind=self.kind, severity=Severity.CRITICAL,
+            community_id=event.community_id, kind=self.kind, severity=self.severity,
             event_time=event.event_time, detected_at=event.received_at,
             device_id=event.device_id, room=event.room,
-            evidence=[event.model_dump(mode="json"), {"lives_alone": profile.lives_alone}],
+            evidence=[event.model_dump(mode="json"), {"lives_alone": profile.lives_alone,
+                      "episode": new.first_event_id, "press": new.presses}],
         )
         return Verdict(new, [alert])
 

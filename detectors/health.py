@@ -76,7 +76,9 @@ class DeviceHealthDetector:
                                           event.event_id, battery=battery))
             elif battery > self.c.battery_ok and dev.battery_low:
                 dev = dev.model_copy(update={"battery_low": False})
-        if event.type == "tamper" or event.data.get("tamper") is True:
+        tampered = (event.type == "tamper" and event.data.get("state") is not False) \
+            or event.data.get("tamper") is True
+        if tampered:  # "put back" (state false) is no alert
             alerts.append(self._alert(event, "tamper", Severity.MEDIUM, event.event_id))
         new = event.device_id not in devices or event.type == "offline"
         devices[event.device_id] = dev

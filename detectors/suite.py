@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from detectors.alarms import AlarmDetector
-from detectors.alerts import Alert
+from detectors.alerts import Alert, Severity
 from detectors.base import Detector, ElderProfile
 from detectors.checkin import CheckinDetector
 from detectors.config import DetectorConfig
@@ -35,6 +35,9 @@ def build(config: DetectorConfig | None = None) -> list[Detector[Any]]:
         EpisodeDetector("sos", "sos", "sos", c.sos_episode_s),
         # The device's own fall flag; state key "fall_flag", the alert kind is "fall".
         EpisodeDetector("fall_flag", "fall", "fall", c.sos_episode_s),
+        # A leak: staff and family by SMS first (high); one alert per wet episode.
+        EpisodeDetector("water_leak", "water_leak", "water_leak", c.alarm_episode_s,
+                        Severity.HIGH, every_event=False),
         AlarmDetector(c), VitalsDetector(c), InactivityDetector(c), CheckinDetector(c),
         DeviceHealthDetector(c), FallDetector(c.fall), SafeZoneDetector(),
     ]

@@ -151,9 +151,10 @@ async def create_community(
         raise field_error(403, "district", f"you manage district {principal.district!r} only")
     async with transaction(request) as conn:
         row = await (await conn.execute(
-            "INSERT INTO communities (id, name, district, street, emergency_line)"
-            " VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING *",
-            (body.id, body.name, body.district, body.street, body.emergency_line))).fetchone()
+            "INSERT INTO communities (id, name, district, street, emergency_line, time_zone)"
+            " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING *",
+            (body.id, body.name, body.district, body.street, body.emergency_line,
+             body.time_zone))).fetchone()
         if row is not None:
             await _audit(conn, request, principal, "create", "community", body.id, body.id)
     if row is None:

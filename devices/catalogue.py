@@ -17,6 +17,7 @@ class DeviceKind(StrEnum):
     GLUCOSE_METER = "glucose_meter"
     MOTION_SENSOR = "motion_sensor"
     DOOR_CONTACT = "door_contact"
+    WATER_LEAK_SENSOR = "water_leak_sensor"
 
 
 # Canonical event types made from the status topic (heartbeats there become "heartbeat").
@@ -35,7 +36,8 @@ class KindSpec:
 
 
 def _spec(kind: DeviceKind, types: set[str], hb: int, activity: set[str]) -> KindSpec:
-    return KindSpec(kind, frozenset(types | {"heartbeat"}), hb, frozenset(activity))
+    # Every device may say it is alive, and that its casing was opened or it was taken down.
+    return KindSpec(kind, frozenset(types | {"heartbeat", "tamper"}), hb, frozenset(activity))
 
 
 CATALOGUE: dict[DeviceKind, KindSpec] = {
@@ -54,5 +56,6 @@ CATALOGUE: dict[DeviceKind, KindSpec] = {
         _spec(DeviceKind.GLUCOSE_METER, {"glucose"}, 86400, {"glucose"}),
         _spec(DeviceKind.MOTION_SENSOR, {"motion"}, 1800, {"motion"}),
         _spec(DeviceKind.DOOR_CONTACT, {"door"}, 1800, {"door"}),
+        _spec(DeviceKind.WATER_LEAK_SENSOR, {"water_leak"}, 3600, set()),
     )
 }

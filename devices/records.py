@@ -87,12 +87,28 @@ class _Patch(_In):
         return value
 
 
+def _time_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Shanghai)") \
+            from None
+    return value
+
+
+# The community's own clock: duty rosters, message times, monthly statistics.
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+
+
 class CommunityIn(_In):
     id: RecordId
     name: Name
     district: Text = ""
     street: Text = ""
     emergency_line: OptionalPhone = ""
+    time_zone: TimeZone = "Asia/Shanghai"
 
 
 class CommunityPatch(_Patch):
@@ -100,6 +116,7 @@ class CommunityPatch(_Patch):
     district: Text | None = None
     street: Text | None = None
     emergency_line: OptionalPhone | None = None
+    time_zone: TimeZone | None = None
 
 
 class ElderIn(_In):

@@ -58,9 +58,11 @@ class Location(BaseModel):
 
 
 class Heartbeat(_Message):
-    """"I am alive", with how the device is doing; every kind sends it."""
+    """"I am alive", with how the device is doing; every kind sends it. `tamper` is true while
+    the casing is open or the device is off its mount."""
 
     type: Literal["heartbeat"]
+    tamper: bool | None = None
     battery: Battery | None = None
     rssi: Rssi | None = None
     lqi: Lqi | None = None
@@ -124,6 +126,20 @@ class Alarm(_Message):
     temperature_c: Annotated[float, Field(ge=-40, le=150)] | None = None
 
 
+class Tamper(_Message):
+    """The casing was opened or the device taken off its mount (true), or put back (false)."""
+
+    type: Literal["tamper"]
+    state: bool = True
+
+
+class WaterLeak(_Message):
+    """A water leak sensor: `state` is true while it is wet."""
+
+    type: Literal["water_leak"]
+    state: bool = True
+
+
 class BloodPressure(_Message):
     type: Literal["bp"]
     systolic: Annotated[float, Field(ge=50, le=280)]
@@ -166,7 +182,7 @@ class Door(_Message):
 
 DeviceMessage = Annotated[
     Heartbeat | Sos | ImOk | Fall | Steps | Accel | HeartRate | SpO2 | Alarm | BloodPressure
-    | Glucose | Motion | Door | LocationReport,
+    | Glucose | Motion | Door | LocationReport | Tamper | WaterLeak,
     Field(discriminator="type"),
 ]
 
@@ -187,3 +203,4 @@ class Status(BaseModel):
     rssi: Rssi | None = None
     lqi: Lqi | None = None
     firmware: Annotated[str, Field(max_length=32)] | None = None
+    tamper: bool | None = None

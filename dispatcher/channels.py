@@ -103,10 +103,11 @@ def failure_kind(exc: BaseException) -> Failure:
 
 
 def channel_for(settings: Settings) -> Channel:
-    if settings.twilio_configured:
+    """The channel ELDERCARE_NOTIFY names; the settings refuse `twilio` without credentials."""
+    if not settings.dry_run:
         return TwilioChannel(settings)
     log.warning(
-        "TWILIO IS NOT CONFIGURED: DRY-RUN CHANNEL. Calls and SMS are recorded, NOT sent. "
-        "Set ELDERCARE_TWILIO_ACCOUNT_SID, _AUTH_TOKEN and _FROM_NUMBER to send for real."
+        "ELDERCARE_NOTIFY=dry-run: calls and SMS are recorded, NOT sent. "
+        "Set ELDERCARE_NOTIFY=twilio and the ELDERCARE_TWILIO_* credentials to send for real."
     )
     return DryRunChannel()

@@ -1,6 +1,7 @@
 """Service statistics API: time from alert to first notification, to acknowledgement and to
 resolution, and the share of incidents acknowledged within 60 s and 180 s (the telecare answer-time
-targets), per community and month (Asia/Shanghai). Maintenance incidents are left out."""
+targets), per community and month (in the community's own time zone). Maintenance incidents
+are left out."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _timing(name: str, end: str) -> str:
 
 STATS_SQL = f"""
 SELECT community_id,
-       to_char(opened_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM') AS month,
+       to_char(opened_at AT TIME ZONE tz, 'YYYY-MM') AS month,
        count(*) AS incidents,
        count(acknowledged_at) AS acknowledged,
        count(resolved_at) AS resolved,
@@ -40,11 +41,12 @@ SELECT community_id,
        round(avg((acknowledged_at IS NOT NULL
                   AND acknowledged_at - a <= interval '180 seconds')::int)::numeric, 3)
            AS acknowledged_within_180s
-FROM (SELECT *, coalesce(alert_at, opened_at) AS a FROM incidents WHERE NOT maintenance) i
+FROM (SELECT x.*, coalesce(x.alert_at, x.opened_at) AS a, c.time_zone AS tz FROM incidents x
+      JOIN communities c ON c.id = x.community_id WHERE NOT x.maintenance) i
 WHERE (%(communities)s::text[] IS NULL OR community_id = ANY(%(communities)s::text[]))
   AND (%(community)s::text IS NULL OR community_id = %(community)s::text)
   AND (%(month)s::text IS NULL
-       OR to_char(opened_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM') = %(month)s::text)
+       OR to_char(opened_at AT TIME ZONE tz, 'YYYY-MM') = %(month)s::text)
 GROUP BY 1, 2
 ORDER BY 2 DESC, 1
 """
@@ -70,7 +72,8 @@ async def stats(
     request: Request, principal: Annotated[Principal, Depends(current_principal)],
     community: str | None = None, month: str | None = None,
 ) -> dict[str, Any]:
-    """Service statistics per community and month; `month` is YYYY-MM (Asia/Shanghai)."""
+    """Service statistics per community and month; `month` is YYYY-MM, local to each
+    community."""
     if month is not None and not _MONTH.match(month):
         raise HTTPException(422, "month must be YYYY-MM")
     if community is not None and not principal.can_see(community):

@@ -31,7 +31,15 @@ from psycopg import AsyncConnection
 
 from dispatcher.channels import Channel, failure_kind
 from dispatcher.incidents import timeline
-from dispatcher.messages import IncidentFacts, family_sms, staff_sms, voice_twiml
+from dispatcher.messages import (
+    IncidentFacts,
+    family_sms,
+    outcome_sms,
+    realert_sms,
+    reminder_sms,
+    staff_sms,
+    voice_twiml,
+)
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
 from eldercare import db, logs
 
@@ -45,11 +53,13 @@ WHERE s.id = (
     WHERE status = 'pending' AND due_at <= now()
     ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
-RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts
+RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts,
+          s.purpose
 """
 
 _FACTS = """
-SELECT e.name AS elder, e.address, c.name AS community, i.kind, i.event_time, i.status
+SELECT e.name AS elder, e.address, c.name AS community, c.time_zone, i.kind, i.event_time,
+       i.status, i.acknowledged_by, i.acknowledged_at, i.resolved_at, now() AS now
 FROM incidents i JOIN elders e ON e.id = i.elder_id JOIN communities c ON c.id = i.community_id
 WHERE i.id = %s FOR NO KEY UPDATE OF i
 """
@@ -57,6 +67,16 @@ WHERE i.id = %s FOR NO KEY UPDATE OF i
 # Statuses of a notification that mean "reached Twilio (or would have, in a dry run)".
 ACCEPTED = ("sent", "dry_run")
 CALL_NOT_ANSWERED = frozenset({"no-answer", "busy", "failed", "canceled"})
+
+# The incident statuses in which a step of each purpose still makes sense; otherwise it is
+# cancelled when it comes due. The ladder stops once someone takes responsibility; a re-alert
+# and a reminder only concern an incident someone holds; the outcome is told after resolution.
+RUNS_WHILE: dict[str, tuple[str, ...]] = {
+    "ladder": ("open", "notifying"),
+    "realert": ("acknowledged",),
+    "reminder": ("acknowledged",),
+    "outcome": ("resolved",),
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,7 @@ class Step:
     target: dict[str, Any]
     due_at: datetime
     attempts: int = 1
+    purpose: str = "ladder"
 
 
 @dataclass(frozen=True)
@@ -161,23 +182,29 @@ class StepRunner:
         # Locks the incident row until the notification is recorded: an acknowledgement
         # waits for it, and side-by-side steps of one incident take turns (no deadlock).
         facts_row = await (await conn.execute(_FACTS, (step.incident_id,))).fetchone()
-        if facts_row is None or facts_row["status"] not in ("open", "notifying"):
+        if facts_row is None or facts_row["status"] not in RUNS_WHILE.get(step.purpose, ()):
             await self._finish(conn, step, "cancelled", schedule=False)
             await conn.commit()
             return None
-        if step.action == "console":
-            await timeline(conn, step.incident_id, "console_alert", round=step.round)
+        if step.action in ("console", "queue"):
+            if step.action == "console":
+                await timeline(conn, step.incident_id, "console_alert", round=step.round,
+                               purpose=step.purpose)
+            else:  # a work item: on the console's queue for whoever is on shift
+                await timeline(conn, step.incident_id, "work_queued",
+                               staff=step.target.get("staff", []))
             await self._finish(conn, step, "done")
             await conn.commit()
             return None
         facts = IncidentFacts(
             facts_row["elder"], facts_row["address"], facts_row["community"],
-            facts_row["kind"], facts_row["event_time"],
+            facts_row["kind"], facts_row["event_time"], facts_row["time_zone"],
         )
-        body = self._render(step, facts)
+        body = self._render(step, facts, facts_row)
         channel = "voice" if step.action == "call" else "sms"
         notification = await self._record(conn, step, channel, body)
-        if notification is not None and facts_row["status"] == "open":
+        if notification is not None and facts_row["status"] == "open" \
+                and step.purpose == "ladder":
             await conn.execute(
                 "UPDATE incidents SET status = 'notifying' WHERE id = %s AND status = 'open'",
                 (step.incident_id,),
@@ -186,11 +213,24 @@ class StepRunner:
         await conn.commit()
         return None if notification is None else (notification, body)
 
-    def _render(self, step: Step, facts: IncidentFacts) -> str:
+    def _render(self, step: Step, facts: IncidentFacts, row: dict[str, Any]) -> str:
         lang = step.target.get("language", "zh-Hans")
+        kind = step.target.get("kind")
         if step.action == "call":
-            return voice_twiml(facts, f"{self.base}/twilio/voice/gather?step={step.id}", lang)
-        if step.target.get("kind") == "staff":
+            key = {"realert": "voice.realert"}.get(step.purpose) or (
+                "voice.checkin" if kind == "elder" else "voice.alert")
+            return voice_twiml(facts, f"{self.base}/twilio/voice/gather?step={step.id}", lang,
+                               key)
+        if step.purpose == "realert":
+            return realert_sms(facts, lang)
+        if step.purpose == "reminder":
+            since = row["acknowledged_at"] or row["now"]
+            minutes = max(1, round((row["now"] - since).total_seconds() / 60))
+            return reminder_sms(facts, row["acknowledged_by"] or "", minutes, lang)
+        if step.purpose == "outcome":
+            return outcome_sms(facts, step.target.get("outcome", ""), step.target.get("who", ""),
+                               row["resolved_at"] or row["now"], lang)
+        if kind in ("staff", "duty_lead", "acknowledger"):
             return staff_sms(facts, lang)
         return family_sms(facts, lang)
 

@@ -16,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from dispatcher.incidents import timeline
 from dispatcher.lifecycle import acknowledge
+from dispatcher.messages import say
 from dispatcher.steps import CALL_NOT_ANSWERED, alarm_if_all_channels_failed
 from eldercare import logs
 from eldercare.config import Settings
@@ -60,8 +61,7 @@ def _twiml(inner: str) -> Response:
 
 
 def _say(text: str, lang: str) -> str:
-    voice_lang = "zh-CN" if lang == "zh-Hans" else "en-US"
-    return f'<Say language="{voice_lang}">{escape(text)}</Say>'
+    return say(text, lang)  # the voice Twilio documents for the language (messages.VOICES)
 
 
 async def _notification(conn: AsyncConnection[Any], step: str | None) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from eldercare import logs
 from eldercare.config import Settings, get_settings
@@ -78,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError: say what to set, no traceback
+        errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
+        for e in errors or [{"msg": str(exc)}]:
+            where = ".".join(str(p) for p in e.get("loc", ()))
+            print(f"eldercare: configuration error{f' in {where}' if where else ''}:"
+                  f" {e['msg']}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, "eldercare")
     if getattr(args, "needs_database", False) and not settings.database_url:
         print("ELDERCARE_DATABASE_URL is not set: this command works on a running platform's"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port")
     database_url: str = Field("", description="PostgreSQL URL (postgresql://...)")
 
+    notify: Literal["twilio", "dry-run"] = Field(
+        "dry-run", description="How calls and SMS go out: twilio (refuses to start without the"
+        " Twilio credentials) or dry-run (recorded, nothing sent)")
     twilio_account_sid: str = Field("", description="Twilio account SID (AC...)")
     twilio_auth_token: str = Field("", description="Twilio auth token; also verifies webhooks")
     twilio_from_number: str = Field("", description="E.164 caller id / SMS sender")
@@ -114,6 +118,23 @@ class Settings(BaseSettings):
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from_number)
+
+    @property
+    def dry_run(self) -> bool:
+        """Nothing is really sent (ELDERCARE_NOTIFY=dry-run)."""
+        return self.notify != "twilio"
+
+    @model_validator(mode="after")
+    def _notify_channel(self) -> Self:
+        if self.notify == "twilio" and not self.twilio_configured:
+            missing = [f"ELDERCARE_{name.upper()}" for name in (
+                "twilio_account_sid", "twilio_auth_token", "twilio_from_number")
+                if not getattr(self, name)]
+            raise ValueError(
+                f"ELDERCARE_NOTIFY=twilio but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} empty: set the Twilio credentials, or"
+                " ELDERCARE_NOTIFY=dry-run to record calls and SMS without sending them")
+        return self
 
     @property
     def console_host(self) -> str:

@@ -162,7 +162,7 @@ def app(settings: Settings, service: str) -> Callable[..., Awaitable[None]]:
     async def readyz(request: Request) -> Response:
         checks = await readiness(settings, service, subscribed())
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ok": ok, "service": service, **checks},
+        return JSONResponse({"ok": ok, "service": service, "notify": settings.notify, **checks},
                             status_code=200 if ok else 503)
 
     return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz),

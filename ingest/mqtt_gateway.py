@@ -167,11 +167,17 @@ class Ingest:
         device = await check_device(self.directory, device_id, None)
         if isinstance(device, Rejection):
             return await rejected(device)
-        body = decode(raw)
-        messages = body if isinstance(body, Rejection) else zigbee.translate(body, received_at)
+        channel = "status" if zigbee.is_availability(topic) else "event"
+        if channel == "status":  # online/offline, JSON or the legacy plain text
+            status = zigbee.availability(raw, received_at)
+            messages: list[dict[str, object]] | Rejection = \
+                status if isinstance(status, Rejection) else [status]
+        else:
+            body = decode(raw)
+            messages = body if isinstance(body, Rejection) else zigbee.translate(body, received_at)
         if isinstance(messages, Rejection):
             return await rejected(messages)
-        events = [to_event(device, m, "event", received_at, source,
+        events = [to_event(device, m, channel, received_at, source,
                            self._max_future, self._max_past, self._local_tz) for m in messages]
         failed = next((e for e in events if isinstance(e, Rejection)), None)
         if failed is not None:  # all or nothing: the dead letter keeps the original bytes
@@ -256,7 +262,7 @@ class KeyPartitioner:
 def subscriptions(settings: Settings) -> list[str]:
     """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set."""
     group = settings.mqtt_shared_group
-    plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION]
+    plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION, zigbee.AVAILABILITY_SUBSCRIPTION]
     return [f"$share/{group}/{t}" for t in plain] if group else plain
 
 

@@ -81,8 +81,8 @@ class Observer:
         with psycopg.connect(self.settings.database_url) as conn:
             conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
             self.seen.incidents = [dict(r) for r in conn.execute(
-                "SELECT id, elder_id, kind, severity, status, event_time FROM incidents"
-                " WHERE elder_id = ANY(%s)", (ids,))]
+                "SELECT id, elder_id, kind, severity, status, event_time, maintenance"
+                " FROM incidents WHERE elder_id = ANY(%s)", (ids,))]
             self.seen.notifications = [dict(r) for r in conn.execute(
                 "SELECT i.elder_id, n.channel, n.to_number, n.status FROM notifications n"
                 " JOIN incidents i ON i.id = n.incident_id WHERE i.elder_id = ANY(%s)", (ids,))]
@@ -158,13 +158,20 @@ def check(exp: Expectation, elder_id: str, contacts: dict[int, str], since: floa
         kinds = sorted({r["kind"] for r in seen.incidents if r["elder_id"] == elder_id})
         return Verdict(exp, False, _late(rows, "event_time", since, "incidents")
                        or f"none; incidents: {kinds or '-'}")
+    if exp.incidents is not None:
+        # Emergencies only: a device-health work item is an incident of its own by design.
+        mine = [r for r in seen.incidents if r["elder_id"] == elder_id
+                and not r.get("maintenance", False)]
+        listed = ", ".join(sorted(r["kind"] for r in mine)) or "-"
+        return Verdict(exp, len(mine) == exp.incidents, f"{len(mine)} incident(s): {listed}")
     if exp.call is not None or exp.sms is not None:
         priority = exp.call if exp.call is not None else exp.sms
         channel = "voice" if exp.call is not None else "sms"
         phone = contacts.get(priority or 0, "?")
         sent = [n for n in seen.notifications if n["elder_id"] == elder_id
                 and n["channel"] == channel and n["to_number"] == phone]
-        return Verdict(exp, bool(sent), f"{len(sent)} {channel} to {phone} ({sent[0]['status']})"
+        ok = bool(sent) if exp.times is None else len(sent) == exp.times
+        return Verdict(exp, ok, f"{len(sent)} {channel} to {phone} ({sent[0]['status']})"
                        if sent else f"no {channel} to {phone}")
     banned: set[str] | None = None if exp.no_alert == "any" else set(
         [exp.no_alert] if isinstance(exp.no_alert, str) else exp.no_alert or [])

@@ -44,6 +44,16 @@ def ok() -> Body:
     return {"type": "ok"}
 
 
+def tamper(state: bool = True) -> Body:
+    """The casing opened (true) or closed again (false)."""
+    return {"type": "tamper", "state": state}
+
+
+def water_leak(state: bool = True) -> Body:
+    """A leak sensor wet (true) or dry again (false)."""
+    return {"type": "water_leak", "state": state}
+
+
 def fall(confidence: float = 0.9) -> Body:
     return {"type": "fall", "confidence": confidence}
 
@@ -110,6 +120,6 @@ def examples(kind: DeviceKind) -> list[Body]:
         "hr": heart_rate(72), "spo2": spo2(97), "smoke": alarm("smoke"),
         "gas": alarm("gas"), "heat": alarm("heat", temperature_c=68),
         "bp": blood_pressure(132, 84, 70), "glucose": glucose(6.1), "motion": motion(),
-        "door": door(True),
+        "door": door(True), "tamper": tamper(), "water_leak": water_leak(),
     }
     return [by_type[t] for t in sorted(CATALOGUE[kind].message_types)]

@@ -31,6 +31,7 @@ KIT: list[tuple[DeviceKind, str, str]] = [
     (DeviceKind.MOTION_SENSOR, "pir-bath", "卫生间"),
     (DeviceKind.MOTION_SENSOR, "pir-bed", "卧室"),
     (DeviceKind.DOOR_CONTACT, "door", "大门"),
+    (DeviceKind.WATER_LEAK_SENSOR, "leak", "卫生间"),
 ]
 
 

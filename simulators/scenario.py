@@ -22,7 +22,7 @@ Duration = str | float | int
 
 EventKind = Literal["sos", "fall", "dropped_cane", "smoke", "gas", "heat", "vital",
                     "stops_moving", "battery_dies", "gateway_offline", "away", "skip_checkin",
-                    "checkin", "wanders"]
+                    "checkin", "wanders", "tamper", "water_leak"]
 
 
 class _Strict(BaseModel):
@@ -67,7 +67,11 @@ class Injection(_Strict):
 
 
 class Expectation(_Strict):
-    """One outcome. Exactly one of alert / incident / call / sms / no_alert is set.
+    """One outcome. Exactly one of alert / incident / incidents / call / sms / no_alert is set.
+
+    `incidents` is how many emergency incidents the elder must have in all, device maintenance
+    left out (one emergency, one incident); `times` makes a `call`/`sms` expectation exact
+    (one ladder: contact 1 is called once, not once per alert).
 
     `within` (simulated time) bounds the alert's or incident's event time after the elder's
     first injection (or the scenario start); `no_alert` is "any" (every non-maintenance kind)
@@ -76,17 +80,22 @@ class Expectation(_Strict):
     elder: str
     alert: str | None = None
     incident: str | None = None
+    incidents: int | None = Field(None, ge=0)
     call: int | None = None
     sms: int | None = None
+    times: int | None = Field(None, ge=0)
     no_alert: str | list[str] | None = None
     within: Duration | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Expectation:
-        set_ = [f for f in ("alert", "incident", "call", "sms", "no_alert")
+        set_ = [f for f in ("alert", "incident", "incidents", "call", "sms", "no_alert")
                 if getattr(self, f) is not None]
         if len(set_) != 1:
-            raise ValueError(f"exactly one of alert/incident/call/sms/no_alert, got {set_}")
+            raise ValueError(
+                f"exactly one of alert/incident/incidents/call/sms/no_alert, got {set_}")
+        if self.times is not None and self.call is None and self.sms is None:
+            raise ValueError("times counts calls or SMS: set call or sms with it")
         return self
 
     def describe(self) -> str:
@@ -94,10 +103,13 @@ class Expectation(_Strict):
             return f"alert {self.alert}" + (f" within {self.within}" if self.within else "")
         if self.incident:
             return f"incident {self.incident}" + (f" within {self.within}" if self.within else "")
+        if self.incidents is not None:
+            return f"{self.incidents} emergency incident(s) in all"
+        exactly = f" exactly {self.times} time(s)" if self.times is not None else ""
         if self.call is not None:
-            return f"call to contact {self.call}"
+            return f"call to contact {self.call}{exactly}"
         if self.sms is not None:
-            return f"SMS to contact {self.sms}"
+            return f"SMS to contact {self.sms}{exactly}"
         kinds = self.no_alert if isinstance(self.no_alert, str) else ", ".join(self.no_alert or [])
         return f"no alert ({kinds})"
 
@@ -224,6 +236,13 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
                                  and t <= s.t < t + 86400))
     elif ev == "checkin":
         add(t, inj.device or "sos", payloads.ok(), "checkin")
+    elif ev == "tamper":
+        add(t, inj.device or "smoke", payloads.tamper())
+    elif ev == "water_leak":
+        add(t, inj.device or "leak", payloads.water_leak(True))
+        if inj.clears_after is not None:
+            add(t + parse_duration(inj.clears_after), inj.device or "leak",
+                payloads.water_leak(False))
     elif ev == "battery_dies":
         _battery_dies(tl, sim, inj.device or "cane", t, end)
     elif ev == "gateway_offline":

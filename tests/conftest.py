@@ -68,6 +68,7 @@ def settings(infra: Settings, twilio: twilio_mock.TwilioMock) -> Settings:
     """Infra plus Twilio configured against the mock, and a webhook base URL."""
     port = infra.console_port
     return infra.model_copy(update={
+        "notify": "twilio",
         "twilio_account_sid": "AC" + "0123456789abcdef" * 2,
         "twilio_auth_token": "test-auth-token",
         "twilio_from_number": "+15017122661",

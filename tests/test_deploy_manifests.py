@@ -158,3 +158,17 @@ def test_the_image_contains_every_package() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     for pattern in packages:
         assert f"COPY {pattern.rstrip('*')} ./{pattern.rstrip('*')}" in dockerfile, pattern
+
+
+def test_reapplying_the_manifests_never_overwrites_a_secret_and_notify_is_explicit() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    applied = [d for name in kustomization["resources"]
+               for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    assert not [d for d in applied if d["kind"] == "Secret"], "secrets are created once, by hand"
+    example = list(yaml.safe_load_all((K8S / "secrets" / "secrets.example.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in example} == {"eldercare-secrets", "eldercare-db"}
+    config = next(d for d in applied if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "eldercare-config")
+    assert config["data"]["ELDERCARE_NOTIFY"] == "twilio"
+    compose = (ROOT / "deploy" / "compose.yaml").read_text()
+    assert "ELDERCARE_NOTIFY: ${ELDERCARE_NOTIFY:?" in compose

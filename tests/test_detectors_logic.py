@@ -34,14 +34,21 @@ def profile(**kw: Any) -> ElderProfile:
     return ElderProfile("E1", "c1", **kw)
 
 
-def test_sos_repeated_presses_join_one_episode() -> None:
+def test_every_sos_press_is_an_alert_numbered_within_its_episode() -> None:
+    """A second press is never silent: the dispatcher decides what it means for the incident."""
     d = EpisodeDetector("sos", "sos", "sos", 900)
     v1 = d.on_event(d.initial(), ev("sos", T0), profile())
     assert [a.kind for a in v1.alerts] == ["sos"] and v1.alerts[0].severity == "critical"
-    v2 = d.on_event(v1.state, ev("sos", T0 + timedelta(seconds=30)), profile())
-    assert v2.alerts == [] and v2.state.presses == 2
+    second = ev("sos", T0 + timedelta(seconds=30))
+    v2 = d.on_event(v1.state, second, profile())
+    assert len(v2.alerts) == 1 and v2.state.presses == 2
+    assert v2.alerts[0].alert_id != v1.alerts[0].alert_id
+    assert v2.alerts[0].evidence[1]["press"] == 2
+    assert v2.alerts[0].evidence[1]["episode"] == v1.alerts[0].evidence[0]["event_id"]
     v3 = d.on_event(v2.state, ev("sos", T0 + timedelta(hours=1)), profile())
-    assert len(v3.alerts) == 1 and v3.alerts[0].alert_id != v1.alerts[0].alert_id
+    assert len(v3.alerts) == 1 and v3.alerts[0].evidence[1]["press"] == 1
+    again = d.on_event(v1.state, second, profile())
+    assert again.alerts[0].alert_id == v2.alerts[0].alert_id, "a replay repeats the id"
 
 
 def test_smoke_alarm_is_critical_with_room_and_living_alone() -> None:
@@ -220,6 +227,22 @@ def test_low_battery_once_per_episode_and_tamper() -> None:
     assert d.on_event(v1.state, ev("heartbeat", T0, battery=14), profile()).alerts == []
     (tamper,) = d.on_event(s, ev("heartbeat", T0, tamper=True), profile()).alerts
     assert tamper.kind == "tamper"
+    (opened,) = d.on_event(s, ev("tamper", T0), profile()).alerts
+    assert opened.kind == "tamper" and opened.maintenance
+    assert d.on_event(s, ev("tamper", T0, state=False), profile()).alerts == []
+
+
+def test_water_leak_alerts_once_per_wet_episode() -> None:
+    from detectors.suite import build
+
+    (leak,) = [d for d in build() if d.name == "water_leak"]
+    wet = leak.on_event(leak.initial(), ev("water_leak", T0, state=True), profile())
+    assert [(a.kind, a.severity) for a in wet.alerts] == [("water_leak", "high")]
+    still = leak.on_event(wet.state, ev("water_leak", T0 + timedelta(minutes=1), state=True),
+                          profile())
+    assert still.alerts == []
+    dry = leak.on_event(wet.state, ev("water_leak", T0, state=False), profile())
+    assert dry.alerts == []
 
 
 def test_suite_state_round_trips_through_json() -> None:

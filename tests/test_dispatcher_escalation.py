@@ -209,7 +209,8 @@ async def test_full_ladder_with_nobody_answering(
     sms = twilio.messages(c1)[0].form["Body"][0]
     assert elder.name in sms and elder.address in sms
     twiml = twilio.calls(c1)[0].form["Twiml"][0]
-    assert '<Say language="zh-CN">' in twiml and "<Gather" in twiml and "按1" in twiml
+    assert '<Say voice="Polly.Zhiyu" language="cmn-CN">' in twiml and "<Gather" in twiml
+    assert "按1" in twiml
     assert f"{stack.public_base_url}/twilio/voice/gather?step=" in twiml
     assert all(r.status == 201 for r in twilio.calls(c1))
 
@@ -240,7 +241,7 @@ async def test_keypress_acknowledges_and_stops_the_ladder(
     pressed = await _signed_post(stack, f"/twilio/voice/gather?step={step}",
                                  {"CallSid": "CA" + "1" * 32, "Digits": "1", "To": c1})
     assert pressed.status_code == 200
-    assert '<Say language="zh-CN">' in pressed.text and "谢谢" in pressed.text
+    assert '<Say voice="Polly.Zhiyu" language="cmn-CN">' in pressed.text and "谢谢" in pressed.text
 
     incident = _incident(stack, elder.id)
     assert incident is not None
@@ -248,7 +249,7 @@ async def test_keypress_acknowledges_and_stops_the_ladder(
     assert incident["acknowledged_via"] == "voice_keypress"
     assert elder.contacts[0].name in incident["acknowledged_by"]
     pending = _rows(stack, "SELECT id, status FROM escalation_steps WHERE incident_id = %s"
-                    " AND seq > 2 ORDER BY seq", incident["id"])
+                    " AND seq > 2 AND purpose = 'ladder' ORDER BY seq", incident["id"])
     assert {r["status"] for r in pending} == {"cancelled"}
     await _after(stack, pending[0]["id"], 1.0)
     assert not twilio.calls(c2) and not twilio.calls(c3) and not twilio.messages(c1)
@@ -496,8 +497,10 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     await conn.execute("UPDATE incidents SET opened_at = now() - interval '3 hours'"
                        " WHERE id = %s", (first,))
     assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) == first
-    # Once acknowledged and past the window, the next alert is a new incident.
-    await conn.execute("UPDATE incidents SET status = 'acknowledged' WHERE id = %s", (first,))
+    # Once acknowledged and its last alert older than the window, the next alert is a new
+    # incident.
+    await conn.execute("UPDATE incidents SET status = 'acknowledged',"
+                       " last_alert_at = now() - interval '3 hours' WHERE id = %s", (first,))
     assert await record_alert(conn, alert(Severity.MEDIUM, uuid.uuid4().hex)) not in (None, first)
     await conn.rollback()  # never committed: no dispatcher runs these steps
 

@@ -115,7 +115,8 @@ async def test_emergencies_through_kafka(infra: Settings, community: Community) 
         await pub.send(elder, "smart_watch", "heartbeat", now, battery=9)
         records = await wait_alerts(infra, elder.id, {"sos", "smoke", "vital", "low_battery"})
     mine = alerts_of(elder.id, records)
-    assert len({r["alert_id"] for r in mine if r["kind"] == "sos"}) == 1
+    # Each press is an alert of its own; the dispatcher puts both on one incident.
+    assert len({r["alert_id"] for r in mine if r["kind"] == "sos"}) == 2
     smoke = next(r for r in mine if r["kind"] == "smoke")
     assert smoke["severity"] == "critical" and smoke["room"] == "卧室"
     assert smoke["evidence"][-1]["lives_alone"] is True  # from the registry
@@ -242,7 +243,7 @@ async def test_kill_mid_stream_loses_no_alert_and_repeats_keep_their_ids(
     # The first reading was before the checkpoint: it came back from the stored state.
     assert bp1.event_id in {r["event_id"] for r in vital["evidence"][0]["readings"]}
     sos_ids = {r["alert_id"] for r in alerts_of(elder.id, records, "sos")}
-    assert len(sos_ids) == 1, "the second press joins the first episode"
+    assert len(sos_ids) == 2, "each press is its own alert (the dispatcher groups them)"
 
     # A crash before any checkpoint: everything is replayed, and the alerts repeat their ids.
     with psycopg.connect(infra.database_url) as conn:

@@ -132,3 +132,106 @@ def test_policy_show_prints_the_default_as_json(capsys: pytest.CaptureFixture[st
     assert args.func(args, None) == 0
     shown = parse_policy(json.loads(capsys.readouterr().out))
     assert shown == MAINTENANCE_POLICY
+
+
+def test_every_rendered_say_uses_the_voice_twilio_documents_for_its_language() -> None:
+    """Twilio's default voice has no Mandarin; an invalid voice/language pair may fail the
+    <Say>. Every <Say> the platform renders must use the pair in messages.VOICES."""
+    import xml.etree.ElementTree as ET
+    from datetime import UTC, datetime
+
+    from dispatcher.messages import VOICES, IncidentFacts, say, voice_twiml
+    from dispatcher.webhooks import _say
+    from eldercare.i18n import LANGUAGES
+
+    assert VOICES["zh-Hans"] == ("Polly.Zhiyu", "cmn-CN")
+    assert set(VOICES) == set(LANGUAGES)
+    facts = IncidentFacts("王奶奶", "幸福路1号", "幸福社区", "smoke",
+                          datetime(2026, 3, 1, 19, tzinfo=UTC))
+    for lang in LANGUAGES:
+        rendered = [voice_twiml(facts, "https://x/g?step=1", lang, key)
+                    for key in ("voice.alert", "voice.realert", "voice.checkin")]
+        rendered += [f"<Response>{say('x', lang)}{_say('y', lang)}</Response>"]
+        for twiml in rendered:
+            says = ET.fromstring(twiml).iter("Say")
+            for s in says:
+                assert (s.get("voice"), s.get("language")) == VOICES[lang], twiml
+                assert s.text
+    # An unknown language falls back to Mandarin, never to Twilio's default voice.
+    assert 'voice="Polly.Zhiyu"' in say("x", "fr")
+
+
+def test_fire_messages_carry_119_guidance_in_both_languages() -> None:
+    from datetime import UTC, datetime
+
+    from dispatcher.messages import IncidentFacts, family_sms, staff_sms
+
+    fire = IncidentFacts("王奶奶", "幸福路1号", "幸福社区", "gas",
+                         datetime(2026, 3, 1, 19, tzinfo=UTC))
+    assert "119" in family_sms(fire) and "119" in family_sms(fire, "en")
+    assert "119" in staff_sms(fire)
+    sos = IncidentFacts("王奶奶", "幸福路1号", "幸福社区", "sos",
+                        datetime(2026, 3, 1, 19, tzinfo=UTC))
+    assert "119" not in family_sms(sos)
+    # 19:00 UTC is 03:00 the next day in Shanghai, 14:00 in New York.
+    assert "03月02日 03:00" in family_sms(sos)
+    ny = IncidentFacts("Ann", "1 Main St", "Elm", "sos", datetime(2026, 3, 1, 19, tzinfo=UTC),
+                       "America/New_York")
+    assert "01 Mar 14:00" in family_sms(ny, "en")
+
+
+@pytest.mark.parametrize("local,on", [
+    ("2026-03-11T03:00", True),    # Wednesday 03:00: Tuesday's night shift
+    ("2026-03-11T12:00", False),
+    ("2026-03-10T22:00", True),    # Tuesday 22:00
+    ("2026-03-10T07:59", False),   # Tuesday 07:59 belongs to Monday's night: not rostered
+])
+def test_a_night_shift_runs_past_midnight(local: str, on: bool) -> None:
+    from datetime import datetime
+
+    from dispatcher.roster import on_shift
+
+    tuesday_night = [{"weekday": 1, "start": "20:00:00", "end": "08:00:00"}]
+    assert on_shift(tuesday_night, datetime.fromisoformat(local)) is on
+    assert on_shift([], datetime.fromisoformat(local)) is True  # no roster: the switch decides
+
+
+def test_rules_are_validated_data() -> None:
+    from dispatcher.ladder import DEFAULT_RULES, grouping_window, ladder_for, parse_rules
+
+    assert grouping_window(DEFAULT_RULES, "sos", False, "fall", False) == 1800
+    assert grouping_window(DEFAULT_RULES, "sos", False, "low_battery", True) is None
+    assert grouping_window(DEFAULT_RULES, "low_battery", True, "low_battery", True) == 1800
+    fire = ladder_for(DEFAULT_RULES, "smoke", Severity.CRITICAL, False)
+    assert [r.target for r in fire.rungs[:3]] == ["console", "staff", "emergency_line"]
+    assert ladder_for(DEFAULT_RULES, "vital", Severity.HIGH, False) == \
+        DEFAULT_POLICIES[Severity.HIGH]
+    with pytest.raises(ValidationError):
+        parse_rules({"grouping": [{"kinds": [], "window_s": 60}]})
+    with pytest.raises(ValidationError):
+        parse_rules({"grouping": []})
+    with pytest.raises(ValidationError, match="unknown target 'contact:x'"):
+        parse_rules({"ladders": {"sos": {"rungs": [{"action": "call", "target": "contact:x"}]}}})
+    with pytest.raises(ValidationError):  # a ladder, not a phone book
+        parse_rules({"ladders": {"sos": {"rungs": [{"action": "sms", "target": "staff"}] * 31}}})
+    with pytest.raises(ValidationError):
+        parse_rules({"ladders": {"sos": {"rungs": [{"action": "page", "target": "staff"}]}}})
+
+
+def test_notify_twilio_without_credentials_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eldercare.config import Settings
+
+    for name in ("NOTIFY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"):
+        monkeypatch.delenv(f"ELDERCARE_{name}", raising=False)
+    monkeypatch.setenv("ELDERCARE_NOTIFY", "twilio")
+    monkeypatch.setenv("ELDERCARE_TWILIO_ACCOUNT_SID", "AC123")
+    with pytest.raises(ValidationError) as err:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "ELDERCARE_TWILIO_AUTH_TOKEN, ELDERCARE_TWILIO_FROM_NUMBER are empty" in str(err.value)
+    monkeypatch.setenv("ELDERCARE_NOTIFY", "dry-run")
+    assert Settings(_env_file=None).dry_run  # type: ignore[call-arg]
+    monkeypatch.setenv("ELDERCARE_NOTIFY", "twillio")
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -44,6 +44,8 @@ EXAMPLES: dict[DeviceKind, list[dict[str, Any]]] = {
                                 "unit": "mg/dL"}],
     DeviceKind.MOTION_SENSOR: [{"msg_id": "m-1", "ts": TS, "type": "motion"}],
     DeviceKind.DOOR_CONTACT: [{"msg_id": "d-1", "ts": TS, "type": "door", "open": True}],
+    DeviceKind.WATER_LEAK_SENSOR: [{"msg_id": "l-1", "ts": TS, "type": "water_leak",
+                                    "state": True}],
 }
 HEARTBEAT = {"msg_id": "hb-1", "ts": TS, "type": "heartbeat", "battery": 87, "rssi": -71}
 
@@ -166,3 +168,50 @@ def test_gateway_signature_and_api_key() -> None:
     assert gateway_auth.check_api_key("s3cret", "Bearer s3cret")
     assert not gateway_auth.check_api_key("s3cret", "Bearer nope")
     assert not gateway_auth.check_api_key("s3cret", None)
+
+
+@pytest.mark.parametrize("kind", list(DeviceKind))
+def test_every_kind_may_report_tamper(kind: DeviceKind) -> None:
+    """Issue 16: the schemas rejected `tamper`, so the tamper detector never saw one."""
+    opened = event(kind, {"msg_id": "t-1", "ts": TS, "type": "tamper"})
+    assert not isinstance(opened, Rejection) and opened.data.get("state", True) is True
+    put_back = event(kind, {"msg_id": "t-2", "ts": TS, "type": "tamper", "state": False})
+    assert not isinstance(put_back, Rejection)
+    flagged = event(kind, {**HEARTBEAT, "tamper": True})
+    assert not isinstance(flagged, Rejection) and flagged.data["tamper"] is True
+    status = event(kind, {"online": True, "tamper": True}, channel="status")
+    assert not isinstance(status, Rejection)
+    bad = event(kind, {"msg_id": "t-3", "ts": TS, "type": "tamper", "state": "maybe"})
+    assert isinstance(bad, Rejection) and "state" in bad.detail
+
+
+def test_zigbee2mqtt_buttons_leaks_tamper_and_availability() -> None:
+    sos = zigbee.translate({"action": "emergency", "battery": 90, "linkquality": 80}, NOW)
+    assert not isinstance(sos, Rejection) and [m["type"] for m in sos] == ["sos", "heartbeat"]
+    single = zigbee.translate({"action": "single"}, NOW)
+    assert not isinstance(single, Rejection) and single[0]["type"] == "sos"
+    released = zigbee.translate({"action": "", "linkquality": 80}, NOW)
+    assert not isinstance(released, Rejection) and [m["type"] for m in released] == [
+        "heartbeat"]
+    assert isinstance(zigbee.translate({"action": 3}, NOW), Rejection)
+    leak = zigbee.translate({"water_leak": True, "tamper": False, "battery": 70}, NOW)
+    assert not isinstance(leak, Rejection)
+    assert [(m["type"], m.get("state")) for m in leak] == [
+        ("water_leak", True), ("tamper", False), ("heartbeat", None)]
+    for m in leak:
+        assert not isinstance(event(DeviceKind.WATER_LEAK_SENSOR, m), Rejection)
+    assert not isinstance(event(DeviceKind.SOS_BUTTON, sos[0]), Rejection)
+    assert isinstance(zigbee.translate({"water_leak": "wet"}, NOW), Rejection)
+
+    topic = "zigbee2mqtt/kitchen_leak/availability"
+    assert zigbee.is_availability(topic) and not zigbee.is_availability("zigbee2mqtt/x")
+    assert zigbee.device_of(topic, {"kitchen_leak": "dev-leak"}) == "dev-leak"
+    for raw in (b'{"state": "offline"}', b"offline"):
+        status = zigbee.availability(raw, NOW)
+        assert not isinstance(status, Rejection) and status["online"] is False
+        ev = event(DeviceKind.WATER_LEAK_SENSOR, status, channel="status")
+        assert not isinstance(ev, Rejection) and ev.type == "offline"
+    online = zigbee.availability(b'{"state":"online"}', NOW)
+    assert not isinstance(online, Rejection) and online["online"] is True
+    for bad in (b'{"state": "gone"}', b"{not json", b"maybe"):
+        assert isinstance(zigbee.availability(bad, NOW), Rejection)

@@ -278,6 +278,28 @@ async def test_zigbee2mqtt_messages_become_canonical_events(
     assert reasons[f"zigbee2mqtt/{door}"] == "schema_violation"
 
 
+async def test_zigbee2mqtt_sos_button_leak_tamper_and_availability(
+    ingest_run: IngestRun, home: Community, infra: Settings,
+) -> None:
+    """Issue 16: an SOS button's action, a leak, tamper and a device dropping off the mesh."""
+    c = home
+    button, leak = dev(c, "sos_button"), dev(c, "water_leak_sensor")
+    async with MqttTarget.parse(ingest_run.settings.mqtt_url).client() as client:
+        await client.publish(f"zigbee2mqtt/{button}", json.dumps({"action": "emergency"}), qos=1)
+        await client.publish(f"zigbee2mqtt/{leak}", json.dumps(
+            {"water_leak": True, "tamper": True}), qos=1)
+        await client.publish(f"zigbee2mqtt/{leak}/availability",
+                             json.dumps({"state": "offline"}), qos=1)
+
+    def ours(rs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(r["device_id"], r["type"]) for r in rs if r.get("community_id") == c.id
+                and r.get("source") == "zigbee2mqtt" and r["device_id"] in (button, leak)]
+
+    events = await read_topic(infra.kafka_bootstrap, kafka.EVENTS, lambda rs: len(ours(rs)) >= 4)
+    assert sorted(ours(events)) == sorted([(button, "sos"), (leak, "water_leak"),
+                                           (leak, "tamper"), (leak, "offline")])
+
+
 def signed(body: bytes, secret: str = SECRET, ts: float | None = None) -> dict[str, str]:
     stamp = str(int(ts if ts is not None else time.time()))
     return {"X-Eldercare-Gateway": GATEWAY, "X-Eldercare-Timestamp": stamp,

@@ -78,6 +78,7 @@ async def test_service_endpoint_then_graceful_stop(infra: Settings, tmp_path: Pa
 
         body = (await eventually(ready, 60, "detectors /readyz")).json()
         assert body["subscribed"] == "ok" and body["kafka"] == "ok"
+        assert body["notify"] == settings.notify  # which channel notifications take
         health = await _get(f"{base}/healthz")
         assert health is not None and health.status_code == 200
 
@@ -104,7 +105,7 @@ async def test_console_readyz_and_service_endpoints_under_up(platform: Settings)
 
     body = (await eventually(ready, 60, "console /readyz")).json()
     assert body == {"ok": True, "kafka": "ok", "mqtt": "ok", "database": "ok",
-                    "migrations": "ok", "subscribed": "ok"}
+                    "migrations": "ok", "subscribed": "ok", "notify": platform.notify}
     binds = observability.parse_binds(platform.metrics_binds)
     for service in ("detectors", "dispatcher"):
         async def metrics(service: str = service) -> str | None:

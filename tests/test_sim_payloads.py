@@ -39,6 +39,8 @@ EVERYTHING = Scenario.model_validate({
         {"at": "13h", "elder": "x1", "event": "battery_dies", "device": "watch"},
         {"at": "14h", "elder": "x1", "event": "gateway_offline", "for": "1h"},
         {"at": "20h", "elder": "a", "event": "skip_checkin"},
+        {"at": "21h", "elder": "a", "event": "tamper"},
+        {"at": "22h", "elder": "a", "event": "water_leak", "clears_after": "10m"},
     ],
 })
 

@@ -59,7 +59,8 @@ async def test_sos_calls_first_contact_texts_all_and_reaches_console(
     assert call.status == 201
     assert call.form["From"] == [platform.twilio_from_number]
     twiml = call.form["Twiml"][0]
-    assert '<Say language="zh-CN">' in twiml and elder.name in twiml and elder.address in twiml
+    assert '<Say voice="Polly.Zhiyu" language="cmn-CN">' in twiml and elder.name in twiml
+    assert elder.address in twiml
     assert "按1" in twiml
     sms = twilio.messages(second.phone)[0].form["Body"][0]
     assert elder.name in sms and elder.address in sms and "紧急呼叫" in sms

@@ -27,6 +27,7 @@ from dispatcher.console import (
     live,
     pages,
     report_routes,
+    rules_routes,
     staff_routes,
 )
 from dispatcher.console.health import health
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(incident_routes.router)
     app.include_router(live.router)
     app.include_router(elder_routes.router)
+    app.include_router(rules_routes.router)
     app.include_router(pages.router)
     app.include_router(report_routes.router)
     # The family page: no session, the link's token is the credential (dispatcher/family.py).
@@ -105,7 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         checks = await readiness(settings, "console", started=not pool.closed)
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
+        return JSONResponse({"ok": ok, "notify": settings.notify, **checks},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -34,7 +34,7 @@ _HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 # Timeline rows a family member sees, each as a sentence without phone numbers.
 _SHOWN = {"incident_opened", "alert_joined", "call", "sms", "claimed", "acknowledged",
-          "resolved", "family_reached_elder", "repress", "escalated"}
+          "resolved", "family_reached_elder", "realerted", "escalated"}
 _POLL_S = 1.0
 
 
@@ -57,8 +57,9 @@ def _sentence(row: dict[str, Any], lang: str) -> str | None:
     if kind in ("call", "sms"):
         whom = t("family.staff", lang) if d.get("recipient") == "staff" else d.get("name", "")
         return t(f"family.{kind}", lang, name=whom, status=t(f"status.{d.get('status')}", lang))
-    if kind == "incident_opened":
-        return t("family.opened", lang, what=t(f"kind.{d.get('kind')}", lang))
+    if kind in ("incident_opened", "alert_joined", "realerted"):
+        key = "family.opened" if kind == "incident_opened" else f"family.{kind}"
+        return t(key, lang, what=t(f"kind.{d.get('kind')}", lang))
     if kind == "resolved":
         return t("family.resolved", lang, outcome=t(f"outcome.{d.get('outcome')}", lang))
     return t(f"family.{kind}", lang, who=d.get("who", ""))

@@ -62,7 +62,8 @@ async def list_incidents(
         last = await queries.last_timeline_id(conn)
         await audit.record_board_views(conn, principal, items, audit.client_of(request))
     return Response(as_json({"incidents": items, "last_event_id": last,
-                             "dry_run": not settings.twilio_configured}),
+                             "dry_run": settings.dry_run,
+                             "channel": settings.notify}),
                     media_type="application/json")
 
 

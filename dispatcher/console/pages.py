@@ -72,6 +72,12 @@ async def reports(principal: MaybePrincipal, request: Request) -> Response:
     return _signed_in(principal, "reports", request)
 
 
+@router.get("/rules", response_model=None)
+async def rules(principal: MaybePrincipal, request: Request) -> Response:
+    """A community's emergency rules: edit as JSON, preview who each ladder reaches, save."""
+    return _signed_in(principal, "rules", request)
+
+
 @router.get("/admin", response_model=None)
 async def admin(principal: MaybePrincipal, request: Request) -> Response:
     """Staff logins and the audit log (the page tells other roles it is for district admins;

@@ -291,7 +291,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 mqtt_auth_dir=mq.extra.get("auth_dir", ""), metrics_binds="",
                 console_bind=f"127.0.0.1:{procs.free_port()}",
                 ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
-                twilio_account_sid="AC" + "0123456789abcdef" * 2,
+                notify="twilio", twilio_account_sid="AC" + "0123456789abcdef" * 2,
                 twilio_auth_token="bench-token", twilio_from_number="+15017122661",
                 twilio_api_base_url=mock.url, log_level="WARNING",
             )

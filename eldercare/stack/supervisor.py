@@ -137,8 +137,8 @@ def up(settings: Settings, demo: bool = False) -> int:
             save(settings.database_url, demo_population())
             names.append("demo-life")
         url = f"http://{settings.console_host}:{settings.console_port}/"
-        channel = "Twilio" if settings.twilio_configured else \
-            "[bold yellow]DRY-RUN (Twilio not configured: nothing is really sent)[/bold yellow]"
+        channel = "Twilio" if not settings.dry_run else \
+            "[bold yellow]DRY-RUN (ELDERCARE_NOTIFY=dry-run: nothing is really sent)[/bold yellow]"
         banner = (
             f"\n[bold green]eldercare is up.[/bold green] Console: [bold]{url}[/bold]\n"
             f"  Kafka {settings.kafka_bootstrap} · MQTT {settings.mqtt_url} · "

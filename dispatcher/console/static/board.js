@@ -6,6 +6,10 @@ let incidents = [];
 const OUTCOMES = ["help_sent", "false_alarm", "transferred_120_119", "elder_fine"];
 const RANK = { critical: 0, high: 1, medium: 2, low: 3 };
 const unclaimed = (i) => !i.claimed_at && (i.status === "open" || i.status === "notifying");
+// The elder pressed again after someone took it: the board rings again for two minutes.
+const ASKING_AGAIN_MS = 120000;
+const askingAgain = (i) => i.status === "acknowledged" && (i.timeline || []).some(
+  (ev) => ev.kind === "realerted" && Date.now() - new Date(ev.at) < ASKING_AGAIN_MS);
 const notifyStatus = (s) => (T["notify." + s] ? tr("notify." + s) : s || "");
 const minutesAgo = (iso) => Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
 
@@ -13,6 +17,8 @@ function timelineText(ev) {
   const d = ev.detail || {};
   switch (ev.kind) {
     case "incident_opened": return tr("timeline.incident_opened", { what: tr("kind." + d.kind) });
+    case "alert_joined": return tr("timeline.alert_joined", { what: tr("kind." + d.kind) });
+    case "duty_level": return tr("timeline.duty_level", { level: d.level });
     case "escalated": return tr("timeline.escalated", { severity: tr("severity." + d.severity) });
     case "call": case "sms": case "call_status": case "sms_status":
       return tr("timeline." + ev.kind, { ...d, status: notifyStatus(d.status) });
@@ -65,7 +71,7 @@ function actions(i) {
 
 function card(i) {
   const li = el("li", {
-    class: `incident sev-${i.severity}${unclaimed(i) ? " unclaimed" : ""}`,
+    class: `incident sev-${i.severity}${unclaimed(i) ? " unclaimed" : ""}${askingAgain(i) ? " asking-again" : ""}`,
     "data-incident": i.id, "data-status": i.status, "data-elder": i.elder_id,
   });
   const who = i.acknowledged_by ? tr("console.acknowledged_by", { who: i.acknowledged_by })
@@ -103,7 +109,8 @@ function render() {
   const empty = document.getElementById("empty");
   empty.hidden = incidents.length > 0;
   empty.textContent = tr("console.none");
-  alarm(incidents.some((i) => i.severity === "critical" && unclaimed(i)));
+  const again = incidents.some(askingAgain);
+  alarm(again || incidents.some((i) => i.severity === "critical" && unclaimed(i)), again);
 }
 
 // WebAudio beep while an unclaimed critical incident exists. Browsers only allow sound after a
@@ -120,10 +127,11 @@ function beep() {
   osc.start();
   osc.stop(audio.currentTime + 0.35);
 }
-function alarm(on) {
+function alarm(on, again = false) {
   const banner = document.getElementById("alarm");
   banner.hidden = !on;
-  document.getElementById("alarm-text").textContent = tr("console.alarm");
+  banner.dataset.again = again ? "true" : "false";
+  document.getElementById("alarm-text").textContent = tr(again ? "console.alarm_again" : "console.alarm");
   const sound = document.getElementById("sound");
   sound.hidden = !!(audio && audio.state === "running");
   sound.textContent = tr("console.sound_enable");
@@ -154,8 +162,10 @@ async function main() {
   document.addEventListener("click", enableSound, { once: true });  // any first click allows sound
   const state = await refresh();
   const banner = document.getElementById("dryrun");
-  banner.hidden = !state.dry_run;
-  banner.textContent = tr("console.dryrun");
+  banner.hidden = false;  // the channel is always shown: staff must know whether calls go out
+  banner.dataset.channel = state.channel || (state.dry_run ? "dry-run" : "twilio");
+  banner.className = state.dry_run ? "dryrun" : "channel";
+  banner.textContent = tr(state.dry_run ? "console.dryrun" : "console.channel_twilio");
 
   const conn = document.getElementById("conn");
   const source = new EventSource(`/api/v1/stream?after=${state.last_event_id}`);

@@ -56,7 +56,7 @@ async function setupPage(active) {
   const nav = el("nav");
   const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"],
                  ["reports", "/reports"]];
-  if (ME.role === "district_admin") pages.push(["admin", "/admin"]);
+  if (ME.role === "district_admin") pages.push(["rules", "/rules"], ["admin", "/admin"]);
   for (const [key, href] of pages) {
     nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));
   }
