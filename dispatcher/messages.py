@@ -38,6 +38,10 @@ class IncidentFacts:
     kind: str
     event_time: datetime
     time_zone: str = DEFAULT_TIME_ZONE
+    # Where the elder is, in the recipient's language ("在家", or distance, direction and a
+    # map link: dispatcher/whereabouts.py); a call gets it without the link.
+    where: str = ""
+    where_spoken: str = ""
 
     def when(self, at: datetime, lang: str) -> str:
         """`at` on the community's clock, written the way `lang` writes it."""
@@ -49,6 +53,7 @@ class IncidentFacts:
         return {
             "elder": self.elder, "address": self.address, "community": self.community,
             "what": t(f"kind.{self.kind}", lang), "time": self.when(self.event_time, lang),
+            "where": self.where or t("where.home", lang),
         }
 
 
@@ -60,8 +65,10 @@ def _kind_key(base: str, kind: str, lang: str) -> str:
         DEFAULT_LANGUAGE) else base
 
 
-def family_sms(facts: IncidentFacts, lang: str = "zh-Hans") -> str:
-    return t(_kind_key("sms.alert", facts.kind, lang), lang, **facts.values(lang))
+def family_sms(facts: IncidentFacts, lang: str = "zh-Hans", link: str = "") -> str:
+    """The alert for a contact; `link` is their family page (dispatcher/family.py)."""
+    text = t(_kind_key("sms.alert", facts.kind, lang), lang, **facts.values(lang))
+    return f"{text}{t('sms.family_link', lang, url=link)}" if link else text
 
 
 def staff_sms(facts: IncidentFacts, lang: str = "zh-Hans") -> str:
@@ -92,7 +99,8 @@ def voice_twiml(
     """TwiML: say what happened twice, then ask for 1 to take responsibility. `key` picks the
     sentence: voice.alert, voice.realert, voice.checkin (the elder's wellbeing call) or a
     kind-specific voice.alert.<kind>."""
-    text = t(_kind_key(key, facts.kind, lang), lang, **facts.values(lang))
+    spoken = {**facts.values(lang), "where": facts.where_spoken or t("where.home", lang)}
+    text = t(_kind_key(key, facts.kind, lang), lang, **spoken)
     ask = t("voice.checkin_gather" if key == "voice.checkin" else "voice.gather", lang)
     return (
         f'<Response><Gather numDigits="1" timeout="8" action="{escape(gather_url)}" method="POST">'

@@ -50,7 +50,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         channel = channel_for(settings)
         retry = RetryPolicy(settings.dispatcher_retry_attempts, settings.dispatcher_retry_backoff_s,
                             settings.dispatcher_twilio_timeout_s)
-        runner = StepRunner(pool, channel, settings.public_base_url, lock, retry)
+        runner = StepRunner(pool, channel, settings.public_base_url, lock, retry,
+                            settings.family_base_url, settings.link_secret)
         workers = max(1, settings.dispatcher_workers)
         wake = Wakeup(workers)
         log.info("dispatcher started", worker_lock=lock, workers=workers,

@@ -29,6 +29,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from dispatcher import family
 from dispatcher.channels import Channel, failure_kind
 from dispatcher.incidents import timeline
 from dispatcher.messages import (
@@ -41,6 +42,7 @@ from dispatcher.messages import (
     voice_twiml,
 )
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
+from dispatcher.whereabouts import where_words
 from eldercare import db, logs
 
 log = logs.get(__name__)
@@ -113,10 +115,13 @@ class StepRunner:
     that process on a connection that lives as long as it does)."""
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, family_base_url: str = "",
+                 link_secret: str = "") -> None:
         self.pool = pool
         self.channel = channel
         self.base = public_base_url.rstrip("/")
+        self.family_base = (family_base_url or public_base_url).rstrip("/")
+        self.link_secret = link_secret
         self.lock = worker_lock
         self.worker = f"{socket.gethostname()}:{worker_lock}"
         self.retry = retry or RetryPolicy()
@@ -196,11 +201,21 @@ class StepRunner:
             await self._finish(conn, step, "done")
             await conn.commit()
             return None
+        lang = step.target.get("language", "zh-Hans")
+        where, spoken = await where_words(conn, str(step.incident_id), lang, facts_row["elder"],
+                                          facts_row["now"])
         facts = IncidentFacts(
             facts_row["elder"], facts_row["address"], facts_row["community"],
-            facts_row["kind"], facts_row["event_time"], facts_row["time_zone"],
+            facts_row["kind"], facts_row["event_time"], facts_row["time_zone"], where, spoken,
         )
-        body = self._render(step, facts, facts_row)
+        link = ""
+        if step.action == "sms" and step.target.get("kind") == "contact" \
+                and "priority" in step.target and step.purpose == "ladder":
+            secret = await family.link_secret(conn, self.link_secret)
+            token = await family.issue(conn, secret, step.incident_id, step.target["priority"],
+                                       step.target.get("name", ""), lang)
+            link = family.url(self.family_base, token)
+        body = self._render(step, facts, facts_row, link)
         channel = "voice" if step.action == "call" else "sms"
         notification = await self._record(conn, step, channel, body)
         if notification is not None and facts_row["status"] == "open" \
@@ -213,7 +228,8 @@ class StepRunner:
         await conn.commit()
         return None if notification is None else (notification, body)
 
-    def _render(self, step: Step, facts: IncidentFacts, row: dict[str, Any]) -> str:
+    def _render(self, step: Step, facts: IncidentFacts, row: dict[str, Any], link: str = ""
+                ) -> str:
         lang = step.target.get("language", "zh-Hans")
         kind = step.target.get("kind")
         if step.action == "call":
@@ -232,7 +248,7 @@ class StepRunner:
                                row["resolved_at"] or row["now"], lang)
         if kind in ("staff", "duty_lead", "acknowledger"):
             return staff_sms(facts, lang)
-        return family_sms(facts, lang)
+        return family_sms(facts, lang, link)
 
     async def _record(
         self, conn: AsyncConnection[Any], step: Step, channel: str, body: str,

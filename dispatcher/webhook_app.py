@@ -1,5 +1,6 @@
-"""A minimal web app with only Twilio's webhooks (and /healthz): what needs to face the
-internet, without the staff console. The console app mounts the same router at /twilio."""
+"""A minimal web app with only what needs to face the internet, without the staff console:
+Twilio's webhooks, the family page (its link's token is the credential) and /healthz. The
+console app mounts the same routers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dispatcher import webhooks
-from dispatcher.console import guard
+from dispatcher.console import family_routes, guard
 from eldercare import db
 from eldercare.config import Settings
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(guard.InputGuard, max_body=settings.console_max_body,
                        max_import_body=settings.console_max_body)
     app.include_router(webhooks.router)
+    app.include_router(family_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:

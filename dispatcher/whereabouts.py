@@ -157,10 +157,12 @@ async def _pressed_on(conn: AsyncConnection[Any], incident_id: str) -> str | Non
 
 
 async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
-                      label: str = "", link: bool = True, now: datetime | None = None) -> str:
-    """The incident's "where" for a message: the position relative to home when there is one;
-    "在家" for a device installed at home; else that the position is unknown."""
+                      label: str = "", now: datetime | None = None) -> tuple[str, str]:
+    """The incident's "where" for a message, written (with the map link) and spoken (without):
+    the position relative to home when there is one; "在家" for a device installed at home;
+    else that the position is unknown."""
     w = await incident_whereabouts(conn, incident_id, label)
     if w is None and await _pressed_on(conn, incident_id) not in CARRIED:
-        return t("where.home", lang)
-    return describe(w, lang, now, link)
+        home = t("where.home", lang)
+        return home, home
+    return describe(w, lang, now, link=True), describe(w, lang, now, link=False)

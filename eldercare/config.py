@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         "http://127.0.0.1:8080", description="Public URL of the console, for Twilio webhooks"
     )
+    family_base_url: str = Field(
+        "", description="Public URL the family page's links in SMS start with (the webhooks "
+        "app serves the page too, so it can face the internet while the console stays "
+        "internal); empty: ELDERCARE_PUBLIC_BASE_URL")
+    link_secret: str = Field(
+        "", description="Key the family links are signed with; empty: one made on first use "
+        "and kept in the database")
     console_bind: str = Field("127.0.0.1:8080", description="host:port the console listens on")
     webhooks_bind: str = Field(
         "127.0.0.1:8082", description="host:port of `eldercare service webhooks`: Twilio's "

@@ -1,13 +1,15 @@
 """The family page, as a family member meets it: a watch SOS pressed 1.5 km from home over MQTT
-opens an incident; the contact's link opens a phone-sized page in real headless Chromium that
-says what happened and where (distance, direction, map link), follows the timeline live, and
-"我来处理" acknowledges as that contact (pending calls stop). A reconnect replays what was
-missed; every view and action is audited; the link dies 24 h after resolution."""
+opens an incident; the SMS that reaches the Twilio mock says where (distance, direction, map
+link) and carries the contact's link, which opens a phone-sized page in real headless Chromium
+that says what happened and where, follows the timeline live, and "我来处理" acknowledges as
+that contact (pending calls stop). A reconnect replays what was missed; every view and action
+is audited; the link dies 24 h after resolution."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +30,7 @@ from simulators.population import offset
 from tests.conftest import ARTIFACTS, make_community
 from tests.helpers import eventually
 from tests.test_console_browser import CHROMIUM_ARGS
+from tests.twilio_mock import TwilioMock
 
 HOME = (39.9583, 116.4172)
 PHONE = {"width": 390, "height": 844}
@@ -133,10 +136,19 @@ def audit_actions(settings: Settings, incident_id: str) -> list[str]:
 
 
 async def test_family_member_follows_and_takes_the_incident_from_a_phone(
-    platform: Settings, browser: Browser,
+    platform: Settings, browser: Browser, twilio: TwilioMock,
 ) -> None:
     community, incident_id = await watch_sos_away_from_home(platform)
-    token = await link_for(platform, incident_id)
+    first = community.elders[0].contacts[0]
+    sms = (await eventually(lambda: twilio.messages(first.phone), 30, "the SMS to contact 1")
+           )[0].form["Body"][0]
+    assert "位置：距家约1.5公里，东北方向，地图：https://uri.amap.com/marker?" in sms
+    found = re.search(r"实时进展：(\S+)/f/([A-Za-z0-9_-]{22})", sms)
+    assert found and found.group(1) == platform.public_base_url, sms
+    token = found.group(2)
+    call = (await eventually(lambda: twilio.calls(first.phone), 30, "the call to contact 1")
+            )[0].form["Twiml"][0]
+    assert "位置：距家约1.5公里，东北方向" in call and "amap" not in call
     network = FlakyNetwork(platform.console_bind)
     context = await browser.new_context(viewport=PHONE, base_url=await network.start(),
                                         is_mobile=True)
@@ -159,7 +171,8 @@ async def test_family_member_follows_and_takes_the_incident_from_a_phone(
     with psycopg.connect(platform.database_url) as conn:
         via, pending = conn.execute(
             "SELECT acknowledged_via, (SELECT count(*) FROM escalation_steps s"
-            " WHERE s.incident_id = i.id AND s.status = 'pending') FROM incidents i"
+            " WHERE s.incident_id = i.id AND s.status = 'pending' AND s.purpose = 'ladder')"
+            " FROM incidents i"
             " WHERE id = %s", (incident_id,)).fetchone() or (None, None)
     assert via == "family_page" and pending == 0
     assert audit_actions(platform, incident_id)[:2] == ["family_view", "family_taking"]

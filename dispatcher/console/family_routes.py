@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
@@ -24,7 +24,7 @@ from dispatcher.console import audit
 from dispatcher.incidents import timeline
 from dispatcher.whereabouts import describe, incident_whereabouts
 from eldercare import db
-from eldercare.i18n import t
+from eldercare.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
 
 router = APIRouter(tags=["family"])
 
@@ -65,6 +65,12 @@ def _sentence(row: dict[str, Any], lang: str) -> str | None:
     return t(f"family.{kind}", lang, who=d.get("who", ""))
 
 
+def labels(lang: str) -> dict[str, str]:
+    """The page's own words (it is served without the console's translation route)."""
+    table = catalogue(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)
+    return {k: v for k, v in table.items() if k.startswith("family.")}
+
+
 async def state(conn: db.Connection, link: family.FamilyLink) -> dict[str, Any]:
     """What the page shows: the incident in the contact's language, and its timeline."""
     lang = link.language
@@ -81,7 +87,7 @@ async def state(conn: db.Connection, link: family.FamilyLink) -> dict[str, Any]:
     where = await incident_whereabouts(conn, link.incident_id, row["elder"])
     rows = await _rows(conn, link.incident_id, 0)
     return {
-        "language": lang, "contact": link.name, "elder": row["elder"],
+        "language": lang, "labels": labels(lang), "contact": link.name, "elder": row["elder"],
         "community": row["community"], "what": t(f"kind.{row['kind']}", lang),
         "status": row["status"], "status_text": t(f"family.status.{row['status']}", lang),
         "event_time": row["event_time"].isoformat(),
@@ -103,6 +109,19 @@ async def _rows(conn: db.Connection, incident_id: str, after: int) -> list[dict[
 
 def _entry(row: dict[str, Any], lang: str) -> dict[str, Any]:
     return {"id": row["id"], "at": row["at"].isoformat(), "text": _sentence(row, lang)}
+
+
+_ASSETS = {"family.js": "text/javascript", "family.css": "text/css"}
+
+
+@router.get("/f/static/{name}", include_in_schema=False)
+async def asset(name: str) -> Response:
+    """The page's script and style (the webhooks app has no console static route)."""
+    if name not in _ASSETS:
+        raise HTTPException(404)
+    return Response(_STATIC.joinpath(name).read_text("utf-8"),
+                    media_type=f"{_ASSETS[name]}; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/f/{token}", response_class=HTMLResponse, include_in_schema=False)

@@ -56,12 +56,13 @@ async function refresh() {
   const res = await fetch(`/api/family/${token}`);
   if (!res.ok) { expired(); return null; }
   const s = await res.json();
+  T = s.labels;
   render(s);
   return s;
 }
 
 function expired() {
-  $("notice").textContent = tr("family.expired");
+  $("notice").textContent = T["family.expired"] || (lang === "en" ? "This link has expired." : "此链接已失效。");
   $("actions").hidden = true;
   $("live").textContent = "";
 }
@@ -76,14 +77,16 @@ async function act(action) {
 }
 
 async function main() {
-  T = await (await fetch(`/api/v1/i18n/${lang}`)).json();
-  $("taking").textContent = tr("family.taking");
-  $("reached").textContent = tr("family.reached");
-  $("timeline-title").textContent = tr("family.timeline");
   $("taking").addEventListener("click", () => act("taking"));
   $("reached").addEventListener("click", () => act("reached_elder"));
   const s = await refresh();
-  if (!s) return;
+  if (!s) {
+    $("notice").textContent = lang === "en" ? "This link has expired." : "此链接已失效。";
+    return;
+  }
+  $("taking").textContent = tr("family.taking");
+  $("reached").textContent = tr("family.reached");
+  $("timeline-title").textContent = tr("family.timeline");
   const source = new EventSource(`/api/family/${token}/stream?after=${s.last_event_id}`);
   let pending = null;
   source.addEventListener("open", () => { $("live").textContent = tr("family.live"); });
