@@ -17,6 +17,8 @@ def configure(level: str = "INFO", service: str = "eldercare") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.EventRenamer("msg"),
+            # exc_info=True / log.exception(): the traceback as text, not `"exc_info": true`.
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
