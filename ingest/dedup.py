@@ -88,9 +88,15 @@ async def recall(settings: Settings, recent: RecentIds, window_s: float) -> int:
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
         per_partition = max(1, recent.capacity // len(tps))
-        for tp in tps:
-            consumer.seek(tp, max(begins[tp], ends[tp] - per_partition))
         since = time.time() - window_s
+        # Where the window starts (Kafka's time index), never more than the capacity back;
+        # without an answer, the capacity alone bounds it (reading more is only slower).
+        found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+        for tp in tps:
+            at = found.get(tp)
+            start = 0 if at is None else at.offset
+            begins[tp] = max(begins[tp], ends[tp] - per_partition, start)
+            consumer.seek(tp, begins[tp])
         count = 0
         left = {tp for tp in tps if ends[tp] > begins[tp]}
         while left:
