@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from eldercare.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail, nested, reconnects
-from tests.test_ingest_service import IngestRun, dev, start_run
+from tests.test_ingest_service import IngestRun, dev, signed, start_run
 
 KINDS = ("sos_button", "smart_watch", "smart_cane", "bp_meter")
 TYPES = ("sos", "hr", "accel", "bp", "heartbeat", "ok", "steps", "spo2", "fall")
@@ -142,3 +143,34 @@ def test_every_payload_becomes_one_event_or_one_dead_letter(
     asyncio.run(_publish_and_account(fuzz_run, flat, infra.kafka_bootstrap, batch))
     assert fuzz_run.worker is not None and fuzz_run.worker.poll() is None
     assert reconnects(fuzz_run) == before, fuzz_run.log.read_text()[-3000:]
+
+
+def _items(c: Community) -> st.SearchStrategy[bytes]:
+    item = st.fixed_dictionaries({
+        "community_id": st.just(c.id) | st.text(max_size=5),
+        "device_id": st.sampled_from([dev(c, k) for k in KINDS]) | st.text(max_size=5),
+        "payload": messages | json_values | st.binary(max_size=80).map(
+            lambda b: b.decode("latin-1"))}) | json_values
+    bodies = st.lists(item, max_size=5).map(lambda items: {"items": items}) | json_values
+    return (bodies.map(lambda b: json.dumps(b).encode()) | st.binary(max_size=300)
+            | st.sampled_from(NASTY))
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_the_http_gateway_answers_every_body_with_200_or_a_4xx_reason(
+    fuzz_run: IngestRun, flat: Community, data: st.DataObject,
+) -> None:
+    body = data.draw(_items(flat))
+    r = httpx.post(f"{fuzz_run.http}/ingest/v1/batch", content=body, headers=signed(body),
+                   timeout=10)
+    assert r.status_code in (200, 413, 422), (r.status_code, r.text[:300], body[:200])
+    answer = r.json()
+    if r.status_code == 200:
+        statuses = {x["status"] for x in answer["results"]}
+        assert statuses <= {"accepted", "duplicate", "rejected"}
+        assert all(x.get("reason") for x in answer["results"] if x["status"] == "rejected")
+    else:
+        assert answer["reason"] and answer["detail"]
+    assert fuzz_run.worker is not None and fuzz_run.worker.poll() is None
