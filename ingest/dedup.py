@@ -128,7 +128,7 @@ def _remember(recent: RecentIds, value: bytes | None, since: float) -> int:
 
 
 async def recall_within(settings: Settings, recent: RecentIds, window_s: float,
-                        timeout_s: float = 30.0) -> None:
+                        timeout_s: float = 10.0) -> None:
     """`recall`, bounded in time: a slow broker delays ingest's start by at most `timeout_s`
     (then the window starts empty, and downstream idempotency catches the rare repeat)."""
     started = time.monotonic()

@@ -392,8 +392,8 @@ class _EventBatches:
         # list(set), as the producer's own partitioning does: the same index, same partition
         self._partitions = list(await self._producer.partitions_for(kafka.EVENTS))
 
-    async def add(self, event: CanonicalEvent, message: aiomqtt.Message) -> None:
-        """Gather the (claimed) `event` of `message` into its partition's batch."""
+    async def add(self, event: CanonicalEvent, message: aiomqtt.Message, claimed: str) -> None:
+        """Gather the `event` of `message`, claimed as `claimed`, into its partition's batch."""
         try:
             key = event.key()
             value = event.model_dump_json().encode()
@@ -407,9 +407,9 @@ class _EventBatches:
                 if opened[0].append(timestamp=None, key=key, value=value) is None:
                     raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
         except BaseException:
-            self._ingest.release(identity(event))
+            self._ingest.release(claimed)
             raise
-        opened[1].append(_Waiting(message, identity(event), time.perf_counter()))
+        opened[1].append(_Waiting(message, claimed, time.perf_counter()))
         self.waiting += 1
 
     async def flush(self) -> None:
@@ -534,9 +534,10 @@ async def _process(
     checked = await ingest.check(topic, raw)
     if isinstance(checked, Submitted):
         return checked.durable
-    if not ingest.claim(identity(checked), "mqtt"):
+    key = identity(checked)
+    if not ingest.claim(key, "mqtt"):
         return None
-    await batches.add(checked, message)
+    await batches.add(checked, message, key)
     return _BATCHED
 
 
