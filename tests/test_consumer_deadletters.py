@@ -1,7 +1,7 @@
 """A record a consumer cannot process is dead-lettered with its reason and the consumer moves
 on (real tansu and PostgreSQL): the detectors meet an event their logic fails on, the store
-meets records that are not canonical events or that PostgreSQL refuses. The events after them
-are still processed."""
+meets records that are not canonical events or that PostgreSQL refuses, the dispatcher an
+unreadable alert and an alert it cannot record. The records after them are still processed."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
 
+from detectors.alerts import Alert, Severity
 from devices.readings import writer
-from devices.registry import Community
+from devices.registry import Community, save
 from eldercare import kafka
 from eldercare.config import Settings
+from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_engine_stream import engine, new_topic
+from tests.twilio_mock import TwilioMock
 
 
 def _event(c: Community, kind: str, type_: str, data: dict[str, Any],
@@ -108,3 +112,44 @@ async def test_the_store_dead_letters_records_it_cannot_store_and_stores_the_res
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 30)
+
+
+async def test_the_dispatcher_puts_aside_an_alert_it_cannot_take_and_calls_for_the_next(
+    platform: Settings, infra: Settings, twilio: TwilioMock, workdir: Path,
+) -> None:
+    c = make_community(elders=2)
+    save(infra.database_url, [c])
+    first, second = c.elders
+    now = datetime.now(UTC)
+
+    def alert(elder_id: str, alert_id: str) -> bytes:
+        return Alert(alert_id=alert_id, elder_id=elder_id, community_id=c.id, kind="sos",
+                     severity=Severity.CRITICAL, event_time=now,
+                     detected_at=now).model_dump_json().encode()
+
+    repeated = alert(first.id, f"a-{uuid.uuid4().hex}")
+    await _produce(infra, kafka.ALERTS, first.id, [repeated])
+
+    async def incidents(elder_id: str) -> int:
+        async with await psycopg.AsyncConnection.connect(infra.database_url) as conn:
+            row = await (await conn.execute(
+                "SELECT count(*) FROM incidents WHERE elder_id = %s", (elder_id,))).fetchone()
+        return int(row[0]) if row else 0
+
+    await eventually(lambda: incidents(first.id), 30, "the first incident")
+    async with await psycopg.AsyncConnection.connect(infra.database_url) as conn:
+        # Resolved long ago: the same alert again cannot join it (issue 14's crash loop).
+        await conn.execute("UPDATE incidents SET status = 'resolved',"
+                           " opened_at = now() - interval '2 days' WHERE elder_id = %s",
+                           (first.id,))
+        await conn.commit()
+    up_log = workdir / "dispatcher.log"
+    starts = up_log.read_text().count("dispatcher started")
+    garbage = b'{"alert_id": 7}'
+    await _produce(infra, kafka.ALERTS, first.id, [repeated, garbage])
+    await _produce(infra, kafka.ALERTS, second.id, [alert(second.id, f"b-{uuid.uuid4().hex}")])
+    await eventually(lambda: twilio.calls(second.contacts[0].phone), 30, "the next SOS's call")
+    letters = await _letters(infra, "dispatcher", [garbage])
+    assert letters[hashlib.sha256(garbage).hexdigest()]["reason"] == "alert_rejected"
+    assert await incidents(first.id) == 1, "the repeated alert opened no second incident"
+    assert up_log.read_text().count("dispatcher started") == starts, "the dispatcher restarted"
