@@ -120,6 +120,8 @@ async def _record(conn: db.Connection, alert: Alert) -> object:
     except Exception as exc:
         if is_transient(exc):
             raise
+        log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
+                    exc_info=exc)
     async with conn.transaction():
         return await record_alert(conn, alert)
 

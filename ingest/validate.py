@@ -138,8 +138,9 @@ class _NumberTooLarge(ValueError):
 
 
 def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise _NumberTooLarge(f"an integer of {len(text)} digits > limit {MAX_DIGITS}")
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise _NumberTooLarge(f"an integer of {digits} digits > limit {MAX_DIGITS}")
     return int(text)
 
 
