@@ -16,12 +16,14 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from detectors.alerts import Alert, Severity
 from devices.readings import writer
 from devices.registry import Community, save
 from eldercare import kafka
 from eldercare.config import Settings
+from eldercare.faults import is_transient
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_engine_stream import engine, new_topic
@@ -153,3 +155,15 @@ async def test_the_dispatcher_puts_aside_an_alert_it_cannot_take_and_calls_for_t
     assert letters[hashlib.sha256(garbage).hexdigest()]["reason"] == "alert_rejected"
     assert await incidents(first.id) == 1, "the repeated alert opened no second incident"
     assert up_log.read_text().count("dispatcher started") == starts, "the dispatcher restarted"
+
+
+def test_outages_are_retried_and_only_the_records_own_faults_are_dead_lettered() -> None:
+    outages = [psycopg.OperationalError("server closed the connection"),
+               psycopg.errors.AdminShutdown(), psycopg.InterfaceError("connection closed"),
+               KafkaConnectionError(), KafkaTimeoutError(), ConnectionRefusedError(),
+               TimeoutError()]
+    own = [ValueError("bad"), KeyError("x"), RuntimeError("alert recorded concurrently"),
+           psycopg.errors.DataError(), psycopg.errors.UniqueViolation(),
+           MessageSizeTooLargeError(), RecursionError()]
+    assert all(is_transient(e) for e in outages)
+    assert not any(is_transient(e) for e in own)

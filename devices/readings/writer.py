@@ -480,6 +480,8 @@ async def store_batch(
     `producer`), then commit its offsets. With several writers the Kafka partitions are shared
     among them and written at once: a partition holds whole elders, so no two writers touch
     the same rollup rows."""
+    for w in writers:  # what an earlier, failed batch set aside is replayed with it
+        w.rejected.clear()
     shares: list[list[bytes]] = [[] for _ in writers]
     for tp, recs in batch.items():
         shares[tp.partition % len(writers)].extend(r.value or b"" for r in recs)
