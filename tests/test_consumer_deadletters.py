@@ -100,7 +100,7 @@ async def test_the_store_dead_letters_records_it_cannot_store_and_stores_the_res
         letters = await _letters(infra, "store", bad)
         assert {r["reason"] for r in letters.values()} <= {"unstorable_event",
                                                            "unreadable_event"}
-        assert all(r["topic"] == topic and r["detail"] for r in letters.values())
+        assert all(r["topic"] == topic and r["detail"] for r in letters.values()), letters
 
         async def stored() -> bool:
             async with await psycopg.AsyncConnection.connect(infra.database_url) as conn:

@@ -487,11 +487,12 @@ async def store_batch(
         shares[tp.partition % len(writers)].extend(r.value or b"" for r in recs)
     counts = await asyncio.gather(*(w.write_raw(v) for w, v in zip(writers, shares,
                                                                     strict=True) if v))
+    topic = next(iter(batch)).topic if batch else kafka.EVENTS
     for w in writers:
         if producer is not None:
             for raw, why in w.rejected:
                 await producer.send_and_wait(kafka.DEADLETTER, dead_letter(
-                    "store", kafka.EVENTS, raw, why, datetime.now(UTC)))
+                    "store", topic, raw, why, datetime.now(UTC)))
         w.rejected.clear()
     try:
         await consumer_.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
