@@ -113,7 +113,8 @@ class AlarmDetector:
             else:
                 severity = Severity.CRITICAL
             alerts.append(Alert(
-                alert_id=alert_id(kind, e.first_event_id), elder_id=profile.elder_id,
+                alert_id=alert_id(kind, e.first_event_id, e.started_at.isoformat()),
+                elder_id=profile.elder_id,
                 community_id=e.community_id, kind=kind, severity=severity,
                 event_time=e.started_at, detected_at=now, device_id=e.device_id, room=e.room,
                 evidence=[*e.evidence, {"lives_alone": profile.lives_alone, "room": e.room,

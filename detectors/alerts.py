@@ -41,5 +41,7 @@ class Alert(BaseModel):
 
 
 def alert_id(*parts: str) -> str:
-    """Deterministic: the same evidence always gives the same id, so replays deduplicate."""
+    """Deterministic: the same evidence always gives the same id, so replays deduplicate.
+    Built from an event, it takes the event time too: a device that reuses a `msg_id` (its
+    counter restarted) must not give a new press the id of an old one."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -36,6 +36,7 @@ from detectors.suite import Suite, build
 from devices.events import CanonicalEvent
 from eldercare import db, kafka, logs
 from eldercare.config import Settings
+from eldercare.faults import describe, is_transient
 from ingest.deadletter import dead_letter
 from ingest.validate import Rejection
 
@@ -165,15 +166,23 @@ class Engine:
             part.next_offset = offset + 1
             part.last_event_wall = wall
             if event is None:
-                await self._dead_letter(raw)
+                await self._dead_letter(raw, "unreadable_event", "not a canonical event")
                 continue
             metrics.EVENTS.inc()
-            profile = self.profiles.get(event.elder_id, event.community_id).at(
-                event.event_time, part.rearmed_at)
-            state = part.elders.get(event.elder_id)
-            if state is None:
-                state = part.elders[event.elder_id] = self.suite.initial()
-            _, alerts, changed = self.suite.on_event(state, event, profile)
+            try:
+                profile = self.profiles.get(event.elder_id, event.community_id).at(
+                    event.event_time, part.rearmed_at)
+                state = part.elders.get(event.elder_id)
+                if state is None:
+                    state = part.elders[event.elder_id] = self.suite.initial()
+                _, alerts, changed = self.suite.on_event(state, event, profile)
+            except Exception as exc:  # the detectors are pure: this event fails every time
+                if is_transient(exc):
+                    raise
+                log.error("event failed in the detectors; dead-lettered",
+                          event_id=event.event_id, exc_info=exc)
+                await self._dead_letter(raw, "detector_error", describe(exc))
+                continue
             if changed:
                 part.dirty.add(event.elder_id)
             await self._emit(alerts)
@@ -213,7 +222,11 @@ class Engine:
                 profile = self.profiles.get(elder_id).at(part.watermark, part.rearmed_at)
                 seen = part.recent.get(elder_id)
                 now = part.watermark if seen is None else min(part.watermark, seen[0])
-                _, alerts, changed = self.suite.on_timer(state, now, profile)
+                try:
+                    _, alerts, changed = self.suite.on_timer(state, now, profile)
+                except Exception:  # one elder's broken state must not stop everyone's timers
+                    log.exception("timer failed for one elder; skipped", elder=elder_id)
+                    continue
                 if changed:
                     part.dirty.add(elder_id)
                 await self._emit(alerts)
@@ -249,10 +262,11 @@ class Engine:
             self.checkpoint.track(await self.producer.send(
                 kafka.ALERTS, alert.model_dump_json().encode(), key=alert.key()))
 
-    async def _dead_letter(self, raw: bytes) -> None:
-        log.error("unreadable canonical event dead-lettered", value=raw[:200])
-        record = dead_letter("detectors", self.topic, raw, Rejection(
-            "unreadable_event", "not a canonical event"), datetime.now(UTC))
+    async def _dead_letter(self, raw: bytes, reason: str, detail: str) -> None:
+        """Put aside an event the detectors cannot take, with the reason, and move on."""
+        log.error("event dead-lettered", reason=reason, detail=detail[:300], value=raw[:200])
+        record = dead_letter("detectors", self.topic, raw, Rejection(reason, detail),
+                             datetime.now(UTC))
         self.checkpoint.track(await self.producer.send(kafka.DEADLETTER, record))
 
     def _mirror_offsets(self) -> None:

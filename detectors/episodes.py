@@ -58,7 +58,8 @@ class EpisodeDetector:
         else:
             new = EpisodeState(first_event_id=event.event_id, last_at=event.event_time, presses=1)
         alert = Alert(
-            alert_id=alert_id(self.kind, event.event_id), elder_id=event.elder_id,
+            alert_id=alert_id(self.kind, event.event_id, event.event_time.isoformat()),
+            elder_id=event.elder_id,
             community_id=event.community_id, kind=self.kind, severity=self.severity,
             event_time=event.event_time, detected_at=event.received_at,
             device_id=event.device_id, room=event.room,

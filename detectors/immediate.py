@@ -16,7 +16,8 @@ def immediate_alert(event: CanonicalEvent, now: datetime) -> Alert | None:
     if kind is None or event.data.get("state") is False:
         return None
     return Alert(
-        alert_id=alert_id(kind, event.event_id), elder_id=event.elder_id,
+        alert_id=alert_id(kind, event.event_id, event.event_time.isoformat()),
+        elder_id=event.elder_id,
         community_id=event.community_id, kind=kind, severity=Severity.CRITICAL,
         event_time=event.event_time, detected_at=now, device_id=event.device_id,
         room=event.room, evidence=[event.model_dump(mode="json")],

@@ -7,7 +7,6 @@ for its whole life, so the others can tell when it has died and recover its runn
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from datetime import UTC, datetime
 
@@ -19,7 +18,9 @@ from dispatcher.incidents import record_alert
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from eldercare import db, kafka, logs, observability
 from eldercare.config import Settings
-from ingest.deadletter import MAX_KEPT_BYTES, DeadLetter
+from eldercare.faults import describe, is_transient
+from ingest.deadletter import dead_letter
+from ingest.validate import Rejection
 
 log = logs.get(__name__)
 
@@ -87,11 +88,13 @@ async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: 
                         alert, why = _parse(record.value)
                         if alert is not None:
                             try:
-                                async with conn.transaction():
-                                    incident = await record_alert(conn, alert)
-                            except (psycopg.errors.IntegrityError, psycopg.errors.DataError,
-                                    ValueError) as exc:  # e.g. an elder the registry lacks
-                                why = f"{type(exc).__name__}: {exc}"
+                                incident = await _record(conn, alert)
+                            except Exception as exc:  # e.g. an elder the registry lacks
+                                if is_transient(exc):  # uncommitted: redelivered after restart
+                                    raise
+                                log.error("alert cannot be recorded", alert_id=alert.alert_id,
+                                          exc_info=exc)
+                                why = describe(exc)
                             else:
                                 log.info("alert recorded", alert_id=alert.alert_id,
                                          incident_id=str(incident) if incident else None)
@@ -109,6 +112,21 @@ async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: 
             await asyncio.wait_for(consumer.stop(), 3.0)
 
 
+async def _record(conn: db.Connection, alert: Alert) -> object:
+    """`record_alert` in its own transaction, tried twice: a conflict with a concurrent writer
+    passes on the second try, a fault of the alert itself fails both."""
+    try:
+        async with conn.transaction():
+            return await record_alert(conn, alert)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
+                    exc_info=exc)
+    async with conn.transaction():
+        return await record_alert(conn, alert)
+
+
 def _parse(value: bytes | None) -> tuple[Alert | None, str]:
     try:
         return Alert.model_validate_json(value or b""), ""
@@ -118,12 +136,8 @@ def _parse(value: bytes | None) -> tuple[Alert | None, str]:
 
 def _dead_letter(raw: bytes, reason: str) -> bytes:
     """An alert the dispatcher cannot record, kept with the reason (ingest's record format)."""
-    kept = raw[:MAX_KEPT_BYTES]
-    return DeadLetter(
-        source="dispatcher", topic=kafka.ALERTS, reason="alert_rejected", detail=reason[:2000],
-        received_at=datetime.now(UTC), payload_b64=base64.b64encode(kept).decode(),
-        payload_size=len(raw), payload_truncated=len(kept) < len(raw),
-    ).model_dump_json().encode()
+    return dead_letter("dispatcher", kafka.ALERTS, raw, Rejection("alert_rejected", reason),
+                       datetime.now(UTC))
 
 
 async def _steps(runner: StepRunner, stop: asyncio.Event, wake: asyncio.Event,

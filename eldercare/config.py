@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     ingest_zigbee_devices: str = Field(
         "", description="Zigbee2MQTT friendly_name=device_id[,...]; unmapped names are device ids"
     )
+    ingest_dedup_window_s: float = Field(
+        3600.0, description="A message with the device, msg_id and event time of one accepted"
+        " this long ago is a duplicate; read back from the events topic at start")
+    ingest_dedup_capacity: int = Field(
+        200_000, description="Most message identities kept in the duplicate window")
     ingest_worker: int = Field(0, description="Number of this ingest process (`ingest --workers`)")
     mqtt_auth_dir: str = Field(
         "", description="Directory of the broker's password file, ACL and pid file, re-rendered"

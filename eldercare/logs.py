@@ -9,14 +9,34 @@ import structlog
 
 
 def configure(level: str = "INFO", service: str = "eldercare") -> None:
-    """Log JSON lines to stderr, tagged with the service name."""
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    """Log JSON lines to stderr, tagged with the service name; the libraries' own logging
+    (aiokafka, uvicorn, asyncio) too, each record one line with its traceback in `exception`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.EventRenamer("msg"),
+            # exc_info=True / log.exception(): the traceback as text, not `"exc_info": true`.
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

@@ -1,8 +1,13 @@
-"""Dead-letter records: the original bytes, where they came from, why, and when."""
+"""Dead-letter records: the original bytes, where they came from, why, and when.
+
+A record has a size cap whatever it is given: the original is kept up to `MAX_KEPT_BYTES` (its
+full length and SHA-256 always), the detail up to `MAX_DETAIL_CHARS`; so a dead letter can
+always be produced (Kafka's default record limit is 1 MiB)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import datetime
 
@@ -10,7 +15,8 @@ from pydantic import BaseModel
 
 from ingest.validate import Rejection
 
-MAX_KEPT_BYTES = 512 * 1024  # Kafka's default message limit is 1 MiB; keep the record under it
+MAX_KEPT_BYTES = 128 * 1024
+MAX_DETAIL_CHARS = 4000
 
 
 class DeadLetter(BaseModel):
@@ -22,6 +28,8 @@ class DeadLetter(BaseModel):
     payload_b64: str
     payload_size: int
     payload_truncated: bool
+    payload_sha256: str = ""  # of the whole original, also when truncated
+    detail_truncated: bool = False
 
     def original(self) -> bytes:
         return base64.b64decode(self.payload_b64)
@@ -30,10 +38,16 @@ class DeadLetter(BaseModel):
 def dead_letter(
     source: str, topic: str, raw: bytes, rejection: Rejection, received_at: datetime,
 ) -> bytes:
+    """The dead-letter record of `raw` (JSON bytes), at most ~180 KiB."""
     kept = raw[:MAX_KEPT_BYTES]
+    detail = rejection.detail
     record = DeadLetter(
-        source=source, topic=topic, reason=rejection.reason, detail=rejection.detail,
+        source=source, topic=topic[:1000], reason=rejection.reason,
+        detail=detail[:MAX_DETAIL_CHARS], detail_truncated=len(detail) > MAX_DETAIL_CHARS,
         received_at=received_at, payload_b64=base64.b64encode(kept).decode(),
         payload_size=len(raw), payload_truncated=len(kept) < len(raw),
+        payload_sha256=hashlib.sha256(raw).hexdigest(),
     )
-    return json.dumps(record.model_dump(mode="json"), ensure_ascii=False).encode()
+    # A lone surrogate (from an exception text) is written as its JSON escape, never fails.
+    return json.dumps(record.model_dump(mode="json"), ensure_ascii=False).encode(
+        errors="backslashreplace")

@@ -15,11 +15,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from eldercare import logs
+from eldercare.faults import is_transient
 from eldercare.mqtt import event_topic
 from ingest import metrics
 from ingest.gateway_auth import check_api_key, check_signature, parse_keys
 from ingest.mqtt_gateway import Ingest, Outcome
-from ingest.validate import Rejection
+from ingest.validate import MAX_DEPTH, Rejection, decode
+
+log = logs.get(__name__)
 
 SOURCE = "http"
 
@@ -83,7 +87,11 @@ def create_app(ingest: Ingest) -> FastAPI:
         items = _items(body, settings.ingest_http_max_items)
         if isinstance(items, Rejection):
             return _error(422, items.reason, items.detail)
-        outcomes = await asyncio.gather(*(_item(ingest, gateway, item) for item in items))
+        try:
+            outcomes = await asyncio.gather(*(_item(ingest, gateway, item) for item in items))
+        except Exception as exc:  # only an outage gets here (see `_item`): the client retries
+            log.error("ingest batch not stored", gateway=gateway, exc_info=exc)
+            return _error(503, "unavailable", "events could not be stored now; retry later")
         results = [_result(i, o) for i, o in enumerate(outcomes)]
         metrics.HTTP_REQUESTS.labels("200").inc()
         return JSONResponse({
@@ -97,10 +105,11 @@ def create_app(ingest: Ingest) -> FastAPI:
 
 
 def _items(body: bytes, max_items: int) -> list[Any] | Rejection:
-    try:
-        parsed = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection("malformed_json", f"the body is not JSON: {exc}")
+    # The device payloads sit 3 levels down: {"items": [{"payload": ...}]}.
+    parsed = decode(body, MAX_DEPTH + 3)
+    if isinstance(parsed, Rejection):
+        return parsed if parsed.reason != "malformed_json" else Rejection(
+            "malformed_json", f"the body is not JSON: {parsed.detail}")
     if not isinstance(parsed, dict) or not isinstance(parsed.get("items"), list):
         return Rejection("schema_violation", 'the body must be {"items": [...]}')
     items: list[Any] = parsed["items"]
@@ -121,7 +130,13 @@ async def _item(ingest: Ingest, gateway: str, item: Any) -> Outcome:
     payload = item["payload"]
     raw = payload.encode() if isinstance(payload, str) else json.dumps(
         payload, ensure_ascii=False).encode()
-    return await ingest.handle(event_topic(item["community_id"], item["device_id"]), raw, SOURCE)
+    topic = event_topic(item["community_id"], item["device_id"])
+    try:
+        return await ingest.handle(topic, raw, SOURCE)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        return await (await ingest.submit_failure(SOURCE, topic, raw, exc)).wait()
 
 
 def _result(index: int, outcome: Outcome) -> dict[str, Any]:

@@ -24,10 +24,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from devices.events import CanonicalEvent
 from eldercare import kafka, logs
 from eldercare.config import Settings
+from eldercare.faults import describe, is_transient
 from eldercare.mqtt import TOPIC_ROOT, MqttTarget
 from ingest import metrics, zigbee
 from ingest.deadletter import dead_letter
-from ingest.dedup import RecentIds
+from ingest.dedup import RecentIds, identity
 from ingest.directory import DeviceDirectory
 from ingest.validate import Rejection, check_device, decode, to_event, validate
 
@@ -89,7 +90,7 @@ class Ingest:
         self.settings = settings
         self.producer = producer
         self.directory = directory
-        self.recent = RecentIds()
+        self.recent = RecentIds(settings.ingest_dedup_capacity, settings.ingest_dedup_window_s)
         self.zigbee_names = zigbee.parse_names(settings.ingest_zigbee_devices)
         self._max_future = timedelta(seconds=settings.ingest_max_future_s)
         self._max_past = timedelta(seconds=settings.ingest_max_past_s)
@@ -129,18 +130,28 @@ class Ingest:
             return await self._submit_rejection(source, topic, raw, result, received_at)
         return result
 
-    def claim(self, event_id: str, source: str) -> bool:
-        """False for a duplicate (counted). Otherwise the id counts as seen from now on: a copy
-        arriving while this one is on its way is a duplicate too; `release` it if the event
-        does not reach Kafka, so that a redelivery is not dropped."""
-        if self.recent.seen(event_id):
+    def claim(self, key: str, source: str) -> bool:
+        """False for a duplicate (counted); `key` is the event's `identity`. Otherwise it counts
+        as seen from now on: a copy arriving while this one is on its way is a duplicate too;
+        `release` it if the event does not reach Kafka, so that a redelivery is not dropped."""
+        if self.recent.seen(key):
             self._source(source).duplicates.inc()
             return False
-        self.recent.add(event_id)
+        self.recent.add(key)
         return True
 
-    def release(self, event_id: str) -> None:
-        self.recent.discard(event_id)
+    def release(self, key: str) -> None:
+        self.recent.discard(key)
+
+    async def submit_failure(
+        self, source: str, topic: str, raw: bytes, exc: BaseException,
+    ) -> Submitted:
+        """Dead-letter a message whose processing raised (reason `ingest_error`): one message
+        that meets a bug must not stall the ones behind it."""
+        log.error("message could not be processed; dead-lettered", source=source, topic=topic,
+                  exc_info=exc)
+        return await self._submit_rejection(
+            source, topic, raw, Rejection("ingest_error", describe(exc)), datetime.now(UTC))
 
     def produced(self, source: str, started: list[float]) -> None:
         """Count events acknowledged by Kafka, handed to the producer at `started`."""
@@ -186,26 +197,26 @@ class Ingest:
                 for e in events if not isinstance(e, Rejection)]
 
     async def _submit_event(self, event: CanonicalEvent, source: str) -> Submitted:
-        event_id = event.event_id
+        event_id, key = event.event_id, identity(event)
         counters = self._source(source)
-        if not self.claim(event_id, source):
+        if not self.claim(key, source):
             return Submitted(Outcome("duplicate", event_id))
         started = time.perf_counter()
         try:
             durable = await self.producer.send(
                 kafka.EVENTS, event.model_dump_json().encode(), key=event.key())
         except BaseException:
-            self.recent.discard(event_id)
+            self.recent.discard(key)
             raise
         durable.add_done_callback(
-            functools.partial(self._event_done, event_id, counters, started))
+            functools.partial(self._event_done, key, counters, started))
         return Submitted(Outcome("accepted", event_id), durable)
 
     def _event_done(
-        self, event_id: str, counters: _SourceMetrics, started: float, fut: asyncio.Future[Any],
+        self, key: str, counters: _SourceMetrics, started: float, fut: asyncio.Future[Any],
     ) -> None:
         if _failed(fut):  # not on Kafka: a redelivery must not count as a duplicate
-            self.recent.discard(event_id)
+            self.recent.discard(key)
             return
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
         counters.accepted.inc()
@@ -387,8 +398,8 @@ class _EventBatches:
         # list(set), as the producer's own partitioning does: the same index, same partition
         self._partitions = list(await self._producer.partitions_for(kafka.EVENTS))
 
-    async def add(self, event: CanonicalEvent, message: aiomqtt.Message) -> None:
-        """Gather the (claimed) `event` of `message` into its partition's batch."""
+    async def add(self, event: CanonicalEvent, message: aiomqtt.Message, claimed: str) -> None:
+        """Gather the `event` of `message`, claimed as `claimed`, into its partition's batch."""
         try:
             key = event.key()
             value = event.model_dump_json().encode()
@@ -402,9 +413,9 @@ class _EventBatches:
                 if opened[0].append(timestamp=None, key=key, value=value) is None:
                     raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
         except BaseException:
-            self._ingest.release(event.event_id)
+            self._ingest.release(claimed)
             raise
-        opened[1].append(_Waiting(message, event.event_id, time.perf_counter()))
+        opened[1].append(_Waiting(message, claimed, time.perf_counter()))
         self.waiting += 1
 
     async def flush(self) -> None:
@@ -416,7 +427,7 @@ class _EventBatches:
         """Forget the batches not handed over: their messages stay unacknowledged."""
         for _, waiting in self._open.values():
             for w in waiting:
-                self._ingest.release(w.event_id)
+                self._ingest.release(w.key)
             self.waiting -= len(waiting)
         self._open.clear()
 
@@ -437,7 +448,7 @@ class _EventBatches:
         error = None if durable.cancelled() else durable.exception()
         if durable.cancelled() or error is not None:
             for w in waiting:  # not on Kafka: a redelivery must not count as a duplicate
-                self._ingest.release(w.event_id)
+                self._ingest.release(w.key)
             # Left unacknowledged and the session is dropped: the broker redelivers them.
             log.error("ingest failed; messages left unacknowledged", messages=len(waiting),
                       exc_info=error)
@@ -455,7 +466,7 @@ class _Waiting:
     """A message whose event is in a batch: acknowledged once the batch is on Kafka."""
 
     message: aiomqtt.Message
-    event_id: str
+    key: str  # the event's identity in the duplicate window
     started: float
 
 
@@ -484,32 +495,66 @@ async def _submit(
     """Hand one MQTT message to the producer; its PUBACK waits for Kafka's acknowledgement."""
     topic = message.topic.value
     payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-    durable: asyncio.Future[Any] | None
+    durable: asyncio.Future[Any] | _Batched | None
     try:
-        if message.retain:
-            # Replayed on subscribe (live messages arrive with retain=0): old state, not news.
-            metrics.RETAINED_SKIPPED.inc()
-            durable = None
-        elif topic.startswith(zigbee.TOPIC_PREFIX):  # rare, several events: a task of its own
-            durable = asyncio.ensure_future(ingest.handle_zigbee(topic, bytes(payload)))
-        else:
-            checked = await ingest.check(topic, bytes(payload))
-            if not isinstance(checked, Submitted):
-                if ingest.claim(checked.event_id, "mqtt"):
-                    await batches.add(checked, message)
-                    return
-                checked = Submitted(Outcome("duplicate", checked.event_id))
-            durable = checked.durable
+        try:
+            durable = await _process(ingest, batches, message, topic, bytes(payload))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # The message's own fault (or a bug it meets): dead-lettered, then acknowledged.
+            source = "zigbee2mqtt" if topic.startswith(zigbee.TOPIC_PREFIX) else "mqtt"
+            durable = (await ingest.submit_failure(source, topic, bytes(payload), exc)).durable
     except Exception:
         # Left unacknowledged and the session is dropped: the broker redelivers it on reconnect.
         log.exception("ingest failed; message left unacknowledged", topic=topic)
         failed.set()
+        return
+    if isinstance(durable, _Batched):
         return
     if durable is None:
         _acknowledge(client, message, None, failed, None)
         return
     pending.add(durable)
     durable.add_done_callback(functools.partial(_acknowledge, client, message, pending, failed))
+
+
+class _Batched:
+    """A message whose event is in a batch: the batch acknowledges it."""
+
+
+_BATCHED = _Batched()
+
+
+async def _process(
+    ingest: Ingest, batches: _EventBatches, message: aiomqtt.Message, topic: str, raw: bytes,
+) -> asyncio.Future[Any] | _Batched | None:
+    """Validate one message and hand its record to Kafka: the future to acknowledge it on
+    (None: acknowledge now; `_BATCHED`: its event batch acknowledges it)."""
+    if message.retain:
+        # Replayed on subscribe (live messages arrive with retain=0): old state, not news.
+        metrics.RETAINED_SKIPPED.inc()
+        return None
+    if topic.startswith(zigbee.TOPIC_PREFIX):  # rare, several events: a task of its own
+        return asyncio.ensure_future(_zigbee(ingest, topic, raw))
+    checked = await ingest.check(topic, raw)
+    if isinstance(checked, Submitted):
+        return checked.durable
+    key = identity(checked)
+    if not ingest.claim(key, "mqtt"):
+        return None
+    await batches.add(checked, message, key)
+    return _BATCHED
+
+
+async def _zigbee(ingest: Ingest, topic: str, raw: bytes) -> None:
+    """A Zigbee2MQTT message; dead-lettered if its processing raises (not an outage)."""
+    try:
+        await ingest.handle_zigbee(topic, raw)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        await (await ingest.submit_failure("zigbee2mqtt", topic, raw, exc)).wait()
 
 
 def _acknowledge(

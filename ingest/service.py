@@ -12,6 +12,7 @@ import uvicorn
 
 from eldercare import kafka, logs
 from eldercare.config import Settings
+from ingest.dedup import recall_within
 from ingest.directory import DeviceDirectory
 from ingest.http_gateway import create_app
 from ingest.mqtt_gateway import Ingest, KeyPartitioner, consume
@@ -43,6 +44,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                               partitioner=KeyPartitioner())
     await producer.start()
     ingest = Ingest(settings, producer, directory)
+    # Before the first message: what was produced before a restart is not produced again.
+    await recall_within(settings, ingest.recent, settings.ingest_dedup_window_s)
     host, port = http_bind(settings)
     server = _Server(uvicorn.Config(
         create_app(ingest), host=host, port=port, log_level="warning",

@@ -154,22 +154,79 @@ def _event(
 
 
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+MAX_DEPTH = 16  # arrays/objects inside each other; device messages use 3 (accel samples)
+MAX_DIGITS = 32  # digits of one integer; Python itself refuses beyond 4,300
+# PostgreSQL cannot store NUL in text or jsonb, nor a lone UTF-16 surrogate: refuse them here.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
-def decode(raw: bytes) -> object | Rejection:
-    """The JSON body, or a `malformed_json` rejection."""
-    if _LONG_DIGITS.search(raw) is None:  # orjson reads integers beyond 64 bits as floats
+class _NumberTooLarge(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise _NumberTooLarge(f"an integer of {digits} digits > limit {MAX_DIGITS}")
+    return int(text)
+
+
+def decode(raw: bytes, max_depth: int = MAX_DEPTH) -> object | Rejection:
+    """The JSON body, or a rejection: `malformed_json`, `nesting_too_deep`, `number_too_large`
+    or `invalid_text` (a NUL character or a lone surrogate in a string)."""
+    fast = _LONG_DIGITS.search(raw) is None  # orjson reads integers beyond 64 bits as floats
+    body: object = None
+    if fast:
         try:
-            fast: object = orjson.loads(raw)  # fast, and stricter than the standard library...
+            body = orjson.loads(raw)  # fast, and stricter than the standard library...
         except orjson.JSONDecodeError:
-            pass
-        else:
-            return fast
-    try:  # ...which has the last word (NaN, a BOM, huge integers) and the usual error text
-        body: object = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection("malformed_json", str(exc))
+            fast = False
+    if not fast:  # ...which has the last word (NaN, a BOM, huge integers) and the usual error text
+        try:
+            body = json.loads(raw, parse_int=_int)
+        except _NumberTooLarge as exc:
+            return Rejection("number_too_large", str(exc))
+        except RecursionError:
+            return Rejection("nesting_too_deep", f"nested deeper than the limit of {max_depth}")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return Rejection("malformed_json", str(exc))
+        except ValueError as exc:  # e.g. Python's own limit on integer digits
+            return Rejection("number_too_large", str(exc)[:300])
+    # Cheap tests first: the walk is needed only when something could be wrong.
+    if not fast or b"\\u0000" in raw or raw.count(b"[") + raw.count(b"{") > max_depth:
+        why = inspect(body, max_depth)
+        if why is not None:
+            return why
     return body
+
+
+def inspect(body: object, max_depth: int = MAX_DEPTH) -> Rejection | None:
+    """Why a decoded JSON value cannot be taken (too deep, unstorable text), or None."""
+    stack: list[tuple[object, int]] = [(body, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _BAD_TEXT.search(value):
+                return _bad_text(value)
+        elif isinstance(value, dict | list):
+            if depth >= max_depth:
+                return Rejection("nesting_too_deep",
+                                 f"arrays/objects nested deeper than the limit of {max_depth}")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if _BAD_TEXT.search(key):
+                        return _bad_text(key)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def _bad_text(text: str) -> Rejection:
+    found = _BAD_TEXT.search(text)
+    char = found.group() if found else ""
+    what = "a NUL character" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
+    return Rejection("invalid_text", f"a string holds {what}, which cannot be stored")
 
 
 async def validate(

@@ -17,13 +17,16 @@ from typing import Any
 
 import orjson
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 
 from devices.readings import partitions
 from eldercare import kafka, logs
 from eldercare.config import Settings
+from eldercare.faults import describe
+from ingest.deadletter import dead_letter
+from ingest.validate import Rejection
 
 log = logs.get(__name__)
 
@@ -291,6 +294,9 @@ class ReadingsWriter:
         # table with ON CONFLICT until one is all new: replays come in runs.
         self._replaying = False
         self._offered = 0  # rows offered to the database by the last write
+        # Records set aside (not canonical events, or refused by the database), with why:
+        # `store_batch` dead-letters them before committing the offsets.
+        self.rejected: list[tuple[bytes, Rejection]] = []
 
     @classmethod
     async def connect(cls, url: str, skip: frozenset[str] = frozenset()) -> ReadingsWriter:
@@ -390,7 +396,35 @@ class ReadingsWriter:
             return await self._write_raw(values)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
             log.warning("batch has records that are not canonical events; storing row by row")
-            return await self.write(rows_of(_Value(v) for v in values))
+            return await self._write_readable(values)
+
+    async def _write_readable(self, values: Sequence[bytes]) -> int:
+        """The records that are canonical events, together; the others are set aside in
+        `rejected`. If the database refuses the lot, one by one: only the refused are set
+        aside, so one bad record never blocks the batch (nor the partition) behind it."""
+        rows, raws = [], []
+        for v in values:
+            try:
+                rows.append(row_of(v))
+                raws.append(v)
+            except (ValueError, KeyError, TypeError) as exc:
+                UNREADABLE.inc()
+                log.error("unreadable event set aside", error=str(exc)[:300])
+                self.rejected.append((v, Rejection("unreadable_event", str(exc))))
+        try:
+            return await self.write(rows)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError, ValueError):
+            pass
+        new = 0
+        for row, raw in zip(rows, raws, strict=True):
+            try:
+                new += await self.write([row])
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                    ValueError) as exc:  # e.g. a time that is not one
+                UNREADABLE.inc()
+                log.error("event the database refuses set aside", error=str(exc)[:300])
+                self.rejected.append((raw, Rejection("unstorable_event", describe(exc))))
+        return new
 
     async def _copy_raw(self, values: Sequence[bytes]) -> None:
         async with self.conn.cursor().copy(_COPY_RAW) as copy:
@@ -420,14 +454,6 @@ class ReadingsWriter:
         await self.conn.close()
 
 
-class _Value:
-    partition = -1
-    offset = -1
-
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-
-
 def rows_of(records: Iterable[Any]) -> list[tuple[Any, ...]]:
     """Rows of Kafka records; a record that is not a canonical event is logged and skipped."""
     rows = []
@@ -448,16 +474,26 @@ def consumer(settings: Settings, group: str = GROUP, topic: str = kafka.EVENTS) 
 
 async def store_batch(
     writers: Sequence[ReadingsWriter], consumer_: AIOKafkaConsumer,
-    batch: dict[TopicPartition, list[Any]],
+    batch: dict[TopicPartition, list[Any]], producer: AIOKafkaProducer | None = None,
 ) -> int:
-    """Write one fetched batch to the database, then commit its offsets. With several writers
-    the Kafka partitions are shared among them and written at once: a partition holds whole
-    elders, so no two writers touch the same rollup rows."""
+    """Write one fetched batch to the database, dead-letter the records set aside (with
+    `producer`), then commit its offsets. With several writers the Kafka partitions are shared
+    among them and written at once: a partition holds whole elders, so no two writers touch
+    the same rollup rows."""
+    for w in writers:  # what an earlier, failed batch set aside is replayed with it
+        w.rejected.clear()
     shares: list[list[bytes]] = [[] for _ in writers]
     for tp, recs in batch.items():
-        shares[tp.partition % len(writers)].extend(r.value for r in recs)
+        shares[tp.partition % len(writers)].extend(r.value or b"" for r in recs)
     counts = await asyncio.gather(*(w.write_raw(v) for w, v in zip(writers, shares,
                                                                     strict=True) if v))
+    topic = next(iter(batch)).topic if batch else kafka.EVENTS
+    for w in writers:
+        if producer is not None:
+            for raw, why in w.rejected:
+                await producer.send_and_wait(kafka.DEADLETTER, dead_letter(
+                    "store", topic, raw, why, datetime.now(UTC)))
+        w.rejected.clear()
     try:
         await consumer_.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
     except CommitFailedError as exc:  # a rebalance: the batch is replayed, harmlessly
@@ -484,6 +520,8 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
     writers = await connect_writers(settings.database_url, parallel,
                                     status_only_types(settings))
     c = consumer(settings, group, topic)
+    producer = kafka.producer(settings)  # dead letters
+    await producer.start()
     await c.start()
     from eldercare import observability  # /readyz: consuming now
 
@@ -494,7 +532,7 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
             batch = await c.getmany(timeout_ms=200, max_records=batch_size)
             if batch:
                 with BATCH_SECONDS.time():
-                    await store_batch(writers, c, batch)
+                    await store_batch(writers, c, batch, producer)
             if time.monotonic() - maintained > 3600:
                 await partitions.maintain(settings.database_url,
                                           settings.readings_retention_days,
@@ -502,5 +540,6 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
                 maintained = time.monotonic()
     finally:
         await c.stop()
+        await producer.stop()
         for w in writers:
             await w.close()
