@@ -31,11 +31,17 @@ def _walk(seconds: float, rate: float, rng: np.random.Generator, swing: float) -
 
 
 def synthetic_fall(rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Walking, a free-fall dip, a 3.5 g impact, then lying still turned 90 degrees."""
-    dip = np.tile([0.1, 0.2, 0.0], (max(1, round(0.3 * rate)), 1))
-    impact = np.array([[2.8, 2.1, 0.3]])
-    lying = LYING + rng.normal(0.0, 0.01, (round(6.0 * rate), 3))
-    return np.vstack([_walk(4.0, rate, rng, 0.3), dip, impact, lying])
+    """A tumble: walking, a turning descent with a free-fall dip, a quarter second of impacts
+    (3-5 g), a second of settling, then lying still turned 90 degrees."""
+    n = round(0.6 * rate)
+    turn = np.linspace(0.0, np.pi / 2, n)
+    descent = np.stack([np.sin(turn), np.cos(turn), 0 * turn], axis=1) \
+        * np.linspace(1.0, 0.3, n)[:, None]
+    impact = rng.normal(0.0, 2.0, (max(2, round(0.25 * rate)), 3)) + [2.5, 1.0, 0.5]
+    m = round(1.0 * rate)
+    settle = LYING + rng.normal(0.0, 0.3, (m, 3)) * np.linspace(1.0, 0.1, m)[:, None]
+    lying = LYING + rng.normal(0.0, 0.03, (round(5.0 * rate), 3))
+    return np.vstack([_walk(4.0, rate, rng, 0.3), descent, impact, settle, lying])
 
 
 def synthetic_walk(rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -56,11 +62,12 @@ def test_the_shipped_model_tells_a_fall_from_walking_at_the_devices_own_rate(rat
                                                                             ) -> None:
     rng = np.random.default_rng(3)
     for position, model in shipped_models().items():
-        fall_p, offset = model.judge(synthetic_fall(rate, rng)[-round(9 * rate):], rate)
+        fall = synthetic_fall(rate, rng)
+        fall_p, offset = model.judge(fall[-round(9 * rate):], rate)
         walk_p, _ = model.judge(synthetic_walk(rate, rng)[:round(9 * rate)], rate)
         assert fall_p >= model.threshold, (position, rate, fall_p)
         assert walk_p < model.threshold, (position, rate, walk_p)
-        assert 3.0 < offset < 5.0  # the impact, measured from the window's first sample
+        assert 2.5 < offset < 3.2  # the impact (2.75-3 s in), from the window's first sample
 
 
 def test_features_of_a_short_window_are_missing_not_invented() -> None:
@@ -92,11 +99,18 @@ def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_detector_judges_watch_windows_with_the_wrist_model() -> None:
-    raised = run(FallDetector(), [accel(fall_window(), T0, "w1", device_kind="smart_watch",
-                                        device="watch-1")], T0 + timedelta(seconds=60))
+    rng = np.random.default_rng(5)
+    window = synthetic_fall(25.0, rng)[-round(9 * 25.0):]
+    event = accel(window, T0, "w1", device_kind="smart_watch", device="watch-1")
+    event = event.model_copy(update={"data": {**event.data, "rate_hz": 25.0}})
+    raised = run(FallDetector(), [event], T0 + timedelta(seconds=60))
     assert len(raised) == 1
     evidence = raised[0][1].evidence[0]
-    assert evidence["judged_by"] == "model:wrist" and evidence["fall_probability"] > 0.5
+    assert evidence["judged_by"] == "model:wrist"
+    assert evidence["fall_probability"] >= shipped_models()["wrist"].threshold
+    walking = accel(synthetic_walk(25.0, rng), T0, "w2", device_kind="smart_watch")
+    walking = walking.model_copy(update={"data": {**walking.data, "rate_hz": 25.0}})
+    assert run(FallDetector(), [walking], T0 + timedelta(seconds=60)) == []
 
 
 def write_fallalld(folder: Path, subject: int, device: int, activity: int, trial: int,
@@ -164,7 +178,7 @@ def test_train_falls_runs_end_to_end_and_the_detector_uses_its_model(
     fad, mob = tiny_datasets
     out = tmp_path / "model.json"
     assert eldercare(["train", "falls", "--fallalld", str(fad), "--mobifall", str(mob),
-                      "--out", str(out), "--folds", "3", "--json"]) == 0
+                      "--out", str(out), "--folds", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["positions"]) == {"wrist", "waist"}  # no neck data: no neck model
     waist = report["positions"]["waist"]
@@ -176,7 +190,7 @@ def test_train_falls_runs_end_to_end_and_the_detector_uses_its_model(
     assert set(load_models(out)) == {"wrist", "waist"}
     first = out.read_bytes()
     assert eldercare(["train", "falls", "--fallalld", str(fad), "--mobifall", str(mob),
-                      "--out", str(out), "--folds", "3"]) == 0
+                      "--out", str(out), "--folds", "2"]) == 0
     assert out.read_bytes() == first  # fixed seeds: the same files give the same model
     detector = FallDetector(FallParams(model_file=str(out)))
     raised = run(detector, [accel(fall_window(), T0, "w1")], T0 + timedelta(seconds=60))

@@ -54,6 +54,7 @@ TARGET_SPECIFICITY = {"wrist": 0.96, "waist": 0.98, "neck": 0.97}
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 SEED = 18
 FOLDS = 5
+INNER_FOLDS = 4
 BOOSTING = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 15,
             "l2_regularization": 1.0}
 
@@ -100,12 +101,32 @@ def window_table(recordings: Iterable[Recording]) -> WindowTable:
 
 
 def fit(x: Array, y: npt.NDArray[np.int8], seed: int = SEED) -> Any:
-    """Gradient-boosted trees on labelled windows (one thread: a shared machine)."""
+    """Gradient-boosted trees on labelled windows."""
     from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
-    model = HistGradientBoostingClassifier(**BOOSTING, random_state=seed)
-    model.fit(x, y)
+    # scikit-learn's default leaf size (20) on the real datasets; smaller on a tiny dataset,
+    # where it would forbid every split.
+    leaf = min(20, max(2, len(y) // 20))
+    model = HistGradientBoostingClassifier(**BOOSTING, min_samples_leaf=leaf,
+                                           random_state=seed)
+    with one_thread():
+        model.fit(x, y)
     return model
+
+
+def predict(model: Any, x: Array) -> Array:
+    """P(fall) per window row."""
+    with one_thread():
+        out: Array = model.predict_proba(x)[:, 1]
+    return out
+
+
+def one_thread() -> Any:
+    """One OpenMP thread: the boosting is small, and training runs on shared machines where
+    more threads only fight each other (and the result does not depend on it)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    return threadpool_limits(limits=1)
 
 
 def recording_scores(table: WindowTable, window_prob: Array) -> Array:
@@ -145,7 +166,7 @@ def cross_validate(table: WindowTable, position: str, seed: int = SEED,
             continue
         model = fit(table.x[train], table.train_label[train], seed)
         prob = np.zeros(len(subjects))
-        prob[test] = model.predict_proba(table.x[test])[:, 1]
+        prob[test] = predict(model, table.x[test])
         rec_test = np.isin(rec_subject, groups[k])
         score[rec_test] = recording_scores(table, prob)[rec_test]
         inner = _inner_scores(table, subjects, set(s for g in groups if g is not groups[k]
@@ -159,7 +180,7 @@ def _inner_scores(table: WindowTable, subjects: npt.NDArray[np.str_], train_subj
                   seed: int) -> Array:
     """Out-of-fold recording scores over the training subjects alone (NaN elsewhere)."""
     names = sorted(train_subjects)
-    fold_of = _subject_folds(names, min(4, len(names)), seed + 1)
+    fold_of = _subject_folds(names, min(INNER_FOLDS, len(names)), seed + 1)
     out = np.full(len(table.recordings), np.nan)
     rec_subject = np.array([f"{r.dataset}/{r.subject}" for r in table.recordings])
     for k in set(fold_of.values()):
@@ -170,7 +191,7 @@ def _inner_scores(table: WindowTable, subjects: npt.NDArray[np.str_], train_subj
             continue
         model = fit(table.x[train], table.train_label[train], seed)
         prob = np.zeros(len(subjects))
-        prob[test] = model.predict_proba(table.x[test])[:, 1]
+        prob[test] = predict(model, table.x[test])
         rec = np.isin(rec_subject, held)
         out[rec] = recording_scores(table, prob)[rec]
     return out
