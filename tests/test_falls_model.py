@@ -37,7 +37,7 @@ def synthetic_fall(rate: float, rng: np.random.Generator) -> np.ndarray:
     turn = np.linspace(0.0, np.pi / 2, n)
     descent = np.stack([np.sin(turn), np.cos(turn), 0 * turn], axis=1) \
         * np.linspace(1.0, 0.3, n)[:, None]
-    impact = rng.normal(0.0, 2.0, (max(2, round(0.25 * rate)), 3)) + [2.5, 1.0, 0.5]
+    impact = rng.normal(0.0, 2.0, (max(2, round(0.25 * rate)), 3)) + np.array([2.5, 1.0, 0.5])
     m = round(1.0 * rate)
     settle = LYING + rng.normal(0.0, 0.3, (m, 3)) * np.linspace(1.0, 0.1, m)[:, None]
     lying = LYING + rng.normal(0.0, 0.03, (round(5.0 * rate), 3))
