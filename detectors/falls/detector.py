@@ -54,9 +54,10 @@ class FallState(BaseModel):
 
 
 class FallDetector:
-    """Detector 3 (server side): impact, then stillness and a posture change, then a cancel
-    window. The device's own fall flag is alerted by the immediate detector; here it only
-    suppresses a second alert for the same fall."""
+    """Detector 3 (server side): a window the learned classifier of the device's position
+    calls a fall (`classifier.py`; the threshold rule - impact, stillness, posture change -
+    where no model applies), then a cancel window. The device's own fall flag is alerted by
+    the immediate detector; here it only suppresses a second alert for the same fall."""
 
     name = "fall"
 

@@ -24,12 +24,12 @@ import numpy.typing as npt
 
 from detectors.falls.classic import classic_rule
 from detectors.falls.classifier import FORMAT, SHIPPED_MODEL
-
-__all__ = ["SHIPPED_MODEL", "train"]
 from detectors.falls.datasets import Recording, fallalld, mobifall
 from detectors.falls.impact_features import FEATURE_NAMES, MODEL_RATE_HZ, impact_vector
 from detectors.falls.signal import Array, impact_windows, resample
 from detectors.falls.stats import rates
+
+__all__ = ["SHIPPED_MODEL", "train"]
 
 # What a device does before the server sees anything: it sends a window when the magnitude
 # crosses a low trigger, from BEFORE_S before the peak to AFTER_S after it.
