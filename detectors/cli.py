@@ -1,4 +1,4 @@
-"""`eldercare` subcommands of the detectors package: `eldercare eval`."""
+"""`eldercare` subcommands of the detectors package: `eldercare eval`, `eldercare train falls`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _eval(args: argparse.Namespace, settings: object) -> int:
             return 2
         name, path = args.dataset
         try:
-            result = evaluate_dataset(name, Path(path))
+            result = evaluate_dataset(name, Path(path), rate_hz=args.rate_hz, tune=args.tune)
         except (ValueError, OSError) as exc:
             print(f"cannot evaluate {name} at {path}: {exc}", file=sys.stderr)
             return 2
@@ -31,6 +31,35 @@ def _eval(args: argparse.Namespace, settings: object) -> int:
         result = evaluate(elders=args.elders, scored_days=args.days, warmup_days=args.warmup,
                           seed=args.seed)
     print(json.dumps(result, indent=2, default=str) if args.json else format_table(result))
+    return 0
+
+
+def _train_falls(args: argparse.Namespace, settings: object) -> int:
+    try:
+        from detectors.falls import training
+    except ImportError as exc:
+        print(f"training needs scikit-learn (pip install 'eldercare[train]'): {exc}",
+              file=sys.stderr)
+        return 2
+    sources = {name: path for name, path in
+               (("fallalld", args.fallalld), ("mobifall", args.mobifall)) if path is not None}
+    if not sources:
+        print("give at least one dataset: --fallalld PATH and/or --mobifall PATH",
+              file=sys.stderr)
+        return 2
+    try:
+        result = training.train(
+            sources, args.out or training.SHIPPED_MODEL,
+            seed=training.SEED if args.seed is None else args.seed,
+            folds=training.FOLDS if args.folds is None else args.folds)
+    except ImportError as exc:
+        print(f"training needs scikit-learn (pip install 'eldercare[train]'): {exc}",
+              file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"cannot train the fall model: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else training.format_report(result))
     return 0
 
 
@@ -48,4 +77,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev.add_argument("--seed", type=int, default=7)
     ev.add_argument("--quick", action="store_true", help="a small run (6 elders x 5 days)")
     ev.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ev.add_argument("--rate-hz", type=float, default=50.0,
+                    help="with --dataset: the device rate recordings are resampled to (50)")
+    ev.add_argument("--tune", action="store_true",
+                    help="with --dataset: split subjects and tune the threshold rule on the "
+                    "training ones, instead of scoring the shipped detector on every recording")
     ev.set_defaults(func=_eval)
+
+    tr = sub.add_parser("train", help="train a learned detector from public datasets")
+    trsub = tr.add_subparsers(dest="model", required=True)
+    falls = trsub.add_parser(
+        "falls", help="the fall classifier per device position (wrist, waist, neck), "
+        "cross-validated by subject; writes the model file the fall detector loads")
+    falls.add_argument("--fallalld", type=Path, metavar="PATH", help="FallAllD files")
+    falls.add_argument("--mobifall", type=Path, metavar="PATH", help="MobiFall v2.0 files")
+    falls.add_argument("--out", type=Path, default=None,
+                       help="model file to write (default: the shipped one)")
+    falls.add_argument("--seed", type=int, default=None, help="random seed (default 18)")
+    falls.add_argument("--folds", type=int, default=None,
+                       help="cross-validation folds of subjects (default 5)")
+    falls.add_argument("--json", action="store_true", help="JSON report instead of a table")
+    falls.set_defaults(func=_train_falls)

@@ -51,10 +51,20 @@ def _impact(rate_hz: float, peak_g: float, rng: np.random.Generator) -> np.ndarr
 
 
 def fall(rate_hz: float = DEFAULT_RATE_HZ, seconds: float = WINDOW_S, seed: int = 0) -> Samples:
-    """Walking, free fall, an impact of ~3.5 g, then lying still on the side."""
+    """Walking, a turning free fall, a quarter second of impacts (peaks of 3-5 g), a second of
+    settling, then lying still on the side. Shaped like the falls of the public datasets
+    (several impacts, not one clean spike), which the learned fall classifier was trained on."""
     rng = np.random.default_rng(seed)
     before = np.array(walking(rate_hz, 1.0, seed))
-    hit = _impact(rate_hz, 3.5, rng)
+    n = int(rate_hz * 0.35)
+    turn = np.linspace(0.0, np.pi / 2, n)
+    descent = np.stack([np.sin(turn), 0 * turn, np.cos(turn)], axis=1) \
+        * np.linspace(1.0, 0.15, n)[:, None] + _noise(rng, n, 0.05)
+    burst = _noise(rng, max(2, int(rate_hz * 0.25)), 1.2) + np.array([2.4, 0.6, 1.0])
+    m = int(rate_hz * 0.8)
+    settle = np.tile([1.0, 0.05, 0.1], (m, 1)) + _noise(rng, m, 0.3) \
+        * np.linspace(1.0, 0.1, m)[:, None]
+    hit = np.vstack([descent, burst, settle])
     rest = int(rate_hz * seconds) - len(before) - len(hit)
     after = np.array(lying(rate_hz, rest / rate_hz, seed + 1))
     return _as_samples(np.vstack([before, hit, after]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors.falls.datasets import fallalld, umafall
+from detectors.falls.datasets import fallalld, sisfall, umafall
 from detectors.falls.evaluate import evaluate_dataset, format_report, main
 
 UMA_HEADER = "TimeStamp;Sample No;X-Axis;Y-Axis;Z-Axis;Sensor_Type;Sensor_ID\n"
@@ -100,16 +100,44 @@ def test_fallalld_bad_file_is_a_clear_error(tmp_path: Path) -> None:
         list(fallalld.load(tmp_path))
 
 
-def test_evaluation_splits_by_subject_and_reports_per_position(tmp_path: Path) -> None:
+def test_sisfall_reads_the_adxl345_columns_in_g_and_marks_elders(tmp_path: Path) -> None:
+    one_g = round(1 / sisfall.G_PER_COUNT)  # 256 counts
+    line = f"0, {-one_g}, 0, 10, 20, 30, 0, -4096, 0;\n"  # MMA8451Q and gyro columns ignored
+    (tmp_path / "SE06").mkdir()
+    (tmp_path / "SE06" / "F05_SE06_R01.txt").write_text(line * 400)  # 2 s at 200 Hz
+    (tmp_path / "D07_SA01_R03.txt").write_text(line * 400)
+    (tmp_path / "Readme.txt").write_text("SisFall readme\n")
+    recs = sorted(sisfall.load(tmp_path, rate_hz=50.0), key=lambda r: r.subject)
+    assert [(r.subject, r.activity, r.trial, r.position, r.is_fall, r.elder) for r in recs] == [
+        ("SA01", "D07", "03", "waist", False, False), ("SE06", "F05", "01", "waist", True, True)]
+    assert abs(recs[0].samples.shape[0] - 100) <= 1
+    assert np.allclose(recs[0].samples, [0.0, -1.0, 0.0], atol=1e-3)
+    (tmp_path / "F01_SA02_R01.txt").write_text("1, 2, 3;\n1, 2, 3;\n")
+    with pytest.raises(ValueError, match="expected 9 columns"):
+        list(sisfall.load(tmp_path))
+
+
+def test_evaluation_scores_the_shipped_detector_on_every_recording(tmp_path: Path) -> None:
     for subject in (1, 2, 3):
         write_umafall(tmp_path, subject, "Fall", "forwardFall", 1, impact_at=4.0)
         write_umafall(tmp_path, subject, "ADL", "Walking", 1)
     result = evaluate_dataset("umafall", tmp_path)
+    assert result["tuned"] is False and result["subjects"] == ["S01", "S02", "S03"]
+    wrist = result["positions"]["wrist"]
+    assert wrist["device_proxy"] == "smart_watch"
+    assert (wrist["recordings"], wrist["falls"]) == (6, 3)  # every recording, none held back
+    assert wrist["specificity"] == 1.0 and wrist["elders"] is None  # UMAFall files: no ages
+    assert "| wrist | smart_watch | 6 (3) |" in format_report(result)
+    assert main(["--dataset", "fallalld", str(tmp_path / "missing")]) == 2
+
+
+def test_tuning_is_an_explicit_option_that_splits_by_subject(tmp_path: Path) -> None:
+    for subject in (1, 2, 3):
+        write_umafall(tmp_path, subject, "Fall", "forwardFall", 1, impact_at=4.0)
+        write_umafall(tmp_path, subject, "ADL", "Walking", 1)
+    result = evaluate_dataset("umafall", tmp_path, rate_hz=20.0, tune=True)
     train, test = result["subjects"]["train"], result["subjects"]["test"]
     assert set(train) | set(test) == {"S01", "S02", "S03"} and not set(train) & set(test)
     wrist = result["positions"]["wrist"]
-    assert wrist["device_proxy"] == "smart_watch"
-    assert wrist["test_shipped"]["sensitivity"] == 1.0
-    assert wrist["test_shipped"]["specificity"] == 1.0
+    assert wrist["test"]["sensitivity"] == 1.0 and wrist["test"]["specificity"] == 1.0
     assert "| wrist | smart_watch | held-out" in format_report(result)
-    assert main(["--dataset", "fallalld", str(tmp_path / "missing")]) == 2

@@ -7,12 +7,19 @@ raised by `on_timer` once the event-time watermark passes the deadline."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
+from detectors.falls.classifier import (
+    FallClassifier,
+    load_models,
+    position_of,
+    shipped_models,
+)
 from detectors.falls.features import (
     WindowFeatures,
     looks_like_fall,
@@ -47,14 +54,19 @@ class FallState(BaseModel):
 
 
 class FallDetector:
-    """Detector 3 (server side): impact, then stillness and a posture change, then a cancel
-    window. The device's own fall flag is alerted by the immediate detector; here it only
-    suppresses a second alert for the same fall."""
+    """Detector 3 (server side): a window the learned classifier of the device's position
+    calls a fall (`classifier.py`; the threshold rule - impact, stillness, posture change -
+    where no model applies), then a cancel window. The device's own fall flag is alerted by
+    the immediate detector; here it only suppresses a second alert for the same fall."""
 
     name = "fall"
 
     def __init__(self, params: FallParams | None = None) -> None:
         self.params = params or FallParams()
+        self.models: dict[str, FallClassifier] = {}
+        if self.params.use_model:
+            self.models = (load_models(Path(self.params.model_file)) if self.params.model_file
+                           else shipped_models())
 
     def initial(self) -> FallState:
         return FallState()
@@ -91,8 +103,8 @@ class FallDetector:
             features = window_features(event.data["samples"], rate, self.params)
         except (KeyError, TypeError, ValueError):
             return state  # ingest validated the schema; a degenerate window carries no verdict
-        thresholds = self.params.thresholds_for(event.device_kind)
-        if not looks_like_fall(features, thresholds):
+        verdict = self._judge(event, rate, features)
+        if verdict is None:
             return self._recover(state, event, features)
         if any(p.window_event_id == event.event_id for p in state.pending):
             return state  # a replayed window
@@ -102,11 +114,25 @@ class FallDetector:
             device_kind=event.device_kind, room=event.room, impact_time=impact,
             deadline=impact + timedelta(seconds=self.params.cancel_window_s),
             before=features.before, fallen=features.after,
-            evidence=_evidence(event, features, impact),
+            evidence={**_evidence(event, features, impact), **verdict},
         )
         if self._cancelled_already(state, pending):
             return state
         return state.model_copy(update={"pending": [*state.pending, pending]})
+
+    def _judge(self, event: CanonicalEvent, rate: float, features: WindowFeatures
+               ) -> dict[str, Any] | None:
+        """Evidence when the window looks like a fall (None when not): the learned model of
+        the device's position where there is one, else the threshold rule."""
+        model = self.models.get(position_of(event.device_kind))
+        if model is None:
+            thresholds = self.params.thresholds_for(event.device_kind)
+            return {"judged_by": "rule"} if looks_like_fall(features, thresholds) else None
+        probability, _ = model.judge(event.data["samples"], rate)
+        if probability < model.threshold:
+            return None
+        return {"judged_by": f"model:{model.position}",
+                "fall_probability": round(probability, 3)}
 
     def _cancelled_already(self, state: FallState, p: PendingFall) -> bool:
         """Signs of life that arrived before the window itself (events can come out of order)."""

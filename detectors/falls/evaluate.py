@@ -1,13 +1,15 @@
-"""Measure fall detection on a public dataset: subject-wise split, tuning, per-position figures.
+"""Measure the shipped fall detector on a public dataset, per device position.
 
-    python -m detectors.falls.evaluate --dataset umafall PATH [--rate-hz 20] [--json]
+    eldercare eval --dataset NAME PATH [--json] [--rate-hz 50] [--tune]
 
-Recordings are resampled to the rate a cane or watch sends; a simulated device cuts a window
-around every magnitude peak above its trigger, as a real one does. Subjects (never single
-recordings) are split into training and held-out sets; thresholds are tuned per body position
-on the training subjects only, and reported on both; the shipped defaults (`FallParams()`) are
-reported on the held-out subjects. Every figure replays the windows through the real
-`FallDetector`, cancel window and timers included."""
+By default every recording of the given files is scored with the SHIPPED detector (learned
+model, cancel window and timers included): nothing is tuned on the data. Recordings are
+resampled to a device rate; a simulated device cuts a window around every magnitude peak above
+its trigger, as a real one does; each recording's windows are replayed through the real
+`FallDetector`. Beside it, the classic rule (2.5 g impact, 45 degree turn, 50 Hz) on the same
+recordings, the same figures for elders where the dataset gives ages, and false falls per
+elder-day over each subject's everyday recordings strung together. `--tune` instead splits
+subjects into training and held-out sets and tunes the threshold rule on the training ones."""
 
 from __future__ import annotations
 
@@ -25,21 +27,28 @@ from typing import Any
 import numpy as np
 
 from detectors.base import ElderProfile
-from detectors.falls.datasets import DEVICE_PROXY, Recording, fallalld, umafall
+from detectors.falls.classic import RATE_HZ as CLASSIC_RATE_HZ
+from detectors.falls.classic import classic_rule
+from detectors.falls.datasets import (
+    DEVICE_PROXY,
+    Recording,
+    fallalld,
+    mobifall,
+    sisfall,
+    umafall,
+)
 from detectors.falls.detector import FallDetector
 from detectors.falls.features import WindowFeatures, looks_like_fall, window_features
 from detectors.falls.params import FallParams, FallThresholds
 from detectors.falls.signal import impact_windows
+from detectors.falls.stats import rates as _rates
+from detectors.falls.training import AFTER_S, BEFORE_S, DEVICE_RATE_HZ, TRIGGER_G
 from devices.events import CanonicalEvent
 
 DATASETS: dict[str, Callable[..., Iterator[Recording]]] = {
-    "umafall": umafall.load, "fallalld": fallalld.load,
+    "umafall": umafall.load, "fallalld": fallalld.load, "mobifall": mobifall.load,
+    "sisfall": sisfall.load,  # evaluation only: never trained, tuned or selected on
 }
-# What a device does before the server sees anything: it sends a window when the magnitude
-# crosses a low trigger, from BEFORE_S before the peak to AFTER_S after it.
-TRIGGER_G = 1.5
-BEFORE_S = 4.0
-AFTER_S = 5.0
 GRID = {
     "impact_g": [1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.5, 4.0],
     "still_std_g": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0],
@@ -48,7 +57,8 @@ GRID = {
 # Tuning weighs a missed fall twice as heavily as a false alarm: the worst failure is a fall
 # nobody hears of, and a false alarm costs the elder one press of "I'm OK".
 SENSITIVITY_WEIGHT = 2.0
-POSITION_DEVICE_KIND = {"wrist": "smart_watch", "waist": "smart_cane", "thigh": "smart_cane"}
+POSITION_DEVICE_KIND = {"wrist": "smart_watch", "waist": "smart_cane", "thigh": "smart_cane",
+                        "neck": "pendant"}
 
 
 @dataclass(frozen=True)
@@ -59,18 +69,91 @@ class Judged:
     windows: list[WindowFeatures]
 
 
-def evaluate_dataset(name: str, path: Path, *, rate_hz: float = 20.0,
+def evaluate_dataset(name: str, path: Path, *, rate_hz: float = DEVICE_RATE_HZ,
+                     tune: bool = False, params: FallParams | None = None,
                      test_fraction: float = 0.3, seed: int = 6) -> dict[str, Any]:
-    """Load `name` from `path`, split by subject, tune per position, report per position."""
+    """Load `name` from `path` and score the shipped detector per position (or, with `tune`,
+    split by subject and tune the threshold rule on the training subjects)."""
+    recordings, skipped = _load(name, path, rate_hz)
+    if tune:
+        return _tuned(name, path, recordings, skipped, rate_hz, test_fraction, seed)
+    params = params or FallParams()
+    by_pos: dict[str, list[Recording]] = defaultdict(list)
+    for r in recordings:
+        by_pos[r.position].append(r)
+    positions: dict[str, Any] = {}
+    for pos in sorted(by_pos):
+        recs = by_pos[pos]
+        kind = POSITION_DEVICE_KIND.get(pos, "other")
+        shipped = [(r, _alerts(r, kind, params) > 0) for r in recs]
+        classic = [(r, classic_rule(_at_rate(r, CLASSIC_RATE_HZ), CLASSIC_RATE_HZ))
+                   for r in recs]
+        elders = [p for p in shipped if p[0].elder]
+        positions[pos] = {
+            "device_proxy": DEVICE_PROXY.get(pos, "none"), "device_kind": kind,
+            **_rates(shipped),
+            "elders": _rates(elders) if any(r.elder is not None for r in recs) else None,
+            "classic_rule": _rates(classic),
+            "everyday_life": false_falls_per_day(recs, kind, params),
+        }
+    return {
+        "dataset": name, "path": str(path), "rate_hz": rate_hz, "tuned": False,
+        "recordings": len(recordings), "skipped_files": skipped,
+        "subjects": sorted({r.subject for r in recordings}),
+        "device_windows": {"trigger_g": TRIGGER_G, "before_s": BEFORE_S, "after_s": AFTER_S},
+        "positions": positions,
+    }
+
+
+def false_falls_per_day(recs: list[Recording], kind: str, params: FallParams
+                        ) -> dict[str, Any]:
+    """False alerts over each subject's everyday (non-fall) recordings strung together into
+    one stream, per elder-day of recording."""
+    by_subject: dict[str, list[Recording]] = defaultdict(list)
+    for r in recs:
+        if not r.is_fall:
+            by_subject[r.subject].append(r)
+    alerts, seconds = 0, 0.0
+    for subject, mine in sorted(by_subject.items()):
+        joined = np.vstack([r.samples for r in mine])
+        rate = mine[0].rate_hz
+        seconds += joined.shape[0] / rate
+        alerts += _alerts(Recording(
+            dataset=mine[0].dataset, subject=subject, activity="everyday", trial="all",
+            position=mine[0].position, is_fall=False, rate_hz=rate, samples=joined), kind,
+            params)
+    days = seconds / 86400.0
+    return {"subjects": len(by_subject), "hours": round(seconds / 3600.0, 2),
+            "false_falls": alerts,
+            "false_falls_per_elder_day": round(alerts / days, 2) if days else None}
+
+
+def _load(name: str, path: Path, rate_hz: float) -> tuple[list[Recording], list[str]]:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     if not path.exists():
         raise ValueError(f"{path} does not exist")
     skipped: list[str] = []
-    params = FallParams()
-    judged = [judge(r, params) for r in DATASETS[name](path, rate_hz=rate_hz, skipped=skipped)]
-    if not judged:
+    recordings = list(DATASETS[name](path, rate_hz=rate_hz, skipped=skipped))
+    if not recordings:
         raise ValueError(f"no {name} recordings found under {path}")
+    return recordings, skipped
+
+
+def _at_rate(rec: Recording, rate_hz: float) -> np.ndarray:
+    """A recording's samples at another rate (the classic rule is defined at 50 Hz)."""
+    if rec.rate_hz == rate_hz:
+        return rec.samples
+    from detectors.falls.signal import resample
+    t = np.arange(rec.samples.shape[0], dtype=np.float64) / rec.rate_hz
+    return resample(t, rec.samples, rate_hz)
+
+
+def _tuned(name: str, path: Path, recordings: list[Recording], skipped: list[str],
+           rate_hz: float, test_fraction: float, seed: int) -> dict[str, Any]:
+    """The explicit tuning mode: the threshold rule tuned on training subjects."""
+    params = FallParams(use_model=False)
+    judged = [judge(r, params) for r in recordings]
     subjects = sorted({j.recording.subject for j in judged})
     test = set(held_out(subjects, test_fraction, seed))
     by_pos: dict[str, list[Judged]] = defaultdict(list)
@@ -91,10 +174,10 @@ def evaluate_dataset(name: str, path: Path, *, rate_hz: float = 20.0,
             "shipped_thresholds": params.thresholds_for(kind).model_dump(),
             "train": _score_stream(train_set, kind, tuned_params),
             "test": _score_stream(test_set, kind, tuned_params),
-            "test_shipped": _score_stream(test_set, kind, params),
+            "test_shipped": _score_stream(test_set, kind, FallParams()),
         }
     return {
-        "dataset": name, "path": str(path), "rate_hz": rate_hz,
+        "dataset": name, "path": str(path), "rate_hz": rate_hz, "tuned": True,
         "recordings": len(judged), "skipped_files": skipped,
         "subjects": {"train": [s for s in subjects if s not in test], "test": sorted(test)},
         "device_windows": {"trigger_g": TRIGGER_G, "before_s": BEFORE_S, "after_s": AFTER_S},
@@ -103,7 +186,39 @@ def evaluate_dataset(name: str, path: Path, *, rate_hz: float = 20.0,
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The evaluation as Markdown tables: one row per position and split."""
+    """The evaluation as a Markdown table: one row per position."""
+    if result.get("tuned"):
+        return _format_tuned(result)
+    lines = [
+        f"Dataset {result['dataset']} at {result['rate_hz']:g} Hz: {result['recordings']} "
+        f"recordings of {len(result['subjects'])} subjects, shipped detector (nothing tuned "
+        f"on these files), {len(result['skipped_files'])} unreadable files skipped.", "",
+        "| position | stands for | recordings (falls) | sensitivity (95 % CI) | "
+        "specificity (95 % CI) | false falls / elder-day | classic rule sens / spec |",
+        "|---|---|---:|---|---|---:|---|",
+    ]
+    for pos, r in result["positions"].items():
+        c, life = r["classic_rule"], r["everyday_life"]
+        lines.append(
+            f"| {pos} | {r['device_proxy']} | {r['recordings']} ({r['falls']}) | "
+            f"{_ci(r, 'sensitivity')} | {_ci(r, 'specificity')} | "
+            f"{life['false_falls_per_elder_day']} | {_pct(c['sensitivity'])} / "
+            f"{_pct(c['specificity'])} |")
+        if r["elders"] is not None and r["elders"]["recordings"]:
+            e = r["elders"]
+            lines.append(f"| {pos}, elders | | {e['recordings']} ({e['falls']})"
+                         f" | {_ci(e, 'sensitivity')} | {_ci(e, 'specificity')} | | |")
+    return "\n".join(lines)
+
+
+def _ci(r: dict[str, Any], key: str) -> str:
+    ci = r.get(f"{key}_ci95")
+    return "n/a" if r[key] is None or ci is None else \
+        f"{_pct(r[key])} ({_pct(ci[0])}-{_pct(ci[1])})"
+
+
+def _format_tuned(result: dict[str, Any]) -> str:
+    """The tuning mode's tables: one row per position and split."""
     lines = [
         f"Dataset {result['dataset']} at {result['rate_hz']:g} Hz: {result['recordings']} "
         f"recordings, {len(result['skipped_files'])} unreadable files skipped.",
@@ -150,23 +265,6 @@ def _score(items: list[Judged], t: FallThresholds) -> dict[str, Any]:
     return _rates([(j.recording, any(looks_like_fall(w, t) for w in j.windows)) for j in items])
 
 
-def _rates(pairs: list[tuple[Recording, bool]]) -> dict[str, Any]:
-    """Sensitivity over all falls and over falls that end lying (no recovery); specificity."""
-    falls = sum(1 for rec, _ in pairs if rec.is_fall)
-    lying = sum(1 for rec, _ in pairs if rec.is_fall and not rec.recovers)
-    adls = len(pairs) - falls
-    tp = sum(1 for rec, pred in pairs if rec.is_fall and pred)
-    tp_lying = sum(1 for rec, pred in pairs if rec.is_fall and not rec.recovers and pred)
-    tn = sum(1 for rec, pred in pairs if not rec.is_fall and not pred)
-    return {
-        "recordings": len(pairs), "falls": falls, "falls_ending_lying": lying,
-        "true_positives": tp, "true_positives_lying": tp_lying, "true_negatives": tn,
-        "sensitivity": tp / falls if falls else None,
-        "sensitivity_lying": tp_lying / lying if lying else None,
-        "specificity": tn / adls if adls else None,
-    }
-
-
 def tune(groups: list[list[Judged]]) -> FallThresholds:
     """The grid point with the best SENSITIVITY_WEIGHT * sensitivity + specificity, averaged
     over `groups` (one per dataset, so a large dataset does not drown a small one); ties go to
@@ -188,26 +286,41 @@ def tune(groups: list[list[Judged]]) -> FallThresholds:
 def _score_stream(items: list[Judged], kind: str, params: FallParams) -> dict[str, Any]:
     """Replay each recording's windows through the real detector, timers included."""
     detector = FallDetector(params)
+    return _rates([(j.recording, _alerts(j.recording, kind, params, detector) > 0)
+                   for j in items])
+
+
+def _alerts(rec: Recording, kind: str, params: FallParams,
+            detector: FallDetector | None = None) -> int:
+    """How many fall alerts the detector raises over one recording's device windows."""
+    detector = detector or _detector(params)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     profile = ElderProfile(elder_id="eval", community_id="eval")
-    pairs: list[tuple[Recording, bool]] = []
-    for j in items:
-        rec, state, alerts = j.recording, detector.initial(), 0
-        windows = impact_windows(rec.samples, rec.rate_hz, TRIGGER_G, BEFORE_S, AFTER_S)
-        for i, (first, w) in enumerate(windows):
-            at = t0 + timedelta(seconds=first / rec.rate_hz)
-            event = CanonicalEvent(
-                event_id=f"{rec.key}/{i}", elder_id="eval", community_id="eval",
-                device_id=rec.key, device_kind=kind, type="accel", event_time=at,
-                received_at=at, data={"rate_hz": rec.rate_hz, "samples": w.tolist()},
-            )
-            state = detector.on_event(state, event, profile).state
-            verdict = detector.on_timer(state, at, profile)
-            state, alerts = verdict.state, alerts + len(verdict.alerts)
-        end = t0 + timedelta(seconds=len(rec.samples) / rec.rate_hz + params.cancel_window_s + 1)
-        alerts += len(detector.on_timer(state, end, profile).alerts)
-        pairs.append((rec, alerts > 0))
-    return _rates(pairs)
+    state, alerts = detector.initial(), 0
+    windows = impact_windows(rec.samples, rec.rate_hz, TRIGGER_G, BEFORE_S, AFTER_S)
+    for i, (first, w) in enumerate(windows):
+        at = t0 + timedelta(seconds=first / rec.rate_hz)
+        event = CanonicalEvent(
+            event_id=f"{rec.key}/{i}", elder_id="eval", community_id="eval",
+            device_id=rec.key, device_kind=kind, type="accel", event_time=at,
+            received_at=at, data={"rate_hz": rec.rate_hz, "samples": w.tolist()},
+        )
+        state = detector.on_event(state, event, profile).state
+        verdict = detector.on_timer(state, at, profile)
+        state, alerts = verdict.state, alerts + len(verdict.alerts)
+    end = t0 + timedelta(seconds=len(rec.samples) / rec.rate_hz + params.cancel_window_s + 1)
+    return alerts + len(detector.on_timer(state, end, profile).alerts)
+
+
+_DETECTORS: dict[str, FallDetector] = {}
+
+
+def _detector(params: FallParams) -> FallDetector:
+    """One detector per parameter set (its model file is read once)."""
+    key = params.model_dump_json()
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FallDetector(params)
+    return _DETECTORS[key]
 
 
 def _pct(v: float | None) -> str:
@@ -220,11 +333,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     ap.add_argument("path", type=Path, help="folder holding the dataset's files (any subset)")
-    ap.add_argument("--rate-hz", type=float, default=20.0, help="device rate to resample to")
+    ap.add_argument("--rate-hz", type=float, default=DEVICE_RATE_HZ,
+                    help="device rate to resample to (default 50)")
+    ap.add_argument("--tune", action="store_true",
+                    help="split subjects and tune the threshold rule on the training ones")
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = ap.parse_args(argv)
     try:
-        result = evaluate_dataset(args.dataset, args.path, rate_hz=args.rate_hz)
+        result = evaluate_dataset(args.dataset, args.path, rate_hz=args.rate_hz, tune=args.tune)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -122,6 +122,17 @@ class FallParams(BaseModel):
         "fallen posture, shows walking about: the elder got up. Walking shows 0.1-0.4 g; "
         "lying or sitting still under 0.05 g.",
     )
+    use_model: bool = Field(
+        True,
+        description="Judge windows with the learned classifier of the device's position "
+        "(`model_file`); False falls back to the threshold rule above (`by_device_kind`). "
+        "A position without a model always uses the rule.",
+    )
+    model_file: str | None = Field(
+        None,
+        description="The fall model file (JSON, written by `eldercare train falls`); None: "
+        "the one shipped in detectors/falls/model/.",
+    )
     device_flag_match_s: float = Field(
         10.0, ge=0.0,
         description="A device's own fall flag within this many seconds of a detected impact "

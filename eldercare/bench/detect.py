@@ -8,7 +8,8 @@ once to a fresh topic; then, in the same run:
   sweeps the timers and checkpoints state + offsets to PostgreSQL; the clock stops when the
   checkpointed offsets cover every event;
 - pure: the detectors alone (`Suite`, no Kafka, no database) over the same events;
-- memory: tracemalloc of the 10k elders' states held by the pure run."""
+- memory: tracemalloc of the 10k elders' states held by the pure run;
+- fall_model: ms per accelerometer window through the learned fall classifier, one core."""
 
 from __future__ import annotations
 
@@ -199,6 +200,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             kf.stop()
             pg.stop()
     pure, held, per = _pure(values)
+    from detectors.falls import bench as falls_bench
+
     return {
         "events_per_s": round(through),
         "elders": held,
@@ -206,6 +209,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "bytes_per_elder": per,
         "detectors_only_events_per_s": round(pure),
         "ratio_to_baseline": round(through / raw, 3),
+        "fall_model": falls_bench.run(),
         "baseline": {"name": "bare aiokafka consumer parsing the same events",
                      "events_per_s": round(raw)},
     }

@@ -32,6 +32,10 @@ class Recording:
     # A fall after which the subject gets up again: by design no alert when the elder gets up
     # within the cancel window, so these are reported apart from falls that end lying.
     recovers: bool = False
+    # The subject's age in years where the dataset records it (elders are reported apart).
+    age: int | None = None
+    # Whether the subject is an elder, where the dataset says (its own age group, or age 65+).
+    elder: bool | None = None
 
     @property
     def key(self) -> str:
