@@ -39,6 +39,7 @@ from dispatcher.ladder import (
 )
 from dispatcher.metrics import INCIDENTS
 from dispatcher.phones import can_receive_sms
+from dispatcher.whereabouts import remember_position
 from eldercare import logs
 
 log = logs.get(__name__)
@@ -84,6 +85,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
             if not await _claim_alert(conn, alert, row["id"]):
                 return None
             await _join(conn, row, alert, rules)
+            await remember_position(conn, str(row["id"]), alert.model_dump(mode="json"))
             return row["id"]  # type: ignore[no-any-return]
 
     incident_id = uuid.uuid4()
@@ -102,6 +104,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
         return None
     await timeline(conn, incident_id, "incident_opened", kind=alert.kind, severity=alert.severity,
                    alert_id=alert.alert_id, device_id=alert.device_id, room=alert.room)
+    await remember_position(conn, str(incident_id), alert.model_dump(mode="json"))
     await materialise(conn, incident_id, alert.elder_id, alert.community_id, policy)
     INCIDENTS.labels(alert.kind, alert.severity.value).inc()
     return incident_id

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from devices.geo import LatLon, amap_link, bearing_deg, compass, distance_m
 from eldercare.i18n import t
@@ -100,18 +101,19 @@ def _location_in(alert: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-async def incident_position(conn: AsyncConnection[Any], incident_id: str
-                            ) -> dict[str, Any] | None:
-    """Where the elder was at the press: the position the incident's alerts carried, else the
-    newest position any of the elder's devices reported within 5 minutes before it."""
-    alerts = await (await conn.execute(
-        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at",
-        (incident_id,))).fetchall()
-    for row in alerts:
-        raw = row["alert"] if isinstance(row, dict) else row[0]
-        found = _location_in(raw if isinstance(raw, dict) else json.loads(raw))
-        if found is not None:
-            return found
+async def remember_position(conn: AsyncConnection[Any], incident_id: str,
+                            alert: dict[str, Any]) -> None:
+    """Record on the incident where the elder was, once: the alert's own position, else (for
+    a new incident) the newest fix of the 5 minutes before the press."""
+    found = _location_in(alert)
+    if found is None:
+        found = await _recent_fix(conn, incident_id)
+    if found is not None:
+        await conn.execute("UPDATE incidents SET location = %s WHERE id = %s"
+                           " AND location IS NULL", (Jsonb(found), incident_id))
+
+
+async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str, Any] | None:
     row = await (await conn.execute(
         "SELECT r.data -> 'location' AS loc FROM incidents i JOIN readings r"
         " ON r.elder_id = i.elder_id AND r.type = ANY(%s)"
@@ -122,6 +124,26 @@ async def incident_position(conn: AsyncConnection[Any], incident_id: str
         return None
     loc = row["loc"] if isinstance(row, dict) else row[0]
     return loc if isinstance(loc, dict) else None
+
+
+async def incident_position(conn: AsyncConnection[Any], incident_id: str
+                            ) -> dict[str, Any] | None:
+    """Where the elder was at the press: the position recorded on the incident, else the one
+    its alerts carried, else the newest fix of the 5 minutes before it."""
+    row = await (await conn.execute(
+        "SELECT location FROM incidents WHERE id = %s", (incident_id,))).fetchone()
+    stored = (row["location"] if isinstance(row, dict) else row[0]) if row else None
+    if isinstance(stored, dict):
+        return stored
+    alerts = await (await conn.execute(
+        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at",
+        (incident_id,))).fetchall()
+    for row in alerts:
+        raw = row["alert"] if isinstance(row, dict) else row[0]
+        found = _location_in(raw if isinstance(raw, dict) else json.loads(raw))
+        if found is not None:
+            return found
+    return await _recent_fix(conn, incident_id)
 
 
 async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
