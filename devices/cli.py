@@ -55,7 +55,8 @@ def _credentials(args: argparse.Namespace, settings: Settings) -> int:
         password, hashed = provisioning.new_credentials()
         conn.execute(provisioning.ISSUE_SQL, (args.device_id, hashed))
     provisioning.publish(settings.database_url, settings.mqtt_auth_dir)
-    print(json.dumps({"username": args.device_id, "password": password, "topic_prefix":
+    print(json.dumps({"username": provisioning.device_username(args.device_id),
+                      "password": password, "topic_prefix":
                       provisioning.device_topic_prefix(str(row[0]), args.device_id) + "/"}))
     return 0
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field("", description="Kafka bootstrap servers, host:port[,host:port]")
     mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port")
+    mqtt_device_url: str = Field(
+        "", description="Where devices connect (the broker's device listener, mqtt://host:port);"
+        " empty: the host and port of mqtt_url")
     database_url: str = Field("", description="PostgreSQL URL (postgresql://...)")
 
     twilio_account_sid: str = Field("", description="Twilio account SID (AC...)")
@@ -86,6 +89,11 @@ class Settings(BaseSettings):
         description="service=host:port[,...]: where each service process serves /metrics,"
         " /healthz and /readyz (the console and ingest's HTTP gateway serve their own)")
     language: str = Field("zh-Hans", description="Default language of messages (zh-Hans or en)")
+
+    @property
+    def device_broker_url(self) -> str:
+        """Where devices log in: the device listener, else the one broker address."""
+        return self.mqtt_device_url or self.mqtt_url
 
     @property
     def twilio_configured(self) -> bool:

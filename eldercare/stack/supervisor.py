@@ -57,6 +57,7 @@ class Stack:
             self.embedded.append(svc)
             changes["mqtt_url"] = svc.url
             changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
+            changes["mqtt_device_url"] = svc.extra.get("device_url", "")
             if svc.extra.get("broker") == "amqtt":  # amqtt has no shared subscriptions
                 changes["mqtt_shared_group"] = ""
         self.settings = s.model_copy(update=changes)

@@ -1,0 +1,144 @@
+"""Issue 15's attacks on devices, the gateways and the webhooks, tried as an attacker would
+against the real services (mosquitto, the HTTP gateway, the webhooks). Each test fails if its
+attack works again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import psycopg
+
+from devices import provisioning
+from eldercare.config import Settings
+from eldercare.mqtt import MqttTarget, event_topic
+from ingest.mqtt_gateway import client_id
+from tests.helpers import eventually
+
+
+async def _community_with_elder(http: httpx.AsyncClient) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    cid, eid = f"c-{tag}", f"E-{tag}"
+    assert (await http.post("/api/v1/communities", json={"id": cid, "name": f"社区{tag}"})
+            ).status_code == 201
+    assert (await http.post("/api/v1/elders", json={"id": eid, "community_id": cid,
+                                                    "name": "周桂兰"})).status_code == 201
+    return cid, eid
+
+
+async def _logs_in(url: str, username: str, password: str) -> bool:
+    target = MqttTarget.parse(url)
+    try:
+        async with aiomqtt.Client(target.host, target.port, username=username,
+                                  password=password, timeout=5):
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+def _sos(msg_id: str) -> bytes:
+    return json.dumps({"msg_id": msg_id, "ts": time.time(), "type": "sos"}).encode()
+
+
+def _stored(database_url: str, device_id: str, kind: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings WHERE device_id = %s AND type = %s",
+                           (device_id, kind)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_device_registered_as_the_platform_account_is_refused(
+    platform: Settings, admin_http: httpx.AsyncClient,
+) -> None:
+    _, eid = await _community_with_elder(admin_http)
+    for taken in (provisioning.SERVICE_USER, "ELDERCARE-platform", "eldercare-ingest"):
+        r = await admin_http.post("/api/v1/devices", json={"id": taken, "kind": "sos_button",
+                                                           "elder_id": eid})
+        assert r.status_code == 422, r.text
+        assert "reserved" in r.text
+
+    # Even a row written behind the API's back never becomes a broker login: the device
+    # listener's files know devices only, each in its own `device.` namespace.
+    device_password, hashed = provisioning.new_credentials()
+    with psycopg.connect(platform.database_url) as conn:
+        conn.execute("INSERT INTO devices (id, kind, elder_id) VALUES (%s, 'sos_button', %s)",
+                     (provisioning.SERVICE_USER, eid))
+        conn.execute(provisioning.ISSUE_SQL, (provisioning.SERVICE_USER, hashed))
+    try:
+        provisioning.publish(platform.database_url, platform.mqtt_auth_dir)
+        auth = Path(platform.mqtt_auth_dir)
+        assert provisioning.SERVICE_USER not in (auth / provisioning.PASSWORD_FILE).read_text()
+        for url in (platform.mqtt_url, platform.device_broker_url):
+            for user in (provisioning.SERVICE_USER,
+                         provisioning.device_username(provisioning.SERVICE_USER)):
+                assert not await _logs_in(url, user, device_password), (url, user)
+        # The platform's own account still works, and only on the service listener.
+        service = MqttTarget.parse(platform.mqtt_url)
+        assert service.username and service.password
+        assert await _logs_in(platform.mqtt_url, service.username, service.password)
+        assert not await _logs_in(platform.device_broker_url, service.username,
+                                  service.password)
+    finally:
+        with psycopg.connect(platform.database_url) as conn:
+            conn.execute("DELETE FROM device_credentials WHERE device_id = %s",
+                         (provisioning.SERVICE_USER,))
+            conn.execute("DELETE FROM devices WHERE id = %s", (provisioning.SERVICE_USER,))
+        provisioning.publish(platform.database_url, platform.mqtt_auth_dir)
+
+
+async def _hold_client_id(url: str, user: str, password: str, identifier: str,
+                          stop: asyncio.Event) -> int:
+    """Connect again and again with `identifier` (as the attacker did); returns the count."""
+    target = MqttTarget.parse(url)
+    attempts = 0
+    while not stop.is_set():
+        attempts += 1
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with aiomqtt.Client(target.host, target.port, username=user, password=password,
+                                      identifier=identifier, timeout=5):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+    return attempts
+
+
+async def test_device_cannot_take_over_ingests_mqtt_session(
+    platform: Settings, admin_http: httpx.AsyncClient,
+) -> None:
+    cid, eid = await _community_with_elder(admin_http)
+    logins = {}
+    for device_id, kind in ((f"{eid}-sos", "sos_button"), (f"{eid}-watch", "smart_watch")):
+        r = await admin_http.post("/api/v1/devices", json={"id": device_id, "kind": kind,
+                                                           "elder_id": eid})
+        assert r.status_code == 201, r.text
+        logins[kind] = r.json()["mqtt"]
+        await eventually(lambda login=logins[kind]: _logs_in(
+            platform.device_broker_url, login["username"], login["password"]), 10, "a login")
+    login, presser = logins["smart_watch"], logins["sos_button"]
+    # A device login is refused on the service listener, where client ids are free.
+    assert not await _logs_in(platform.mqtt_url, login["username"], login["password"])
+
+    stop = asyncio.Event()
+    attacker = asyncio.create_task(_hold_client_id(
+        platform.device_broker_url, login["username"], login["password"], client_id(platform),
+        stop))
+    device_id = f"{eid}-sos"
+    target = MqttTarget.parse(platform.device_broker_url)
+    try:
+        async with aiomqtt.Client(target.host, target.port, username=presser["username"],
+                                  password=presser["password"],
+                                  identifier=f"press-{uuid.uuid4().hex}") as button:
+            for n in range(20):
+                await button.publish(event_topic(cid, device_id), _sos(f"press-{n}"), qos=1)
+                await asyncio.sleep(0.2)  # the presses spread over the attack, as in the report
+    finally:
+        stop.set()
+        attempts = await attacker
+    assert attempts >= 1
+    await eventually(lambda: _stored(platform.database_url, device_id, "sos") == 20 or None, 30,
+                     "all 20 SOS presses stored")
