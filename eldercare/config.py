@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     ingest_gateway_keys: str = Field(
         "", description="Vendor gateways allowed to POST batches: gateway_id=secret[,...]"
     )
+    ingest_gateway_scopes: str = Field(
+        "", description="What each gateway may post for: gateway_id=community[|community...]"
+        "[/device_prefix[|prefix...]][,...]; `*` for every community. A gateway left out may"
+        " post nothing")
     ingest_http_max_body: int = Field(1024 * 1024, description="Largest HTTP batch body, bytes")
     ingest_http_max_items: int = Field(500, description="Most items in one HTTP batch")
     ingest_zigbee_devices: str = Field(

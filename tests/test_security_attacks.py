@@ -14,12 +14,17 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import psycopg
+import pytest
 
 from devices import provisioning
+from devices.registry import save
+from eldercare import kafka
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
 from ingest.mqtt_gateway import client_id
-from tests.helpers import eventually
+from tests.conftest import make_community
+from tests.helpers import eventually, read_topic
+from tests.test_ingest_service import start_run
 
 
 async def _community_with_elder(http: httpx.AsyncClient) -> tuple[str, str]:
@@ -142,3 +147,44 @@ async def test_device_cannot_take_over_ingests_mqtt_session(
     assert attempts >= 1
     await eventually(lambda: _stored(platform.database_url, device_id, "sos") == 20 or None, 30,
                      "all 20 SOS presses stored")
+
+
+async def test_gateway_key_cannot_post_for_another_community(
+    infra: Settings, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    ours, theirs = make_community(), make_community()
+    save(infra.database_url, [ours, theirs])
+    run = start_run(infra, tmp_path_factory.mktemp("scoped"),
+                    ingest_gateway_keys="vendor-a=key-a,vendor-b=key-b,vendor-w=key-w",
+                    ingest_gateway_scopes=f"vendor-a={ours.id},vendor-b={theirs.id},"
+                                          f"vendor-w={ours.id}/{ours.elders[0].id}-smart")
+    button = next(d.id for d in theirs.elders[0].devices if d.kind == "sos_button")
+    sos = {"msg_id": f"sos-{uuid.uuid4().hex[:6]}", "ts": time.time(), "type": "sos"}
+    url = f"{run.http}/ingest/v1/batch"
+
+    async def post(gateway: str, key: str, community_id: str, device_id: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await http.post(url, json={"items": [
+                {"community_id": community_id, "device_id": device_id, "payload": sos}]},
+                headers={"X-Eldercare-Gateway": gateway, "Authorization": f"Bearer {key}"})
+
+    try:
+        await run.ready()
+        forged = await post("vendor-a", "key-a", theirs.id, button)
+        assert forged.status_code == 403, forged.text
+        assert forged.json()["results"][0]["reason"] == "out_of_scope"
+        # Claiming its own community for the other community's device does not help either.
+        assert (await post("vendor-a", "key-a", ours.id, button)).json()["results"][0][
+            "reason"] == "topic_mismatch"
+        ours_button = next(d.id for d in ours.elders[0].devices if d.kind == "sos_button")
+        assert (await post("vendor-w", "key-w", ours.id, ours_button)).status_code == 403
+        # The forged press claimed nothing: the real one, with the same msg_id, is accepted.
+        real = await post("vendor-b", "key-b", theirs.id, button)
+        assert real.status_code == 200 and real.json()["accepted"] == 1, real.text
+        letters = await read_topic(infra.kafka_bootstrap, kafka.DEADLETTER, lambda rs: any(
+            r["reason"] == "out_of_scope" and button in r["detail"] for r in rs))
+        letter = next(r for r in letters if r["reason"] == "out_of_scope" and button in r["detail"])
+        assert letter["source"] == "http" and letter["topic"] == "http/vendor-a"
+        assert theirs.id in letter["detail"]
+    finally:
+        run.stop()

@@ -49,11 +49,12 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
     return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
 
 
-def mosquitto_config(listeners: str, extra: str = "") -> str:
-    return (
-        f"{listeners}persistence false\n"
-        "max_inflight_messages 1000\nmax_queued_messages 100000\n" + extra
-    )
+_COMMON = "persistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n"
+
+
+def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
+    """One loopback listener (anonymous unless `auth` says otherwise)."""
+    return f"listener {port} 127.0.0.1\n{auth}{_COMMON}{extra}"
 
 
 def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") -> EmbeddedService:
@@ -75,8 +76,8 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         provisioning.init_auth_dir(auth_dir, password)
         device_port = procs.free_port()
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(mosquitto_config(provisioning.mosquitto_auth_config(
-            auth_dir, f"{port} 127.0.0.1", f"{device_port} 127.0.0.1"), extra_config))
+        conf.write_text(provisioning.mosquitto_auth_config(
+            auth_dir, f"{port} 127.0.0.1", f"{device_port} 127.0.0.1") + _COMMON + extra_config)
         proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
         provisioning.write_pid(auth_dir, proc.pid)
         name = "mosquitto"
