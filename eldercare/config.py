@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
     dispatcher_twilio_timeout_s: float = Field(10.0, description="Timeout of one Twilio request")
     dispatcher_workers: int = Field(8, description="Steps one dispatcher process runs at once")
+    dispatcher_sms_reply_window_s: float = Field(
+        7200.0, description="An SMS reply acknowledges only an incident that notified its number"
+        " within this many seconds")
     demo_sos_after_s: float = Field(30.0, description="Seconds after demo start an SOS is pressed")
     log_level: str = Field("INFO", description="Log level")
     metrics_binds: str = Field(

@@ -10,14 +10,17 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+from twilio.request_validator import RequestValidator
 
 from devices import provisioning
-from devices.registry import save
+from devices.registry import Community, save
 from eldercare import kafka
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
@@ -25,6 +28,7 @@ from ingest.mqtt_gateway import client_id
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_ingest_service import start_run
+from tests.twilio_mock import TwilioMock
 
 
 async def _community_with_elder(http: httpx.AsyncClient) -> tuple[str, str]:
@@ -47,8 +51,8 @@ async def _logs_in(url: str, username: str, password: str) -> bool:
         return False
 
 
-def _sos(msg_id: str) -> bytes:
-    return json.dumps({"msg_id": msg_id, "ts": time.time(), "type": "sos"}).encode()
+def _sos(msg_id: str, ts: float | None = None) -> bytes:
+    return json.dumps({"msg_id": msg_id, "ts": ts or time.time(), "type": "sos"}).encode()
 
 
 def _stored(database_url: str, device_id: str, kind: str) -> int:
@@ -188,3 +192,83 @@ async def test_gateway_key_cannot_post_for_another_community(
         assert theirs.id in letter["detail"]
     finally:
         run.stop()
+
+
+async def _signed_post(settings: Settings, path: str, params: dict[str, str]) -> httpx.Response:
+    url = settings.public_base_url + path
+    signature = RequestValidator(settings.twilio_auth_token).compute_signature(url, params)
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+
+def _open_incident(settings: Settings, elder_id: str) -> dict[str, Any] | None:
+    with psycopg.connect(settings.database_url, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT id, status FROM incidents WHERE elder_id = %s AND kind = 'sos'"
+            " AND status <> 'resolved'", (elder_id,)).fetchone()
+
+
+def _acknowledged(settings: Settings, elder_id: str) -> int:
+    """How many of the elder's incidents are acknowledged (and not yet resolved)."""
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM incidents WHERE elder_id = %s"
+                           " AND status = 'acknowledged'", (elder_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+_AGE = ("UPDATE notifications SET created_at = created_at {} interval '3 hours' WHERE incident_id"
+        " IN (SELECT id FROM incidents WHERE elder_id = %s)")
+
+
+def _steps(settings: Settings, incident_id: object, status: str) -> int:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM escalation_steps WHERE incident_id = %s"
+                           " AND status = %s", (incident_id, status)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _press_sos(settings: Settings, community: Community, ago_s: float = 0) -> None:
+    button = next(d for d in community.elders[0].devices if d.kind == "sos_button")
+    async with MqttTarget.parse(settings.mqtt_url).client() as client:
+        await client.publish(event_topic(community.id, button.id),
+                             _sos(f"press-{uuid.uuid4().hex[:8]}", time.time() - ago_s), qos=1)
+
+
+async def test_replayed_sms_reply_does_not_acknowledge_a_new_incident(
+    platform: Settings, community: Community, twilio: TwilioMock, admin_http: httpx.AsyncClient,
+) -> None:
+    elder = community.elders[0]
+    daughter = elder.contacts[1].phone
+    # Pressed 20 minutes ago (buffered by the device): the press now is a new episode.
+    await _press_sos(platform, community, ago_s=1200)
+    first = await eventually(lambda: _open_incident(platform, elder.id), 30, "incident 1")
+    await eventually(lambda: twilio.messages(daughter), 30, "the SMS of incident 1")
+    captured = {"From": daughter, "To": platform.twilio_from_number, "Body": "1",
+                "MessageSid": "SM" + uuid.uuid4().hex}
+    answer = await _signed_post(platform, "/twilio/sms/inbound", captured)
+    assert answer.status_code == 200 and elder.name in answer.text
+    assert (await admin_http.post(f"/api/v1/incidents/{first['id']}/resolve",
+                                  json={"outcome": "elder_fine"})).status_code == 200
+
+    await _press_sos(platform, community)
+    second = await eventually(lambda: _open_incident(platform, elder.id), 30, "incident 2")
+    await eventually(lambda: len(twilio.messages(daughter)) >= 2, 30, "the SMS of incident 2")
+    assert _steps(platform, second["id"], "pending") > 0
+
+    replayed = await _signed_post(platform, "/twilio/sms/inbound", captured)
+    assert replayed.status_code == 200 and "<Message>" not in replayed.text
+    assert _acknowledged(platform, elder.id) == 0
+    assert _steps(platform, second["id"], "cancelled") == 0
+
+    # A fresh reply after the window (the message went out three hours ago) is not enough…
+    with psycopg.connect(platform.database_url) as conn:
+        conn.execute(_AGE.format("-"), (elder.id,))
+    late = {**captured, "MessageSid": "SM" + uuid.uuid4().hex}
+    assert elder.name not in (await _signed_post(platform, "/twilio/sms/inbound", late)).text
+    assert _acknowledged(platform, elder.id) == 0
+    # …while one in time acknowledges the incident that texted this number.
+    with psycopg.connect(platform.database_url) as conn:
+        conn.execute(_AGE.format("+"), (elder.id,))
+    fresh = {**captured, "MessageSid": "SM" + uuid.uuid4().hex}
+    assert elder.name in (await _signed_post(platform, "/twilio/sms/inbound", fresh)).text
+    assert _acknowledged(platform, elder.id) == 1
