@@ -23,6 +23,7 @@ from devices import provisioning
 from devices.registry import Community, save
 from eldercare import kafka
 from eldercare.config import Settings
+from eldercare.masking import mask_log_event, mask_phone, mask_text, mask_url
 from eldercare.mqtt import MqttTarget, event_topic
 from ingest.mqtt_gateway import client_id
 from tests.conftest import make_community
@@ -272,3 +273,42 @@ async def test_replayed_sms_reply_does_not_acknowledge_a_new_incident(
     fresh = {**captured, "MessageSid": "SM" + uuid.uuid4().hex}
     assert elder.name in (await _signed_post(platform, "/twilio/sms/inbound", fresh)).text
     assert _acknowledged(platform, elder.id) == 1
+
+
+async def test_banner_and_webhook_logs_show_no_password_or_phone_number(
+    platform: Settings, workdir: Path,
+) -> None:
+    stranger = f"+86139{uuid.uuid4().int % 10**8:08d}"
+    reply = {"From": stranger, "To": platform.twilio_from_number, "Body": "1",
+             "MessageSid": "SM" + uuid.uuid4().hex}
+    for _ in range(2):  # the reply, then its replay: both are logged
+        assert (await _signed_post(platform, "/twilio/sms/inbound", reply)).status_code == 200
+    masked = mask_phone(stranger)
+
+    def logged() -> bool | None:
+        return masked in (workdir / "console.log").read_text() or None
+
+    await eventually(logged, 10, "the reply in the console's log")
+    service_password = MqttTarget.parse(platform.mqtt_url).password
+    assert service_password
+    logs = await asyncio.to_thread(lambda: {
+        log.name: log.read_text(errors="replace") for log in workdir.glob("*.log")})
+    for name, text in logs.items():
+        assert stranger not in text, name
+        assert service_password not in text, name
+    banner = logs["up.log"]
+    assert "eldercare is up" in banner and "eldercare-platform:***@" in banner
+
+
+def test_masking_keeps_only_what_identifies_nothing() -> None:
+    assert mask_phone("+8613912340001") == "+*********0001"
+    assert mask_url("mqtt://eldercare-platform:s3cret@127.0.0.1:1883") == \
+        "mqtt://eldercare-platform:***@127.0.0.1:1883"
+    assert mask_url("postgresql://127.0.0.1/db") == "postgresql://127.0.0.1/db"
+    text = mask_text("Twilio: 'To' +8613912340001 invalid; called 13912340002 at 1796021300123;"
+                     " postgresql://u:pw@db:5432/x")
+    assert "13912340001" not in text and "13912340002" not in text
+    assert "1796021300123" in text and "u:***@db" in text
+    event = mask_log_event(None, "info",
+                           {"msg": "x", "auth_token": "abc", "phone": "+8613912340001"})
+    assert event == {"msg": "x", "auth_token": "***", "phone": "+*********0001"}

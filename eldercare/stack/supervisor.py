@@ -17,6 +17,7 @@ from rich.console import Console
 
 from eldercare import db, kafka, logs
 from eldercare.config import Settings, child_env
+from eldercare.masking import mask_url
 from eldercare.services import SERVICES
 from eldercare.stack import embedded, procs
 
@@ -142,8 +143,9 @@ def up(settings: Settings, demo: bool = False) -> int:
             "[bold yellow]DRY-RUN (Twilio not configured: nothing is really sent)[/bold yellow]"
         banner = (
             f"\n[bold green]eldercare is up.[/bold green] Console: [bold]{url}[/bold]\n"
-            f"  Kafka {settings.kafka_bootstrap} · MQTT {settings.mqtt_url} · "
-            f"PostgreSQL {settings.database_url}\n  Notifications: {channel}\n"
+            f"  Kafka {settings.kafka_bootstrap} · MQTT {mask_url(settings.mqtt_url)}"
+            f" (devices {settings.device_broker_url}) · "
+            f"PostgreSQL {mask_url(settings.database_url)}\n  Notifications: {channel}\n"
             f"  Logs: {settings.data_dir.resolve()}/*.log   Stop: Ctrl-C\n"
         )
         if demo:
