@@ -72,7 +72,8 @@ def _mqtt_auth(args: argparse.Namespace, settings: Settings) -> int:
         provisioning.init_auth_dir(Path(auth_dir), args.service_password)
     count = provisioning.publish(settings.database_url, auth_dir)
     print(f"{auth_dir}: {count} device logins; include in mosquitto.conf:\n"
-          + provisioning.mosquitto_auth_config(Path(auth_dir)))
+          + provisioning.mosquitto_auth_config(
+              Path(auth_dir), tls_dir=Path(args.tls_dir) if args.tls_dir else None))
     return 0
 
 
@@ -100,6 +101,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("dir", nargs="?", default="")
     auth.add_argument("--service-password", default="",
                       help="(re)set the platform service account's password")
+    auth.add_argument("--tls-dir", default="",
+                      help="certificates from deploy/make-certs.sh: the listeners speak TLS")
     auth.set_defaults(func=_mqtt_auth, needs_database=True)
     rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones")\
         .set_defaults(func=_maintain, needs_database=True)

@@ -126,20 +126,23 @@ def _write(path: Path, text: str) -> None:
     os.replace(name, path)  # the broker never reads a half-written file
 
 
-def mosquitto_auth_config(auth_dir: Path, service_listener: str = "1884",
-                          device_listener: str = "1883", device_tls: str = "") -> str:
+def mosquitto_auth_config(auth_dir: Path, service_listener: str = "8884",
+                          device_listener: str = "8883", tls_dir: Path | None = None) -> str:
     """The mosquitto.conf lines of the two listeners (`PORT [ADDRESS]` each) with their own
-    logins; `device_tls` holds the device listener's certificate lines, if any."""
+    logins; with `tls_dir` (from deploy/make-certs.sh) both speak TLS only."""
     # Started as root, mosquitto drops to user "mosquitto", which cannot read our 0600 files.
     user = "user root\n" if os.geteuid() == 0 else ""
+    tls = "" if tls_dir is None else (
+        f"certfile {tls_dir / 'server.crt'}\nkeyfile {tls_dir / 'server.key'}\n"
+        "tls_version tlsv1.2\n")
     return (
         f"per_listener_settings true\n{user}"
-        f"# platform services only (keep it internal)\nlistener {service_listener}\n"
+        f"# platform services only (keep it internal)\nlistener {service_listener}\n{tls}"
         f"allow_anonymous false\npassword_file {auth_dir / SERVICE_PASSWORD_FILE}\n"
         f"acl_file {auth_dir / SERVICE_ACL_FILE}\n"
-        f"# devices: the client id is always the login\nlistener {device_listener}\n"
+        f"# devices: the client id is always the login\nlistener {device_listener}\n{tls}"
         f"allow_anonymous false\npassword_file {auth_dir / PASSWORD_FILE}\n"
-        f"acl_file {auth_dir / ACL_FILE}\nuse_username_as_clientid true\n{device_tls}")
+        f"acl_file {auth_dir / ACL_FILE}\nuse_username_as_clientid true\n")
 
 
 def reload_broker(auth_dir: Path) -> bool:

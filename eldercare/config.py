@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -17,7 +18,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELDERCARE_", env_file=".env", extra="ignore")
 
     kafka_bootstrap: str = Field("", description="Kafka bootstrap servers, host:port[,host:port]")
-    mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How the Kafka clients talk to the brokers (SASL_SSL in"
+        " production)")
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "", description="SASL mechanism with SASL_PLAINTEXT / SASL_SSL")
+    kafka_sasl_username: str = Field("", description="SASL user of the platform's Kafka clients")
+    kafka_sasl_password: str = Field("", description="SASL password of that user")
+    kafka_ca_file: str = Field(
+        "", description="CA certificate(s) the Kafka brokers' certificates are checked against"
+        " (SSL / SASL_SSL); empty: the system's CAs")
+    mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port, or"
+                          " mqtts://user:pass@host:port?ca=/path/ca.crt for TLS")
     mqtt_device_url: str = Field(
         "", description="Where devices connect (the broker's device listener, mqtt://host:port);"
         " empty: the host and port of mqtt_url")
@@ -33,6 +45,10 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8080", description="Public URL of the console, for Twilio webhooks"
     )
     console_bind: str = Field("127.0.0.1:8080", description="host:port the console listens on")
+    tls_cert_file: str = Field(
+        "", description="Certificate (PEM, chain first) the console and the webhooks serve"
+        " HTTPS with; empty: plain HTTP (local runs, or TLS ended by a proxy)")
+    tls_key_file: str = Field("", description="Private key of tls_cert_file (PEM)")
     webhooks_bind: str = Field(
         "127.0.0.1:8082", description="host:port of `eldercare service webhooks`: Twilio's "
         "webhooks alone, to face the internet while the console stays internal")

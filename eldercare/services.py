@@ -23,12 +23,12 @@ def _registry() -> dict[str, ServiceMain]:
     async def console(settings: Settings, stop: asyncio.Event) -> None:
         from dispatcher.console.app import create_app
 
-        await _serve_http(create_app(settings), settings.console_bind, stop)
+        await _serve_http(create_app(settings), settings.console_bind, stop, settings)
 
     async def webhooks(settings: Settings, stop: asyncio.Event) -> None:
         from dispatcher.webhook_app import create_app
 
-        await _serve_http(create_app(settings), settings.webhooks_bind, stop)
+        await _serve_http(create_app(settings), settings.webhooks_bind, stop, settings)
 
     async def demo_life(settings: Settings, stop: asyncio.Event) -> None:
         from simulators import demo_life as life
@@ -47,8 +47,9 @@ def _registry() -> dict[str, ServiceMain]:
     }
 
 
-async def _serve_http(app: Any, bind: str, stop: asyncio.Event) -> None:
-    """Serve an ASGI app on `bind` (host:port) until `stop` is set."""
+async def _serve_http(app: Any, bind: str, stop: asyncio.Event, settings: Settings) -> None:
+    """Serve an ASGI app on `bind` (host:port) until `stop` is set; over HTTPS when the
+    settings name a certificate and key (`tls_cert_file`, `tls_key_file`)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -57,8 +58,9 @@ async def _serve_http(app: Any, bind: str, stop: asyncio.Event) -> None:
             yield
 
     host, port = bind.rsplit(":", 1)
-    server = Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
-                                   timeout_graceful_shutdown=2))
+    server = Server(uvicorn.Config(
+        app, host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=2,
+        ssl_certfile=settings.tls_cert_file or None, ssl_keyfile=settings.tls_key_file or None))
     serving = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ from eldercare import kafka
 from eldercare.config import Settings
 from eldercare.masking import mask_log_event, mask_phone, mask_text, mask_url
 from eldercare.mqtt import MqttTarget, event_topic
+from eldercare.stack import procs
 from ingest.mqtt_gateway import client_id
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
@@ -42,11 +44,23 @@ async def _community_with_elder(http: httpx.AsyncClient) -> tuple[str, str]:
     return cid, eid
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_certs(out: Path) -> None:
+    """A CA and server certificate, as the deployment documentation makes them."""
+    subprocess.run(["sh", str(ROOT / "deploy" / "make-certs.sh"), str(out)], check=True,
+                   capture_output=True, timeout=120)
+
+
 async def _logs_in(url: str, username: str, password: str) -> bool:
+    """True when the broker at `url` accepts the login (the URL's own one when `username` is
+    empty)."""
     target = MqttTarget.parse(url)
     try:
-        async with aiomqtt.Client(target.host, target.port, username=username,
-                                  password=password, timeout=5):
+        async with aiomqtt.Client(target.host, target.port, username=username or target.username,
+                                  password=password or target.password, timeout=5,
+                                  tls_context=target.tls_context()):
             return True
     except aiomqtt.MqttError:
         return False
@@ -312,3 +326,26 @@ def test_masking_keeps_only_what_identifies_nothing() -> None:
     event = mask_log_event(None, "info",
                            {"msg": "x", "auth_token": "abc", "phone": "+8613912340001"})
     assert event == {"msg": "x", "auth_token": "***", "phone": "+*********0001"}
+
+
+async def test_mqtt_over_tls_refuses_plain_text_and_unknown_certificates(tmp_path: Path) -> None:
+    certs, other = tmp_path / "certs", tmp_path / "other-ca"
+    for out in (certs, other):
+        await asyncio.to_thread(make_certs, out)
+    auth = tmp_path / "auth"
+    service_password = provisioning.new_password()
+    provisioning.init_auth_dir(auth, service_password)
+    service_port, device_port = procs.free_port(), procs.free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(provisioning.mosquitto_auth_config(
+        auth, f"{service_port} 127.0.0.1", f"{device_port} 127.0.0.1", tls_dir=certs)
+        + "persistence false\n")
+    broker = procs.spawn(["/usr/sbin/mosquitto", "-c", str(conf)], tmp_path / "mosquitto.log")
+    try:
+        procs.wait_for_port(device_port, broker)
+        login = f"{provisioning.SERVICE_USER}:{service_password}@localhost:{service_port}"
+        assert await _logs_in(f"mqtts://{login}?ca={certs / 'ca.crt'}", "", "")
+        assert not await _logs_in(f"mqtt://{login}", "", "")  # plain text: no answer
+        assert not await _logs_in(f"mqtts://{login}?ca={other / 'ca.crt'}", "", "")
+    finally:
+        procs.stop(broker)
