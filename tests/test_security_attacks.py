@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from twilio.request_validator import RequestValidator
 from devices import provisioning
 from devices.registry import Community, save
 from eldercare import kafka
-from eldercare.config import Settings
+from eldercare.config import Settings, child_env
 from eldercare.masking import mask_log_event, mask_phone, mask_text, mask_url
 from eldercare.mqtt import MqttTarget, event_topic
 from eldercare.stack import procs
@@ -349,3 +350,37 @@ async def test_mqtt_over_tls_refuses_plain_text_and_unknown_certificates(tmp_pat
         assert not await _logs_in(f"mqtts://{login}?ca={other / 'ca.crt'}", "", "")
     finally:
         procs.stop(broker)
+
+
+async def test_webhooks_serve_https_only_when_given_a_certificate(
+    infra: Settings, tmp_path: Path,
+) -> None:
+    certs = tmp_path / "certs"
+    await asyncio.to_thread(make_certs, certs)
+    port = procs.free_port()
+    env = {**child_env(infra), "ELDERCARE_WEBHOOKS_BIND": f"127.0.0.1:{port}",
+           "ELDERCARE_TLS_CERT_FILE": str(certs / "server.crt"),
+           "ELDERCARE_TLS_KEY_FILE": str(certs / "server.key")}
+    service = procs.spawn([sys.executable, "-m", "eldercare.cli", "service", "webhooks"],
+                          tmp_path / "webhooks.log", env)
+    try:
+        await asyncio.to_thread(procs.wait_for_port, port, service)
+        async with httpx.AsyncClient(verify=str(certs / "ca.crt"), timeout=10) as https:
+            assert (await https.get(f"https://localhost:{port}/healthz")).status_code == 200
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
+            async with httpx.AsyncClient(timeout=5) as plain:
+                await plain.get(f"http://localhost:{port}/healthz")
+    finally:
+        procs.stop(service)
+
+
+def test_kafka_clients_use_sasl_over_tls_when_configured(tmp_path: Path) -> None:
+    make_certs(tmp_path)
+    settings = Settings(kafka_bootstrap="kafka-1:9092", kafka_security_protocol="SASL_SSL",
+                        kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="eldercare",
+                        kafka_sasl_password="pw", kafka_ca_file=str(tmp_path / "ca.crt"))
+    options = kafka.security(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "eldercare" and options["ssl_context"] is not None
+    assert kafka.security(Settings()) == {"security_protocol": "PLAINTEXT"}
