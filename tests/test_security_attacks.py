@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -365,7 +366,8 @@ async def test_webhooks_serve_https_only_when_given_a_certificate(
                           tmp_path / "webhooks.log", env)
     try:
         await asyncio.to_thread(procs.wait_for_port, port, service)
-        async with httpx.AsyncClient(verify=str(certs / "ca.crt"), timeout=10) as https:
+        trust = ssl.create_default_context(cafile=certs / "ca.crt")
+        async with httpx.AsyncClient(verify=trust, timeout=10) as https:
             assert (await https.get(f"https://localhost:{port}/healthz")).status_code == 200
         with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
             async with httpx.AsyncClient(timeout=5) as plain:
