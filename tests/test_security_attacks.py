@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from eldercare import kafka
 from eldercare.config import Settings, child_env
 from eldercare.masking import mask_log_event, mask_phone, mask_text, mask_url
 from eldercare.mqtt import MqttTarget, event_topic
-from eldercare.stack import procs
+from eldercare.stack import embedded, procs
 from ingest.mqtt_gateway import client_id
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
@@ -386,3 +387,42 @@ def test_kafka_clients_use_sasl_over_tls_when_configured(tmp_path: Path) -> None
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_username"] == "eldercare" and options["ssl_context"] is not None
     assert kafka.security(Settings()) == {"security_protocol": "PLAINTEXT"}
+
+
+def _two_free_ports() -> int:
+    """A port whose successor is free too (`ingest --workers 2` binds base and base + 1)."""
+    while True:
+        base = procs.free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", base + 1))
+            return base
+
+
+async def test_several_ingest_workers_keep_their_own_sessions(
+    infra: Settings, community: Community, tmp_path: Path,
+) -> None:
+    """Client ids are bound to logins only on the device listener: the service account's
+    ingest workers keep one persistent session each on the service listener."""
+    broker = embedded.start_kafka(tmp_path)  # their own Kafka: the session's platform unaffected
+    settings = infra.model_copy(update={
+        "kafka_bootstrap": broker.url, "mqtt_shared_group": f"w{uuid.uuid4().hex[:6]}",
+        "ingest_http_bind": f"127.0.0.1:{_two_free_ports()}", "metrics_binds": ""})
+    await kafka.ensure_topics(settings)
+    log = tmp_path / "ingest.log"
+    workers = procs.spawn([sys.executable, "-m", "eldercare.cli", "ingest", "--workers", "2"],
+                          log, child_env(settings))
+    button = next(d for d in community.elders[0].devices if d.kind == "sos_button")
+    try:
+        await eventually(lambda: log.read_text().count("ingest subscribed") == 2 or None, 60,
+                         "both workers subscribed")
+        async with MqttTarget.parse(settings.mqtt_url).client() as client:
+            for n in range(20):
+                await client.publish(event_topic(community.id, button.id), _sos(f"w-{n}"), qos=1)
+        events = await read_topic(broker.url, kafka.EVENTS, lambda rs: sum(
+            r.get("device_id") == button.id for r in rs) >= 20)
+        assert sorted(r["event_id"] for r in events if r.get("device_id") == button.id) == \
+            sorted(f"{button.id}/w-{n}" for n in range(20))
+        assert "connection lost" not in log.read_text()  # no worker took another's session
+    finally:
+        procs.stop(workers)
+        broker.stop()
