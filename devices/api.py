@@ -528,7 +528,7 @@ async def _check_elder(conn: AsyncConn, principal: Principal, elder_id: str) -> 
 
 
 def _mqtt_login(device_id: str, community_id: str, password: str) -> dict[str, str]:
-    return {"username": device_id, "password": password,
+    return {"username": provisioning.device_username(device_id), "password": password,
             "topic_prefix": provisioning.device_topic_prefix(community_id, device_id) + "/"}
 
 

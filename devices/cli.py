@@ -57,7 +57,8 @@ def _credentials(args: argparse.Namespace, settings: Settings) -> int:
         password, hashed = provisioning.new_credentials()
         conn.execute(provisioning.ISSUE_SQL, (args.device_id, hashed))
     provisioning.publish(settings.database_url, settings.mqtt_auth_dir)
-    print(json.dumps({"username": args.device_id, "password": password, "topic_prefix":
+    print(json.dumps({"username": provisioning.device_username(args.device_id),
+                      "password": password, "topic_prefix":
                       provisioning.device_topic_prefix(str(row[0]), args.device_id) + "/"}))
     return 0
 
@@ -73,7 +74,8 @@ def _mqtt_auth(args: argparse.Namespace, settings: Settings) -> int:
         provisioning.init_auth_dir(Path(auth_dir), args.service_password)
     count = provisioning.publish(settings.database_url, auth_dir)
     print(f"{auth_dir}: {count} device logins; include in mosquitto.conf:\n"
-          + provisioning.mosquitto_auth_config(Path(auth_dir)))
+          + provisioning.mosquitto_auth_config(
+              Path(auth_dir), tls_dir=Path(args.tls_dir) if args.tls_dir else None))
     return 0
 
 
@@ -151,6 +153,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth.add_argument("dir", nargs="?", default="")
     auth.add_argument("--service-password", default="",
                       help="(re)set the platform service account's password")
+    auth.add_argument("--tls-dir", default="",
+                      help="certificates from deploy/make-certs.sh: the listeners speak TLS")
     auth.set_defaults(func=_mqtt_auth, needs_database=True)
     rsub.add_parser("maintain-readings", help="create readings partitions ahead, drop old ones,"
                     " apply the retention settings (run daily)")\

@@ -258,7 +258,7 @@ async def _write(conn: AsyncConn, records: dict[str, list[tuple[int, Any]]]) -> 
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (row["id"], hashed))
         result.mqtt_logins.append({
-            "username": row["id"], "password": password,
+            "username": provisioning.device_username(row["id"]), "password": password,
             "topic_prefix": provisioning.device_topic_prefix(row["community_id"], row["id"])
             + "/"})
     result.counts = {k: len(v) for k, v in records.items()}

@@ -1,9 +1,16 @@
 """Device MQTT credentials, and the Mosquitto password file and ACL rendered from them.
 
-A device logs in with its id as user name and may only write under
-`eldercare/v1/<its community>/<its id>/#`. The platform's own services use one service account
-that may read and write `eldercare/v1/#` (shared subscriptions included). The broker is told to
-re-read both files with SIGHUP; its pid is kept in the auth directory."""
+A device logs in as `device.<its id>` (its own namespace: no device login can ever equal a
+service account) and may only write under `eldercare/v1/<its community>/<its id>/#`. The
+platform's own services use one service account that may read and write `eldercare/v1/#` (shared
+subscriptions included).
+
+The broker has two listeners with separate logins (`per_listener_settings true`): the device
+listener knows only device logins and replaces every client id by the login
+(`use_username_as_clientid`), so a device can never take over another client's session; the
+service listener (internal) knows only the service account, whose processes choose their own
+client ids (each ingest worker keeps its persistent session). The broker is told to re-read the
+files with SIGHUP; its pid is kept in the auth directory."""
 
 from __future__ import annotations
 
@@ -27,10 +34,14 @@ from eldercare.mqtt import TOPIC_ROOT
 log = logs.get(__name__)
 
 SERVICE_USER = "eldercare-platform"
-PASSWORD_FILE = "mosquitto.passwd"
+# Names a device id may never take: the service accounts, and the prefix kept for future ones.
+RESERVED_PREFIX = "eldercare"
+DEVICE_USER_PREFIX = "device."
+PASSWORD_FILE = "mosquitto.passwd"  # device logins (device listener)
 ACL_FILE = "mosquitto.acl"
+SERVICE_PASSWORD_FILE = "service.passwd"  # the service account (service listener)
+SERVICE_ACL_FILE = "service.acl"
 PID_FILE = "mosquitto.pid"
-_SERVICE_FILE = "service.passwd"  # the service account's line, kept apart from device lines
 _ITERATIONS = 101  # what mosquitto_passwd uses for $7$
 
 
@@ -74,23 +85,38 @@ def device_topic_prefix(community_id: str, device_id: str) -> str:
     return f"{TOPIC_ROOT}/{community_id}/{device_id}"
 
 
+def device_username(device_id: str) -> str:
+    """The broker login of a device: its id in the devices' own namespace."""
+    return f"{DEVICE_USER_PREFIX}{device_id}"
+
+
+def is_reserved_device_id(device_id: str) -> bool:
+    """True for ids a device may not have: a service account's name or its reserved prefix
+    (refused by the registry, and left out of the broker's files whatever the database holds)."""
+    return device_id.lower().startswith(RESERVED_PREFIX)
+
+
 def init_auth_dir(auth_dir: Path, service_password: str) -> None:
     """Set up an auth directory holding only the service account (the broker's first start)."""
     auth_dir.mkdir(parents=True, exist_ok=True)
-    _write(auth_dir / _SERVICE_FILE, f"{SERVICE_USER}:{hash_password(service_password)}\n")
+    _write(auth_dir / SERVICE_PASSWORD_FILE,
+           f"{SERVICE_USER}:{hash_password(service_password)}\n")
     render(auth_dir, [])
 
 
 def render(auth_dir: Path, devices: list[DeviceLogin]) -> None:
-    """Write the password file and ACL for the service account plus `devices` (atomically)."""
-    service = (auth_dir / _SERVICE_FILE).read_text()
-    _write(auth_dir / PASSWORD_FILE,
-           service + "".join(f"{d.device_id}:{d.password_hash}\n" for d in devices))
-    acl = [f"user {SERVICE_USER}", f"topic readwrite {TOPIC_ROOT}/#", ""]
+    """Write the device listener's password file and ACL for `devices`, and the service
+    listener's ACL (atomically). Reserved ids are left out, whatever the database holds."""
+    devices = [d for d in devices if not is_reserved_device_id(d.device_id)]
+    _write(auth_dir / PASSWORD_FILE, "".join(
+        f"{device_username(d.device_id)}:{d.password_hash}\n" for d in devices))
+    acl: list[str] = []
     for d in devices:
-        acl += [f"user {d.device_id}",
+        acl += [f"user {device_username(d.device_id)}",
                 f"topic readwrite {device_topic_prefix(d.community_id, d.device_id)}/#", ""]
     _write(auth_dir / ACL_FILE, "\n".join(acl))
+    _write(auth_dir / SERVICE_ACL_FILE,
+           "\n".join([f"user {SERVICE_USER}", f"topic readwrite {TOPIC_ROOT}/#", ""]))
 
 
 def _write(path: Path, text: str) -> None:
@@ -100,12 +126,23 @@ def _write(path: Path, text: str) -> None:
     os.replace(name, path)  # the broker never reads a half-written file
 
 
-def mosquitto_auth_config(auth_dir: Path) -> str:
-    """The mosquitto.conf lines that switch anonymous access off and use the rendered files."""
+def mosquitto_auth_config(auth_dir: Path, service_listener: str = "8884",
+                          device_listener: str = "8883", tls_dir: Path | None = None) -> str:
+    """The mosquitto.conf lines of the two listeners (`PORT [ADDRESS]` each) with their own
+    logins; with `tls_dir` (from deploy/make-certs.sh) both speak TLS only."""
     # Started as root, mosquitto drops to user "mosquitto", which cannot read our 0600 files.
     user = "user root\n" if os.geteuid() == 0 else ""
-    return (f"allow_anonymous false\npassword_file {auth_dir / PASSWORD_FILE}\n"
-            f"acl_file {auth_dir / ACL_FILE}\n{user}")
+    tls = "" if tls_dir is None else (
+        f"certfile {tls_dir / 'server.crt'}\nkeyfile {tls_dir / 'server.key'}\n"
+        "tls_version tlsv1.2\n")
+    return (
+        f"per_listener_settings true\n{user}"
+        f"# platform services only (keep it internal)\nlistener {service_listener}\n{tls}"
+        f"allow_anonymous false\npassword_file {auth_dir / SERVICE_PASSWORD_FILE}\n"
+        f"acl_file {auth_dir / SERVICE_ACL_FILE}\n"
+        f"# devices: the client id is always the login\nlistener {device_listener}\n{tls}"
+        f"allow_anonymous false\npassword_file {auth_dir / PASSWORD_FILE}\n"
+        f"acl_file {auth_dir / ACL_FILE}\nuse_username_as_clientid true\n")
 
 
 def reload_broker(auth_dir: Path) -> bool:

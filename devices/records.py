@@ -24,6 +24,7 @@ from pydantic import (
 from devices import phones
 from devices.catalogue import DeviceKind
 from devices.geo import gcj02_to_wgs84
+from devices.provisioning import RESERVED_PREFIX
 
 CareLevel = Literal["self_care", "partly_dependent", "dependent"]
 Language = Literal["zh-Hans", "en"]
@@ -295,8 +296,16 @@ class ContactPatch(_Patch):
     language: Language | None = None
 
 
+def _device_id(raw: str) -> str:
+    """A device id is also its broker login: never a platform service account's name."""
+    if raw.lower().startswith(RESERVED_PREFIX):
+        raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved for the platform's"
+                         " own service accounts: choose another id")
+    return raw
+
+
 class DeviceIn(_In):
-    id: RecordId
+    id: Annotated[RecordId, AfterValidator(_device_id)]
     kind: DeviceKind
     elder_id: RecordId
     room: Text = ""

@@ -1,7 +1,9 @@
 """Twilio webhooks (voice Gather, call/SMS status, inbound SMS), mounted by the console app.
 
 Every request must carry a valid `X-Twilio-Signature` for `settings.public_base_url` + path +
-query, computed with the account's auth token; anything else gets 403 and changes nothing."""
+query, computed with the account's auth token; anything else gets 403 and changes nothing.
+Each MessageSid / CallSid (per status, for status callbacks) is applied once: a captured request
+replayed later changes nothing (table `twilio_webhooks_applied`, migration 0009)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dispatcher.steps import CALL_NOT_ANSWERED, alarm_if_all_channels_failed
 from eldercare import logs
 from eldercare.config import Settings
 from eldercare.i18n import t
+from eldercare.masking import mask_phone
 
 log = logs.get(__name__)
 
@@ -56,6 +59,23 @@ async def verified_form(request: Request) -> dict[str, str]:
     return params
 
 
+def _sid(form: dict[str, str], *names: str) -> str:
+    """The request's Twilio id (MessageSid / CallSid); 422 without one, as it cannot be
+    applied once."""
+    for name in names:
+        if form.get(name):
+            return form[name]
+    raise HTTPException(422, f"missing {' or '.join(names)}")
+
+
+async def first_application(conn: AsyncConnection[Any], key: str) -> bool:
+    """Mark the webhook `key` applied, in the caller's transaction; False when it already was
+    (a replay, or Twilio retrying a request we answered)."""
+    cur = await conn.execute("INSERT INTO twilio_webhooks_applied (key) VALUES (%s)"
+                             " ON CONFLICT DO NOTHING", (key,))
+    return cur.rowcount == 1
+
+
 def _twiml(inner: str) -> Response:
     return Response(f"<Response>{inner}</Response>", media_type="application/xml")
 
@@ -79,6 +99,7 @@ async def _notification(conn: AsyncConnection[Any], step: str | None) -> dict[st
 async def voice_gather(request: Request, step: str | None = None) -> Response:
     """The callee pressed a key during the alert call; 1 takes responsibility."""
     form = await verified_form(request)
+    call_sid = _sid(form, "CallSid")
     async with request.app.state.pool.connection() as conn:
         n = await _notification(conn, step)
         if n is None:
@@ -87,8 +108,9 @@ async def voice_gather(request: Request, step: str | None = None) -> Response:
         if form.get("Digits", "").strip() != "1":
             return _twiml(_say(t("voice.not_acknowledged", lang), lang))
         who = f"{n['recipient']} ({n['to_number']})"
-        if await acknowledge(conn, n["incident_id"], who, "voice_keypress",
-                             notification_id=n["id"], call_sid=form.get("CallSid")):
+        if await first_application(conn, f"gather:{call_sid}") and await acknowledge(
+                conn, n["incident_id"], who, "voice_keypress", notification_id=n["id"],
+                call_sid=call_sid):
             return _twiml(_say(t("voice.thanks", lang), lang))
     return _twiml(_say(t("voice.already", lang, who=n["acknowledged_by"] or ""), lang))
 
@@ -98,12 +120,15 @@ async def status_callback(request: Request, step: str | None = None) -> Response
     """Call and SMS status from Twilio. A call that ended without a keypress (no answer, busy,
     failed, an answering machine, or hung up) ends its wait: the next step is due now."""
     form = await verified_form(request)
+    sid = _sid(form, "CallSid", "MessageSid")
     status = form.get("CallStatus") or form.get("MessageStatus") or ""
     answered_by = form.get("AnsweredBy") or None
     async with request.app.state.pool.connection() as conn:
         n = await _notification(conn, step)
         if n is None:
             raise HTTPException(404, "unknown step")
+        if not await first_application(conn, f"status:{sid}:{status}"):
+            return Response(status_code=204)  # applied already: a replay changes nothing
         await conn.execute(
             "UPDATE notifications SET provider_status = %s,"
             " answered_by = coalesce(%s, answered_by), provider_sid = coalesce(provider_sid, %s),"
@@ -141,34 +166,40 @@ async def status_callback(request: Request, step: str | None = None) -> Response
     return Response(status_code=204)
 
 
+# Only an incident that notified this very number, recently: a reply can never reach an
+# incident its sender was not told about.
 _FIND_BY_PHONE = """
-SELECT i.id AS incident_id, e.name AS elder, n.recipient AS name, 0 AS rank, n.created_at AS at
+SELECT i.id AS incident_id, e.name AS elder, n.recipient AS name
 FROM notifications n JOIN incidents i ON i.id = n.incident_id JOIN elders e ON e.id = i.elder_id
 WHERE n.to_number = %(phone)s AND i.status IN ('open', 'notifying')
-UNION ALL
-SELECT i.id, e.name, c.name, 1, i.opened_at
-FROM contacts c JOIN incidents i ON i.elder_id = c.elder_id JOIN elders e ON e.id = i.elder_id
-WHERE c.phone = %(phone)s AND i.status IN ('open', 'notifying') AND NOT i.maintenance
-ORDER BY rank, at DESC LIMIT 1
+  AND n.created_at > now() - make_interval(secs => %(window)s)
+ORDER BY n.created_at DESC LIMIT 1
 """
 
 
 @router.post("/sms/inbound")
 async def sms_inbound(request: Request) -> Response:
-    """An SMS reply: "1", "好" or "收到" from a number we notified (or a contact of the elder)
-    takes responsibility for that person's most recent open incident."""
+    """An SMS reply: "1", "好" or "收到" from a number we notified takes responsibility for the
+    open incident that most recently notified it, within `dispatcher_sms_reply_window_s`.
+    Each MessageSid is applied once."""
     form = await verified_form(request)
     settings: Settings = request.app.state.settings
     lang = settings.language
+    message_sid = _sid(form, "MessageSid")
     phone, body = form.get("From", ""), form.get("Body", "")
     if not is_ack_reply(body):
         return _twiml(f"<Message>{escape(t('sms.reply_help', lang))}</Message>")
     async with request.app.state.pool.connection() as conn:
-        match = await (await conn.execute(_FIND_BY_PHONE, {"phone": phone})).fetchone()
+        if not await first_application(conn, f"sms:{message_sid}"):
+            log.warning("sms reply applied already; ignored", message_sid=message_sid,
+                        phone=mask_phone(phone))
+            return _twiml("")  # a replay (or Twilio's retry): no effect, no second answer
+        match = await (await conn.execute(_FIND_BY_PHONE, {
+            "phone": phone, "window": settings.dispatcher_sms_reply_window_s})).fetchone()
         if match is None:
-            log.info("sms reply without an open incident", phone=phone)
+            log.info("sms reply without an open incident", phone=mask_phone(phone))
             return _twiml(f"<Message>{escape(t('sms.no_open_incident', lang))}</Message>")
         done = await acknowledge(conn, match["incident_id"], f"{match['name']} ({phone})",
-                                 "sms_reply", message_sid=form.get("MessageSid"), body=body)
+                                 "sms_reply", message_sid=message_sid, body=body)
     key = "sms.ack_thanks" if done else "sms.no_open_incident"
     return _twiml(f"<Message>{escape(t(key, lang, elder=match['elder']))}</Message>")

@@ -18,7 +18,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELDERCARE_", env_file=".env", extra="ignore")
 
     kafka_bootstrap: str = Field("", description="Kafka bootstrap servers, host:port[,host:port]")
-    mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How the Kafka clients talk to the brokers (SASL_SSL in"
+        " production)")
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "", description="SASL mechanism with SASL_PLAINTEXT / SASL_SSL")
+    kafka_sasl_username: str = Field("", description="SASL user of the platform's Kafka clients")
+    kafka_sasl_password: str = Field("", description="SASL password of that user")
+    kafka_ca_file: str = Field(
+        "", description="CA certificate(s) the Kafka brokers' certificates are checked against"
+        " (SSL / SASL_SSL); empty: the system's CAs")
+    mqtt_url: str = Field("", description="MQTT broker URL, mqtt://user:pass@host:port, or"
+                          " mqtts://user:pass@host:port?ca=/path/ca.crt for TLS")
+    mqtt_device_url: str = Field(
+        "", description="Where devices connect (the broker's device listener, mqtt://host:port);"
+        " empty: the host and port of mqtt_url")
     database_url: str = Field("", description="PostgreSQL URL (postgresql://...)")
 
     notify: Literal["twilio", "dry-run"] = Field(
@@ -41,6 +55,10 @@ class Settings(BaseSettings):
         "", description="Key the family links are signed with; empty: one made on first use "
         "and kept in the database")
     console_bind: str = Field("127.0.0.1:8080", description="host:port the console listens on")
+    tls_cert_file: str = Field(
+        "", description="Certificate (PEM, chain first) the console and the webhooks serve"
+        " HTTPS with; empty: plain HTTP (local runs, or TLS ended by a proxy)")
+    tls_key_file: str = Field("", description="Private key of tls_cert_file (PEM)")
     webhooks_bind: str = Field(
         "127.0.0.1:8082", description="host:port of `eldercare service webhooks`: Twilio's "
         "webhooks alone, to face the internet while the console stays internal")
@@ -68,6 +86,10 @@ class Settings(BaseSettings):
     ingest_gateway_keys: str = Field(
         "", description="Vendor gateways allowed to POST batches: gateway_id=secret[,...]"
     )
+    ingest_gateway_scopes: str = Field(
+        "", description="What each gateway may post for: gateway_id=community[|community...]"
+        "[/device_prefix[|prefix...]][,...]; `*` for every community. A gateway left out may"
+        " post nothing")
     ingest_http_max_body: int = Field(1024 * 1024, description="Largest HTTP batch body, bytes")
     ingest_http_max_items: int = Field(500, description="Most items in one HTTP batch")
     ingest_zigbee_devices: str = Field(
@@ -119,6 +141,9 @@ class Settings(BaseSettings):
     )
     dispatcher_twilio_timeout_s: float = Field(10.0, description="Timeout of one Twilio request")
     dispatcher_workers: int = Field(8, description="Steps one dispatcher process runs at once")
+    dispatcher_sms_reply_window_s: float = Field(
+        7200.0, description="An SMS reply acknowledges only an incident that notified its number"
+        " within this many seconds")
     demo_sos_after_s: float = Field(30.0, description="Seconds after demo start an SOS is pressed")
     log_level: str = Field("INFO", description="Log level")
     metrics_binds: str = Field(
@@ -126,6 +151,11 @@ class Settings(BaseSettings):
         description="service=host:port[,...]: where each service process serves /metrics,"
         " /healthz and /readyz (the console and ingest's HTTP gateway serve their own)")
     language: str = Field("zh-Hans", description="Default language of messages (zh-Hans or en)")
+
+    @property
+    def device_broker_url(self) -> str:
+        """Where devices log in: the device listener, else the one broker address."""
+        return self.mqtt_device_url or self.mqtt_url
 
     @property
     def twilio_configured(self) -> bool:

@@ -7,10 +7,13 @@ import sys
 
 import structlog
 
+from eldercare.masking import mask_log_event
+
 
 def configure(level: str = "INFO", service: str = "eldercare") -> None:
     """Log JSON lines to stderr, tagged with the service name; the libraries' own logging
-    (aiokafka, uvicorn, asyncio) too, each record one line with its traceback in `exception`."""
+    (aiokafka, uvicorn, asyncio) too, each record one line with its traceback in `exception`;
+    phone numbers and secrets masked (eldercare/masking.py)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
@@ -23,6 +26,7 @@ def configure(level: str = "INFO", service: str = "eldercare") -> None:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.EventRenamer("msg"),
             structlog.processors.format_exc_info,
+            mask_log_event,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
     ))
@@ -37,6 +41,7 @@ def configure(level: str = "INFO", service: str = "eldercare") -> None:
             structlog.processors.EventRenamer("msg"),
             # exc_info=True / log.exception(): the traceback as text, not `"exc_info": true`.
             structlog.processors.format_exc_info,
+            mask_log_event,  # last before rendering: also numbers quoted in error texts
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

@@ -1,10 +1,12 @@
-"""MQTT connection settings parsed from one URL (mqtt://user:pass@host:port)."""
+"""MQTT connection settings parsed from one URL: mqtt://user:pass@host:port, or
+mqtts://user:pass@host:port?ca=/path/ca.crt for TLS (the CA defaults to the system's)."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
 
@@ -17,20 +19,29 @@ class MqttTarget:
     port: int
     username: str | None
     password: str | None
+    tls: bool = False
+    ca_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> MqttTarget:
         u = urlsplit(url if "://" in url else f"mqtt://{url}")
+        tls = u.scheme == "mqtts"
         return cls(
-            u.hostname or "127.0.0.1", u.port or 1883,
+            u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883),
             unquote(u.username) if u.username else None,
             unquote(u.password) if u.password else None,
+            tls, next(iter(parse_qs(u.query).get("ca", [])), None),
         )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an mqtts:// target (the broker's certificate and name checked)."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
 
     def client(self, identifier: str | None = None, **kw: object) -> aiomqtt.Client:
         return aiomqtt.Client(
             self.host, self.port, username=self.username, password=self.password,
-            identifier=identifier, **kw,  # type: ignore[arg-type]
+            identifier=identifier, tls_context=self.tls_context(),
+            **kw,  # type: ignore[arg-type]
         )
 
 

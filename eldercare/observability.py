@@ -83,7 +83,7 @@ async def readiness(settings: Settings, service: str, started: bool) -> dict[str
     checks: dict[str, Awaitable[None]] = {}
     needs = NEEDS.get(service, ("kafka",))
     if "kafka" in needs:
-        checks["kafka"] = kafka.check(settings.kafka_bootstrap)
+        checks["kafka"] = kafka.check(settings.kafka_bootstrap, settings)
     if "mqtt" in needs:
         checks["mqtt"] = mqtt.check(settings.mqtt_url)
     if "database" in needs:
@@ -115,8 +115,10 @@ async def consumer_lag(settings: Settings, group: str, topics: tuple[str, ...]
 
     # A consumer that never subscribes: it only reads the group's commits (OffsetFetch) and
     # the log ends, so it does not disturb the group's members.
+    from eldercare.kafka import security
+
     probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                             enable_auto_commit=False)
+                             enable_auto_commit=False, **security(settings))
     await probe.start()
     try:
         await probe.topics()  # loads the metadata of every topic

@@ -23,14 +23,12 @@ def _registry() -> dict[str, ServiceMain]:
     async def console(settings: Settings, stop: asyncio.Event) -> None:
         from dispatcher.console.app import create_app
 
-        await _serve_http(create_app(settings), settings.console_bind, stop,
-                          settings.console_trusted_proxies)
+        await _serve_http(create_app(settings), settings.console_bind, stop, settings)
 
     async def webhooks(settings: Settings, stop: asyncio.Event) -> None:
         from dispatcher.webhook_app import create_app
 
-        await _serve_http(create_app(settings), settings.webhooks_bind, stop,
-                          settings.console_trusted_proxies)
+        await _serve_http(create_app(settings), settings.webhooks_bind, stop, settings)
 
     async def demo_life(settings: Settings, stop: asyncio.Event) -> None:
         from simulators import demo_life as life
@@ -49,11 +47,12 @@ def _registry() -> dict[str, ServiceMain]:
     }
 
 
-async def _serve_http(app: Any, bind: str, stop: asyncio.Event, trusted_proxies: str = "") -> None:
-    """Serve an ASGI app on `bind` (host:port) until `stop` is set. X-Forwarded-For/-Proto are
-    believed only from `trusted_proxies` (ELDERCARE_CONSOLE_TRUSTED_PROXIES); uvicorn's own
-    default would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS), so anything on the host could forge
-    its address and dodge the login throttle."""
+async def _serve_http(app: Any, bind: str, stop: asyncio.Event, settings: Settings) -> None:
+    """Serve an ASGI app on `bind` (host:port) until `stop` is set; over HTTPS when the
+    settings name a certificate and key (`tls_cert_file`, `tls_key_file`). X-Forwarded-For/
+    -Proto are believed only from `console_trusted_proxies` (ELDERCARE_CONSOLE_TRUSTED_PROXIES);
+    uvicorn's own default would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS), so anything on the
+    host could forge its address and dodge the login throttle."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -62,10 +61,11 @@ async def _serve_http(app: Any, bind: str, stop: asyncio.Event, trusted_proxies:
             yield
 
     host, port = bind.rsplit(":", 1)
-    server = Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
-                                   timeout_graceful_shutdown=2,
-                                   proxy_headers=bool(trusted_proxies.strip()),
-                                   forwarded_allow_ips=trusted_proxies.strip() or None))
+    trusted_proxies = settings.console_trusted_proxies.strip()
+    server = Server(uvicorn.Config(
+        app, host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=2,
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
+        ssl_certfile=settings.tls_cert_file or None, ssl_keyfile=settings.tls_key_file or None))
     serving = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

@@ -1,10 +1,13 @@
 """Who may post batches to the HTTP gateway: per-gateway secrets, used either as an API key
-(`Authorization: Bearer <secret>`) or to sign the body (HMAC-SHA256 over "<timestamp>.<body>")."""
+(`Authorization: Bearer <secret>`) or to sign the body (HMAC-SHA256 over "<timestamp>.<body>"),
+and what each gateway may post for: its communities and, optionally, device-id prefixes. A leaked
+vendor key can then never forge events for another vendor's elders."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 MAX_CLOCK_SKEW_S = 300  # a signed request older or newer than this is refused (replay guard)
 
@@ -47,3 +50,45 @@ def check_signature(
     if not hmac.compare_digest(sent.encode(), signature(secret, timestamp, body).encode()):
         return "signature does not match the body"
     return None
+
+
+ANY_COMMUNITY = "*"
+
+
+@dataclass(frozen=True)
+class GatewayScope:
+    """The communities a gateway may post for (`*`: all), and the prefixes its device ids
+    must start with (none: any device of those communities)."""
+
+    communities: frozenset[str]
+    device_prefixes: tuple[str, ...] = ()
+
+    def refuses(self, community_id: str, device_id: str) -> str | None:
+        """None when an item for this community and device is in scope, otherwise why not."""
+        if ANY_COMMUNITY not in self.communities and community_id not in self.communities:
+            return f"community {community_id!r} is outside this gateway's scope"
+        if self.device_prefixes and not device_id.startswith(self.device_prefixes):
+            return f"device {device_id!r} does not start with one of this gateway's prefixes"
+        return None
+
+
+def parse_scopes(setting: str) -> dict[str, GatewayScope]:
+    """`gateway=community|community[/prefix|prefix],...` (the `ingest_gateway_scopes`
+    setting) -> a mapping. A gateway left out may post for nothing."""
+    scopes: dict[str, GatewayScope] = {}
+    for entry in setting.split(","):
+        gateway, sep, rule = entry.partition("=")
+        if not (sep and gateway.strip() and rule.strip()):
+            continue
+        communities, _, prefixes = rule.partition("/")
+        scopes[gateway.strip()] = GatewayScope(
+            frozenset(c.strip() for c in communities.split("|") if c.strip()),
+            tuple(x.strip() for x in prefixes.split("|") if x.strip()))
+    return scopes
+
+
+def scope_refusal(scope: GatewayScope | None, community_id: str, device_id: str) -> str | None:
+    """Why a gateway with `scope` (None: no scope configured) may not post this item."""
+    if scope is None:
+        return "this gateway has no scope (ELDERCARE_INGEST_GATEWAY_SCOPES): it may post nothing"
+    return scope.refuses(community_id, device_id)

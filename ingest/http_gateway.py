@@ -19,7 +19,14 @@ from eldercare import logs
 from eldercare.faults import is_transient
 from eldercare.mqtt import event_topic
 from ingest import metrics
-from ingest.gateway_auth import check_api_key, check_signature, parse_keys
+from ingest.gateway_auth import (
+    GatewayScope,
+    check_api_key,
+    check_signature,
+    parse_keys,
+    parse_scopes,
+    scope_refusal,
+)
 from ingest.mqtt_gateway import Ingest, Outcome
 from ingest.validate import MAX_DEPTH, Rejection, decode
 
@@ -55,6 +62,7 @@ def create_app(ingest: Ingest) -> FastAPI:
     """The ingest process's HTTP app; `ingest` is shared with the MQTT consumer."""
     settings = ingest.settings
     keys = parse_keys(settings.ingest_gateway_keys)
+    scopes = parse_scopes(settings.ingest_gateway_scopes)
     app = FastAPI(title="eldercare ingest", docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -87,6 +95,13 @@ def create_app(ingest: Ingest) -> FastAPI:
         items = _items(body, settings.ingest_http_max_items)
         if isinstance(items, Rejection):
             return _error(422, items.reason, items.detail)
+        refused = await _out_of_scope(ingest, gateway, scopes.get(gateway), items)
+        if refused:
+            metrics.HTTP_REQUESTS.labels("403").inc()
+            return JSONResponse({
+                "reason": "out_of_scope", "detail": "nothing in this batch was accepted: every"
+                " item must be within the gateway's communities and device prefixes",
+                "results": refused}, status_code=403)
         try:
             outcomes = await asyncio.gather(*(_item(ingest, gateway, item) for item in items))
         except Exception as exc:  # only an outage gets here (see `_item`): the client retries
@@ -116,6 +131,32 @@ def _items(body: bytes, max_items: int) -> list[Any] | Rejection:
     if len(items) > max_items:
         return Rejection("too_many_items", f"{len(items)} items > limit {max_items}")
     return items
+
+
+async def _out_of_scope(
+    ingest: Ingest, gateway: str, scope: GatewayScope | None, items: list[Any],
+) -> list[dict[str, Any]]:
+    """Dead-letter every item outside the gateway's scope; their results (empty: all in scope).
+    The batch is then refused as a whole: a gateway posting outside its scope is misconfigured
+    or its key has leaked, and half a batch would be harder for it to resend correctly."""
+    refused: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue  # malformed items are dead-lettered with their own reason
+        community_id, device_id = item.get("community_id"), item.get("device_id")
+        if not (isinstance(community_id, str) and isinstance(device_id, str)):
+            continue
+        why = scope_refusal(scope, community_id, device_id)
+        if why is None:
+            continue
+        metrics.RECEIVED.labels(SOURCE).inc()
+        raw = json.dumps(item, ensure_ascii=False).encode()
+        detail = f"gateway {gateway!r}, device {device_id!r}: {why}"
+        await ingest.reject(SOURCE, f"http/{gateway}", raw, Rejection("out_of_scope", detail),
+                            datetime.now(UTC))
+        refused.append({"index": index, "status": "rejected", "reason": "out_of_scope",
+                        "detail": detail})
+    return refused
 
 
 async def _item(ingest: Ingest, gateway: str, item: Any) -> Outcome:

@@ -33,15 +33,19 @@ def shared_credentials(mqtt_url: str) -> Credentials:
 
 
 def file_credentials(path: Path) -> Credentials:
-    """Per-device credentials from a JSON file {device_id: password}; username = device id."""
+    """Per-device credentials from a JSON file {device_id: password}; the login is the
+    device's (`device.<id>`)."""
+    from devices.provisioning import device_username
+
     passwords: dict[str, str] = json.loads(path.read_text())
-    return lambda device_id: (device_id, passwords[device_id])
+    return lambda device_id: (device_username(device_id), passwords[device_id])
 
 
 def provisioned_credentials(database_url: str, auth_dir: str,
                             device_ids: list[str]) -> Credentials:
     """Issue each device its own password (as an installer would) and have the broker reload
-    its password file; the device then logs in with its id. Needs a platform-managed broker."""
+    its password file; the device then logs in as `device.<id>` on the broker's device
+    listener. Needs a platform-managed broker."""
     from devices import provisioning
 
     passwords: dict[str, str] = {}
@@ -51,7 +55,7 @@ def provisioned_credentials(database_url: str, auth_dir: str,
             conn.execute(provisioning.ISSUE_SQL, (device_id, hashed))
             passwords[device_id] = password
     provisioning.publish(database_url, auth_dir)
-    return lambda device_id: (device_id, passwords[device_id])
+    return lambda device_id: (provisioning.device_username(device_id), passwords[device_id])
 
 
 class VirtualDevice:

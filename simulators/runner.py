@@ -72,7 +72,7 @@ async def run_scenario(sc: Scenario, settings: Settings, credentials: Credential
     try:
         if credentials is None:
             credentials = await asyncio.to_thread(device_credentials, settings, sims)
-        result = await play(steps, settings.mqtt_url, credentials, SimClock(start, sc.speed))
+        result = await play(steps, _broker(settings), credentials, SimClock(start, sc.speed))
         report.published = result.published
         timeout = parse_duration(sc.timeout)
         await observer.drained(result.published, timeout)
@@ -88,6 +88,11 @@ async def run_scenario(sc: Scenario, settings: Settings, credentials: Credential
         await observer.stop()
     report.real_s = time.monotonic() - began
     return report
+
+
+def _broker(settings: Settings) -> str:
+    """Provisioned logins work on the broker's device listener, the shared one on mqtt_url."""
+    return settings.device_broker_url if settings.mqtt_auth_dir else settings.mqtt_url
 
 
 def device_credentials(settings: Settings, sims: list[population.SimElder]) -> Credentials:

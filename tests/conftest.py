@@ -42,7 +42,7 @@ def infra(workdir: Path) -> Iterator[Settings]:
     assert mq.extra["broker"] == "mosquitto", "tests need mosquitto (make test installs it)"
     settings = Settings(
         database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=workdir,
-        mqtt_auth_dir=mq.extra["auth_dir"],
+        mqtt_auth_dir=mq.extra["auth_dir"], mqtt_device_url=mq.extra["device_url"],
         console_bind=f"127.0.0.1:{procs.free_port()}",
         ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
         metrics_binds=",".join(f"{name}=127.0.0.1:{procs.free_port()}"

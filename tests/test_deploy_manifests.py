@@ -4,6 +4,8 @@ schemas (kubernetes-validate), plus the properties the capacity guide relies on.
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import json
 import shutil
 import subprocess
@@ -172,3 +174,94 @@ def test_reapplying_the_manifests_never_overwrites_a_secret_and_notify_is_explic
     assert config["data"]["ELDERCARE_NOTIFY"] == "twilio"
     compose = (ROOT / "deploy" / "compose.yaml").read_text()
     assert "ELDERCARE_NOTIFY: ${ELDERCARE_NOTIFY:?" in compose
+
+
+def _listeners(conf: str) -> dict[str, list[str]]:
+    """mosquitto.conf -> {port: the lines of its listener block}."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in conf.splitlines():
+        line = line.strip()
+        if line.startswith("listener "):
+            current = blocks.setdefault(line.split()[1], [])
+        elif not line or line.startswith("#"):
+            current = None if not line else current
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_shipped_configs_speak_tls_only(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if svc.get("image", "").startswith("eldercare"):
+            assert env["ELDERCARE_MQTT_URL"].startswith("mqtts://"), name
+            assert env["ELDERCARE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+            assert env["ELDERCARE_KAFKA_CA_FILE"] and env["ELDERCARE_TLS_CERT_FILE"], name
+        if name.startswith("kafka-"):
+            protocols = dict(p.split(":") for p in
+                             env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+            (advertised,) = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+            assert protocols[advertised.split(":")[0]] == "SASL_SSL"
+    assert [p["target"] for p in services["mosquitto"]["ports"]] == [8883]
+    assert "https://" in " ".join(services["console"]["healthcheck"]["test"])
+
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    listeners = _listeners(conf)
+    assert set(listeners) == {"8883", "8884"}
+    for lines in listeners.values():
+        assert any(x.startswith("certfile ") for x in lines)
+        assert "allow_anonymous false" in lines
+    assert "use_username_as_clientid true" in listeners["8883"]  # devices: client id = login
+    assert "per_listener_settings true" in conf
+
+    docs = _documents()
+    k8s_conf = next(d for _, d in docs if d["kind"] == "ConfigMap"
+                    and d["metadata"]["name"] == "mosquitto-config")["data"]["mosquitto.conf"]
+    assert _listeners(k8s_conf) == listeners
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "eldercare-config")["data"]
+    assert config["ELDERCARE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    example = yaml.safe_load_all((K8S / "secrets" / "secrets.example.yaml").read_text())
+    secrets = next(d for d in example if d["metadata"]["name"] == "eldercare-secrets")[
+        "stringData"]
+    assert secrets["ELDERCARE_MQTT_URL"].startswith("mqtts://")
+    kafka = next(d for _, d in docs if d["kind"] == "Kafka")
+    assert all(x["tls"] and x["authentication"] for x in kafka["spec"]["kafka"]["listeners"])
+    for _, d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"] in (
+                "eldercare-console", "eldercare-webhooks"):
+            (container,) = d["spec"]["template"]["spec"]["containers"]
+            assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+async def test_shipped_mosquitto_conf_runs_over_tls(tmp_path: Path) -> None:
+    from devices import provisioning
+    from eldercare.stack import procs
+    from tests.test_security_attacks import _logs_in, make_certs
+
+    certs, auth = tmp_path / "certs", tmp_path / "auth"
+    await asyncio.to_thread(make_certs, certs)
+    password = provisioning.new_password()
+    provisioning.init_auth_dir(auth, password)
+    devices, services = procs.free_port(), procs.free_port()
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    conf = (conf.replace("/mosquitto/auth", str(auth)).replace("/mosquitto/certs", str(certs))
+            .replace("persistence true", "persistence false")
+            .replace("listener 8883 0.0.0.0", f"listener {devices} 127.0.0.1")
+            .replace("listener 8884 0.0.0.0", f"listener {services} 127.0.0.1"))
+    # pid_file and user: the test's own (mosquitto drops root to an account that cannot read
+    # the 0600 files the test wrote).
+    conf = conf.replace("pid_file", f"user {getpass.getuser()}\npid_file")
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    broker = procs.spawn(["/usr/sbin/mosquitto", "-c", str(tmp_path / "mosquitto.conf")],
+                         tmp_path / "mosquitto.log")
+    try:
+        procs.wait_for_port(devices, broker)
+        ca = certs / "ca.crt"
+        login = f"{provisioning.SERVICE_USER}:{password}@localhost"
+        assert await _logs_in(f"mqtts://{login}:{services}?ca={ca}", "", "")
+        assert not await _logs_in(f"mqtts://{login}:{devices}?ca={ca}", "", "")  # services only
+    finally:
+        procs.stop(broker)

@@ -92,6 +92,7 @@ def start_run(infra: Settings, workdir: Path, **settings: Any) -> IngestRun:
         "mqtt_shared_group": f"t{uuid.uuid4().hex[:6]}",
         "ingest_http_bind": f"127.0.0.1:{procs.free_port()}",
         "ingest_gateway_keys": f"{GATEWAY}={SECRET},other=other-secret",
+        "ingest_gateway_scopes": f"{GATEWAY}=*,other=*",
         "ingest_http_max_body": 64 * 1024, "ingest_http_max_items": 20,
         **settings,
     }), workdir, broker)

@@ -31,7 +31,7 @@ async def _provisioned(http: httpx.AsyncClient, kind: str = "bp_meter") -> dict[
 
 
 async def _can_log_in(settings: Settings, username: str, password: str) -> bool:
-    target = MqttTarget.parse(settings.mqtt_url)
+    target = MqttTarget.parse(settings.device_broker_url)
     try:
         async with aiomqtt.Client(target.host, target.port, username=username,
                                   password=password, timeout=5):
@@ -53,14 +53,16 @@ async def test_device_publishes_only_under_its_own_topic(
     assert isinstance(login, dict)
     user, password, prefix = login["username"], login["password"], login["topic_prefix"]
     assert prefix == f"eldercare/v1/{device['community_id']}/{device['id']}/"
+    assert user == f"device.{device['id']}"
     await eventually(lambda: _can_log_in(platform, user, password), 10, "the device's login")
     assert not await _can_log_in(platform, user, password + "x")
     assert not await _can_log_in(platform, "", "")  # anonymous access is off
 
     target = MqttTarget.parse(platform.mqtt_url)
+    devices = MqttTarget.parse(platform.device_broker_url)
     async with target.client(identifier=f"watch-{uuid.uuid4().hex}") as watcher:
         await watcher.subscribe("eldercare/v1/#", qos=1)
-        async with aiomqtt.Client(target.host, target.port, username=user,
+        async with aiomqtt.Client(devices.host, devices.port, username=user,
                                   password=password) as dev:
             # Mosquitto drops unauthorised publishes silently; had it passed them on, they
             # would reach the watcher before the allowed one sent after them.
@@ -80,18 +82,20 @@ async def test_device_publishes_only_under_its_own_topic(
                 break
 
     # What the device sent is stored and shows in the charts' history API.
-    readings = await eventually(lambda: _readings(admin_http, f"/api/v1/devices/{user}"), 30,
+    device_id = str(device["id"])
+    readings = await eventually(lambda: _readings(admin_http, f"/api/v1/devices/{device_id}"), 30,
                                 "the reading in the history API")
     assert readings[0]["data"]["systolic"] == 150 and readings[0]["type"] == "bp"
     rollups = (await admin_http.get(f"/api/v1/elders/{device['elder_id']}/rollups",
                                     params={"type": "bp"})).json()["rollups"]
     assert rollups[0]["count"] == 1 and rollups[0]["max"]["systolic"] == 150
     # The registry shows the device as seen, online, with the battery it reported.
-    shown = await eventually(lambda: _device_seen(admin_http, user), 30, "the device's status")
+    shown = await eventually(lambda: _device_seen(admin_http, device_id), 30,
+                             "the device's status")
     assert shown["battery"] == 37 and shown["status"] == "online"
 
     # Deactivated, the device can no longer log in.
-    assert (await admin_http.post(f"/api/v1/devices/{user}/deactivate")).status_code == 200
+    assert (await admin_http.post(f"/api/v1/devices/{device_id}/deactivate")).status_code == 200
     await eventually(lambda: _refused(platform, user, password), 10, "the login revoked")
 
 

@@ -184,7 +184,8 @@ async def test_xlsx_import_is_all_or_nothing(
                               content=_ledger(cid, tag, bad=False))
     assert r.status_code == 200, r.text
     assert r.json()["imported"] == {"elders": 2, "contacts": 1, "devices": 2}
-    assert sorted(m["username"] for m in r.json()["mqtt"]) == [f"D-{tag}-1", f"D-{tag}-2"]
+    assert sorted(m["username"] for m in r.json()["mqtt"]) == [f"device.D-{tag}-1",
+                                                               f"device.D-{tag}-2"]
     elder = (await admin_http.get(f"/api/v1/elders/E-{tag}-1")).json()
     assert elder["contacts"][0]["phone"] == "+8613912340001" and elder["lives_alone"] is True
 

@@ -83,6 +83,7 @@ def ahead_stack(infra: Settings, workdir: Path) -> Iterator[Settings]:
     settings = infra.model_copy(update={
         "database_url": _with_db(infra.database_url, "sim_ahead"), "kafka_bootstrap": kf.url,
         "mqtt_url": mq.url, "mqtt_auth_dir": mq.extra["auth_dir"], "data_dir": wd,
+        "mqtt_device_url": mq.extra["device_url"],
         "console_bind": f"127.0.0.1:{procs.free_port()}",
         "ingest_http_bind": f"127.0.0.1:{procs.free_port()}",
         "metrics_binds": ",".join(f"{n}=127.0.0.1:{procs.free_port()}"

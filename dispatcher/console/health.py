@@ -19,7 +19,7 @@ async def _probe(check: Awaitable[None]) -> str:
 
 async def health(settings: Settings) -> dict[str, str]:
     kafka_s, mqtt_s, db_s = await asyncio.gather(
-        _probe(kafka.check(settings.kafka_bootstrap)),
+        _probe(kafka.check(settings.kafka_bootstrap, settings)),
         _probe(mqtt.check(settings.mqtt_url)),
         _probe(db.check(settings.database_url)),
     )

@@ -288,7 +288,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             requests = mock.requests
             settings = Settings(
                 database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=data,
-                mqtt_auth_dir=mq.extra.get("auth_dir", ""), metrics_binds="",
+                mqtt_auth_dir=mq.extra.get("auth_dir", ""),
+                mqtt_device_url=mq.extra.get("device_url", ""), metrics_binds="",
                 console_bind=f"127.0.0.1:{procs.free_port()}",
                 ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
                 notify="twilio", twilio_account_sid="AC" + "0123456789abcdef" * 2,

@@ -49,11 +49,12 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
     return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
 
 
+_COMMON = "persistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n"
+
+
 def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
-    return (
-        f"listener {port} 127.0.0.1\n{auth}persistence false\n"
-        "max_inflight_messages 1000\nmax_queued_messages 100000\n" + extra
-    )
+    """One loopback listener (anonymous unless `auth` says otherwise)."""
+    return f"listener {port} 127.0.0.1\n{auth}{_COMMON}{extra}"
 
 
 def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") -> EmbeddedService:
@@ -65,21 +66,24 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
     url = f"mqtt://127.0.0.1:{port}"
     extra: dict[str, str] = {}
     if mosquitto:
-        # Anonymous access off: devices log in with provisioned credentials, the platform's
-        # services with a service account whose password is put into the URL.
+        # Anonymous access off: the platform's services log in on `port` with a service
+        # account whose password is put into the URL; devices log in with provisioned
+        # credentials on a listener of their own (`device_url`).
         from devices import provisioning
 
         auth_dir = (data_dir / "mqtt-auth").resolve()
         password = provisioning.new_password()
         provisioning.init_auth_dir(auth_dir, password)
+        device_port = procs.free_port()
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(mosquitto_config(
-            port, extra_config, provisioning.mosquitto_auth_config(auth_dir)))
+        conf.write_text(provisioning.mosquitto_auth_config(
+            auth_dir, f"{port} 127.0.0.1", f"{device_port} 127.0.0.1") + _COMMON + extra_config)
         proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
         provisioning.write_pid(auth_dir, proc.pid)
         name = "mosquitto"
         url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
         extra["auth_dir"] = str(auth_dir)
+        extra["device_url"] = f"mqtt://127.0.0.1:{device_port}"
     else:
         conf = data_dir / "amqtt.yaml"
         conf.write_text(
@@ -92,6 +96,8 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         proc = procs.spawn([amqtt, "-c", str(conf)], data_dir / "amqtt.log")
         name = "amqtt"
     procs.wait_for_port(port, proc)
+    if "device_url" in extra:
+        procs.wait_for_port(device_port, proc)
     log.info("embedded mqtt started", broker=name, port=port)
     return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra})
 

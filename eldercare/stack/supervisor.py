@@ -17,6 +17,7 @@ from rich.console import Console
 
 from eldercare import db, kafka, logs
 from eldercare.config import Settings, child_env
+from eldercare.masking import mask_url
 from eldercare.services import SERVICES
 from eldercare.stack import embedded, procs
 
@@ -57,6 +58,7 @@ class Stack:
             self.embedded.append(svc)
             changes["mqtt_url"] = svc.url
             changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
+            changes["mqtt_device_url"] = svc.extra.get("device_url", "")
             if svc.extra.get("broker") == "amqtt":  # amqtt has no shared subscriptions
                 changes["mqtt_shared_group"] = ""
         self.settings = s.model_copy(update=changes)
@@ -141,8 +143,9 @@ def up(settings: Settings, demo: bool = False) -> int:
             "[bold yellow]DRY-RUN (ELDERCARE_NOTIFY=dry-run: nothing is really sent)[/bold yellow]"
         banner = (
             f"\n[bold green]eldercare is up.[/bold green] Console: [bold]{url}[/bold]\n"
-            f"  Kafka {settings.kafka_bootstrap} · MQTT {settings.mqtt_url} · "
-            f"PostgreSQL {settings.database_url}\n  Notifications: {channel}\n"
+            f"  Kafka {settings.kafka_bootstrap} · MQTT {mask_url(settings.mqtt_url)}"
+            f" (devices {settings.device_broker_url}) · "
+            f"PostgreSQL {mask_url(settings.database_url)}\n  Notifications: {channel}\n"
             f"  Logs: {settings.data_dir.resolve()}/*.log   Stop: Ctrl-C\n"
         )
         if demo:
