@@ -8,6 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from devices.records import mask_id_number
+from dispatcher.whereabouts import locate
 from eldercare.security import Principal
 
 # Columns only roles that need them see (`Principal.sees_personal_data`).
@@ -24,7 +25,7 @@ _INCIDENTS = """
 SELECT i.id, i.elder_id, i.community_id, i.kind, i.severity, i.status, i.opened_at, i.event_time,
        i.acknowledged_at, i.acknowledged_by, i.claimed_at, i.claimed_by, i.resolved_at,
        i.outcome, i.notes, e.name AS elder_name, e.address, e.lives_alone,
-       c.name AS community_name
+       c.name AS community_name, i.location, e.home
 FROM incidents i JOIN elders e ON e.id = i.elder_id JOIN communities c ON c.id = i.community_id
 WHERE (%(all)s OR i.status <> 'resolved') AND (%(id)s::uuid IS NULL OR i.id = %(id)s::uuid)
   AND (%(elder)s::text IS NULL OR i.elder_id = %(elder)s)
@@ -58,6 +59,9 @@ async def incidents(
     out = []
     for r in rows:
         item = dict(r)
+        # Where the elder was at the press, relative to home (the page words it).
+        where = locate(item.pop("location"), item.pop("home"), item["elder_name"])
+        item["whereabouts"] = where.as_dict() if where else None
         item["notifications"] = [n for n in notes if n["incident_id"] == r["id"]]
         item["timeline"] = [e for e in events if e["incident_id"] == r["id"]]
         out.append(item)

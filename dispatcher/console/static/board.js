@@ -69,6 +69,18 @@ function actions(i) {
   return box;
 }
 
+// Where the elder was at the press: at home, or distance and direction with a map link.
+function whereabouts(w) {
+  if (!w) return null;
+  if (w.at_home) return el("p", { class: "meta where" }, `${tr("console.where")}${tr("where.home")}`);
+  const d = w.distance_m === null ? null : w.distance_m < 1000
+    ? tr("unit.m", { n: Math.max(10, Math.round(w.distance_m / 10) * 10) })
+    : tr("unit.km", { n: (w.distance_m / 1000).toFixed(1) });
+  const text = d && w.direction ? tr("where.away", { distance: d, direction: tr(`dir.${w.direction}`) }) : "";
+  return el("p", { class: "meta where" }, `${tr("console.where")}${text} `,
+    el("a", { href: w.map_link, target: "_blank", rel: "noreferrer" }, tr("family.map")));
+}
+
 function card(i) {
   const li = el("li", {
     class: `incident sev-${i.severity}${unclaimed(i) ? " unclaimed" : ""}${askingAgain(i) ? " asking-again" : ""}`,
@@ -86,6 +98,8 @@ function card(i) {
       " ", fmtTime(i.event_time)),
     el("p", { class: "meta address" }, `${i.community_name} · ${i.address}`),
   );
+  const where = whereabouts(i.whereabouts);
+  if (where) li.append(where);
   if (who) li.append(el("p", { class: "owner" }, who));
   const notes = el("ul", { class: "notifications" });
   for (const n of i.notifications || []) {
