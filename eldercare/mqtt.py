@@ -11,21 +11,31 @@ import aiomqtt
 TOPIC_ROOT = "eldercare/v1"
 
 
+PROTOCOLS = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+
+
 @dataclass(frozen=True)
 class MqttTarget:
     host: str
     port: int
     username: str | None
     password: str | None
+    version: str = "5"  # the `mqtt_protocol` setting: "5" or "3.1.1"
 
     @classmethod
-    def parse(cls, url: str) -> MqttTarget:
+    def parse(cls, url: str, version: str = "5") -> MqttTarget:
         u = urlsplit(url if "://" in url else f"mqtt://{url}")
         return cls(
             u.hostname or "127.0.0.1", u.port or 1883,
             unquote(u.username) if u.username else None,
             unquote(u.password) if u.password else None,
+            version,
         )
+
+    @property
+    def protocol(self) -> aiomqtt.ProtocolVersion:
+        """The MQTT version of this target, for clients that ask for a version explicitly."""
+        return PROTOCOLS[self.version]
 
     def client(self, identifier: str | None = None, **kw: object) -> aiomqtt.Client:
         return aiomqtt.Client(

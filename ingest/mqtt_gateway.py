@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -254,8 +255,9 @@ class KeyPartitioner:
 
 
 def subscriptions(settings: Settings) -> list[str]:
-    """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set."""
-    group = settings.mqtt_shared_group
+    """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set (an
+    MQTT 3.1.1 broker such as amqtt has none: one worker then takes every message)."""
+    group = settings.mqtt_shared_group if settings.mqtt_protocol == "5" else ""
     plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION]
     return [f"$share/{group}/{t}" for t in plain] if group else plain
 
@@ -271,6 +273,15 @@ async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> No
     while not stop.is_set():
         try:
             await _consume(target, settings, ingest, stop)
+        except MqttConnectError as exc:
+            if settings.mqtt_protocol == "5" and _unsupported_version(exc):
+                # A broker without MQTT 5 (amqtt, old brokers): speak 3.1.1 rather than retry.
+                log.warning("broker refuses MQTT 5; using MQTT 3.1.1 (one worker, no shared"
+                            " subscription)", hint="ELDERCARE_MQTT_PROTOCOL=3.1.1")
+                settings = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
+                continue
+            log.warning("mqtt connection refused; reconnecting", error=str(exc))
+            await asyncio.sleep(1)
         except aiomqtt.MqttError as exc:
             log.warning("mqtt connection lost; reconnecting", error=str(exc))
             await asyncio.sleep(1)
@@ -279,17 +290,8 @@ async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> No
 async def _consume(
     target: MqttTarget, settings: Settings, ingest: Ingest, stop: asyncio.Event,
 ) -> None:
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
-    # The broker sends at most this many unacknowledged messages; the rest wait in our session.
-    # aiomqtt's own queue is then unbounded: a full queue would silently discard messages,
-    # which (never acknowledged) would stall in the broker until the next reconnect.
-    props.ReceiveMaximum = MAX_IN_FLIGHT
     queues: list[asyncio.Queue[aiomqtt.Message]] = []
-    client = target.client(
-        identifier=client_id(settings), protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-        properties=props, max_queued_incoming_messages=0, queue_type=_inbox_type(queues),
-    )
+    client = _client(target, settings, queues)
     inbox = queues[0]
     # aiomqtt acknowledges on receipt; paho underneath can defer the PUBACK until Kafka has it.
     client._client.manual_ack_set(True)
@@ -309,7 +311,7 @@ async def _consume(
 
         observability.mark_subscribed()
         log.info("ingest subscribed", subscriptions=subscriptions(settings),
-                 client_id=client_id(settings))
+                 client_id=client_id(settings), mqtt=settings.mqtt_protocol)
 
         async def burst(first: aiomqtt.Message | None) -> None:
             """The messages queued up, validated and gathered into one batch per partition,
@@ -353,6 +355,30 @@ async def _consume(
             raise reader.exception()  # type: ignore[misc]
         if failed.is_set():  # drop the session: the broker redelivers what is unacknowledged
             raise aiomqtt.MqttError("processing failed")
+
+
+def _client(
+    target: MqttTarget, settings: Settings, queues: list[asyncio.Queue[aiomqtt.Message]],
+) -> aiomqtt.Client:
+    """The consumer's client: a persistent session in MQTT 5 (or 3.1.1 for a broker without 5),
+    its incoming queue remembered in `queues`."""
+    # aiomqtt's own queue is unbounded: a full queue would silently discard messages, which
+    # (never acknowledged) would stall in the broker until the next reconnect.
+    common: dict[str, Any] = {
+        "identifier": client_id(settings), "max_queued_incoming_messages": 0,
+        "queue_type": _inbox_type(queues),
+    }
+    if settings.mqtt_protocol == "3.1.1":
+        # clean_session=False keeps the queue while we are away, as the session expiry does
+        # in MQTT 5; the broker's own in-flight window stands in for Receive Maximum.
+        return target.client(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+                             **common)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    # The broker sends at most this many unacknowledged messages; the rest wait in our session.
+    props.ReceiveMaximum = MAX_IN_FLIGHT
+    return target.client(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                         properties=props, **common)
 
 
 class _EventBatches:
@@ -464,6 +490,12 @@ def _inbox_type(
             made.append(self)
 
     return Inbox
+
+
+def _unsupported_version(exc: MqttConnectError) -> bool:
+    """CONNACK "unsupported protocol version" (MQTT 5 reason 0x84; 3.1.1 return code 1)."""
+    rc = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+    return rc in (0x84, 1)
 
 
 def _refused(granted: int | ReasonCode) -> bool:
