@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,8 @@ import pytest
 
 from eldercare.stack import procs, state
 from tests.helpers import eventually
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def _path_without_mosquitto(path: str, into: Path) -> Path:
@@ -41,7 +44,7 @@ def _fresh_machine_env(data_dir: Path, path_dir: Path) -> dict[str, str]:
         "ELDERCARE_DATA_DIR": str(data_dir),
         # /usr/sbin/mosquitto is looked up outside PATH too: the setting hides it as well
         "ELDERCARE_EMBEDDED_MQTT": "amqtt",
-        "ELDERCARE_DEMO_SOS_AFTER_S": "2",
+        "ELDERCARE_DEMO_SOS_AFTER_S": "20",  # after ingest has subscribed, on a busy CI too
         "ELDERCARE_CONSOLE_BIND": f"127.0.0.1:{procs.free_port()}",
         "ELDERCARE_WEBHOOKS_BIND": f"127.0.0.1:{procs.free_port()}",
         "ELDERCARE_INGEST_HTTP_BIND": f"127.0.0.1:{procs.free_port()}",
@@ -50,10 +53,22 @@ def _fresh_machine_env(data_dir: Path, path_dir: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Demo:
+    """A running `eldercare demo` and the newcomer's environment it was started from."""
+
+    root: Path
+    data_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+
+    def started(self) -> state.StackState | None:
+        assert self.proc.poll() is None, f"`eldercare demo` exited; see {self.root}/demo.log"
+        return state.read(self.data_dir)
+
+
 @pytest.fixture(scope="module")
-def demo(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`eldercare demo` as a newcomer runs it; stopped with Ctrl-C afterwards."""
     root = tmp_path_factory.mktemp("first-run")
     data_dir = root / "data"
@@ -62,7 +77,7 @@ def demo(
     proc = subprocess.Popen([sys.executable, "-m", "eldercare.cli", "demo"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=root)
     try:
-        yield data_dir, proc
+        yield Demo(root, data_dir, env, proc)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -81,18 +96,48 @@ def _sos_incidents(database_url: str) -> int:
 
 
 @pytest.mark.timeout(150)
-def test_demo_without_mosquitto_turns_the_sos_into_an_incident(
-    demo: tuple[Path, subprocess.Popen[bytes]],
-) -> None:
-    data_dir, proc = demo
-
-    def started() -> state.StackState | None:
-        assert proc.poll() is None, f"`eldercare demo` exited; see {data_dir.parent}/demo.log"
-        return state.read(data_dir)
-
-    running = asyncio.run(eventually(started, 60, "stack.json of `demo`"))
+def test_demo_without_mosquitto_turns_the_sos_into_an_incident(demo: Demo) -> None:
+    running = asyncio.run(eventually(demo.started, 60, "stack.json of `demo`"))
     assert running.settings["mqtt_protocol"] == "3.1.1"
+    assert state.path(demo.data_dir).stat().st_mode & 0o077 == 0  # URLs carry passwords
     url = running.settings["database_url"]
     asyncio.run(eventually(lambda: _sos_incidents(url), 60, "the demo's SOS incident"))
-    ingest_log = (data_dir / "ingest.log").read_text(errors="replace")
+    ingest_log = (demo.data_dir / "ingest.log").read_text(errors="replace")
     assert "mqtt connection lost" not in ingest_log
+
+
+@pytest.mark.timeout(150)
+def test_scenario_run_finds_the_running_demo_by_itself(demo: Demo) -> None:
+    asyncio.run(eventually(demo.started, 60, "stack.json of `demo`"))
+    done = subprocess.run(
+        [sys.executable, "-m", "eldercare.cli", "scenario", "run",
+         str(SCENARIOS / "sos_button.yaml")],
+        env=demo.env, cwd=demo.root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+TESTER_COMMANDS = [
+    ["scenario", "run", str(SCENARIOS / "sos_button.yaml")],
+    ["record", "--out", "recording.jsonl", "--seconds", "1"],
+    ["replay", "recording.jsonl"],
+    ["simulate", "--seconds", "1"],
+]
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["no-stack", "stale-stack-file"])
+def test_tester_commands_say_when_no_stack_runs(tmp_path: Path, stale: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
+    env["ELDERCARE_DATA_DIR"] = str(tmp_path / "data")
+    if stale:  # `up` killed with SIGKILL: its file stays, its process is gone
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        (tmp_path / "data").mkdir()
+        state.path(tmp_path / "data").write_text(state.StackState(
+            pid=int(gone.stdout), started_at=0, console_url="http://127.0.0.1:1/",
+            settings={"mqtt_url": "mqtt://127.0.0.1:1"}).model_dump_json())
+    for command in TESTER_COMMANDS:
+        done = subprocess.run([sys.executable, "-m", "eldercare.cli", *command], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        said = " ".join(done.stderr.split())  # rich wraps long lines
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "no running eldercare stack found" in said and "eldercare up" in said, said

@@ -101,7 +101,10 @@ def start_mqtt(
 
         password = provisioning.new_password()
         passwd = (data_dir / "amqtt.passwd").resolve()
-        passwd.write_text(f"{provisioning.SERVICE_USER}:{Argon2Hasher().hash(password)}\n")
+        # Cheap hash parameters: amqtt checks them in its event loop (the defaults cost ~0.5 s
+        # per login), and a random 24-character password needs no slow hash against guessing.
+        hasher = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
+        passwd.write_text(f"{provisioning.SERVICE_USER}:{hasher.hash(password)}\n")
         passwd.chmod(0o600)
         conf = data_dir / "amqtt.yaml"
         conf.write_text(
