@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-deps clean
+.PHONY: demo test lint test-deps screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(BIN)/.installed
 
 test: test-deps lint
 	$(BIN)/pytest -q
+
+# The console screenshots in docs/screenshots/, taken deliberately (tests write test-artifacts/).
+screenshots: test-deps
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .cache .eldercare test-artifacts
