@@ -11,10 +11,16 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed
+# Apache ECharts for the console's charts, from the npm registry (version and SHA-512 pinned).
+ECHARTS := dispatcher/console/static/echarts.min.js
+$(ECHARTS): $(BIN)/.installed dispatcher/console/assets.py
+	$(BIN)/python -m dispatcher.console.assets
+	touch $@
+
+demo: $(BIN)/.installed $(ECHARTS)
 	$(BIN)/eldercare demo
 
-test-deps: $(BIN)/.installed
+test-deps: $(BIN)/.installed $(ECHARTS)
 	bash tests/setup.sh
 
 lint: $(BIN)/.installed
