@@ -135,11 +135,11 @@ async def test_board_live_acknowledge_stops_escalation_and_scope(
     await expect(bp).to_contain_text("收缩压")  # the legend, in Chinese
     await expect(bp).to_contain_text("收缩压报警线 180")  # the detector's limit, as a line
     await expect(page.locator('[data-chart="activity"]')).to_contain_text("走动")
+    await screenshot(page, "console-elder.png")
     await page.select_option("#chart-range", "30")  # the time-range picker redraws
     await expect(page.locator('section[data-drawn="30"]')).to_be_visible()
     await expect(bp).to_contain_text("收缩压")
     assert hosts == {urlsplit(platform.public_base_url).netloc}, hosts
-    await screenshot(page, "console-elder.png")
 
     # Staff of another community: an empty board, and the elder is not found.
     other = await log_in(browser, platform, *duty_account(platform, theirs))

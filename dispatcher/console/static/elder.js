@@ -83,7 +83,7 @@ function drawVitals(box, data) {
         name: tr(s.series), type: "line", data: s.points, symbolSize: 5,
         markLine: i > 0 ? undefined : {
           symbol: "none", lineStyle: { type: "dashed", color: LIMIT_COLOUR },
-          label: { formatter: "{b}", position: "insideEndTop", color: LIMIT_COLOUR },
+          label: { formatter: "{b}", position: "insideStartTop", color: LIMIT_COLOUR },
           data: panel.limits.map((l) => ({ name: tr(l.key, { value: l.value }), yAxis: l.value })),
         },
       })),
