@@ -107,13 +107,17 @@ def test_demo_without_mosquitto_turns_the_sos_into_an_incident(demo: Demo) -> No
 
 
 @pytest.mark.timeout(150)
-def test_scenario_run_finds_the_running_demo_by_itself(demo: Demo) -> None:
+def test_scenario_run_and_db_commands_find_the_running_demo_by_themselves(demo: Demo) -> None:
     asyncio.run(eventually(demo.started, 60, "stack.json of `demo`"))
     done = subprocess.run(
         [sys.executable, "-m", "eldercare.cli", "scenario", "run",
          str(SCENARIOS / "sos_button.yaml")],
         env=demo.env, cwd=demo.root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    upgraded = subprocess.run([sys.executable, "-m", "eldercare.cli", "db", "upgrade"],
+                              env=demo.env, cwd=demo.root, capture_output=True, text=True,
+                              timeout=60)
+    assert upgraded.returncode == 0 and "up to date" in upgraded.stdout, upgraded.stderr
 
 
 TESTER_COMMANDS = [
@@ -124,20 +128,30 @@ TESTER_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("stale", [False, True], ids=["no-stack", "stale-stack-file"])
-def test_tester_commands_say_when_no_stack_runs(tmp_path: Path, stale: bool) -> None:
+@pytest.mark.parametrize("left", [None, "dead", "reused"],
+                         ids=["no-stack", "stale-stack-file", "pid-of-another-program"])
+def test_tester_commands_say_when_no_stack_runs(tmp_path: Path, left: str | None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
     env["ELDERCARE_DATA_DIR"] = str(tmp_path / "data")
-    if stale:  # `up` killed with SIGKILL: its file stays, its process is gone
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)
-        (tmp_path / "data").mkdir()
-        state.path(tmp_path / "data").write_text(state.StackState(
-            pid=int(gone.stdout), started_at=0, console_url="http://127.0.0.1:1/",
-            settings={"mqtt_url": "mqtt://127.0.0.1:1"}).model_dump_json())
-    for command in TESTER_COMMANDS:
-        done = subprocess.run([sys.executable, "-m", "eldercare.cli", *command], env=env,
-                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        said = " ".join(done.stderr.split())  # rich wraps long lines
-        assert done.returncode == 2, (command, done.stdout, done.stderr)
-        assert "no running eldercare stack found" in said and "eldercare up" in said, said
+    other = subprocess.Popen(["sleep", "120"])  # after a reboot, `up`'s pid may be anyone's
+    try:
+        if left is not None:  # `up` killed with SIGKILL, or the machine restarted
+            pid = other.pid
+            if left == "dead":
+                gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                      capture_output=True, text=True, check=True)
+                pid = int(gone.stdout)
+            (tmp_path / "data").mkdir()
+            state.path(tmp_path / "data").write_text(state.StackState(
+                pid=pid, started_at=0, console_url="http://127.0.0.1:1/",
+                settings={"mqtt_url": "mqtt://127.0.0.1:1"}).model_dump_json())
+        # Every command once; a left-over file with one (they share the lookup).
+        for command in TESTER_COMMANDS if left is None else TESTER_COMMANDS[1:2]:
+            done = subprocess.run([sys.executable, "-m", "eldercare.cli", *command], env=env,
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            said = " ".join(done.stderr.split())  # rich wraps long lines
+            assert done.returncode == 2, (command, done.stdout, done.stderr)
+            assert "no running eldercare stack found" in said and "eldercare up" in said, said
+    finally:
+        other.kill()
+        other.wait()

@@ -32,8 +32,14 @@ class StackState(BaseModel):
 
     @property
     def alive(self) -> bool:
-        """Whether the `up` that wrote this file still runs (else the file is stale)."""
-        return procs.pid_alive(self.pid)
+        """Whether the `up` that wrote this file still runs (else the file is stale). After a
+        restart of the machine its pid may belong to another program: that one must be ours."""
+        if not procs.pid_alive(self.pid):
+            return False
+        try:
+            return b"eldercare" in Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:  # no /proc (not Linux): the pid alone
+            return True
 
 
 def path(data_dir: Path) -> Path:
