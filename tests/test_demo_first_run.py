@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from eldercare import cli
+from eldercare.config import get_settings
 from eldercare.stack import procs, state
 from tests.helpers import eventually
 
@@ -130,9 +132,14 @@ TESTER_COMMANDS = [
 
 @pytest.mark.parametrize("left", [None, "dead", "reused"],
                          ids=["no-stack", "stale-stack-file", "pid-of-another-program"])
-def test_tester_commands_say_when_no_stack_runs(tmp_path: Path, left: str | None) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
-    env["ELDERCARE_DATA_DIR"] = str(tmp_path / "data")
+def test_tester_commands_say_when_no_stack_runs(
+    tmp_path: Path, left: str | None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in [k for k in os.environ if k.startswith("ELDERCARE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ELDERCARE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
     other = subprocess.Popen(["sleep", "120"])  # after a reboot, `up`'s pid may be anyone's
     try:
         if left is not None:  # `up` killed with SIGKILL, or the machine restarted
@@ -145,13 +152,12 @@ def test_tester_commands_say_when_no_stack_runs(tmp_path: Path, left: str | None
             state.path(tmp_path / "data").write_text(state.StackState(
                 pid=pid, started_at=0, console_url="http://127.0.0.1:1/",
                 settings={"mqtt_url": "mqtt://127.0.0.1:1"}).model_dump_json())
-        # Every command once; a left-over file with one (they share the lookup).
-        for command in TESTER_COMMANDS if left is None else TESTER_COMMANDS[1:2]:
-            done = subprocess.run([sys.executable, "-m", "eldercare.cli", *command], env=env,
-                                  cwd=tmp_path, capture_output=True, text=True, timeout=60)
-            said = " ".join(done.stderr.split())  # rich wraps long lines
-            assert done.returncode == 2, (command, done.stdout, done.stderr)
+        for command in TESTER_COMMANDS:
+            get_settings.cache_clear()  # the command reads this test's environment
+            assert cli.main(command) == 2, command
+            said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
             assert "no running eldercare stack found" in said and "eldercare up" in said, said
     finally:
         other.kill()
         other.wait()
+        get_settings.cache_clear()
