@@ -17,7 +17,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -273,15 +272,6 @@ async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> No
     while not stop.is_set():
         try:
             await _consume(target, settings, ingest, stop)
-        except MqttConnectError as exc:
-            if settings.mqtt_protocol == "5" and _unsupported_version(exc):
-                # A broker without MQTT 5 (amqtt, old brokers): speak 3.1.1 rather than retry.
-                log.warning("broker refuses MQTT 5; using MQTT 3.1.1 (one worker, no shared"
-                            " subscription)", hint="ELDERCARE_MQTT_PROTOCOL=3.1.1")
-                settings = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
-                continue
-            log.warning("mqtt connection refused; reconnecting", error=str(exc))
-            await asyncio.sleep(1)
         except aiomqtt.MqttError as exc:
             log.warning("mqtt connection lost; reconnecting", error=str(exc))
             await asyncio.sleep(1)
@@ -490,12 +480,6 @@ def _inbox_type(
             made.append(self)
 
     return Inbox
-
-
-def _unsupported_version(exc: MqttConnectError) -> bool:
-    """CONNACK "unsupported protocol version" (MQTT 5 reason 0x84; 3.1.1 return code 1)."""
-    rc = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
-    return rc in (0x84, 1)
 
 
 def _refused(granted: int | ReasonCode) -> bool:
