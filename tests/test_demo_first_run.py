@@ -140,6 +140,8 @@ def test_tester_commands_say_when_no_stack_runs(
         monkeypatch.delenv(name)
     monkeypatch.setenv("ELDERCARE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
+    # main() would bind the process's logging to this test's captured stderr, closed after it
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
     other = subprocess.Popen(["sleep", "120"])  # after a reboot, `up`'s pid may be anyone's
     try:
         if left is not None:  # `up` killed with SIGKILL, or the machine restarted
