@@ -1,6 +1,7 @@
-"""Apache ECharts for the console's charts, installed from the npm registry at install time
-(`make`, or `python -m dispatcher.console.assets`) into the static folder, and served by the
-console itself: browsers never reach a third-party CDN, so the console works offline.
+"""Apache ECharts for the console's charts, fetched with npm's own client (`npm pack`, from
+whatever registry npm is configured for) at install time (`make`, or `python -m
+dispatcher.console.assets`) into the static folder, and served by the console itself: browsers
+never reach a third-party CDN, so the console works offline.
 
 The version and the tarball's SHA-512 are pinned here: a changed file on the registry is
 refused. The Apache-2.0 LICENSE and NOTICE are installed beside the script."""
@@ -10,15 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import shutil
+import subprocess
 import sys
 import tarfile
+import tempfile
 from importlib import resources
 from pathlib import Path
 
-import httpx
-
 ECHARTS_VERSION = "6.1.0"
-ECHARTS_TARBALL = f"https://registry.npmjs.org/echarts/-/echarts-{ECHARTS_VERSION}.tgz"
 ECHARTS_SHA512 = ("q0yaFPggC9FUdsWH4blavRWFmxdrIodbkoKNAjJudAI6CA9gNPxHtV2RcZNEepZVlk4yvBYkOkbk6HIV"
                   "pIyHZA==")
 # file in the npm package -> file in the static folder
@@ -44,13 +45,20 @@ def install(folder: Path | None = None, timeout: float = 60.0) -> Path:
     """Download the pinned ECharts package, check its SHA-512, unpack the script, LICENSE and
     NOTICE into `folder` (the console's static folder by default); returns the script's path."""
     folder = folder or static_dir()
-    tarball = httpx.get(ECHARTS_TARBALL, timeout=timeout, follow_redirects=True)
-    tarball.raise_for_status()
-    digest = base64.b64encode(hashlib.sha512(tarball.content).digest()).decode()
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm (Node.js) is needed once to fetch the console's charting "
+                           "library, Apache ECharts: install Node.js, then run make again")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([npm, "pack", f"echarts@{ECHARTS_VERSION}", "--silent",
+                        "--pack-destination", tmp], check=True, timeout=timeout,
+                       stdout=subprocess.DEVNULL)
+        content = (Path(tmp) / f"echarts-{ECHARTS_VERSION}.tgz").read_bytes()
+    digest = base64.b64encode(hashlib.sha512(content).digest()).decode()
     if digest != ECHARTS_SHA512:
         raise RuntimeError(f"echarts {ECHARTS_VERSION}: the registry's tarball does not match "
                            "the pinned SHA-512; refusing it")
-    with tarfile.open(fileobj=io.BytesIO(tarball.content), mode="r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
         for member, name in FILES.items():
             extracted = tar.extractfile(member)
             if extracted is None:
