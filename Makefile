@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-deps clean
+.PHONY: demo test lint test-deps screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +11,16 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed
+# Apache ECharts for the console's charts, from the npm registry (version and SHA-512 pinned).
+ECHARTS := dispatcher/console/static/echarts.min.js
+$(ECHARTS): $(BIN)/.installed dispatcher/console/assets.py
+	$(BIN)/python -m dispatcher.console.assets
+	touch $@
+
+demo: $(BIN)/.installed $(ECHARTS)
 	$(BIN)/eldercare demo
 
-test-deps: $(BIN)/.installed
+test-deps: $(BIN)/.installed $(ECHARTS)
 	bash tests/setup.sh
 
 lint: $(BIN)/.installed
@@ -23,6 +29,10 @@ lint: $(BIN)/.installed
 
 test: test-deps lint
 	$(BIN)/pytest -q
+
+# The console screenshots in docs/screenshots/, taken deliberately (tests write test-artifacts/).
+screenshots: test-deps
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .cache .eldercare test-artifacts

@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, "eldercare")
     if getattr(args, "needs_database", False) and not settings.database_url:
+        from eldercare.stack import state  # the local stack `eldercare up` runs, if any
+
+        settings = state.join(settings, ("database_url",)) or settings
+    if getattr(args, "needs_database", False) and not settings.database_url:
         print("ELDERCARE_DATABASE_URL is not set: this command works on a running platform's"
               " database (`eldercare up` prints its URL)", file=sys.stderr)
         return 2

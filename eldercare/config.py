@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     mqtt_shared_group: str = Field(
         "eldercare-ingest", description="MQTT 5 shared-subscription group; empty for a plain one"
     )
+    mqtt_protocol: str = Field(
+        "5", description="MQTT version the platform's services speak: 5, or 3.1.1 for a broker "
+        "without MQTT 5 (one ingest worker then: no shared subscriptions)")
+    embedded_mqtt: str = Field(
+        "auto", description="Broker `up` starts when ELDERCARE_MQTT_URL is empty: auto (mosquitto"
+        " when installed, else amqtt), mosquitto or amqtt")
     mqtt_max_payload: int = Field(64 * 1024, description="Largest accepted MQTT payload, bytes")
     ingest_max_future_s: float = Field(
         300.0, description="Device timestamps further ahead are replaced by the receive time"
@@ -185,6 +191,20 @@ class Settings(BaseSettings):
     @property
     def console_port(self) -> int:
         return int(self.console_bind.rsplit(":", 1)[1])
+
+    @field_validator("mqtt_protocol")
+    @classmethod
+    def _mqtt_protocol(cls, value: str) -> str:
+        if value not in {"5", "3.1.1"}:
+            raise ValueError(f"unknown MQTT version {value!r} (5 or 3.1.1)")
+        return value
+
+    @field_validator("embedded_mqtt")
+    @classmethod
+    def _embedded_mqtt(cls, value: str) -> str:
+        if value not in {"auto", "mosquitto", "amqtt"}:
+            raise ValueError(f"unknown embedded broker {value!r} (auto, mosquitto or amqtt)")
+        return value
 
     @field_validator("ingest_device_timezone")
     @classmethod

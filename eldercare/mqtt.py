@@ -13,6 +13,9 @@ import aiomqtt
 TOPIC_ROOT = "eldercare/v1"
 
 
+PROTOCOLS = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+
+
 @dataclass(frozen=True)
 class MqttTarget:
     host: str
@@ -21,21 +24,27 @@ class MqttTarget:
     password: str | None
     tls: bool = False
     ca_file: str | None = None
+    version: str = "5"  # the `mqtt_protocol` setting: "5" or "3.1.1"
 
     @classmethod
-    def parse(cls, url: str) -> MqttTarget:
+    def parse(cls, url: str, version: str = "5") -> MqttTarget:
         u = urlsplit(url if "://" in url else f"mqtt://{url}")
         tls = u.scheme == "mqtts"
         return cls(
             u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883),
             unquote(u.username) if u.username else None,
             unquote(u.password) if u.password else None,
-            tls, next(iter(parse_qs(u.query).get("ca", [])), None),
+            tls, next(iter(parse_qs(u.query).get("ca", [])), None), version,
         )
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The TLS context of an mqtts:// target (the broker's certificate and name checked)."""
         return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+
+    @property
+    def protocol(self) -> aiomqtt.ProtocolVersion:
+        """The MQTT version of this target, for clients that ask for a version explicitly."""
+        return PROTOCOLS[self.version]
 
     def client(self, identifier: str | None = None, **kw: object) -> aiomqtt.Client:
         return aiomqtt.Client(

@@ -42,6 +42,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("--workers > 1 needs ELDERCARE_MQTT_SHARED_GROUP (else each gets every message)",
               file=sys.stderr)
         return 2
+    if args.workers > 1 and settings.mqtt_protocol != "5":
+        print("--workers > 1 needs MQTT 5 shared subscriptions (ELDERCARE_MQTT_PROTOCOL=5)",
+              file=sys.stderr)
+        return 2
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

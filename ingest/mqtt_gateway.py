@@ -271,8 +271,9 @@ class KeyPartitioner:
 
 
 def subscriptions(settings: Settings) -> list[str]:
-    """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set."""
-    group = settings.mqtt_shared_group
+    """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set (an
+    MQTT 3.1.1 broker such as amqtt has none: one worker then takes every message)."""
+    group = settings.mqtt_shared_group if settings.mqtt_protocol == "5" else ""
     plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION, zigbee.AVAILABILITY_SUBSCRIPTION]
     return [f"$share/{group}/{t}" for t in plain] if group else plain
 
@@ -296,17 +297,8 @@ async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> No
 async def _consume(
     target: MqttTarget, settings: Settings, ingest: Ingest, stop: asyncio.Event,
 ) -> None:
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
-    # The broker sends at most this many unacknowledged messages; the rest wait in our session.
-    # aiomqtt's own queue is then unbounded: a full queue would silently discard messages,
-    # which (never acknowledged) would stall in the broker until the next reconnect.
-    props.ReceiveMaximum = MAX_IN_FLIGHT
     queues: list[asyncio.Queue[aiomqtt.Message]] = []
-    client = target.client(
-        identifier=client_id(settings), protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-        properties=props, max_queued_incoming_messages=0, queue_type=_inbox_type(queues),
-    )
+    client = _client(target, settings, queues)
     inbox = queues[0]
     # aiomqtt acknowledges on receipt; paho underneath can defer the PUBACK until Kafka has it.
     client._client.manual_ack_set(True)
@@ -326,7 +318,7 @@ async def _consume(
 
         observability.mark_subscribed()
         log.info("ingest subscribed", subscriptions=subscriptions(settings),
-                 client_id=client_id(settings))
+                 client_id=client_id(settings), mqtt=settings.mqtt_protocol)
 
         async def burst(first: aiomqtt.Message | None) -> None:
             """The messages queued up, validated and gathered into one batch per partition,
@@ -370,6 +362,30 @@ async def _consume(
             raise reader.exception()  # type: ignore[misc]
         if failed.is_set():  # drop the session: the broker redelivers what is unacknowledged
             raise aiomqtt.MqttError("processing failed")
+
+
+def _client(
+    target: MqttTarget, settings: Settings, queues: list[asyncio.Queue[aiomqtt.Message]],
+) -> aiomqtt.Client:
+    """The consumer's client: a persistent session in MQTT 5 (or 3.1.1 for a broker without 5),
+    its incoming queue remembered in `queues`."""
+    # aiomqtt's own queue is unbounded: a full queue would silently discard messages, which
+    # (never acknowledged) would stall in the broker until the next reconnect.
+    common: dict[str, Any] = {
+        "identifier": client_id(settings), "max_queued_incoming_messages": 0,
+        "queue_type": _inbox_type(queues),
+    }
+    if settings.mqtt_protocol == "3.1.1":
+        # clean_session=False keeps the queue while we are away, as the session expiry does
+        # in MQTT 5; the broker's own in-flight window stands in for Receive Maximum.
+        return target.client(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+                             **common)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    # The broker sends at most this many unacknowledged messages; the rest wait in our session.
+    props.ReceiveMaximum = MAX_IN_FLIGHT
+    return target.client(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                         properties=props, **common)
 
 
 class _EventBatches:

@@ -15,12 +15,18 @@ from eldercare.config import Settings
 err = Console(stderr=True)
 
 
-def _need(settings: Settings, *names: str) -> bool:
-    missing = [n for n in names if not getattr(settings, n)]
-    if missing:
-        err.print("[red]not set:[/red] " + ", ".join(f"ELDERCARE_{n.upper()}" for n in missing)
-                  + " (point them at the running stack)")
-    return not missing
+def _join(settings: Settings, *names: str) -> Settings | None:
+    """`settings` with the URLs in `names` that are not set taken from the local stack that
+    `eldercare up` recorded in the data dir; None (after saying so) when there is none."""
+    from eldercare.stack import state
+
+    joined = state.join(settings, names)
+    if joined is None:
+        missing = [f"ELDERCARE_{n.upper()}" for n in names if not getattr(settings, n)]
+        err.print(f"[red]no running eldercare stack found[/red] in {settings.data_dir.resolve()}"
+                  ": start one with `eldercare up` (or `eldercare demo`) in this directory, or "
+                  f"set {', '.join(missing)} to point at one")
+    return joined
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -34,8 +40,10 @@ def _stop_on_signals() -> asyncio.Event:
 def _scenario_run(args: argparse.Namespace, settings: Settings) -> int:
     from simulators.runner import render, run_files
 
-    if not _need(settings, "database_url", "mqtt_url", "kafka_bootstrap"):
+    joined = _join(settings, "database_url", "mqtt_url", "kafka_bootstrap")
+    if joined is None:
         return 2
+    settings = joined
     available = set(args.available.split(",")) if args.available is not None else None
     reports = asyncio.run(run_files([Path(p) for p in args.files], settings, available,
                                     ahead=args.ahead))
@@ -46,8 +54,10 @@ def _scenario_run(args: argparse.Namespace, settings: Settings) -> int:
 def _record(args: argparse.Namespace, settings: Settings) -> int:
     from simulators.recording import record
 
-    if not _need(settings, "mqtt_url"):
+    joined = _join(settings, "mqtt_url")
+    if joined is None:
         return 2
+    settings = joined
 
     async def main() -> int:
         stop = _stop_on_signals()
@@ -65,8 +75,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import recording
     from simulators.accel import read_csv
 
-    if not _need(settings, "mqtt_url"):
+    joined = _join(settings, "mqtt_url")
+    if joined is None:
         return 2
+    settings = joined
     path = Path(args.file)
     if path.suffix.lower() == ".csv":
         if not (args.community and args.device):
@@ -87,8 +99,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators.load import simulate
 
-    if not _need(settings, "database_url", "mqtt_url"):
+    joined = _join(settings, "database_url", "mqtt_url")
+    if joined is None:
         return 2
+    settings = joined
     result = asyncio.run(simulate(settings, args.elders, args.rate, args.seconds,
                                   args.communities, args.connections, args.seed))
     Console().print(

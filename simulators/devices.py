@@ -83,7 +83,7 @@ class VirtualDevice:
         for attempt in range(6):  # freshly provisioned logins work once the broker has reloaded
             client = aiomqtt.Client(
                 self._target.host, self._target.port, username=user, password=password,
-                identifier=f"sim-{self.ref.device_id}", protocol=aiomqtt.ProtocolVersion.V5,
+                identifier=f"sim-{self.ref.device_id}", protocol=self._target.protocol,
                 will=will, keepalive=self._keepalive, timeout=10,
             )
             client.pending_calls_threshold = 1000  # the player pipelines publishes

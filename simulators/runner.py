@@ -72,7 +72,8 @@ async def run_scenario(sc: Scenario, settings: Settings, credentials: Credential
     try:
         if credentials is None:
             credentials = await asyncio.to_thread(device_credentials, settings, sims)
-        result = await play(steps, _broker(settings), credentials, SimClock(start, sc.speed))
+        result = await play(steps, _broker(settings), credentials, SimClock(start, sc.speed),
+                            mqtt_version=settings.mqtt_protocol)
         report.published = result.published
         timeout = parse_duration(sc.timeout)
         await observer.drained(result.published, timeout)

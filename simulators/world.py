@@ -26,9 +26,11 @@ class PlayResult:
 
 async def play(steps: list[Step], mqtt_url: str, credentials: Credentials, clock: SimClock,
                stop: asyncio.Event | None = None,
-               on_step: Callable[[Step], None] | None = None) -> PlayResult:
-    """Publish `steps` (time-ordered) from their devices; returns what was done."""
-    target = MqttTarget.parse(mqtt_url)
+               on_step: Callable[[Step], None] | None = None,
+               mqtt_version: str = "5") -> PlayResult:
+    """Publish `steps` (time-ordered) from their devices, which speak MQTT `mqtt_version`;
+    returns what was done."""
+    target = MqttTarget.parse(mqtt_url, mqtt_version)
     nonce = MessageIds().nonce
     devices: dict[str, VirtualDevice] = {}
     for s in steps:

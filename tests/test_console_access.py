@@ -219,7 +219,7 @@ async def test_staff_of_another_community_see_nothing(
         ack = await other.post(f"/api/v1/incidents/{incident}/acknowledge", json={})
         assert ack.status_code == 404
         assert (await other.get(f"/api/v1/console/elders/{elder}")).status_code == 404
-        chart = await other.get(f"/api/v1/console/elders/{elder}/charts/vitals.png")
+        chart = await other.get(f"/api/v1/console/elders/{elder}/charts/vitals")
         assert chart.status_code == 404
         found = (await other.get("/api/v1/console/elders", params={"q": elder})).json()
         assert found["elders"] == []
@@ -239,8 +239,8 @@ async def test_staff_of_another_community_see_nothing(
         record = (await mine.get(f"/api/v1/console/elders/{elder}")).json()
         assert record["medical_notes"] == "高血压，青霉素过敏"
         assert [c["priority"] for c in record["contacts"]] == [1, 2, 3]
-        chart = await mine.get(f"/api/v1/console/elders/{elder}/charts/vitals.png")
-        assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
+        chart = await mine.get(f"/api/v1/console/elders/{elder}/charts/vitals")
+        assert chart.status_code == 200 and chart.json()["chart"] == "vitals"
         problems = (await mine.get("/api/v1/console/devices/problems")).json()["devices"]
         assert {"id": low, "low_battery": True, "offline": False}.items() <= next(
             d for d in problems if d["id"] == low).items()

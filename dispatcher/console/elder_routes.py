@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from dispatcher.console import audit, charts, queries
 from dispatcher.console.incident_routes import as_json
-from eldercare.i18n import LANGUAGES
 from eldercare.security import SESSION_COOKIE, CurrentPrincipal, require_district_admin
 
 router = APIRouter()
@@ -73,15 +71,17 @@ async def device_problems(
     return Response(as_json({"devices": found}), media_type="application/json")
 
 
-@router.get("/api/v1/console/elders/{elder_id}/charts/{chart}.png")
+@router.get("/api/v1/console/elders/{elder_id}/charts/{chart}")
 async def chart(
     elder_id: str, chart: str, request: Request, principal: CurrentPrincipal,
-    lang: str = "zh-Hans",
+    days: int = charts.DAYS,
 ) -> Response:
-    """Vital signs (`vitals`) or daily activity (`activity`) of the last 7 days as PNG."""
+    """Data of the vital signs (`vitals`, with the alert limits) or daily activity (`activity`)
+    chart over the last `days` days (1, 7, 30 or 90), for the page to draw."""
     if chart not in ("vitals", "activity"):
         raise HTTPException(404, "charts: vitals, activity")
-    lang = lang if lang in LANGUAGES else "zh-Hans"
+    if days not in charts.RANGES:
+        raise HTTPException(422, f"days: one of {', '.join(map(str, charts.RANGES))}")
     async with request.app.state.pool.connection() as conn:
         item = await queries.elder(conn, principal, elder_id)
         if item is None:
@@ -89,7 +89,7 @@ async def chart(
         await audit.record(conn, principal, "view_chart", "elder", elder_id, item["community_id"],
                            audit.client_of(request), chart=chart)
     now = datetime.now(UTC)
-    since = now - timedelta(days=charts.DAYS)
+    since = now - timedelta(days=days)
     # The registry's history API, in-process, with the viewer's own session and scope.
     transport = httpx.ASGITransport(app=request.app)
     async with httpx.AsyncClient(
@@ -99,8 +99,9 @@ async def chart(
         readings = await charts.history(client, elder_id, "readings", since, now)
         rollups = [] if chart == "vitals" else \
             await charts.history(client, elder_id, "rollups", since, now)
-    if chart == "vitals":
-        png = await run_in_threadpool(charts.vitals_png, readings, now, lang)
-    else:
-        png = await run_in_threadpool(charts.activity_png, rollups, readings, now, lang)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+    overrides = item.get("detector_thresholds") if isinstance(
+        item.get("detector_thresholds"), dict) else None
+    body = charts.vitals(readings, since, now, overrides) if chart == "vitals" else \
+        charts.activity(rollups, readings, since, now)
+    return Response(as_json(body), media_type="application/json",
+                    headers={"Cache-Control": "private, max-age=60"})

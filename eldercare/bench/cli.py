@@ -26,6 +26,13 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=args.json, width=width)
     progress = Console(stderr=True)
     env = harness.environment()
+    from eldercare.stack import state
+
+    running = state.read(settings.data_dir)
+    if running is not None:  # benches measure a stack of their own, on a quiet machine
+        progress.print(f"[yellow]note:[/yellow] a local stack is running (`eldercare up`, pid "
+                       f"{running.pid}); each bench starts its own, and the running one shares "
+                       "the CPU: expect lower figures")
     started = time.monotonic()
     results = []
     for name in names:

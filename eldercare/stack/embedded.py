@@ -57,12 +57,24 @@ def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous tr
     return f"listener {port} 127.0.0.1\n{auth}{_COMMON}{extra}"
 
 
-def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") -> EmbeddedService:
-    """mosquitto when installed (tests and production use it); amqtt as the zero-install default."""
-    port = port or procs.free_port()
-    mosquitto = shutil.which("mosquitto") or (
+def find_mosquitto() -> str | None:
+    """mosquitto's path: on PATH, or in /usr/sbin (not on a normal user's PATH on Debian)."""
+    return shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
+
+
+def start_mqtt(
+    data_dir: Path, port: int | None = None, extra_config: str = "", broker: str = "auto",
+) -> EmbeddedService:
+    """mosquitto when installed (tests and production use it); amqtt as the zero-install default.
+
+    `broker` "mosquitto" or "amqtt" forces one ("auto": mosquitto when installed). amqtt speaks
+    MQTT 3.1.1 only: its `extra["broker"]` tells the caller to set `mqtt_protocol` to match."""
+    port = port or procs.free_port()
+    mosquitto = find_mosquitto() if broker != "amqtt" else None
+    if broker == "mosquitto" and not mosquitto:
+        raise RuntimeError("mosquitto is not installed (ELDERCARE_EMBEDDED_MQTT=mosquitto)")
     url = f"mqtt://127.0.0.1:{port}"
     extra: dict[str, str] = {}
     if mosquitto:
@@ -85,16 +97,30 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         extra["auth_dir"] = str(auth_dir)
         extra["device_url"] = f"mqtt://127.0.0.1:{device_port}"
     else:
+        # One login, the platform's (devices share it: amqtt cannot reload provisioned ones):
+        # no anonymous publisher of a fake SOS, and amqtt keeps sessions only for a login.
+        from pwdlib.hashers.argon2 import Argon2Hasher
+
+        from devices import provisioning
+
+        password = provisioning.new_password()
+        passwd = (data_dir / "amqtt.passwd").resolve()
+        # Cheap hash parameters: amqtt checks them in its event loop (the defaults cost ~0.5 s
+        # per login), and a random 24-character password needs no slow hash against guessing.
+        hasher = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
+        passwd.write_text(f"{provisioning.SERVICE_USER}:{hasher.hash(password)}\n")
+        passwd.chmod(0o600)
         conf = data_dir / "amqtt.yaml"
         conf.write_text(
             "listeners:\n  default:\n    type: tcp\n"
             f"    bind: 127.0.0.1:{port}\n"
-            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-            "    allow_anonymous: true\n"
+            "plugins:\n  amqtt.plugins.authentication.FileAuthPlugin:\n"
+            f"    password_file: {passwd}\n"
         )
         amqtt = str(Path(sys.executable).with_name("amqtt"))
         proc = procs.spawn([amqtt, "-c", str(conf)], data_dir / "amqtt.log")
         name = "amqtt"
+        url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
     procs.wait_for_port(port, proc)
     if "device_url" in extra:
         procs.wait_for_port(device_port, proc)

@@ -19,7 +19,7 @@ from eldercare import db, kafka, logs
 from eldercare.config import Settings, child_env
 from eldercare.masking import mask_url
 from eldercare.services import SERVICES
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded, procs, state
 
 log = logs.get(__name__)
 out = Console(stderr=True)
@@ -54,13 +54,14 @@ class Stack:
             self.embedded.append(svc)
             changes["kafka_bootstrap"] = svc.url
         if not s.mqtt_url:
-            svc = embedded.start_mqtt(data_dir)
+            svc = embedded.start_mqtt(data_dir, broker=s.embedded_mqtt)
             self.embedded.append(svc)
             changes["mqtt_url"] = svc.url
             changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
             changes["mqtt_device_url"] = svc.extra.get("device_url", "")
-            if svc.extra.get("broker") == "amqtt":  # amqtt has no shared subscriptions
+            if svc.extra.get("broker") == "amqtt":  # MQTT 3.1.1 only: no shared subscriptions
                 changes["mqtt_shared_group"] = ""
+                changes["mqtt_protocol"] = "3.1.1"
         self.settings = s.model_copy(update=changes)
         return self.settings
 
@@ -131,6 +132,7 @@ def up(settings: Settings, demo: bool = False) -> int:
     try:
         settings = stack.start_embedded()
         stack.prepare()
+        state.write(settings, {s.name: s.proc.pid for s in stack.embedded if s.proc})
         names = list(SERVICES)
         if demo:
             from devices.demo import demo_population
@@ -158,4 +160,5 @@ def up(settings: Settings, demo: bool = False) -> int:
                        f"(also {logins.removeprefix('admin, ')}; same password)\n")
         return supervise(settings, names, banner)
     finally:
+        state.remove(settings.data_dir)
         stack.stop()

@@ -1,4 +1,5 @@
-// The elder page: the record, contacts in calling order, devices, 7-day charts, incidents.
+// The elder page: the record, contacts in calling order, devices, charts, incidents. Charts are
+// drawn by Apache ECharts, served by the console itself (/static/echarts.min.js, no CDN).
 "use strict";
 const yesNo = (b) => tr(b ? "elder.yes" : "elder.no");
 
@@ -31,6 +32,107 @@ function deviceStatus(d) {
     : el("span", { class: "badge" }, tr("device.never"));
 }
 
+const RANGES = [1, 7, 30, 90];
+const LIMIT_COLOUR = "#dc2626";
+
+function loadEcharts() {
+  if (window.echarts) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const script = el("script", { src: "/static/echarts.min.js" });
+    script.onload = () => resolve(true);
+    script.onerror = () => resolve(false);
+    document.head.append(script);
+  });
+}
+
+function newChart(box, group) {
+  const old = echarts.getInstanceByDom(box);
+  if (old) old.dispose();
+  // SVG: crisp on any screen, and the labels are text (read by screen readers and tests).
+  const chart = echarts.init(box, null, { renderer: "svg", locale: lang === "en" ? "EN" : "ZH" });
+  if (group) chart.group = group;
+  // No animation: a duty console shows the state at once (and screenshots show it whole).
+  chart.setOption({ animation: false });
+  return chart;
+}
+
+const zoom = [{ type: "inside" }, { type: "slider", height: 16, bottom: 6 }];
+
+function drawVitals(box, data) {
+  box.replaceChildren();
+  if (!data.panels.length) {
+    box.append(el("p", { class: "empty", "data-chart-empty": "vitals" }, tr("chart.no_data")));
+    return;
+  }
+  for (const panel of data.panels) {
+    const div = el("div", { class: "chart", "data-panel": panel.key });
+    box.append(div);
+    const limits = panel.limits.map((l) => l.value);
+    const chart = newChart(div, "vitals");
+    chart.setOption({
+      title: { text: tr(panel.key), left: 0, top: 0, textStyle: { fontSize: 13 } },
+      legend: { top: 0, right: 0 },
+      tooltip: { trigger: "axis" },
+      grid: { left: 44, right: 16, top: 56, bottom: 48 },
+      xAxis: { type: "time", min: data.since, max: data.until },
+      // The alert lines stay in view even when every reading is far from them.
+      yAxis: { type: "value", min: (v) => Math.floor(Math.min(v.min, ...limits) * 0.95),
+               max: (v) => Math.ceil(Math.max(v.max, ...limits) * 1.05) },
+      dataZoom: zoom,
+      series: panel.series.map((s, i) => ({
+        name: tr(s.series), type: "line", data: s.points, symbolSize: 5,
+        markLine: i > 0 ? undefined : {
+          symbol: "none", lineStyle: { type: "dashed", color: LIMIT_COLOUR },
+          label: { formatter: "{b}", position: "insideStartTop", color: LIMIT_COLOUR },
+          data: panel.limits.map((l) => ({ name: tr(l.key, { value: l.value }), yAxis: l.value })),
+        },
+      })),
+    });
+  }
+  echarts.connect("vitals");  // zoom one panel, the others follow; one tooltip time for all
+}
+
+function drawActivity(div, data) {
+  const chart = newChart(div);
+  chart.setOption({
+    title: { text: tr("chart.activity"), left: 0, top: 0, textStyle: { fontSize: 13 } },
+    legend: { top: 0, right: 0 },
+    tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+    grid: { left: 44, right: 16, top: 56, bottom: 48 },
+    xAxis: { type: "category", data: data.days.map((d) => d.slice(5)) },
+    yAxis: { type: "value", name: tr("chart.events_per_day") },
+    dataZoom: zoom,
+    graphic: data.series.length ? [] : [{ type: "text", left: "center", top: "middle",
+                                          style: { text: tr("chart.no_data"), fontSize: 16, fill: "#6b7280" } }],
+    series: data.series.map((s) => ({ name: tr(s.series), type: "bar", stack: "day", data: s.values })),
+  });
+}
+
+function chartsCard(id) {
+  const picker = el("select", { id: "chart-range" }, ...RANGES.map((d) => el("option",
+    { value: d, selected: d === 7 }, d === 1 ? tr("chart.range_day") : tr("chart.range_days", { days: d }))));
+  const vitals = el("div", { "data-chart": "vitals" });
+  const activity = el("div", { class: "chart", "data-chart": "activity" });
+  const card = el("section", { class: "card" },
+    el("h3", {}, tr("elder.charts"), el("label", { class: "chart-range" }, tr("chart.range"), " ", picker)),
+    vitals, activity);
+  const draw = async () => {
+    if (!(await loadEcharts())) {
+      card.replaceChildren(el("h3", {}, tr("elder.charts")),
+        el("p", { class: "empty", id: "charts-missing" }, tr("chart.library_missing")));
+      return;
+    }
+    const url = (name) => `/api/v1/console/elders/${encodeURIComponent(id)}/charts/${name}?days=${picker.value}`;
+    const [v, a] = await Promise.all([api(url("vitals")), api(url("activity"))]);
+    drawVitals(vitals, v);
+    drawActivity(activity, a);
+    card.dataset.drawn = picker.value;
+  };
+  picker.addEventListener("change", draw);
+  addEventListener("resize", () => card.querySelectorAll(".chart").forEach((c) => echarts.getInstanceByDom(c)?.resize()));
+  return [card, draw];
+}
+
 async function main() {
   await setupPage("elders");
   const id = decodeURIComponent(location.pathname.split("/").pop());
@@ -51,10 +153,7 @@ async function main() {
       el("td", {}, d.battery === null ? "—" : `${d.battery}%`),
       el("td", {}, d.last_seen ? fmtTime(d.last_seen) : tr("device.never")),
       el("td", {}, deviceStatus(d)))));
-  const chart = (name) => el("img", {
-    class: "chart", alt: tr("chart." + name), "data-chart": name,
-    src: `/api/v1/console/elders/${encodeURIComponent(id)}/charts/${name}.png?lang=${lang}`,
-  });
+  const [charts, drawCharts] = chartsCard(id);
   const incidents = el("ul", { class: "incidents" }, ...e.incidents.map((i) => el("li", {},
     el("strong", {}, `${tr("kind." + i.kind)} · ${tr("status." + i.status)}`),
     " ", fmtTime(i.opened_at), i.outcome ? ` · ${tr("outcome." + i.outcome)}` : "",
@@ -66,8 +165,9 @@ async function main() {
         el("section", { class: "card" }, el("h3", {}, tr("elder.contacts")), contacts),
         el("section", { class: "card" }, el("h3", {}, tr("elder.incidents")), incidents)),
       el("div", {},
-        el("section", { class: "card" }, el("h3", {}, tr("elder.charts")), chart("vitals"), chart("activity")),
+        charts,
         el("section", { class: "card" }, el("h3", {}, tr("elder.devices")), devices))),
   );
+  await drawCharts();  // once in the page: ECharts sizes itself from its box
 }
 main();
