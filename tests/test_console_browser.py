@@ -57,9 +57,9 @@ async def log_in(browser: Browser, settings: Settings, username: str, password: 
     return page
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, full_page: bool = False) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=ARTIFACTS / name, full_page=False)
+    await page.screenshot(path=ARTIFACTS / name, full_page=full_page)
     if os.environ.get("DOCS_SCREENSHOTS") == "1":  # `make screenshots`
         DOCS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ARTIFACTS / name, DOCS / name)

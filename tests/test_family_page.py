@@ -27,9 +27,9 @@ from dispatcher import family
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
 from simulators.population import offset
-from tests.conftest import ARTIFACTS, make_community
+from tests.conftest import make_community
 from tests.helpers import eventually
-from tests.test_console_browser import CHROMIUM_ARGS
+from tests.test_console_browser import CHROMIUM_ARGS, screenshot
 from tests.twilio_mock import TwilioMock
 
 HOME = (39.9583, 116.4172)
@@ -161,8 +161,7 @@ async def test_family_member_follows_and_takes_the_incident_from_a_phone(
     href = await page.locator("#facts a").get_attribute("href")
     assert href is not None and href.startswith("https://uri.amap.com/marker?position=")
     await expect(page.locator("#timeline")).to_contain_text("平台收到：紧急呼叫（SOS）")
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=ARTIFACTS / "family-page.png", full_page=True)
+    await screenshot(page, "family-page.png", full_page=True)
 
     await page.click("#taking")
     await expect(page.locator("#status")).to_have_text("已有人负责")

@@ -100,7 +100,7 @@ async def test_the_report_page_shows_the_month_and_downloads_the_workbook(
     from playwright.async_api import async_playwright, expect
 
     from tests.conftest import ARTIFACTS
-    from tests.test_console_browser import CHROMIUM_ARGS, log_in
+    from tests.test_console_browser import CHROMIUM_ARGS, log_in, screenshot
 
     community, month = seed_month(platform, 12)
     async with async_playwright() as pw:
@@ -120,5 +120,5 @@ async def test_the_report_page_shows_the_month_and_downloads_the_workbook(
         wb = load_workbook(saved)
         assert len(list(wb["事件明细"].iter_rows())) == 13
         ARTIFACTS.mkdir(exist_ok=True)
-        await page.screenshot(path=ARTIFACTS / "console-reports.png")
+        await screenshot(page, "console-reports.png")
         await browser.close()

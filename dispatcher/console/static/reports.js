@@ -8,6 +8,8 @@ function lastMonth() {
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}`;
 }
 
+const pct = (x) => (x === null || x === undefined ? null : `${Math.round(x * 1000) / 10}%`);
+
 async function main() {
   await setupPage("reports");
   const { items } = await api("/api/v1/communities?limit=200");
@@ -29,7 +31,8 @@ async function main() {
         row("incidents", r.incidents), row("acknowledged", s.acknowledged),
         row("resolved", s.resolved), row("acknowledgement_p50", s.acknowledgement_p50_s),
         row("acknowledgement_p90", s.acknowledgement_p90_s),
-        row("within_60s", s.acknowledged_within_60s), row("within_180s", s.acknowledged_within_180s)),
+        row("within_60s", pct(s.acknowledged_within_60s)),
+        row("within_180s", pct(s.acknowledged_within_180s))),
       el("p", { id: "sample" }, tr("report.page.sample", { n: r.sample, total: r.incidents })));
   }
   community.addEventListener("change", show);
