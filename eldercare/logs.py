@@ -10,11 +10,22 @@ import structlog
 from eldercare.masking import mask_log_event
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured (a
+    test runner swaps and closes its captured streams; a configured handler must follow)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", service: str = "eldercare") -> None:
     """Log JSON lines to stderr, tagged with the service name; the libraries' own logging
     (aiokafka, uvicorn, asyncio) too, each record one line with its traceback in `exception`;
     phone numbers and secrets masked (eldercare/masking.py)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -45,7 +56,7 @@ def configure(level: str = "INFO", service: str = "eldercare") -> None:
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
     )
     structlog.contextvars.bind_contextvars(service=service)
 

@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from dispatcher.console import charts
 from dispatcher.console.accounts import demo_accounts
 from eldercare.security import SYSTEM, Principal, hash_password, verify_password
-
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_scope_and_personal_data_follow_the_role() -> None:
@@ -40,21 +35,6 @@ def test_demo_logins_cover_every_role() -> None:
         ("a", "duty_staff"), ("b", "duty_staff"),
     ]
     assert accounts[1].street == "甲街道" and accounts[2].community_id == "c-a"
-
-
-def test_charts_render_with_and_without_data() -> None:
-    now = datetime.now(UTC)
-    readings = [
-        {"device_id": "d", "type": "bp", "event_time": (now - timedelta(days=d)).isoformat(),
-         "data": {"systolic": 130 + d, "diastolic": 80, "pulse": 70}} for d in range(7)
-    ] + [{"device_id": "m", "type": "motion", "event_time": now.isoformat(), "data": {}}]
-    rollups = [{"hour": (now - timedelta(hours=h)).isoformat(), "type": "steps", "count": 3,
-                "avg": {}, "min": {}, "max": {}} for h in range(48)]
-    for png in (charts.vitals_png(readings, now, "zh-Hans"), charts.vitals_png([], now, "en"),
-                charts.activity_png(rollups, [], now, "zh-Hans"),
-                charts.activity_png([], readings, now, "en"),
-                charts.activity_png([], [], now, "en")):
-        assert png.startswith(PNG) and len(png) > 5000
 
 
 def test_pages_carry_the_platform_default_language() -> None:

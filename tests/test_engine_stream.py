@@ -90,8 +90,8 @@ class Publisher:
 
 def alerts_of(elder_id: str, records: list[dict[str, Any]], kind: str | None = None
               ) -> list[dict[str, Any]]:
-    return [r for r in records if r["elder_id"] == elder_id and (kind is None or
-                                                                   r["kind"] == kind)]
+    return [r for r in records if r.get("elder_id") == elder_id and (kind is None or
+                                                                       r.get("kind") == kind)]
 
 
 async def wait_alerts(settings: Settings, elder_id: str, kinds: set[str], timeout: float = 30
