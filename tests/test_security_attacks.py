@@ -238,6 +238,13 @@ _AGE = ("UPDATE notifications SET created_at = created_at {} interval '3 hours' 
         " IN (SELECT id FROM incidents WHERE elder_id = %s)")
 
 
+def _texted(settings: Settings, incident_id: object, phone: str) -> bool:
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute("SELECT 1 FROM notifications WHERE incident_id = %s AND"
+                            " to_number = %s AND channel = 'sms'",
+                            (incident_id, phone)).fetchone() is not None
+
+
 def _steps(settings: Settings, incident_id: object, status: str) -> int:
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute("SELECT count(*) FROM escalation_steps WHERE incident_id = %s"
@@ -270,7 +277,9 @@ async def test_replayed_sms_reply_does_not_acknowledge_a_new_incident(
 
     await _press_sos(platform, community)
     second = await eventually(lambda: _open_incident(platform, elder.id), 30, "incident 2")
-    await eventually(lambda: len(twilio.messages(daughter)) >= 2, 30, "the SMS of incident 2")
+    # Incident 1's outcome SMS also goes to her: wait for incident 2's own alert SMS.
+    await eventually(lambda: _texted(platform, second["id"], daughter), 30,
+                     "the SMS of incident 2")
     assert _steps(platform, second["id"], "pending") > 0
 
     replayed = await _signed_post(platform, "/twilio/sms/inbound", captured)
