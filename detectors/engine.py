@@ -109,12 +109,20 @@ class Engine:
     # --- rebalance --------------------------------------------------------------------------
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Load each new partition's state and seek to its checkpointed offset."""
+        tps = list(tps)
+        # Read on every assignment: a broker restarted under a running process is a new log.
+        try:
+            incarnation = await kafka.incarnation(self.settings)
+            ends = await self.consumer.end_offsets(tps) if tps else {}
+        except (KafkaError, TimeoutError) as exc:  # then only the offsets' own sanity is checked
+            log.warning("broker incarnation unknown", error=str(exc))
+            incarnation, ends = "", {}
         async with self.lock:
             wall = datetime.now(UTC)
             async with self.pool.connection() as conn:
                 for tp in tps:
                     part = await load_partition(conn, self.suite, self.group, tp.topic,
-                                                tp.partition)
+                                                tp.partition, incarnation, ends.get(tp))
                     gap = timedelta(seconds=self.config.outage_gap_s)
                     if part.saved_at is not None and wall - part.saved_at > gap:
                         part.rearmed_at = self._rearm_time(wall)
@@ -124,6 +132,8 @@ class Engine:
                     self.parts[tp.partition] = part
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
+                    elif part.saved_at is not None:  # offsets of a lost log: read it all
+                        await self.consumer.seek_to_beginning(tp)
                     log.info("partition assigned", partition=tp.partition,
                              elders=len(part.elders), offset=part.next_offset)
             await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])

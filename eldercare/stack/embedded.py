@@ -25,12 +25,47 @@ class EmbeddedService:
     proc: subprocess.Popen[bytes] | None = None
     handle: Any = None
     extra: dict[str, str] = field(default_factory=dict)
+    # How to start it again on the same address (and data), for the supervisor.
+    cmd: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    port: int = 0
 
     def stop(self) -> None:
         if self.proc is not None:
             procs.stop(self.proc)
         if self.handle is not None:
             self.handle.cleanup()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (PostgreSQL's postmaster runs detached from us)."""
+        if self.proc is not None:
+            return self.proc.pid
+        if self.handle is not None:
+            pid = self.handle.get_pid()
+            return int(pid) if pid else None
+        return None
+
+    def alive(self) -> bool:
+        """Whether the server process still runs."""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        pid = self.pid
+        return pid is not None and procs.pid_alive(pid)
+
+    def restart(self) -> None:
+        """Start the server again on the same address with the same data; raises if it does
+        not come up (the caller tries again later)."""
+        if self.handle is not None:  # PostgreSQL: pg_ctl start on the same data directory
+            with self.handle._lock:
+                self.handle.ensure_postgres_running()
+            return
+        self.proc = procs.spawn(self.cmd, self.log_path)
+        procs.wait_for_port(self.port, self.proc, timeout=10)
+        if self.extra.get("auth_dir"):  # the provisioning reload signals the broker by pid
+            from devices import provisioning
+
+            provisioning.write_pid(Path(self.extra["auth_dir"]), self.proc.pid)
 
 
 def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
@@ -46,7 +81,8 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
     proc = procs.spawn(cmd, data_dir / "tansu.log")
     procs.wait_for_port(port, proc)
     log.info("embedded kafka started", bootstrap=f"127.0.0.1:{port}")
-    return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
+    return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc, cmd=cmd,
+                           log_path=data_dir / "tansu.log", port=port)
 
 
 def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
@@ -75,7 +111,9 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         conf = data_dir / "mosquitto.conf"
         conf.write_text(mosquitto_config(
             port, extra_config, provisioning.mosquitto_auth_config(auth_dir)))
-        proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
+        cmd = [mosquitto, "-c", str(conf)]
+        log_path = data_dir / "mosquitto.log"
+        proc = procs.spawn(cmd, log_path)
         provisioning.write_pid(auth_dir, proc.pid)
         name = "mosquitto"
         url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
@@ -89,11 +127,13 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
             "    allow_anonymous: true\n"
         )
         amqtt = str(Path(sys.executable).with_name("amqtt"))
-        proc = procs.spawn([amqtt, "-c", str(conf)], data_dir / "amqtt.log")
+        cmd, log_path = [amqtt, "-c", str(conf)], data_dir / "amqtt.log"
+        proc = procs.spawn(cmd, log_path)
         name = "amqtt"
     procs.wait_for_port(port, proc)
     log.info("embedded mqtt started", broker=name, port=port)
-    return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra})
+    return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra}, cmd=cmd,
+                           log_path=log_path, port=port)
 
 
 def start_postgres(data_dir: Path) -> EmbeddedService:

@@ -30,6 +30,12 @@ class Child:
     proc: subprocess.Popen[bytes]
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
+    exited: float | None = None  # when the supervisor first saw it gone
+
+    def died_at(self, now: float) -> float:
+        if self.exited is None:
+            self.exited = now
+        return self.exited
 
 
 class Stack:
@@ -81,8 +87,75 @@ def spawn_service(name: str, settings: Settings) -> subprocess.Popen[bytes]:
     return procs.spawn(cmd, log_path, env=child_env(settings))
 
 
-def supervise(settings: Settings, names: list[str], on_ready: str = "") -> int:
-    """Run the named services until SIGINT/SIGTERM; restart any that crash, with backoff."""
+RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
+HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
+
+
+class Supervisor:
+    """Keeps the named services and the embedded brokers and database running: a service that
+    exits is started again (at once the first time, then with a short backoff), a broker or
+    database that died is started again on the same address with the same data."""
+
+    def __init__(self, settings: Settings, names: list[str], stack: Stack | None = None) -> None:
+        self.settings = settings
+        self.names = names
+        self.stack = stack
+        self.children: dict[str, Child] = {}
+        self._infra_retry_at: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
+
+    def check(self) -> None:
+        """One round: infrastructure first (services need it), then the services."""
+        for svc in self.stack.embedded if self.stack else []:
+            if not svc.alive():
+                self._restart_infra(svc)
+        now = time.monotonic()
+        for child in self.children.values():
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if now - child.started >= HEALTHY_AFTER_S:
+                child.restarts = 0
+            backoff = 0.0 if child.restarts == 0 else \
+                min(RESTART_BACKOFF_MAX_S, 0.5 * 2.0 ** child.restarts)
+            if now - child.died_at(now) < backoff:
+                continue
+            log.warning("service exited; restarting", service=child.name, code=code,
+                        restarts=child.restarts)
+            child.restarts += 1
+            child.proc = spawn_service(child.name, self.settings)
+            child.started = time.monotonic()
+            child.exited = None
+
+    def _restart_infra(self, svc: embedded.EmbeddedService) -> None:
+        if time.monotonic() < self._infra_retry_at.get(svc.name, 0.0):
+            return
+        log.error("embedded service died; restarting", service=svc.name, url=svc.url)
+        try:
+            svc.restart()
+            if svc.name == "kafka":  # a new, empty broker: the topics and a new incarnation
+                asyncio.run(kafka.ensure_topics(self.settings))
+        except Exception as exc:  # e.g. PostgreSQL's old backends still hold its memory
+            log.warning("embedded service not restarted yet", service=svc.name, error=str(exc))
+            self._infra_retry_at[svc.name] = time.monotonic() + 0.5
+            return
+        log.info("embedded service restarted", service=svc.name)
+
+    def stop(self) -> None:
+        """SIGTERM to all services (each finishes its in-flight work), then wait for them."""
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.terminate()
+        for child in self.children.values():
+            procs.stop(child.proc, timeout=15)
+
+
+def supervise(settings: Settings, names: list[str], on_ready: str = "",
+              stack: Stack | None = None) -> int:
+    """Run the named services until SIGINT/SIGTERM; restart any that crash, and the embedded
+    brokers and database of `stack` if they die."""
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -91,29 +164,16 @@ def supervise(settings: Settings, names: list[str], on_ready: str = "") -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, _stop)
-    children = {n: Child(n, spawn_service(n, settings)) for n in names}
+    supervisor = Supervisor(settings, names, stack)
+    supervisor.start()
     try:
         _say(on_ready)
         while not stopping:
-            for child in children.values():
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                backoff = min(30.0, 2.0 ** child.restarts)
-                if time.monotonic() - child.started < backoff:
-                    continue
-                log.warning("service exited; restarting", service=child.name, code=code)
-                child.restarts += 1
-                child.proc = spawn_service(child.name, settings)
-                child.started = time.monotonic()
-            time.sleep(0.2)
+            supervisor.check()
+            time.sleep(0.1)
     finally:  # whatever happened (even a closed terminal), stop the services in order
         _say("[bold]Stopping…[/bold]")
-        for child in children.values():  # SIGTERM to all: each finishes its in-flight work
-            if child.proc.poll() is None:
-                child.proc.terminate()
-        for child in children.values():
-            procs.stop(child.proc, timeout=15)
+        supervisor.stop()
     return 0
 
 
@@ -153,6 +213,6 @@ def up(settings: Settings, demo: bool = False) -> int:
             logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
             banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "
                        f"(also {logins.removeprefix('admin, ')}; same password)\n")
-        return supervise(settings, names, banner)
+        return supervise(settings, names, banner, stack)
     finally:
         stack.stop()
