@@ -12,10 +12,12 @@ import contextlib
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from detectors.alerts import Alert
-from dispatcher.channels import TwilioChannel, channel_for
+from dispatcher.channels import Channel, TwilioChannel, channel_for
 from dispatcher.incidents import record_alert
+from dispatcher.outage import DatabaseOutage
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from eldercare import db, kafka, logs, observability
 from eldercare.config import Settings
@@ -39,15 +41,33 @@ class Wakeup:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until `stop`. When the database is lost, everything that needs it stops (alerts
+    stay uncommitted in Kafka), the operator is told, and it all starts again once the
+    database answers: each waiting alert is then recorded, and called, once."""
+    channel = channel_for(settings)
+    outage = DatabaseOutage(settings, channel)
+    try:
+        while not stop.is_set():
+            try:
+                await _run(settings, stop, channel)
+            except* (psycopg.OperationalError, PoolTimeout, OSError) as group:
+                await outage.wait_until_up(stop, str(group.exceptions[0]))
+            else:
+                return
+    finally:
+        if isinstance(channel, TwilioChannel):
+            await channel.close()
+
+
+async def _run(settings: Settings, stop: asyncio.Event, channel: Channel) -> None:
     lock = new_worker_lock()
     # The advisory lock lives as long as this connection, i.e. as long as this process.
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
+        settings.database_url, autocommit=True, connect_timeout=2,
     ) as holder:
         await holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
         pool = db.pool(settings.database_url, max_size=settings.dispatcher_workers + 3)
         await pool.open()
-        channel = channel_for(settings)
         retry = RetryPolicy(settings.dispatcher_retry_attempts, settings.dispatcher_retry_backoff_s,
                             settings.dispatcher_twilio_timeout_s)
         runner = StepRunner(pool, channel, settings.public_base_url, lock, retry)
@@ -63,8 +83,6 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 tg.create_task(_listen(settings, stop, wake))
                 tg.create_task(_hold(holder, stop))
         finally:
-            if isinstance(channel, TwilioChannel):
-                await channel.close()
             await pool.close()
 
 
@@ -156,9 +174,10 @@ async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None
 
 
 async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> None:
-    """If the lock's connection is lost, others may already recover our steps: stop (the
-    supervisor restarts the process with a new lock)."""
+    """If the lock's connection is lost, others may already recover our steps: stop, and start
+    again with a new lock once the database answers. Checked every second, so a database
+    outage is noticed (and the operator told) within a second or two."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5.0)
+            await asyncio.wait_for(stop.wait(), 1.0)
         await holder.execute("SELECT 1")
