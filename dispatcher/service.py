@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from psycopg_pool import PoolTimeout
 
 from detectors.alerts import Alert
@@ -27,6 +30,7 @@ log = logs.get(__name__)
 
 GROUP = "eldercare-dispatcher"
 RECOVER_EVERY_S = 2.0
+EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
 
 
 class Wakeup:
@@ -41,25 +45,52 @@ class Wakeup:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until `stop`. When the database is lost, everything that needs it stops (alerts
-    stay uncommitted in Kafka), the operator is told, and it all starts again once the
-    database answers: each waiting alert is then recorded, and called, once."""
+    """Run until `stop`. While the database cannot be reached (at start, or a failure before
+    the lock's watch notices), the operator is told and alerts stay uncommitted in Kafka; once
+    it answers, each waiting alert is recorded, and called, once."""
     channel = channel_for(settings)
     outage = DatabaseOutage(settings, channel)
+    # One consumer for the life of the process: it stays in the group (heartbeats) through a
+    # database outage, and rewinds to its last commit afterwards.
+    intake = _Intake(kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings))
+    await intake.producer.start()
+    await intake.consumer.start()
     try:
         while not stop.is_set():
             try:
-                await _run(settings, stop, channel)
+                await _run(settings, stop, channel, intake)
             except* (psycopg.OperationalError, PoolTimeout, OSError) as group:
                 await outage.wait_until_up(stop, str(group.exceptions[0]))
+                await _rewind(intake.consumer)
             else:
                 return
     finally:
+        await intake.producer.stop()
+        # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(intake.consumer.stop(), 3.0)
         if isinstance(channel, TwilioChannel):
             await channel.close()
 
 
-async def _run(settings: Settings, stop: asyncio.Event, channel: Channel) -> None:
+async def _rewind(consumer: AIOKafkaConsumer) -> None:
+    """Back to the last committed offsets: alerts fetched but not recorded are read again."""
+    for tp in consumer.assignment():
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
+@dataclass
+class _Intake:
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer  # dead letters
+
+
+async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
+               intake: _Intake) -> None:
     lock = new_worker_lock()
     # The advisory lock lives as long as this connection, i.e. as long as this process.
     async with await psycopg.AsyncConnection.connect(
@@ -77,7 +108,7 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel) -> Non
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_intake(settings, pool, stop, wake))
+                tg.create_task(_intake(intake, pool, stop, wake))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake.events[n], recover=n == 0))
                 tg.create_task(_listen(settings, stop, wake))
@@ -86,12 +117,9 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel) -> Non
             await pool.close()
 
 
-async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
+async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
-    consumer = kafka.consumer(settings, GROUP, kafka.ALERTS)
-    producer = kafka.producer(settings)  # dead letters
-    await producer.start()
-    await consumer.start()
+    consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
     try:
         while not stop.is_set():
@@ -119,11 +147,7 @@ async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: 
                             kafka.DEADLETTER, _dead_letter(record.value or b"", why))
             await consumer.commit()
     finally:
-        observability.mark_unsubscribed("alerts")
-        await producer.stop()
-        # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.stop(), 3.0)
+        observability.mark_unsubscribed("alerts")  # /readyz: no alert is recorded now
 
 
 def _parse(value: bytes | None) -> tuple[Alert | None, str]:
@@ -174,10 +198,17 @@ async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None
 
 
 async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> None:
-    """If the lock's connection is lost, others may already recover our steps: stop, and start
-    again with a new lock once the database answers. Checked every second, so a database
-    outage is noticed (and the operator told) within a second or two."""
+    """If the lock's connection is lost, others may already recover our steps, and tearing down
+    tasks blocked on dead connections can hang: the process exits at once. The supervisor
+    starts its warm spare, which waits for the database (and tells the operator), and Kafka
+    redelivers every alert not yet recorded. Checked every second."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        await holder.execute("SELECT 1")
+        try:
+            await asyncio.wait_for(holder.execute("SELECT 1"), 2.0)
+        except Exception as exc:
+            if stop.is_set():
+                return
+            log.error("database connection lost: exiting for a fresh start", error=str(exc))
+            os._exit(EXIT_DATABASE_LOST)

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -46,6 +47,7 @@ CASES = ("detectors", "dispatcher", "ingest", "store", "mosquitto", "postgres", 
 PRESSES = 50
 PRESS_INTERVAL_S = 0.2  # 50 presses in 10 s
 KILL_AFTER_PRESSES = 10
+OPERATOR_PHONE = "+8613600000000"
 TIMEOUT_S = 60.0  # a press with no call after this long counts as lost
 
 
@@ -71,8 +73,9 @@ def population(elders: int) -> tuple[Community, dict[str, str]]:
     """One community of `elders` elders, each with an SOS button and one contact (no duty
     staff: the first request of the critical ladder is the call to contact 1)."""
     cid = f"chaos-{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().int % 10_000  # numbers of their own on a Twilio mock shared with others
     people = [Elder(f"{cid}-E{n:04d}", cid, f"演练老人{n:04d}", f"演练路{n}号",
-                    contacts=[Contact(1, f"联系人{n:04d}", "女儿", f"+86137{n:08d}")],
+                    contacts=[Contact(1, f"联系人{n:04d}", "女儿", f"+86136{tag:04d}{n:04d}")],
                     devices=[Device(f"{cid}-E{n:04d}-sos", DeviceKind.SOS_BUTTON, "卧室")])
               for n in range(elders)]
     community = Community(cid, "演练社区", "演练区", "演练街道", "", people, [])
@@ -215,6 +218,7 @@ def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Commu
             stack.start()
         elif case != "none":
             stack.kill(case)
+            _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
 
     pressed = asyncio.run(flood(stack, community, elders, disrupt))
     asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
@@ -238,9 +242,9 @@ async def warm_up(stack: ChaosStack, requests: list[Any], community: Community,
 
 
 @contextmanager
-def chaos_stack(data_dir: Path, twilio_url: str) -> Iterator[ChaosStack]:
+def chaos_stack(data_dir: Path, twilio_url: str, **overrides: Any) -> Iterator[ChaosStack]:
     """A fresh stack under the supervisor, configured against the Twilio mock at
-    `twilio_url`, stopped on exit."""
+    `twilio_url` (and `overrides` of the settings), stopped on exit."""
     base = Settings(
         data_dir=data_dir, metrics_binds="", log_level="INFO",
         console_bind=f"127.0.0.1:{procs.free_port()}",
@@ -248,7 +252,7 @@ def chaos_stack(data_dir: Path, twilio_url: str) -> Iterator[ChaosStack]:
         twilio_account_sid="AC" + "0123456789abcdef" * 2, twilio_auth_token="bench-token",
         twilio_from_number="+15017122661", twilio_api_base_url=twilio_url,
         mqtt_shared_group=f"chaos-{uuid.uuid4().hex[:6]}",
-    )
+    ).model_copy(update=overrides)
     stack = ChaosStack(base, data_dir)
     try:
         stack.start()
@@ -269,7 +273,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
         data = Path(tmp)
         mock, prism, server = twilio_mock.start(data)
         try:
-            with chaos_stack(data, mock.url) as stack:
+            with chaos_stack(data, mock.url, operator_phone=OPERATOR_PHONE) as stack:
                 community, phones = population(per_case * len(cases) + 1)
                 save(stack.settings.database_url, [community])
                 asyncio.run(warm_up(stack, mock.requests, community, phones,

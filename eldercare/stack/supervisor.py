@@ -81,12 +81,30 @@ class Stack:
         self.embedded.clear()
 
 
-def spawn_service(name: str, settings: Settings) -> subprocess.Popen[bytes]:
+def spawn_service(name: str, settings: Settings, standby: bool = False
+                  ) -> subprocess.Popen[bytes]:
+    """Start a service process; a `standby` one imports its code and waits for "go"."""
     log_path = settings.data_dir.resolve() / f"{name}.log"
-    cmd = [sys.executable, "-m", "eldercare.cli", "service", name]
-    return procs.spawn(cmd, log_path, env=child_env(settings))
+    cmd = [sys.executable, "-m", "eldercare.services", name] + (["--standby"] if standby else [])
+    return procs.spawn(cmd, log_path, env=child_env(settings),
+                       stdin=subprocess.PIPE if standby else subprocess.DEVNULL)
 
 
+def _activate(standby: subprocess.Popen[bytes]) -> bool:
+    """Tell a standby process to run its service; False if it is gone."""
+    if standby.poll() is not None or standby.stdin is None:
+        return False
+    try:
+        standby.stdin.write(b"go\n")
+        standby.stdin.flush()
+    except OSError:
+        return False
+    return True
+
+
+# Services with a warm spare: a killed one is replaced without a cold start (imports alone take
+# 1-3 s on a busy 2-core machine). The console and the demo are not worth the memory.
+STANDBY = frozenset({"ingest", "detectors", "dispatcher", "store"})
 RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
 HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
 
@@ -101,10 +119,22 @@ class Supervisor:
         self.names = names
         self.stack = stack
         self.children: dict[str, Child] = {}
+        self.standby: dict[str, subprocess.Popen[bytes]] = {}
         self._infra_retry_at: dict[str, float] = {}
 
     def start(self) -> None:
         self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
+        for name in STANDBY.intersection(self.names):
+            self.standby[name] = spawn_service(name, self.settings, standby=True)
+
+    def _replacement(self, name: str) -> subprocess.Popen[bytes]:
+        """The warm spare if there is one (and a new spare behind it), else a cold start."""
+        spare = self.standby.pop(name, None)
+        if name in STANDBY:
+            self.standby[name] = spawn_service(name, self.settings, standby=True)
+        if spare is not None and _activate(spare):
+            return spare
+        return spawn_service(name, self.settings)
 
     def check(self) -> None:
         """One round: infrastructure first (services need it), then the services."""
@@ -125,7 +155,7 @@ class Supervisor:
             log.warning("service exited; restarting", service=child.name, code=code,
                         restarts=child.restarts)
             child.restarts += 1
-            child.proc = spawn_service(child.name, self.settings)
+            child.proc = self._replacement(child.name)
             child.started = time.monotonic()
             child.exited = None
 
@@ -145,11 +175,18 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM to all services (each finishes its in-flight work), then wait for them."""
+        for spare in self.standby.values():  # EOF on stdin: a spare exits without running
+            if spare.stdin is not None:
+                with contextlib.suppress(OSError):
+                    spare.stdin.close()
         for child in self.children.values():
             if child.proc.poll() is None:
                 child.proc.terminate()
         for child in self.children.values():
             procs.stop(child.proc, timeout=15)
+        for spare in self.standby.values():
+            procs.stop(spare, timeout=5)
+        self.standby.clear()
 
 
 def supervise(settings: Settings, names: list[str], on_ready: str = "",
