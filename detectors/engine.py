@@ -132,7 +132,8 @@ class Engine:
                     self.parts[tp.partition] = part
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
-                    elif part.saved_at is not None:  # offsets of a lost log: read it all
+                    else:  # never checkpointed, or offsets of a lost log: read it all (the
+                        # group's offsets in Kafka are only a mirror for lag tools)
                         await self.consumer.seek_to_beginning(tp)
                     log.info("partition assigned", partition=tp.partition,
                              elders=len(part.elders), offset=part.next_offset)

@@ -14,7 +14,7 @@ import time
 
 from prometheus_client import Gauge
 
-from dispatcher.channels import Channel
+from dispatcher.channels import TwilioChannel, channel_for
 from eldercare import db, i18n, logs
 from eldercare.config import Settings
 
@@ -28,9 +28,8 @@ PROBE_EVERY_S = 0.5
 class DatabaseOutage:
     """One dispatcher process's view of the database: up, or down since when."""
 
-    def __init__(self, settings: Settings, channel: Channel) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.channel = channel
         self.down_since: float | None = None
         self.alarmed = False
         DATABASE_UP.set(1)
@@ -69,11 +68,16 @@ class DatabaseOutage:
         if not phone:
             log.error("operator alarm not sent: ELDERCARE_OPERATOR_PHONE is not set", text=body)
             return
+        # A channel of its own, closed at once: a pooled connection left idle through the
+        # outage would be stale (reset by the server) when the first call goes out after it.
+        channel = channel_for(self.settings)
         try:
-            sid = await self.channel.sms(phone, body, None)
+            sid = await channel.sms(phone, body, None)
         except Exception as exc:  # the alarm must never stop the waiting
             log.error("operator alarm failed", to=phone, error=str(exc))
             return
+        finally:
+            if isinstance(channel, TwilioChannel):
+                await channel.close()
         self.alarmed = True
-        log.error("operator alarm sent", to=phone, sid=sid, text=body,
-                  dry_run=getattr(self.channel, "dry_run", False))
+        log.error("operator alarm sent", to=phone, sid=sid, text=body, dry_run=channel.dry_run)

@@ -10,8 +10,10 @@ import asyncio
 import base64
 import contextlib
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -49,7 +51,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     the lock's watch notices), the operator is told and alerts stay uncommitted in Kafka; once
     it answers, each waiting alert is recorded, and called, once."""
     channel = channel_for(settings)
-    outage = DatabaseOutage(settings, channel)
+    outage = DatabaseOutage(settings)
     # One consumer for the life of the process: it stays in the group (heartbeats) through a
     # database outage, and rewinds to its last commit afterwards.
     intake = _Intake(kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings))
@@ -108,10 +110,10 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_intake(intake, pool, stop, wake))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake.events[n], recover=n == 0))
-                tg.create_task(_listen(settings, stop, wake))
+                tg.create_task(_or_exit(_listen(settings, stop, wake), stop))
                 tg.create_task(_hold(holder, stop))
         finally:
             await pool.close()
@@ -198,17 +200,30 @@ async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None
 
 
 async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> None:
-    """If the lock's connection is lost, others may already recover our steps, and tearing down
-    tasks blocked on dead connections can hang: the process exits at once. The supervisor
-    starts its warm spare, which waits for the database (and tells the operator), and Kafka
-    redelivers every alert not yet recorded. Checked every second."""
+    """If the lock's connection is lost, others may already recover our steps, and tearing
+    down tasks blocked on dead connections can hang (seen: a minute): the process exits at
+    once. The supervisor starts its warm spare, which waits for the database (and tells the
+    operator), and Kafka redelivers every alert not yet recorded. Checked every second."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
         try:
             await asyncio.wait_for(holder.execute("SELECT 1"), 2.0)
         except Exception as exc:
-            if stop.is_set():
-                return
-            log.error("database connection lost: exiting for a fresh start", error=str(exc))
-            os._exit(EXIT_DATABASE_LOST)
+            _database_lost(exc, stop)
+
+
+async def _or_exit(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run a task that needs the database; if the database is lost under it, exit at once."""
+    try:
+        await work
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        _database_lost(exc, stop)
+
+
+def _database_lost(exc: BaseException, stop: asyncio.Event) -> None:
+    """Exit the process now (see `_hold`), unless it is stopping anyway."""
+    if stop.is_set():
+        return
+    log.error("database connection lost: exiting for a fresh start", error=str(exc))
+    os._exit(EXIT_DATABASE_LOST)
