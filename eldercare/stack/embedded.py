@@ -85,9 +85,15 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
                            log_path=data_dir / "tansu.log", port=port)
 
 
-def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
+def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n",
+                     persist_dir: Path | None = None) -> str:
+    """A mosquitto config. With `persist_dir`, sessions and queued QoS 1 messages survive a
+    restart: saved at shutdown and every second (a crash loses at most the last second; the
+    deploy/ config saves on every change instead, which costs a disk write per message)."""
+    persistence = (f"persistence true\npersistence_location {persist_dir}/\n"
+                   "autosave_interval 1\n") if persist_dir else "persistence false\n"
     return (
-        f"listener {port} 127.0.0.1\n{auth}persistence false\n"
+        f"listener {port} 127.0.0.1\n{auth}{persistence}"
         "max_inflight_messages 1000\nmax_queued_messages 100000\n" + extra
     )
 
@@ -109,8 +115,11 @@ def start_mqtt(data_dir: Path, port: int | None = None, extra_config: str = "") 
         password = provisioning.new_password()
         provisioning.init_auth_dir(auth_dir, password)
         conf = data_dir / "mosquitto.conf"
+        # Persistent: ingest's session, and what devices sent while ingest was away, survive
+        # a restart of the broker or of the whole stack.
         conf.write_text(mosquitto_config(
-            port, extra_config, provisioning.mosquitto_auth_config(auth_dir)))
+            port, extra_config, provisioning.mosquitto_auth_config(auth_dir),
+            persist_dir=data_dir.resolve()))
         cmd = [mosquitto, "-c", str(conf)]
         log_path = data_dir / "mosquitto.log"
         proc = procs.spawn(cmd, log_path)
