@@ -97,6 +97,7 @@ class Engine:
                         last_checkpoint = now
                         await self.checkpoint.commit(list(self.parts.values()))
                         self._mirror_offsets()
+            await self._drain()
             async with self.lock:
                 await self.checkpoint.commit(list(self.parts.values()))
             if self._mirroring is not None:
@@ -105,6 +106,18 @@ class Engine:
             await self.consumer.stop()
             await self.producer.stop()
             await self.pool.close()
+
+    async def _drain(self, limit_s: float = 5.0) -> None:
+        """Stopping: first process what is already on the topic (the supervisor stops ingest
+        before us). The embedded broker forgets everything when it stops, so events left
+        unread would be lost with it."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            if not batches:
+                return
+            async with self.lock:
+                await self._process(batches)
 
     # --- rebalance --------------------------------------------------------------------------
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:

@@ -33,6 +33,7 @@ log = logs.get(__name__)
 GROUP = "eldercare-dispatcher"
 RECOVER_EVERY_S = 2.0
 EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
+DRAIN_S = 5.0
 
 
 class Wakeup:
@@ -123,9 +124,15 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
     """Alerts -> incidents; the offset is committed only after the database transaction."""
     consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
+    drain_until: float | None = None
     try:
-        while not stop.is_set():
+        while True:
             batches = await consumer.getmany(timeout_ms=200)
+            if stop.is_set():  # stopping: first record what is already on the topic (the
+                # embedded broker forgets it when it stops), for at most DRAIN_S
+                drain_until = drain_until or asyncio.get_running_loop().time() + DRAIN_S
+                if not batches or asyncio.get_running_loop().time() > drain_until:
+                    break
             if not batches:
                 continue
             async with pool.connection() as conn:

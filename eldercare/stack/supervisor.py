@@ -107,6 +107,8 @@ def _activate(standby: subprocess.Popen[bytes]) -> bool:
 STANDBY = frozenset({"ingest", "detectors", "dispatcher", "store"})
 RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
 HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
+# Stopped in this order (the rest last): producers before their consumers.
+STOP_ORDER = (("ingest", "demo-life"), ("detectors",), ("dispatcher",))
 
 
 class Supervisor:
@@ -174,16 +176,22 @@ class Supervisor:
         log.info("embedded service restarted", service=svc.name)
 
     def stop(self) -> None:
-        """SIGTERM to all services (each finishes its in-flight work), then wait for them."""
+        """SIGTERM to the services stage by stage (each finishes its in-flight work and drains
+        its topic), then the standbys."""
         for spare in self.standby.values():  # EOF on stdin: a spare exits without running
             if spare.stdin is not None:
                 with contextlib.suppress(OSError):
                     spare.stdin.close()
-        for child in self.children.values():
-            if child.proc.poll() is None:
-                child.proc.terminate()
-        for child in self.children.values():
-            procs.stop(child.proc, timeout=15)
+        # In the direction of the data: each stage drains what the one before handed over.
+        stages = [[c for c in self.children.values() if c.name in stage] for stage in STOP_ORDER]
+        stages.append([c for c in self.children.values() if not any(
+            c.name in stage for stage in STOP_ORDER)])
+        for stage in stages:
+            for child in stage:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+            for child in stage:
+                procs.stop(child.proc, timeout=15)
         for spare in self.standby.values():
             procs.stop(spare, timeout=5)
         self.standby.clear()
