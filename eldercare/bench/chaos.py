@@ -83,7 +83,9 @@ def population(elders: int) -> tuple[Community, dict[str, str]]:
 
 
 class ChaosStack:
-    """`eldercare up` in this process: embedded services and the supervisor (in a thread)."""
+    """`eldercare up` in this process: embedded services and the supervisor, driven by one
+    long-lived thread. Every child is started from that thread (or the main thread): Linux
+    sends a child its parent-death signal when the *thread* that started it ends."""
 
     def __init__(self, base: Settings, data_dir: Path) -> None:
         self.base = base.model_copy(update={"data_dir": data_dir})
@@ -91,33 +93,52 @@ class ChaosStack:
         self.settings = self.base
         self.supervisor: Supervisor | None = None
         self._stop = threading.Event()
+        self._restart = threading.Event()
+        self._restarted = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Settings:
-        self.stack = Stack(self.base)
-        self.settings = self.stack.start_embedded()
-        self.stack.prepare()
-        self.supervisor = Supervisor(self.settings, SERVICES, self.stack)
-        self.supervisor.start()
+        self._start_stack()
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self.settings
 
+    def _start_stack(self) -> None:
+        self.stack = Stack(self.base)
+        self.settings = self.stack.start_embedded()
+        self.stack.prepare()
+        self.supervisor = Supervisor(self.settings, SERVICES, self.stack)
+        self.supervisor.start()
+
+    def _stop_stack(self) -> None:
+        """What Ctrl-C does: services first, then the brokers and the database."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.stack.stop()
+
     def _watch(self) -> None:
         while not self._stop.is_set():
+            if self._restart.is_set():
+                self._stop_stack()
+                self._start_stack()
+                self._restart.clear()
+                self._restarted.set()
             assert self.supervisor is not None
             self.supervisor.check()
             self._stop.wait(0.1)
 
+    def restart(self) -> None:
+        """Ctrl-C and `eldercare up` again on the same data directory; returns when up."""
+        self._restarted.clear()
+        self._restart.set()
+        self._restarted.wait()
+
     def stop(self) -> None:
-        """What Ctrl-C does: services first, then the brokers and the database."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.supervisor is not None:
-            self.supervisor.stop()
-        self.stack.stop()
+        self._stop_stack()
 
     def pid(self, name: str) -> int:
         """The process id of a service or of an embedded broker or database."""
@@ -214,8 +235,7 @@ def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Commu
 
     def disrupt() -> None:
         if case == "restart":
-            stack.stop()
-            stack.start()
+            stack.restart()
         elif case != "none":
             stack.kill(case)
             _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
