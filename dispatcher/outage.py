@@ -60,6 +60,11 @@ class DatabaseOutage:
             await self._alarm("operator.database_up", seconds=seconds)
         self.down_since, self.alarmed = None, False
 
+    async def alarm_down(self) -> None:
+        """The outage alarm alone (a process about to exit because the database is lost)."""
+        DATABASE_UP.set(0)
+        await self._alarm("operator.database_down")
+
     async def _alarm(self, key: str, **values: object) -> None:
         if key == "operator.database_down" and self.alarmed:
             return

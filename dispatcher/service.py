@@ -111,11 +111,11 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake.events[n], recover=n == 0))
-                tg.create_task(_or_exit(_listen(settings, stop, wake), stop))
-                tg.create_task(_hold(holder, stop))
+                tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
+                tg.create_task(_hold(holder, stop, settings))
         finally:
             await pool.close()
 
@@ -206,7 +206,8 @@ async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None
                 wake.set()
 
 
-async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> None:
+async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event,
+                settings: Settings) -> None:
     """If the lock's connection is lost, others may already recover our steps, and tearing
     down tasks blocked on dead connections can hang (seen: a minute): the process exits at
     once. The supervisor starts its warm spare, which waits for the database (and tells the
@@ -217,20 +218,24 @@ async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: async
         try:
             await asyncio.wait_for(holder.execute("SELECT 1"), 2.0)
         except Exception as exc:
-            _database_lost(exc, stop)
+            await _database_lost(exc, stop, settings)
 
 
-async def _or_exit(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+async def _or_exit(work: Coroutine[Any, Any, None], stop: asyncio.Event,
+                   settings: Settings) -> None:
     """Run a task that needs the database; if the database is lost under it, exit at once."""
     try:
         await work
     except (psycopg.OperationalError, PoolTimeout) as exc:
-        _database_lost(exc, stop)
+        await _database_lost(exc, stop, settings)
 
 
-def _database_lost(exc: BaseException, stop: asyncio.Event) -> None:
-    """Exit the process now (see `_hold`), unless it is stopping anyway."""
+async def _database_lost(exc: BaseException, stop: asyncio.Event, settings: Settings) -> None:
+    """Tell the operator (a short outage may be over before the replacement looks; a long one
+    is reported by the replacement too), then exit the process (see `_hold`)."""
     if stop.is_set():
         return
     log.error("database connection lost: exiting for a fresh start", error=str(exc))
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(DatabaseOutage(settings).alarm_down(), 3.0)
     os._exit(EXIT_DATABASE_LOST)
