@@ -58,12 +58,14 @@ class Checkpoint:
                 if p.next_offset is not None:
                     await conn.execute(
                         "INSERT INTO detector_checkpoints (group_id, topic, partition,"
-                        " next_offset, watermark, rearmed_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                        " next_offset, watermark, rearmed_at, incarnation)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                         " ON CONFLICT (group_id, topic, partition) DO UPDATE SET"
                         " next_offset = EXCLUDED.next_offset, watermark = EXCLUDED.watermark,"
-                        " rearmed_at = EXCLUDED.rearmed_at, saved_at = now()",
+                        " rearmed_at = EXCLUDED.rearmed_at, incarnation = EXCLUDED.incarnation,"
+                        " saved_at = now()",
                         (self.group, self.topic, p.partition, p.next_offset, p.watermark,
-                         p.rearmed_at))
+                         p.rearmed_at, p.incarnation))
         for p in todo:                                                     # 3
             p.dirty.clear()
             p.saved_offset = p.next_offset

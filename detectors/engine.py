@@ -98,6 +98,7 @@ class Engine:
                         last_checkpoint = now
                         await self.checkpoint.commit(list(self.parts.values()))
                         self._mirror_offsets()
+            await self._drain()
             async with self.lock:
                 await self.checkpoint.commit(list(self.parts.values()))
             if self._mirroring is not None:
@@ -107,15 +108,35 @@ class Engine:
             await self.producer.stop()
             await self.pool.close()
 
+    async def _drain(self, limit_s: float = 5.0) -> None:
+        """Stopping: first process what is already on the topic (the supervisor stops ingest
+        before us). The embedded broker forgets everything when it stops, so events left
+        unread would be lost with it."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            if not batches:
+                return
+            async with self.lock:
+                await self._process(batches)
+
     # --- rebalance --------------------------------------------------------------------------
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Load each new partition's state and seek to its checkpointed offset."""
+        tps = list(tps)
+        # Read on every assignment: a broker restarted under a running process is a new log.
+        try:
+            incarnation = await kafka.incarnation(self.settings)
+            ends = await self.consumer.end_offsets(tps) if tps else {}
+        except (KafkaError, TimeoutError) as exc:  # then only the offsets' own sanity is checked
+            log.warning("broker incarnation unknown", error=str(exc))
+            incarnation, ends = "", {}
         async with self.lock:
             wall = datetime.now(UTC)
             async with self.pool.connection() as conn:
                 for tp in tps:
                     part = await load_partition(conn, self.suite, self.group, tp.topic,
-                                                tp.partition)
+                                                tp.partition, incarnation, ends.get(tp))
                     gap = timedelta(seconds=self.config.outage_gap_s)
                     if part.saved_at is not None and wall - part.saved_at > gap:
                         part.rearmed_at = self._rearm_time(wall)
@@ -125,6 +146,9 @@ class Engine:
                     self.parts[tp.partition] = part
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
+                    else:  # never checkpointed, or offsets of a lost log: read it all (the
+                        # group's offsets in Kafka are only a mirror for lag tools)
+                        await self.consumer.seek_to_beginning(tp)
                     log.info("partition assigned", partition=tp.partition,
                              elders=len(part.elders), offset=part.next_offset)
             await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])

@@ -8,7 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from detectors.suite import ElderState, Suite
-from eldercare import db
+from eldercare import db, logs
+
+log = logs.get(__name__)
+
+
+def offset_still_valid(offset: int, stored: str, current: str, log_end: int | None) -> bool:
+    """Whether a checkpointed offset still points into the broker's log."""
+    if stored and current and stored != current:
+        return False
+    return log_end is None or offset <= log_end
 
 
 @dataclass
@@ -24,6 +33,7 @@ class PartitionState:
     max_event_time: datetime | None = None
     rearmed_at: datetime | None = None
     saved_at: datetime | None = None
+    incarnation: str = ""  # the broker incarnation `next_offset` counts in
     last_event_wall: float = 0.0
     # Each elder's newest event time and the wall clock (monotonic) it arrived at.
     recent: dict[str, tuple[datetime, float]] = field(default_factory=dict)
@@ -36,17 +46,31 @@ class PartitionState:
 
 async def load_partition(
     conn: db.Connection, suite: Suite, group: str, topic: str, partition: int,
+    incarnation: str = "", log_end: int | None = None,
 ) -> PartitionState:
-    """The partition's checkpoint and elder states as the last checkpoint left them."""
-    part = PartitionState(partition)
+    """The partition's checkpoint and elder states as the last checkpoint left them.
+
+    Offsets are kept only if they count in the broker's current `incarnation` (a checkpoint
+    from before incarnations were recorded is trusted unless it lies past `log_end`, the
+    partition's end offset). Otherwise the broker has lost the log they counted in: the
+    partition is read from its start, and the elders' state (open episodes, learned routines)
+    is kept, since it is about the elders, not the log."""
+    part = PartitionState(partition, incarnation=incarnation)
     row = await (await conn.execute(
-        "SELECT next_offset, watermark, rearmed_at, saved_at FROM detector_checkpoints"
-        " WHERE group_id = %s AND topic = %s AND partition = %s", (group, topic, partition),
+        "SELECT next_offset, watermark, rearmed_at, saved_at, incarnation"
+        " FROM detector_checkpoints WHERE group_id = %s AND topic = %s AND partition = %s",
+        (group, topic, partition),
     )).fetchone()
     if row is not None:
-        part.next_offset = part.saved_offset = int(row["next_offset"])
         part.watermark, part.rearmed_at = row["watermark"], row["rearmed_at"]
         part.saved_at = row["saved_at"]
+        offset, stored = int(row["next_offset"]), str(row["incarnation"])
+        if offset_still_valid(offset, stored, incarnation, log_end):
+            part.next_offset = part.saved_offset = offset
+        else:
+            log.warning("checkpoint is from an earlier broker incarnation: offsets reset, "
+                        "elder state kept", partition=partition, offset=offset,
+                        stored_incarnation=stored, incarnation=incarnation, log_end=log_end)
     cur = await conn.execute(
         "SELECT elder_id, state FROM detector_state WHERE group_id = %s AND partition = %s",
         (group, partition))

@@ -41,7 +41,11 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     """twilio-python has no base-URL option: swap scheme and host, keep the path."""
 
     def __init__(self, base_url: str, **kw: Any) -> None:
-        super().__init__(**kw)
+        super().__init__(pool_connections=False, **kw)
+        # Pooled connections idle for 4 s are closed by us, before a server drops them (uvicorn
+        # after 5 s): a request sent on a connection the server has closed fails with
+        # "connection reset", which is an "unknown" failure (never retried): a call lost.
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=4))
         parts = urlsplit(base_url)
         self._scheme, self._netloc = parts.scheme, parts.netloc
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from psycopg_pool import PoolTimeout
 
 from detectors.alerts import Alert
-from dispatcher.channels import TwilioChannel, channel_for
+from dispatcher.channels import Channel, TwilioChannel, channel_for
 from dispatcher.incidents import record_alert
+from dispatcher.outage import DatabaseOutage
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from eldercare import db, kafka, logs, observability
 from eldercare.config import Settings
@@ -26,6 +33,8 @@ log = logs.get(__name__)
 
 GROUP = "eldercare-dispatcher"
 RECOVER_EVERY_S = 2.0
+EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
+DRAIN_S = 5.0
 
 
 class Wakeup:
@@ -40,15 +49,60 @@ class Wakeup:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until `stop`. While the database cannot be reached (at start, or a failure before
+    the lock's watch notices), the operator is told and alerts stay uncommitted in Kafka; once
+    it answers, each waiting alert is recorded, and called, once."""
+    channel = channel_for(settings)
+    outage = DatabaseOutage(settings)
+    # One consumer for the life of the process: it stays in the group (heartbeats) through a
+    # database outage, and rewinds to its last commit afterwards.
+    intake = _Intake(kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings))
+    await intake.producer.start()
+    await intake.consumer.start()
+    try:
+        while not stop.is_set():
+            try:
+                await _run(settings, stop, channel, intake)
+            except* (psycopg.OperationalError, PoolTimeout, OSError) as group:
+                await outage.wait_until_up(stop, str(group.exceptions[0]))
+                await _rewind(intake.consumer)
+            else:
+                return
+    finally:
+        await intake.producer.stop()
+        # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(intake.consumer.stop(), 3.0)
+        if isinstance(channel, TwilioChannel):
+            await channel.close()
+
+
+async def _rewind(consumer: AIOKafkaConsumer) -> None:
+    """Back to the last committed offsets: alerts fetched but not recorded are read again."""
+    for tp in consumer.assignment():
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
+@dataclass
+class _Intake:
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer  # dead letters
+
+
+async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
+               intake: _Intake) -> None:
     lock = new_worker_lock()
     # The advisory lock lives as long as this connection, i.e. as long as this process.
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
+        settings.database_url, autocommit=True, connect_timeout=2,
     ) as holder:
         await holder.execute("SELECT pg_advisory_lock(%s)", (lock,))
         pool = db.pool(settings.database_url, max_size=settings.dispatcher_workers + 3)
         await pool.open()
-        channel = channel_for(settings)
         retry = RetryPolicy(settings.dispatcher_retry_attempts, settings.dispatcher_retry_backoff_s,
                             settings.dispatcher_twilio_timeout_s)
         runner = StepRunner(pool, channel, settings.public_base_url, lock, retry,
@@ -59,27 +113,28 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_intake(settings, pool, stop, wake))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake.events[n], recover=n == 0))
-                tg.create_task(_listen(settings, stop, wake))
-                tg.create_task(_hold(holder, stop))
+                tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
+                tg.create_task(_hold(holder, stop, settings))
         finally:
-            if isinstance(channel, TwilioChannel):
-                await channel.close()
             await pool.close()
 
 
-async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
+async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
-    consumer = kafka.consumer(settings, GROUP, kafka.ALERTS)
-    producer = kafka.producer(settings)  # dead letters
-    await producer.start()
-    await consumer.start()
+    consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
+    drain_until: float | None = None
     try:
-        while not stop.is_set():
+        while True:
             batches = await consumer.getmany(timeout_ms=200)
+            if stop.is_set():  # stopping: first record what is already on the topic (the
+                # embedded broker forgets it when it stops), for at most DRAIN_S
+                drain_until = drain_until or asyncio.get_running_loop().time() + DRAIN_S
+                if not batches or asyncio.get_running_loop().time() > drain_until:
+                    break
             if not batches:
                 continue
             async with pool.connection() as conn:
@@ -105,11 +160,7 @@ async def _intake(settings: Settings, pool: db.Pool, stop: asyncio.Event, wake: 
                             kafka.DEADLETTER, _dead_letter(record.value or b"", why))
             await consumer.commit()
     finally:
-        observability.mark_unsubscribed("alerts")
-        await producer.stop()
-        # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.stop(), 3.0)
+        observability.mark_unsubscribed("alerts")  # /readyz: no alert is recorded now
 
 
 async def _record(conn: db.Connection, alert: Alert) -> object:
@@ -170,10 +221,36 @@ async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None
                 wake.set()
 
 
-async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> None:
-    """If the lock's connection is lost, others may already recover our steps: stop (the
-    supervisor restarts the process with a new lock)."""
+async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event,
+                settings: Settings) -> None:
+    """If the lock's connection is lost, others may already recover our steps, and tearing
+    down tasks blocked on dead connections can hang (seen: a minute): the process exits at
+    once. The supervisor starts its warm spare, which waits for the database (and tells the
+    operator), and Kafka redelivers every alert not yet recorded. Checked every second."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5.0)
-        await holder.execute("SELECT 1")
+            await asyncio.wait_for(stop.wait(), 1.0)
+        try:
+            await asyncio.wait_for(holder.execute("SELECT 1"), 2.0)
+        except Exception as exc:
+            await _database_lost(exc, stop, settings)
+
+
+async def _or_exit(work: Coroutine[Any, Any, None], stop: asyncio.Event,
+                   settings: Settings) -> None:
+    """Run a task that needs the database; if the database is lost under it, exit at once."""
+    try:
+        await work
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        await _database_lost(exc, stop, settings)
+
+
+async def _database_lost(exc: BaseException, stop: asyncio.Event, settings: Settings) -> None:
+    """Tell the operator (a short outage may be over before the replacement looks; a long one
+    is reported by the replacement too), then exit the process (see `_hold`)."""
+    if stop.is_set():
+        return
+    log.error("database connection lost: exiting for a fresh start", error=str(exc))
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(DatabaseOutage(settings).alarm_down(), 3.0)
+    os._exit(EXIT_DATABASE_LOST)

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".eldercare"), description="State of the embedded services")
     kafka_partitions: int = Field(6, description="Partitions of the events topic")
     alert_partitions: int = Field(3, description="Partitions of the alerts topic")
+    kafka_session_timeout_ms: int = Field(
+        3000, description="Consumer group session timeout: how long a killed detectors, "
+        "dispatcher or store process holds its partitions before its replacement gets them")
+    kafka_heartbeat_interval_ms: int = Field(
+        500, description="Consumer heartbeat interval (well below the session timeout)")
+    operator_phone: str = Field(
+        "", description="E.164 number told by SMS when the platform's database is unreachable"
+        " (sent through the notification channel, so it needs no database)")
     mqtt_shared_group: str = Field(
         "eldercare-ingest", description="MQTT 5 shared-subscription group; empty for a plain one"
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -20,6 +21,8 @@ log = logs.get(__name__)
 EVENTS = "eldercare.events.v1"
 ALERTS = "eldercare.alerts.v1"
 DEADLETTER = "eldercare.deadletter.v1"
+# One record at offset 0 names the broker incarnation that holds the platform's topics.
+INCARNATION = "eldercare.incarnation.v1"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class TopicSpec:
     name: str
     partitions: int
     replication: int = 1
+    config: dict[str, str] = field(default_factory=dict)
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -35,6 +39,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(EVENTS, settings.kafka_partitions),
         TopicSpec(ALERTS, settings.alert_partitions),
         TopicSpec(DEADLETTER, 1),
+        # Kept forever: its one record must outlive any retention of the data topics.
+        TopicSpec(INCARNATION, 1, config={"retention.ms": "-1", "retention.bytes": "-1"}),
     ]
 
 
@@ -52,13 +58,14 @@ def security(settings: Settings) -> dict[str, Any]:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create missing topics; existing ones are left as they are."""
+    """Create missing topics (existing ones are left as they are) and the incarnation marker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication)
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
+                     topic_configs=s.config)
             for s in topic_specs(settings) if s.name not in existing
         ]
         if new:
@@ -67,6 +74,33 @@ async def ensure_topics(settings: Settings) -> None:
             log.info("topics created", topics=[t.name for t in new])
     finally:
         await admin.close()
+    log.info("broker incarnation", incarnation=await incarnation(settings))
+
+
+async def incarnation(settings: Settings, timeout_s: float = 10.0) -> str:
+    """The id of the broker incarnation holding the platform's topics: the record at offset 0
+    of `INCARNATION`, written here if the topic is empty. A broker that lost its topics (the
+    embedded one keeps them in memory) gets a new id, so offsets stored outside Kafka (the
+    detectors' checkpoints) can tell they belong to a log that no longer exists. Two writers
+    racing both read offset 0, so every process agrees on the id."""
+    tp = TopicPartition(INCARNATION, 0)
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                              enable_auto_commit=False, fetch_max_wait_ms=5, **security(settings))
+    await reader.start()
+    try:
+        reader.assign([tp])
+        if (await reader.end_offsets([tp]))[tp] == 0:
+            writer = producer(settings)
+            await writer.start()
+            try:
+                await writer.send_and_wait(INCARNATION, uuid.uuid4().hex.encode(), partition=0)
+            finally:
+                await writer.stop()
+        reader.seek(tp, 0)
+        record = await asyncio.wait_for(reader.getone(tp), timeout_s)
+        return bytes(record.value or b"").decode()
+    finally:
+        await reader.stop()
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -78,11 +112,14 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 
 
 def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
-    """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms)."""
+    """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
+    The session timeout is short so that a killed member's partitions are handed to its
+    replacement within seconds (the group waits for the dead member's session to expire)."""
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
-        max_poll_records=500, **security(settings),
+        max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),
     )
 
 

@@ -91,3 +91,37 @@ def run_service(name: str, settings: Settings) -> None:
             await main(settings, stop)
 
     asyncio.run(supervised())
+
+
+def main(argv: list[str]) -> int:
+    """`python -m eldercare.services NAME [--standby]`: what the supervisor starts. Lighter than
+    the `eldercare` CLI, whose other commands import much more. With --standby the process
+    imports its service, then waits for a line on stdin before it runs it: a warm spare the
+    supervisor starts in place of a dead process (EOF: exit without running)."""
+    import sys
+
+    from eldercare.config import get_settings
+
+    name, standby = argv[0], "--standby" in argv[1:]
+    if standby:
+        _registry()  # the imports are most of a cold start
+        _warm()
+        if not sys.stdin.readline():
+            return 0
+    run_service(name, get_settings())
+    return 0
+
+
+def _warm() -> None:
+    """Import what the services import only once they run (`_registry` imports the rest)."""
+    import importlib
+
+    for module in ("eldercare.observability", "uvicorn", "devices.readings.writer",
+                   "dispatcher.channels", "dispatcher.steps"):
+        importlib.import_module(module)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -76,7 +76,7 @@ async def recall(settings: Settings, recent: RecentIds, window_s: float) -> int:
     the events topic, at most the window's capacity per partition); returns how many."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-        fetch_max_wait_ms=5, request_timeout_ms=10_000)
+        fetch_max_wait_ms=5, request_timeout_ms=10_000, **kafka.security(settings))
     await consumer.start()
     try:
         await consumer.topics()  # fetches the metadata

@@ -1,4 +1,4 @@
-"""`eldercare bench sos|ingest|detect|store|all [--json] [--quick] [--out DIR]`."""
+"""`eldercare bench sos|ingest|detect|store|chaos|all [--json] [--quick] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -74,10 +74,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `bench` to the `eldercare` parser."""
-    from eldercare.bench.harness import BENCHES, PACKAGE
+    from eldercare.bench.harness import BENCHES, ON_DEMAND, PACKAGE
 
     p = sub.add_parser("bench", help="run benchmarks: figures, JSON files and plots")
-    p.add_argument("name", choices=[*BENCHES, "all"], help="which bench (all: every one)")
+    p.add_argument("name", choices=[*BENCHES, *ON_DEMAND, "all"],
+                   help=f"which bench (all: every one but {', '.join(ON_DEMAND)})")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, CI)")
     p.add_argument("--out", type=Path, default=None,

@@ -25,12 +25,47 @@ class EmbeddedService:
     proc: subprocess.Popen[bytes] | None = None
     handle: Any = None
     extra: dict[str, str] = field(default_factory=dict)
+    # How to start it again on the same address (and data), for the supervisor.
+    cmd: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    port: int = 0
 
     def stop(self) -> None:
         if self.proc is not None:
             procs.stop(self.proc)
         if self.handle is not None:
             self.handle.cleanup()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (PostgreSQL's postmaster runs detached from us)."""
+        if self.proc is not None:
+            return self.proc.pid
+        if self.handle is not None:
+            pid = self.handle.get_pid()
+            return int(pid) if pid else None
+        return None
+
+    def alive(self) -> bool:
+        """Whether the server process still runs."""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        pid = self.pid
+        return pid is not None and procs.pid_alive(pid)
+
+    def restart(self) -> None:
+        """Start the server again on the same address with the same data; raises if it does
+        not come up (the caller tries again later)."""
+        if self.handle is not None:  # PostgreSQL: pg_ctl start on the same data directory
+            with self.handle._lock:
+                self.handle.ensure_postgres_running()
+            return
+        self.proc = procs.spawn(self.cmd, self.log_path)
+        procs.wait_for_port(self.port, self.proc, timeout=10)
+        if self.extra.get("auth_dir"):  # the provisioning reload signals the broker by pid
+            from devices import provisioning
+
+            provisioning.write_pid(Path(self.extra["auth_dir"]), self.proc.pid)
 
 
 def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
@@ -46,15 +81,27 @@ def start_kafka(data_dir: Path, port: int | None = None) -> EmbeddedService:
     proc = procs.spawn(cmd, data_dir / "tansu.log")
     procs.wait_for_port(port, proc)
     log.info("embedded kafka started", bootstrap=f"127.0.0.1:{port}")
-    return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc)
+    return EmbeddedService("kafka", f"127.0.0.1:{port}", proc=proc, cmd=cmd,
+                           log_path=data_dir / "tansu.log", port=port)
 
 
-_COMMON = "persistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n"
+_LIMITS = "max_inflight_messages 1000\nmax_queued_messages 100000\n"
 
 
-def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n") -> str:
-    """One loopback listener (anonymous unless `auth` says otherwise)."""
-    return f"listener {port} 127.0.0.1\n{auth}{_COMMON}{extra}"
+def _persistence(persist_dir: Path | None) -> str:
+    """With a folder, sessions and queued QoS 1 messages survive a restart: saved at shutdown
+    and every second (a crash loses at most the last second; the deploy/ config saves on every
+    change instead, which costs a disk write per message)."""
+    if persist_dir is None:
+        return "persistence false\n"
+    return f"persistence true\npersistence_location {persist_dir}/\nautosave_interval 1\n"
+
+
+def mosquitto_config(port: int, extra: str = "", auth: str = "allow_anonymous true\n",
+                     persist_dir: Path | None = None) -> str:
+    """One loopback listener (anonymous unless `auth` says otherwise), persistent with
+    `persist_dir`."""
+    return f"listener {port} 127.0.0.1\n{auth}{_persistence(persist_dir)}{_LIMITS}{extra}"
 
 
 def find_mosquitto() -> str | None:
@@ -88,9 +135,14 @@ def start_mqtt(
         provisioning.init_auth_dir(auth_dir, password)
         device_port = procs.free_port()
         conf = data_dir / "mosquitto.conf"
+        # Persistent: ingest's session, and what devices sent while ingest was away, survive
+        # a restart of the broker or of the whole stack.
         conf.write_text(provisioning.mosquitto_auth_config(
-            auth_dir, f"{port} 127.0.0.1", f"{device_port} 127.0.0.1") + _COMMON + extra_config)
-        proc = procs.spawn([mosquitto, "-c", str(conf)], data_dir / "mosquitto.log")
+            auth_dir, f"{port} 127.0.0.1", f"{device_port} 127.0.0.1")
+            + _persistence(data_dir.resolve()) + _LIMITS + extra_config)
+        cmd = [mosquitto, "-c", str(conf)]
+        log_path = data_dir / "mosquitto.log"
+        proc = procs.spawn(cmd, log_path)
         provisioning.write_pid(auth_dir, proc.pid)
         name = "mosquitto"
         url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
@@ -118,14 +170,16 @@ def start_mqtt(
             f"    password_file: {passwd}\n"
         )
         amqtt = str(Path(sys.executable).with_name("amqtt"))
-        proc = procs.spawn([amqtt, "-c", str(conf)], data_dir / "amqtt.log")
+        cmd, log_path = [amqtt, "-c", str(conf)], data_dir / "amqtt.log"
+        proc = procs.spawn(cmd, log_path)
         name = "amqtt"
         url = f"mqtt://{provisioning.SERVICE_USER}:{password}@127.0.0.1:{port}"
     procs.wait_for_port(port, proc)
     if "device_url" in extra:
         procs.wait_for_port(device_port, proc)
     log.info("embedded mqtt started", broker=name, port=port)
-    return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra})
+    return EmbeddedService("mqtt", url, proc=proc, extra={"broker": name, **extra}, cmd=cmd,
+                           log_path=log_path, port=port)
 
 
 def start_postgres(data_dir: Path) -> EmbeddedService:

@@ -24,6 +24,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, env: dict[str, str] | None = None,
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start a child that is terminated when this process dies.
 
@@ -32,7 +33,7 @@ def spawn(
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         list(cmd), stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent, start_new_session=True,
+        stdin=stdin, env=env, preexec_fn=_die_with_parent, start_new_session=True,
     )
 
 

@@ -31,6 +31,12 @@ class Child:
     proc: subprocess.Popen[bytes]
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
+    exited: float | None = None  # when the supervisor first saw it gone
+
+    def died_at(self, now: float) -> float:
+        if self.exited is None:
+            self.exited = now
+        return self.exited
 
 
 class Stack:
@@ -78,14 +84,126 @@ class Stack:
         self.embedded.clear()
 
 
-def spawn_service(name: str, settings: Settings) -> subprocess.Popen[bytes]:
+def spawn_service(name: str, settings: Settings, standby: bool = False
+                  ) -> subprocess.Popen[bytes]:
+    """Start a service process; a `standby` one imports its code and waits for "go"."""
     log_path = settings.data_dir.resolve() / f"{name}.log"
-    cmd = [sys.executable, "-m", "eldercare.cli", "service", name]
-    return procs.spawn(cmd, log_path, env=child_env(settings))
+    cmd = [sys.executable, "-m", "eldercare.services", name] + (["--standby"] if standby else [])
+    return procs.spawn(cmd, log_path, env=child_env(settings),
+                       stdin=subprocess.PIPE if standby else subprocess.DEVNULL)
 
 
-def supervise(settings: Settings, names: list[str], on_ready: str = "") -> int:
-    """Run the named services until SIGINT/SIGTERM; restart any that crash, with backoff."""
+def _activate(standby: subprocess.Popen[bytes]) -> bool:
+    """Tell a standby process to run its service; False if it is gone."""
+    if standby.poll() is not None or standby.stdin is None:
+        return False
+    try:
+        standby.stdin.write(b"go\n")
+        standby.stdin.flush()
+    except OSError:
+        return False
+    return True
+
+
+# Services with a warm spare: a killed one is replaced without a cold start (imports alone take
+# 1-3 s on a busy 2-core machine). The console and the demo are not worth the memory.
+STANDBY = frozenset({"ingest", "detectors", "dispatcher", "store"})
+RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
+HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
+# Stopped in this order (the rest last): producers before their consumers.
+STOP_ORDER = (("ingest", "demo-life"), ("detectors",), ("dispatcher",))
+
+
+class Supervisor:
+    """Keeps the named services and the embedded brokers and database running: a service that
+    exits is started again (at once the first time, then with a short backoff), a broker or
+    database that died is started again on the same address with the same data."""
+
+    def __init__(self, settings: Settings, names: list[str], stack: Stack | None = None) -> None:
+        self.settings = settings
+        self.names = names
+        self.stack = stack
+        self.children: dict[str, Child] = {}
+        self.standby: dict[str, subprocess.Popen[bytes]] = {}
+        self._infra_retry_at: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
+        for name in STANDBY.intersection(self.names):
+            self.standby[name] = spawn_service(name, self.settings, standby=True)
+
+    def _replacement(self, name: str) -> subprocess.Popen[bytes]:
+        """The warm spare if there is one (and a new spare behind it), else a cold start."""
+        spare = self.standby.pop(name, None)
+        if name in STANDBY:
+            self.standby[name] = spawn_service(name, self.settings, standby=True)
+        if spare is not None and _activate(spare):
+            return spare
+        return spawn_service(name, self.settings)
+
+    def check(self) -> None:
+        """One round: infrastructure first (services need it), then the services."""
+        for svc in self.stack.embedded if self.stack else []:
+            if not svc.alive():
+                self._restart_infra(svc)
+        now = time.monotonic()
+        for child in self.children.values():
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if now - child.started >= HEALTHY_AFTER_S:
+                child.restarts = 0
+            backoff = 0.0 if child.restarts == 0 else \
+                min(RESTART_BACKOFF_MAX_S, 0.5 * 2.0 ** child.restarts)
+            if now - child.died_at(now) < backoff:
+                continue
+            log.warning("service exited; restarting", service=child.name, code=code,
+                        restarts=child.restarts)
+            child.restarts += 1
+            child.proc = self._replacement(child.name)
+            child.started = time.monotonic()
+            child.exited = None
+
+    def _restart_infra(self, svc: embedded.EmbeddedService) -> None:
+        if time.monotonic() < self._infra_retry_at.get(svc.name, 0.0):
+            return
+        log.error("embedded service died; restarting", service=svc.name, url=svc.url)
+        try:
+            svc.restart()
+            if svc.name == "kafka":  # a new, empty broker: the topics and a new incarnation
+                asyncio.run(kafka.ensure_topics(self.settings))
+        except Exception as exc:  # e.g. PostgreSQL's old backends still hold its memory
+            log.warning("embedded service not restarted yet", service=svc.name, error=str(exc))
+            self._infra_retry_at[svc.name] = time.monotonic() + 0.5
+            return
+        log.info("embedded service restarted", service=svc.name)
+
+    def stop(self) -> None:
+        """SIGTERM to the services stage by stage (each finishes its in-flight work and drains
+        its topic), then the standbys."""
+        for spare in self.standby.values():  # EOF on stdin: a spare exits without running
+            if spare.stdin is not None:
+                with contextlib.suppress(OSError):
+                    spare.stdin.close()
+        # In the direction of the data: each stage drains what the one before handed over.
+        stages = [[c for c in self.children.values() if c.name in stage] for stage in STOP_ORDER]
+        stages.append([c for c in self.children.values() if not any(
+            c.name in stage for stage in STOP_ORDER)])
+        for stage in stages:
+            for child in stage:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+            for child in stage:
+                procs.stop(child.proc, timeout=15)
+        for spare in self.standby.values():
+            procs.stop(spare, timeout=5)
+        self.standby.clear()
+
+
+def supervise(settings: Settings, names: list[str], on_ready: str = "",
+              stack: Stack | None = None) -> int:
+    """Run the named services until SIGINT/SIGTERM; restart any that crash, and the embedded
+    brokers and database of `stack` if they die."""
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -94,29 +212,16 @@ def supervise(settings: Settings, names: list[str], on_ready: str = "") -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, _stop)
-    children = {n: Child(n, spawn_service(n, settings)) for n in names}
+    supervisor = Supervisor(settings, names, stack)
+    supervisor.start()
     try:
         _say(on_ready)
         while not stopping:
-            for child in children.values():
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                backoff = min(30.0, 2.0 ** child.restarts)
-                if time.monotonic() - child.started < backoff:
-                    continue
-                log.warning("service exited; restarting", service=child.name, code=code)
-                child.restarts += 1
-                child.proc = spawn_service(child.name, settings)
-                child.started = time.monotonic()
-            time.sleep(0.2)
+            supervisor.check()
+            time.sleep(0.1)
     finally:  # whatever happened (even a closed terminal), stop the services in order
         _say("[bold]Stopping…[/bold]")
-        for child in children.values():  # SIGTERM to all: each finishes its in-flight work
-            if child.proc.poll() is None:
-                child.proc.terminate()
-        for child in children.values():
-            procs.stop(child.proc, timeout=15)
+        supervisor.stop()
     return 0
 
 
@@ -158,7 +263,7 @@ def up(settings: Settings, demo: bool = False) -> int:
             logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
             banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "
                        f"(also {logins.removeprefix('admin, ')}; same password)\n")
-        return supervise(settings, names, banner)
+        return supervise(settings, names, banner, stack)
     finally:
         state.remove(settings.data_dir)
         stack.stop()

@@ -1,0 +1,329 @@
+"""`eldercare bench chaos`: an SOS flood while one part of the stack is killed with SIGKILL.
+
+The stack is the one `eldercare up` runs: embedded PostgreSQL, tansu and mosquitto and the
+ingest, detectors, dispatcher and store services under the real `Supervisor`, which restarts
+whatever dies. Twilio is the Prism mock behind the tests' recording proxy. Per case, 50 elders
+press their SOS button (5 presses/s) and 2 s into the flood the case's process is killed (or the
+whole stack is stopped and started again on the same data directory, as Ctrl-C and `eldercare up`
+do). A press is published like a device does: QoS 1, retried until the broker acknowledges it.
+
+Per case: presses, incidents opened, elders whose first contact was called, lost presses (no
+call within `TIMEOUT_S`), duplicated (more than one incident or more than one call to the first
+contact) and the worst and median press -> first call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import psycopg
+
+from devices.catalogue import DeviceKind
+from devices.registry import Community, Contact, Device, Elder, save
+from eldercare.config import Settings
+from eldercare.mqtt import MqttTarget, event_topic
+from eldercare.stack import procs
+from eldercare.stack.supervisor import Stack, Supervisor
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ["ingest", "detectors", "dispatcher", "store"]
+CASES = ("detectors", "dispatcher", "ingest", "store", "mosquitto", "postgres", "kafka",
+         "restart")
+PRESSES = 50
+PRESS_INTERVAL_S = 0.2  # 50 presses in 10 s
+KILL_AFTER_PRESSES = 10
+OPERATOR_PHONE = "+8613600000000"
+TIMEOUT_S = 60.0  # a press with no call after this long counts as lost
+
+
+def _say(msg: str) -> None:
+    print(f"[bench chaos] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class CaseResult:
+    """One case's row of the table."""
+
+    case: str
+    presses: int
+    incidents: int
+    first_calls: int
+    lost: int
+    duplicated: int
+    max_s: float | None
+    p50_s: float | None
+
+
+def population(elders: int) -> tuple[Community, dict[str, str]]:
+    """One community of `elders` elders, each with an SOS button and one contact (no duty
+    staff: the first request of the critical ladder is the call to contact 1)."""
+    cid = f"chaos-{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().int % 10_000  # numbers of their own on a Twilio mock shared with others
+    people = [Elder(f"{cid}-E{n:04d}", cid, f"演练老人{n:04d}", f"演练路{n}号",
+                    contacts=[Contact(1, f"联系人{n:04d}", "女儿", f"+86136{tag:04d}{n:04d}")],
+                    devices=[Device(f"{cid}-E{n:04d}-sos", DeviceKind.SOS_BUTTON, "卧室")])
+              for n in range(elders)]
+    community = Community(cid, "演练社区", "演练区", "演练街道", "", people, [])
+    return community, {e.id: e.contacts[0].phone for e in people}
+
+
+class ChaosStack:
+    """`eldercare up` in this process: embedded services and the supervisor, driven by one
+    long-lived thread. Every child is started from that thread (or the main thread): Linux
+    sends a child its parent-death signal when the *thread* that started it ends."""
+
+    def __init__(self, base: Settings, data_dir: Path) -> None:
+        self.base = base.model_copy(update={"data_dir": data_dir})
+        self.stack = Stack(self.base)
+        self.settings = self.base
+        self.supervisor: Supervisor | None = None
+        self._stop = threading.Event()
+        self._restart = threading.Event()
+        self._restarted = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Settings:
+        self._start_stack()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self.settings
+
+    def _start_stack(self) -> None:
+        self.stack = Stack(self.base)
+        self.settings = self.stack.start_embedded()
+        self.stack.prepare()
+        self.supervisor = Supervisor(self.settings, SERVICES, self.stack)
+        self.supervisor.start()
+
+    def _stop_stack(self) -> None:
+        """What Ctrl-C does: services first, then the brokers and the database."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.stack.stop()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self._restart.is_set():
+                self._stop_stack()
+                self._start_stack()
+                self._restart.clear()
+                self._restarted.set()
+            assert self.supervisor is not None
+            self.supervisor.check()
+            self._stop.wait(0.1)
+
+    def restart(self) -> None:
+        """Ctrl-C and `eldercare up` again on the same data directory; returns when up."""
+        self._restarted.clear()
+        self._restart.set()
+        self._restarted.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._stop_stack()
+
+    def pid(self, name: str) -> int:
+        """The process id of a service or of an embedded broker or database."""
+        if self.supervisor is not None and name in self.supervisor.children:
+            return self.supervisor.children[name].proc.pid
+        infra = {"mosquitto": "mqtt", "postgres": "postgres", "kafka": "kafka"}[name]
+        svc = next(s for s in self.stack.embedded if s.name == infra)
+        pid = svc.pid
+        assert pid is not None, f"{name} is not running"
+        return pid
+
+    def kill(self, name: str) -> None:
+        os.kill(self.pid(name), signal.SIGKILL)
+
+
+async def _press(stack: ChaosStack, community_id: str, device_id: str, body: bytes) -> None:
+    """Publish like a device: QoS 1, reconnecting and retrying until the broker acknowledges
+    (the broker, or the whole stack, may be restarting)."""
+    while True:
+        try:
+            async with MqttTarget.parse(stack.settings.mqtt_url).client(timeout=5) as client:
+                await client.publish(event_topic(community_id, device_id), body, qos=1,
+                                     timeout=5)
+                return
+        except (aiomqtt.MqttError, OSError, TimeoutError):
+            await asyncio.sleep(0.2)
+
+
+async def flood(stack: ChaosStack, community: Community, elders: list[Elder],
+                disrupt: Any) -> dict[str, float]:
+    """Press each elder's SOS, PRESS_INTERVAL_S apart; call `disrupt()` (in a thread) after
+    KILL_AFTER_PRESSES presses. Returns elder id -> press time (perf_counter)."""
+    pressed: dict[str, float] = {}
+    presses: list[asyncio.Task[None]] = []
+    disruption: asyncio.Future[None] | None = None
+    for n, elder in enumerate(elders):
+        if n == KILL_AFTER_PRESSES:
+            disruption = asyncio.get_running_loop().run_in_executor(None, disrupt)
+        body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                           "type": "sos"}).encode()
+        pressed[elder.id] = time.perf_counter()
+        presses.append(asyncio.create_task(_press(stack, community.id, elder.devices[0].id,
+                                                  body)))
+        await asyncio.sleep(PRESS_INTERVAL_S)
+    await asyncio.gather(*presses)
+    if disruption is not None:
+        await disruption
+    return pressed
+
+
+def tally(case: str, settings: Settings, requests: list[Any], phones: dict[str, str],
+          pressed: dict[str, float]) -> CaseResult:
+    """The case's row: calls at the Twilio mock, incidents in the database."""
+    calls: dict[str, list[float]] = {}
+    for r in list(requests):
+        to = r.form.get("To", [""])[0]
+        if r.path.endswith("/Calls.json"):
+            calls.setdefault(to, []).append(r.arrived)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT elder_id, count(*) FROM incidents WHERE elder_id = ANY(%s)"
+                            " GROUP BY elder_id", (list(pressed),)).fetchall()
+    incidents = {str(e): int(n) for e, n in rows}
+    delays, lost, duplicated = [], 0, 0
+    for elder_id, t0 in pressed.items():
+        mine = [t for t in calls.get(phones[elder_id], []) if t >= t0]
+        if not mine:
+            lost += 1
+        else:
+            delays.append(min(mine) - t0)
+        if len(mine) > 1 or incidents.get(elder_id, 0) > 1:
+            duplicated += 1
+    return CaseResult(case, len(pressed), sum(incidents.values()), len(delays), lost,
+                      duplicated, round(max(delays), 2) if delays else None,
+                      round(float(np.median(delays)), 2) if delays else None)
+
+
+async def _wait_for_calls(requests: list[Any], phones: dict[str, str],
+                          pressed: dict[str, float], timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    wanted = {phones[e] for e in pressed}
+    while time.perf_counter() < deadline:
+        called = {r.form.get("To", [""])[0] for r in list(requests)
+                  if r.path.endswith("/Calls.json")}
+        if wanted <= called:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3.0)  # a duplicate call would come within the retry of one batch
+
+
+def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Community,
+             phones: dict[str, str], elders: list[Elder]) -> CaseResult:
+    """Flood `elders` while `case` is killed (or the stack restarted); the supervisor brings
+    the killed process back. Returns the case's row."""
+
+    def disrupt() -> None:
+        if case == "restart":
+            stack.restart()
+        elif case != "none":
+            stack.kill(case)
+            _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
+
+    pressed = asyncio.run(flood(stack, community, elders, disrupt))
+    asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
+    return tally(case, stack.settings, requests, phones, pressed)
+
+
+async def warm_up(stack: ChaosStack, requests: list[Any], community: Community,
+                  phones: dict[str, str], elder: Elder, timeout: float = 120.0) -> None:
+    """Press one elder's SOS every 2 s until the call comes: every service has subscribed
+    (a press before ingest's first subscription reaches nobody)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        body = json.dumps({"msg_id": f"warm-{uuid.uuid4().hex[:8]}", "ts": time.time(),
+                           "type": "sos"}).encode()
+        await _press(stack, community.id, elder.devices[0].id, body)
+        for _ in range(20):
+            if any(r.form.get("To") == [phones[elder.id]] for r in list(requests)):
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"no call within {timeout:.0f} s of the warm-up press")
+
+
+@contextmanager
+def chaos_stack(data_dir: Path, twilio_url: str, **overrides: Any) -> Iterator[ChaosStack]:
+    """A fresh stack under the supervisor, configured against the Twilio mock at
+    `twilio_url` (and `overrides` of the settings), stopped on exit."""
+    base = Settings(
+        data_dir=data_dir, metrics_binds="", log_level="INFO",
+        console_bind=f"127.0.0.1:{procs.free_port()}",
+        ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
+        twilio_account_sid="AC" + "0123456789abcdef" * 2, twilio_auth_token="bench-token",
+        twilio_from_number="+15017122661", twilio_api_base_url=twilio_url,
+        mqtt_shared_group=f"chaos-{uuid.uuid4().hex[:6]}",
+    ).model_copy(update=overrides)
+    stack = ChaosStack(base, data_dir)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
+    """Every case in turn on one stack; returns the table (see the module docstring)."""
+    sys.path.insert(0, str(REPO))  # the tests' Twilio mock is reused as is
+    from tests import twilio_mock
+
+    per_case = 20 if quick else PRESSES
+    cases = ("none", *cases)  # the baseline: the same flood, nothing killed
+    rows: list[CaseResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
+        data = Path(tmp)
+        mock, prism, server = twilio_mock.start(data)
+        try:
+            with chaos_stack(data, mock.url, operator_phone=OPERATOR_PHONE) as stack:
+                community, phones = population(per_case * len(cases) + 1)
+                save(stack.settings.database_url, [community])
+                asyncio.run(warm_up(stack, mock.requests, community, phones,
+                                    community.elders[-1]))
+                for n, case in enumerate(cases):
+                    elders = community.elders[n * per_case:(n + 1) * per_case]
+                    _say(f"{case}: {per_case} presses, SIGKILL after {KILL_AFTER_PRESSES}"
+                         if case != "restart" else f"{case}: whole stack stopped and started")
+                    row = run_case(case, stack, mock.requests, community, phones, elders)
+                    _say(f"  -> {asdict(row)}")
+                    rows.append(row)
+        finally:
+            server.should_exit = True
+            procs.stop(prism)
+    _say("\n" + format_table(rows))
+    baseline, chaos = rows[0], rows[1:]
+    return {
+        "presses": sum(r.presses for r in chaos),
+        "lost": sum(r.lost for r in chaos),
+        "duplicated": sum(r.duplicated for r in chaos),
+        "max_s": max((r.max_s for r in chaos if r.max_s is not None), default=None),
+        "cases": {r.case: {k: v for k, v in asdict(r).items() if k != "case"} for r in chaos},
+        "baseline": {k: v for k, v in asdict(baseline).items() if k != "case"},
+    }
+
+
+def format_table(rows: list[CaseResult]) -> str:
+    """The per-case table as Markdown (also what docs/reliability-stack.md shows)."""
+    head = "| killed | presses | incidents | first calls | lost | duplicated | max s | p50 s |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.case} | {r.presses} | {r.incidents} | {r.first_calls} | {r.lost} | "
+              f"{r.duplicated} | {r.max_s} | {r.p50_s} |" for r in rows]
+    return "\n".join(lines)

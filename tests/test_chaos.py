@@ -1,0 +1,88 @@
+"""Chaos cases of `eldercare bench chaos` against real processes: the stack `eldercare up` runs
+(embedded PostgreSQL, tansu, mosquitto; ingest, detectors, dispatcher and store under the
+supervisor), an SOS flood, and SIGKILL of one part (or a whole-stack restart) in the middle.
+Bounds here are generous (the machine is shared); the timing goals are the bench's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devices.registry import Community, save
+from eldercare.bench import chaos
+from tests.twilio_mock import TwilioMock
+
+PER_CASE = 15
+CASES = ("detectors", "dispatcher", "postgres", "restart")
+GENEROUS_S = 45.0  # a press with no call after this long would be a failure, not slowness
+OPERATOR = "+8613600009999"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, twilio: TwilioMock
+          ) -> Iterator[chaos.ChaosStack]:
+    data: Path = tmp_path_factory.mktemp("chaos")
+    with chaos.chaos_stack(data, twilio.url, operator_phone=OPERATOR) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def people(stack: chaos.ChaosStack, twilio: TwilioMock) -> tuple[Community, dict[str, str]]:
+    community, phones = chaos.population(PER_CASE * len(CASES) + 2)  # + 2 probes
+    save(stack.settings.database_url, [community])
+    asyncio.run(chaos.warm_up(stack, twilio.requests, community, phones, community.elders[-1]))
+    return community, phones
+
+
+def _case(case: str, stack: chaos.ChaosStack, twilio: TwilioMock,
+          people: tuple[Community, dict[str, str]]) -> chaos.CaseResult:
+    community, phones = people
+    n = CASES.index(case)
+    elders = community.elders[n * PER_CASE:(n + 1) * PER_CASE]
+    row = chaos.run_case(case, stack, twilio.requests, community, phones, elders)
+    assert row.presses == PER_CASE
+    assert row.lost == 0, row
+    assert row.duplicated == 0, row
+    assert row.incidents == PER_CASE and row.first_calls == PER_CASE, row
+    assert row.max_s is not None and row.max_s < GENEROUS_S, row
+    return row
+
+
+def test_killed_detectors_lose_and_duplicate_no_call(
+    stack: chaos.ChaosStack, twilio: TwilioMock, people: tuple[Community, dict[str, str]],
+) -> None:
+    _case("detectors", stack, twilio, people)
+
+
+def test_killed_dispatcher_loses_and_duplicates_no_call(
+    stack: chaos.ChaosStack, twilio: TwilioMock, people: tuple[Community, dict[str, str]],
+) -> None:
+    _case("dispatcher", stack, twilio, people)
+
+
+def test_killed_postgres_is_restarted_the_operator_told_and_every_sos_called_once(
+    stack: chaos.ChaosStack, twilio: TwilioMock, people: tuple[Community, dict[str, str]],
+) -> None:
+    _case("postgres", stack, twilio, people)
+    alarms = [m.form["Body"][0] for m in twilio.messages(OPERATOR)]
+    assert any("数据库无法连接" in body for body in alarms), alarms
+    # "back" is sent by the replacement process when it still found the database down.
+
+
+def test_whole_stack_restart_keeps_detecting_without_a_crash_loop(
+    stack: chaos.ChaosStack, twilio: TwilioMock, people: tuple[Community, dict[str, str]],
+) -> None:
+    """Ctrl-C and `eldercare up` again on the same data directory: the embedded Kafka starts
+    empty while the detectors' checkpoints in PostgreSQL remain (issue 14: "offset ... went
+    backwards", a crash loop)."""
+    _case("restart", stack, twilio, people)
+    assert stack.supervisor is not None
+    assert stack.supervisor.children["detectors"].restarts == 0
+    # Pressed after the restart, with the detectors' first checkpoints of the new broker made.
+    community, phones = people
+    elder = community.elders[-2]
+    asyncio.run(chaos.warm_up(stack, twilio.requests, community, phones, elder, GENEROUS_S))
+    assert stack.supervisor.children["detectors"].restarts == 0
