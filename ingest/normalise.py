@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from devices.schemas import MG_DL_PER_MMOL_L, Glucose, _Message
+from devices.schemas import MG_DL_PER_MMOL_L, Glucose, Power, WaterFlow, _Message
 
 __all__ = ["MG_DL_PER_MMOL_L", "data_of", "event_time", "to_utc"]
 MAX_FUTURE = timedelta(minutes=5)
@@ -43,4 +43,10 @@ def data_of(msg: _Message) -> dict[str, object]:
         data["value"] = round(msg.value / MG_DL_PER_MMOL_L, 2)
         data["unit"] = "mmol/L"
         data["original"] = {"value": msg.value, "unit": "mg/dL"}
+    elif isinstance(msg, Power) and msg.unit == "kW":
+        data.update(watts=round(msg.watts * 1000, 1), unit="W",
+                    original={"watts": msg.watts, "unit": "kW"})
+    elif isinstance(msg, WaterFlow) and msg.unit == "m3/h":
+        data.update(flow=round(msg.flow * 1000 / 60, 2), unit="L/min",
+                    original={"flow": msg.flow, "unit": "m3/h"})
     return data

@@ -30,6 +30,11 @@ KIT: list[tuple[DeviceKind, str, str]] = [
     (DeviceKind.MOTION_SENSOR, "pir-bath", "卫生间"),
     (DeviceKind.MOTION_SENSOR, "pir-bed", "卧室"),
     (DeviceKind.DOOR_CONTACT, "door", "大门"),
+    (DeviceKind.PRESSURE_MAT, "bed-mat", "卧室"),
+    (DeviceKind.TOILET_FLUSH, "flush", "卫生间"),
+    (DeviceKind.SMART_PLUG, "kettle", "厨房"),
+    (DeviceKind.WATER_FLOW, "tap", "卫生间"),
+    (DeviceKind.CUPBOARD_CONTACT, "fridge", "厨房"),
 ]
 
 

@@ -41,6 +41,30 @@ class DayWriter:
             self.emit(t, suffix, payloads.motion())
             t += self.rng.uniform(120, 360)
 
+    def has(self, suffix: str) -> bool:
+        return suffix in self.sim.devices
+
+    def toilet(self, t: float) -> None:
+        """A bathroom visit: the flush, then the tap for washing hands."""
+        if self.has("flush"):
+            self.emit(t, "flush", payloads.flush())
+        if self.has("tap"):
+            self.emit(t + 20, "tap", payloads.water(self.rng.uniform(4, 8)))
+            self.emit(t + 50, "tap", payloads.water(0))
+
+    def bed(self, t: float, occupied: bool) -> None:
+        if self.has("bed-mat"):
+            self.emit(t, "bed-mat", payloads.occupancy(occupied))
+
+    def kitchen(self, t: float) -> None:
+        """A meal's kitchen traces: the fridge opened and shut, the kettle on for a few minutes."""
+        if self.has("fridge"):
+            self.emit(t, "fridge", payloads.contact(True))
+            self.emit(t + self.rng.uniform(10, 40), "fridge", payloads.contact(False))
+        if self.has("kettle"):
+            self.emit(t + 60, "kettle", payloads.power(self.rng.uniform(1800, 2200)))
+            self.emit(t + 60 + self.rng.uniform(150, 240), "kettle", payloads.power(0.4))
+
     def walk(self, t: float, minutes: float) -> None:
         rng = self.rng
         self.emit(t, "door", payloads.door(True))
@@ -67,11 +91,16 @@ def add_day(w: DayWriter, midnight: float) -> None:
     sleep = midnight + h.sleep_s + rng.gauss(0, 900)
     for _ in range(rng.choice([0, 1, 1, 2])):  # night-time bathroom visits
         t = midnight + rng.uniform(1.0, max(1.5, h.wake_s / 3600 - 1.0)) * 3600
+        w.bed(t - 10, False)
         w.emit(t, "pir-bed", payloads.motion())
         w.emit(t + 60, "pir-bath", payloads.motion())
+        w.toilet(t + 180)
         w.emit(t + 300, "pir-bed", payloads.motion())
+        w.bed(t + 330, True)
+    w.bed(wake - 10, False)
     w.emit(wake, "pir-bed", payloads.motion(), "wake")
     w.motions(wake + 120, 12, "pir-bath")
+    w.toilet(wake + 400)
     if h.checks_bp:
         w.emit(wake + rng.uniform(1200, 2400), "bp", payloads.blood_pressure(
             rng.gauss(h.systolic, 7), rng.gauss(h.diastolic, 4), rng.gauss(70, 5)))
@@ -81,7 +110,10 @@ def add_day(w: DayWriter, midnight: float) -> None:
     if h.checkin_s is not None:
         w.emit(midnight + h.checkin_s - rng.uniform(0, 1800), "sos", payloads.ok(), "checkin")
     for meal in (wake + 3000, midnight + 12 * 3600, midnight + 18 * 3600):
-        w.motions(meal + rng.gauss(0, 900), rng.uniform(25, 45))
+        at = meal + rng.gauss(0, 900)
+        w.motions(at, rng.uniform(25, 45))
+        w.kitchen(at + 120)
+        w.toilet(at + 3600 + rng.uniform(0, 1800))
     for start_h in [9.5, 15.5][: h.walks]:
         w.walk(midnight + start_h * 3600 + rng.gauss(0, 1200), rng.uniform(30, 60))
     t = wake + 3600
@@ -101,6 +133,7 @@ def add_day(w: DayWriter, midnight: float) -> None:
         w.motions(t + 60, rng.uniform(30, 90))
     w.emit(sleep - 600, "pir-living", payloads.motion())
     w.emit(sleep, "pir-bed", payloads.motion(), "sleep")
+    w.bed(sleep + 60, True)
 
 
 def add_life(tl: Timeline, sim: SimElder, start: float, end: float, seed: int) -> None:
