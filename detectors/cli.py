@@ -15,7 +15,12 @@ def _eval_homes(args: argparse.Namespace, path: Path) -> int:
 
     names = [n for n in (args.homes or "").split(",") if n] or None
     try:
-        homes = load_homes(path, names, args.max_days, args.format)
+        if str(path).startswith("sim:"):
+            from detectors.evaluation.sim_homes import simulated_homes
+
+            homes = simulated_homes(str(path), args.seed)
+        else:
+            homes = load_homes(path, names, args.max_days, args.format)
         config = DetectorConfig(timezone=args.tz) if args.tz else DetectorConfig()
         result = evaluate_homes(homes, config, args.learn, args.every, args.seed)
     except (ValueError, OSError) as exc:

@@ -131,7 +131,7 @@ class DetectorConfig(BaseSettings):
     silence_min_alone_h: float = Field(
         3.0, description="The same for an elder living alone.")
     silence_max_h: float = Field(
-        5.0, description="A daytime silence this long always alerts (while the elder is "
+        5.5, description="A daytime silence this long always alerts (while the elder is "
         "usually up and at home), however quiet the elder's ordinary days: caught within 6 h.")
     silence_gap_factor: float = Field(
         1.25, description="A daytime silence alerts past this many times the elder's ordinary "

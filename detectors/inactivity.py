@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
 from detectors.config import DetectorConfig
-from detectors.routine import Routine, awake_hours, hour_start
+from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.events import CanonicalEvent
 
@@ -65,7 +65,9 @@ class InactivityState(BaseModel):
     # The day being observed (local date of its `day_start_h`): its first activity (local
     # hour) and its longest silence so far while the elder was usually up (hours).
     day: str | None = None
-    day_first_h: float | None = None
+    day_first_h: float | None = None      # first activity since the day started
+    day_up_h: float | None = None         # the getting-up time (candidate until confirmed)
+    day_up: bool = False                  # confirmed: the elder stayed up
     day_longest_gap_h: float = 0.0
     day_out: bool = False                 # away (registered) or out at its start: not learned
 
@@ -145,8 +147,19 @@ class InactivityDetector:
         # The day's wake-up and its longest silence while the elder is usually up.
         first = update.get("day_first_h", state.day_first_h)
         local = t.astimezone(self.tz)
+        hour = local.hour + local.minute / 60 + local.second / 3600
+        if self._day_of(t) == day and not update.get("day_up", state.day_up):
+            last = state.last_activity
+            last_h = None
+            if last is not None and self._day_of(last) == day:
+                ll = last.astimezone(self.tz)
+                last_h = ll.hour + ll.minute / 60 + ll.second / 3600
+            candidate = update.get("day_up_h", state.day_up_h)
+            cand, up = getting_up(candidate if isinstance(candidate, float) else None,
+                                  last_h, hour)
+            update.update(day_up_h=cand, day_up=up)
         if first is None and self._day_of(t) == day:
-            update["day_first_h"] = local.hour + local.minute / 60 + local.second / 3600
+            update["day_first_h"] = hour
         elif state.last_activity is not None and not self._out(state, t):
             day_start = self._day_start(t)
             since = max(state.last_activity, day_start)
@@ -175,13 +188,14 @@ class InactivityDetector:
         routine = state.routine
         if state.day is not None and not state.day_out:
             # A first day seen from its start only; a day with an absence is no ordinary day.
-            routine = routine.learn_day(state.day_first_h, state.day_longest_gap_h
+            up = state.day_up_h if state.day_up_h is not None else state.day_first_h
+            routine = routine.learn_day(up, state.day_longest_gap_h
                                         if state.day_first_h is not None else None)
         out = profile.away or self._out(state, t)
         if state.first_seen is not None and state.first_seen > self._day_start(t):
             out = True  # seen first today: today's wake-up is unknown
-        fields = {"day": day, "day_first_h": None, "day_longest_gap_h": 0.0, "day_out": out,
-                  "routine": routine}
+        fields = {"day": day, "day_first_h": None, "day_up_h": None, "day_up": False,
+                  "day_longest_gap_h": 0.0, "day_out": out, "routine": routine}
         update.update(fields)
         return state.model_copy(update=fields)
 
@@ -203,7 +217,7 @@ class InactivityDetector:
         while t < current:
             end = t + timedelta(hours=1)
             alive = state.last_alive is not None and end - state.last_alive <= alive_window
-            home = not (profile.away or self._out(state, end) and not active)
+            home = not (profile.away or (self._out(state, end) and not active))
             if home and (active or alive):
                 routine = routine.learn(t.astimezone(self.tz).hour, active, self.c.routine_cap)
             t, active = end, False

@@ -17,6 +17,8 @@ GENERIC_WAKE_H = 7.0      # local hour of the first activity of a generic day
 GENERIC_LONGEST_GAP_H = 2.0  # the longest daytime silence of a generic day
 PRIOR_DAYS = 2.0          # the generic day counts as this many observed days
 DAYS_KEPT = 14            # wake-ups and longest silences remembered
+UP_FOR_H = 1 / 3   # up for 20 minutes: the elder got up (not a night-time trip to the toilet)
+BACK_TO_BED_H = 1.5  # ...unless the next sign of life is this much later
 AWAKE = 0.5  # an hour with at least this chance of activity is one the elder is usually up
 
 
@@ -65,6 +67,28 @@ class Routine(BaseModel):
         remembered (one odd day does not count), shrunk towards the generic day early on."""
         gaps = sorted(self.longest_gaps + [GENERIC_LONGEST_GAP_H] * int(PRIOR_DAYS))
         return gaps[-2]
+
+
+def getting_up(candidate: float | None, last: float | None, t: float
+               ) -> tuple[float | None, bool]:
+    """One step of finding the day's getting-up time from its activities (hours): the first
+    activity that the elder stays up after (another one 20 min later without a 1.5 h gap).
+    Returns (candidate, confirmed)."""
+    if candidate is None or last is None or t - last > BACK_TO_BED_H:
+        return t, False
+    return candidate, t - candidate >= UP_FOR_H
+
+
+def day_getting_up(hours: list[float]) -> float | None:
+    """The getting-up time of a day's activities (sorted hours), or its first activity if the
+    elder never stayed up."""
+    candidate, last = None, None
+    for t in hours:
+        candidate, up = getting_up(candidate, last, t)
+        if up:
+            return candidate
+        last = t
+    return hours[0] if hours else None
 
 
 def hour_start(t: datetime, tz: ZoneInfo) -> datetime:

@@ -5,8 +5,9 @@ The rules (docs/inactivity.md has them for readers):
 - Days run from `day_start_h` (04:00 local) to the next. The first `learn` days are for
   learning only; from then on every `every`-th day is made silent, mornings and daytimes in
   turn; every other scored day stays as recorded and counts for false alerts.
-- A day's wake-up is its first activity; the home's usual wake-up is the median of the
-  learning days' wake-ups; its usual bedtime the median of their last activity before 01:00.
+- A day's wake-up is its first activity after which the elder stays up (another activity 20
+  min to 1.5 h later, without a 1.5 h gap: a night-time trip to the toilet is not getting up);
+  the home's usual wake-up is the median of the learning days' wake-ups; its usual bedtime the median of their last activity before 01:00.
 - Morning cut: every activity of the day from its start is removed (the elder never gets up).
   Caught in time: an inactivity alert by the usual wake-up + 2 h.
 - Daytime cut: a seeded random activity inside the home (not the front door) between the day's
@@ -31,6 +32,7 @@ from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.evaluation.homes import Home, to_events
 from detectors.inactivity import ENTRANCE, InactivityDetector, InactivityState, activity_weight
+from detectors.routine import day_getting_up
 from devices.events import CanonicalEvent
 
 TICK = timedelta(minutes=5)
@@ -164,8 +166,9 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
         d = int((e.event_time - first) / timedelta(days=1))
         if 0 <= d < n_days:
             by_day[d].append(e)
-    wakes = [_hours(day[0].event_time, starts[d], c) for d, day in enumerate(by_day[:learn])
-             if day]
+    wakes = [w for d, day in enumerate(by_day[:learn])
+             if (w := day_getting_up([_hours(e.event_time, starts[d], c) for e in day]))
+             is not None]
     if not wakes:
         raise ValueError(f"home {home.name}: no activity in the {learn} learning days")
     usual_wake = statistics.median(wakes)
