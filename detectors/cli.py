@@ -22,7 +22,8 @@ def _eval_homes(args: argparse.Namespace, path: Path) -> int:
         else:
             homes = load_homes(path, names, args.max_days, args.format)
         config = DetectorConfig(timezone=args.tz) if args.tz else DetectorConfig()
-        result = evaluate_homes(homes, config, args.learn, args.every, args.seed)
+        result = evaluate_homes(homes, config, args.learn, args.every, args.seed,
+                                args.noisy_night)
     except (ValueError, OSError) as exc:
         print(f"cannot evaluate homes at {path}: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +76,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="homes: days for learning before any silent day (default 7)")
     ev.add_argument("--every", type=int, default=4,
                     help="homes: every N-th day after learning is made silent (default 4)")
+    ev.add_argument("--noisy-night", action="store_true",
+                    help="homes: stress, add a motion sensor firing every night 00-06")
     ev.add_argument("--tz", help="homes: the logs' local time zone (default: the detectors')")
     ev.add_argument("--elders", type=int, default=12, help="simulated elders (default 12)")
     ev.add_argument("--days", type=int, default=14, help="scored days per elder (default 14)")

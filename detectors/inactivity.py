@@ -27,6 +27,9 @@ WEIGHTS: dict[str, dict[str, float]] = {
 ACTIVITY_TYPES = frozenset().union(*(s.counts_as_activity for s in CATALOGUE.values()))
 NOT_ALIVE = frozenset({"offline"})
 ENTRANCE = DeviceKind.DOOR_CONTACT.value
+NIGHT_HOURS = 4  # 00:00-04:00 local: nearly everyone is asleep
+RESTLESS_HOURS = 3  # a device firing in this many of them fired all night
+RESTLESS_CONFIRM_MIN = 5.0
 PLUG_ON_W = 5.0  # above a plug's standby draw: the appliance was switched on
 
 
@@ -62,6 +65,13 @@ class InactivityState(BaseModel):
     # Weak evidence (a plug, a tap): one is remembered until a second device confirms it.
     weak_at: datetime | None = None
     weak_device: str = ""
+    last_strong: datetime | None = None   # newest activity that needed no confirmation
+    last_strong_device: str = ""
+    # A sensor that fired through the night (a pet, a draught, a fault) is weak evidence the
+    # next day: deep-night hours (00-04) with its events, as a bit mask per device tonight,
+    # and the devices found restless last night.
+    night_hours: dict[str, int] = {}
+    restless: list[str] = []
     # The day being observed (local date of its `day_start_h`): its first activity (local
     # hour) and its longest silence so far while the elder was usually up (hours).
     day: str | None = None
@@ -108,11 +118,27 @@ class InactivityDetector:
                     or (current > 3600 and interval < current)):
                 update["alive_interval_s"] = interval
         weight = activity_weight(event)
-        if weight > 0 and not self._confirmed(state, event, weight, update):
-            weight = 0.0
+        if weight > 0:
+            self._night(state, event, update)
+            if event.device_id in state.restless:
+                weight = self._restless_weight(state, event)
+            elif not self._confirmed(state, event, weight, update):
+                weight = 0.0
+            elif weight >= 1.0:
+                update.update(last_strong=t, last_strong_device=event.device_id)
         if weight > 0 and (state.last_activity is None or t > state.last_activity):
             self._activity(state, event, profile, update)
         return Verdict(state.model_copy(update=update) if update else state)
+
+    def _restless_weight(self, state: InactivityState, event: CanonicalEvent) -> float:
+        """A device that fired all last night counts only right after another device saw
+        someone (minutes, not the weak window: it fires often enough to chain along)."""
+        strong = state.last_strong
+        near = timedelta(minutes=RESTLESS_CONFIRM_MIN)
+        if (strong is not None and state.last_strong_device != event.device_id
+                and timedelta(0) <= event.event_time - strong <= near):
+            return 1.0
+        return 0.0
 
     def _confirmed(self, state: InactivityState, event: CanonicalEvent, weight: float,
                    update: dict[str, object]) -> bool:
@@ -124,10 +150,22 @@ class InactivityDetector:
         if (state.weak_at is not None and state.weak_device != event.device_id
                 and abs(t - state.weak_at) <= window):
             return True
-        if state.last_activity is not None and abs(t - state.last_activity) <= window:
+        if state.last_strong is not None and abs(t - state.last_strong) <= window:
             return True  # someone was just up: the kettle is theirs
         update.update(weak_at=t, weak_device=event.device_id)
         return False
+
+    def _night(self, state: InactivityState, event: CanonicalEvent,
+               update: dict[str, object]) -> None:
+        """Note the deep-night hour (00-04 local) in which this device fired."""
+        local = event.event_time.astimezone(self.tz)
+        if local.hour >= NIGHT_HOURS:
+            return
+        nights = update.get("night_hours", state.night_hours)
+        assert isinstance(nights, dict)
+        mask = nights.get(event.device_id, 0) | (1 << local.hour)
+        if mask != nights.get(event.device_id):
+            update["night_hours"] = {**nights, event.device_id: mask}
 
     def _activity(self, state: InactivityState, event: CanonicalEvent, profile: ElderProfile,
                   update: dict[str, object]) -> None:
@@ -194,7 +232,9 @@ class InactivityDetector:
         out = profile.away or self._out(state, t)
         if state.first_seen is not None and state.first_seen > self._day_start(t):
             out = True  # seen first today: today's wake-up is unknown
-        fields = {"day": day, "day_first_h": None, "day_up_h": None, "day_up": False,
+        restless = sorted(d for d, mask in state.night_hours.items()
+                          if bin(mask).count("1") >= RESTLESS_HOURS)
+        fields = {"day": day, "night_hours": {}, "restless": restless, "day_first_h": None, "day_up_h": None, "day_up": False,
                   "day_longest_gap_h": 0.0, "day_out": out, "routine": routine}
         update.update(fields)
         return state.model_copy(update=fields)

@@ -18,7 +18,7 @@ GENERIC_LONGEST_GAP_H = 2.0  # the longest daytime silence of a generic day
 PRIOR_DAYS = 2.0          # the generic day counts as this many observed days
 DAYS_KEPT = 14            # wake-ups and longest silences remembered
 UP_FOR_H = 1 / 3   # up for 20 minutes: the elder got up (not a night-time trip to the toilet)
-BACK_TO_BED_H = 1.5  # ...unless the next sign of life is this much later
+BACK_TO_BED_H = 1.0  # ...unless the next sign of life is this much later
 AWAKE = 0.5  # an hour with at least this chance of activity is one the elder is usually up
 
 
@@ -72,7 +72,7 @@ class Routine(BaseModel):
 def getting_up(candidate: float | None, last: float | None, t: float
                ) -> tuple[float | None, bool]:
     """One step of finding the day's getting-up time from its activities (hours): the first
-    activity that the elder stays up after (another one 20 min later without a 1.5 h gap).
+    activity that the elder stays up after (another one 20 min later without a 1 h gap).
     Returns (candidate, confirmed)."""
     if candidate is None or last is None or t - last > BACK_TO_BED_H:
         return t, False

@@ -6,7 +6,7 @@ The rules (docs/inactivity.md has them for readers):
   learning only; from then on every `every`-th day is made silent, mornings and daytimes in
   turn; every other scored day stays as recorded and counts for false alerts.
 - A day's wake-up is its first activity after which the elder stays up (another activity 20
-  min to 1.5 h later, without a 1.5 h gap: a night-time trip to the toilet is not getting up);
+  min or more later, without a 1 h gap: a night-time trip to the toilet is not getting up);
   the home's usual wake-up is the median of the learning days' wake-ups; its usual bedtime the median of their last activity before 01:00.
 - Morning cut: every activity of the day from its start is removed (the elder never gets up).
   Caught in time: an inactivity alert by the usual wake-up + 2 h.
@@ -30,9 +30,10 @@ from zoneinfo import ZoneInfo
 
 from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
-from detectors.evaluation.homes import Home, to_events
+from detectors.evaluation.homes import Home, Reading, to_events
 from detectors.inactivity import ENTRANCE, InactivityDetector, InactivityState, activity_weight
 from detectors.routine import day_getting_up
+from devices.catalogue import DeviceKind
 from devices.events import CanonicalEvent
 
 TICK = timedelta(minutes=5)
@@ -40,6 +41,7 @@ HEARTBEAT = timedelta(minutes=30)
 MORNING_MARGIN = timedelta(hours=2)
 DAYTIME_WINDOW = timedelta(hours=6)
 ANCHORS = ("timer_12h", "timer_24h", "wake_plus_2h")
+NOISY = "noisy-pir"  # the stress sensor: fires all night, whatever the elder does
 
 
 @dataclass
@@ -98,6 +100,8 @@ class HomeReplay:
         self.away = [(a.replace(tzinfo=self.tz), b.replace(tzinfo=self.tz))
                      for a, b in home.away]
         self.activity = [e for e in self.events if activity_weight(e) > 0]
+        # What the elder did (the truth the cuts and the usual wake-up are made from).
+        self.elder_activity = [e for e in self.activity if not e.device_id.endswith(NOISY)]
 
     def profile(self, t: datetime) -> ElderProfile:
         away = any(a <= t < b for a, b in self.away)
@@ -155,14 +159,14 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
     c = config or DetectorConfig()
     r = HomeReplay(home, c)
     tz = r.tz
-    if not r.activity:
+    if not r.elder_activity:
         raise ValueError(f"home {home.name}: no activity in the log")
-    first = _day_start(r.activity[0].event_time, c, tz)
-    last = r.activity[-1].event_time
+    first = _day_start(r.elder_activity[0].event_time, c, tz)
+    last = r.elder_activity[-1].event_time
     n_days = int((last - first) / timedelta(days=1)) + 1
     starts = [first + timedelta(days=d) for d in range(n_days + 1)]
     by_day: list[list[CanonicalEvent]] = [[] for _ in range(n_days)]
-    for e in r.activity:
+    for e in r.elder_activity:
         d = int((e.event_time - first) / timedelta(days=1))
         if 0 <= d < n_days:
             by_day[d].append(e)
@@ -213,18 +217,22 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
             silent_from, deadline = cut, cut + DAYTIME_WINDOW
         outcome = Outcome(str(starts[d].date()), cut_kind, silent_from, deadline)
         tick0 = starts[d]
-        kept = [e for e in r.events if tick0 <= e.event_time < cut]
+        kept = [e for e in r.events if tick0 <= e.event_time
+                and (e.event_time < cut or e.device_id.endswith(NOISY))]
         _, hits, _ = r.run(ticks[tick0], kept, tick0 + TICK, deadline, stop_at_alert=True)
         hit = next((h for h in hits if h >= cut), None)
         outcome.caught_at["eldercare"] = hit if hit is not None and hit <= deadline else None
-        before = [e.event_time for e in r.activity if e.event_time < cut]
+        before = [e.event_time for e in r.activity
+                  if e.event_time < cut or (e.device_id.endswith(NOISY) and e.event_time <= deadline)]
         last_seen = before[-1] if before else cut
         for hours, name in ((12, "timer_12h"), (24, "timer_24h")):
             at = last_seen + timedelta(hours=hours)
             outcome.caught_at[name] = at if cut <= at <= deadline else None
         wake_deadline = midnight + timedelta(hours=c.day_start_h + usual_wake) + MORNING_MARGIN
+        fooled = any(starts[d] <= t < wake_deadline for t in before)
         outcome.caught_at["wake_plus_2h"] = (
-            wake_deadline if cut <= starts[d] and wake_deadline <= deadline else None)
+            wake_deadline if cut <= starts[d] and wake_deadline <= deadline and not fooled
+            else None)
         outcomes.append(outcome)
     return HomeResult(home.name, n_days, scored_days, usual_wake + c.day_start_h, outcomes,
                       false, skipped)
@@ -247,14 +255,29 @@ def _anchor_false(r: HomeReplay, by_day: list[list[CanonicalEvent]], starts: lis
                         if b - a >= limit and scored_from <= a + limit <= end)
     out["wake_plus_2h"] = sum(
         1 for d in range(learn, len(by_day))
-        if not any(e.event_time < starts[d] + timedelta(hours=usual_wake) + MORNING_MARGIN
-                   for e in by_day[d]))
+        if not any(starts[d] <= t < starts[d] + timedelta(hours=usual_wake) + MORNING_MARGIN
+                   for t in times))
     return out
 
 
+def add_noisy_sensor(home: Home, until_h: float = 6.0) -> Home:
+    """Stress: a motion sensor that fires every 5 minutes from midnight to `until_h` every
+    night (a pet, a draught, a fault), whatever the elder does."""
+    first, last = home.readings[0].time, home.readings[-1].time
+    t = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    noise = []
+    while t <= last:
+        if t.hour + t.minute / 60 < until_h:
+            noise.append(Reading(t, NOISY, "", DeviceKind.MOTION_SENSOR.value, "on"))
+        t += timedelta(minutes=5)
+    return Home(home.name, sorted([*home.readings, *noise], key=lambda r: r.time), home.away)
+
+
 def evaluate_homes(homes: list[Home], config: DetectorConfig | None = None, learn: int = 7,
-                   every: int = 4, seed: int = 7) -> dict[str, Any]:
+                   every: int = 4, seed: int = 7, noisy_night: bool = False) -> dict[str, Any]:
     """Every home, and the totals."""
+    if noisy_night:
+        homes = [add_noisy_sensor(h) for h in homes]
     results = [evaluate_home(h, config, learn, every, seed) for h in homes]
     outcomes = [o for res in results for o in res.outcomes]
     scored = sum(res.scored_days for res in results)
@@ -262,14 +285,17 @@ def evaluate_homes(homes: list[Home], config: DetectorConfig | None = None, lear
              **{k: _tally(outcomes, k, sum(res.false_alerts[k] for res in results), scored)
                 for k in ("eldercare", *ANCHORS)}}
     return {"homes": [res.row() for res in results], "total": total,
-            "rules": {"learn_days": learn, "every": every, "seed": seed}}
+            "rules": {"learn_days": learn, "every": every, "seed": seed,
+                      "noisy_night": noisy_night}}
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The results as Markdown tables: one row per home and detector."""
     lines = [f"learning days {result['rules']['learn_days']}, every "
              f"{result['rules']['every']}th day after them silent (mornings and daytime in "
-             f"turn), seed {result['rules']['seed']}", "",
+             f"turn), seed {result['rules']['seed']}"
+             + (", a motion sensor firing every night 00-06" if result["rules"]["noisy_night"]
+                else ""), "",
              "| home | detector | silent mornings caught by wake-up + 2 h | daytime caught "
              "within 6 h | median delay | false alerts | per elder-month | scored days |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
