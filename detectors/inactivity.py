@@ -62,6 +62,7 @@ class InactivityState(BaseModel):
     # Going out: the newest front-door event and the newest activity inside after it.
     last_door: datetime | None = None
     last_inside: datetime | None = None
+    door_return: bool = False             # that door ended an absence: the elder came in
     # Weak evidence (a plug, a tap): one is remembered until a second device confirms it.
     weak_at: datetime | None = None
     weak_device: str = ""
@@ -176,7 +177,10 @@ class InactivityDetector:
         if state.hour is not None and t >= state.hour:
             update["hour_active"] = True
         if event.device_kind == ENTRANCE:
-            update["last_door"] = t
+            # Opening and shutting the door on the way in are one return.
+            same_passage = (state.last_door is not None and state.door_return
+                            and t - state.last_door <= timedelta(seconds=self.c.out_trailing_s))
+            update.update(last_door=t, door_return=self._out(state, t) or same_passage)
         else:
             update["last_inside"] = t
         day = update.get("day", state.day)
@@ -234,8 +238,8 @@ class InactivityDetector:
             out = True  # seen first today: today's wake-up is unknown
         restless = sorted(d for d, mask in state.night_hours.items()
                           if bin(mask).count("1") >= RESTLESS_HOURS)
-        fields = {"day": day, "night_hours": {}, "restless": restless, "day_first_h": None, "day_up_h": None, "day_up": False,
-                  "day_longest_gap_h": 0.0, "day_out": out, "routine": routine}
+        fields = {"day": day, "night_hours": {}, "restless": restless, "day_first_h": None,
+                  "day_up_h": None, "day_up": False, "day_longest_gap_h": 0.0, "day_out": out, "routine": routine}
         update.update(fields)
         return state.model_copy(update=fields)
 
@@ -293,7 +297,8 @@ class InactivityDetector:
         door = state.last_door
         if door is None or now - door < timedelta(minutes=self.c.out_confirm_min):
             return False
-        trailing = timedelta(seconds=self.c.out_trailing_s)
+        # On the way in, any movement after the door means the elder is home.
+        trailing = timedelta(seconds=0 if state.door_return else self.c.out_trailing_s)
         return state.last_inside is None or state.last_inside <= door + trailing
 
     def _dead(self, state: InactivityState, now: datetime) -> bool:
@@ -341,7 +346,8 @@ class InactivityDetector:
         """How long a daytime silence may last: longer than this elder's ordinary longest one
         (with room to spare), within the configured floor and ceiling."""
         floor = self.c.silence_min_alone_h if alone else self.c.silence_min_h
-        learned = state.routine.longest_gap() * self.c.silence_gap_factor + self.c.silence_gap_extra_h
+        learned = (state.routine.longest_gap() * self.c.silence_gap_factor
+                   + self.c.silence_gap_extra_h)
         return min(self.c.silence_max_h, max(floor, learned))
 
     def _silence(self, state: InactivityState, start: datetime, now: datetime,

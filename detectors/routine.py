@@ -58,9 +58,10 @@ class Routine(BaseModel):
             self.day_observed[h] + prior_weight)
 
     def usual_wake(self, prior_h: float = GENERIC_WAKE_H) -> float:
-        """The usual wake-up hour: the median of the days seen, the prior counting as two."""
-        return statistics.median(self.wakes + [prior_h] * int(PRIOR_DAYS)) if self.wakes \
-            else prior_h
+        """The usual wake-up hour: the median of the days seen, the prior counting as two days
+        until four of the elder's own are known."""
+        prior = [prior_h] * int(PRIOR_DAYS) if len(self.wakes) < 4 else []
+        return statistics.median(self.wakes + prior)
 
     def longest_gap(self) -> float:
         """The longest silence of an ordinary day (hours): the second longest of the days

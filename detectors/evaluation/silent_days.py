@@ -114,10 +114,12 @@ class HomeReplay:
             type="heartbeat", event_time=t, received_at=t, data={}, source="replay")
 
     def run(self, state: InactivityState, events: list[CanonicalEvent], start: datetime,
-            end: datetime, stop_at_alert: bool = False, keep: frozenset[datetime] = frozenset()
+            end: datetime, stop_after: datetime | None = None,
+            keep: frozenset[datetime] = frozenset()
             ) -> tuple[InactivityState, list[datetime], dict[datetime, InactivityState]]:
         """Replay `events` (sorted) from `start` to `end` with heartbeats and timer ticks:
-        (final state, alert times, the states at the ticks in `keep`)."""
+        (final state, alert times, the states at the ticks in `keep`); stops at the first
+        alert at or after `stop_after` if given."""
         alerts: list[datetime] = []
         ticks: dict[datetime, InactivityState] = {}
         beat, tick = start, start
@@ -141,7 +143,7 @@ class HomeReplay:
                 ticks[tick] = state
             if verdict.alerts:
                 alerts.append(tick)
-                if stop_at_alert:
+                if stop_after is not None and tick >= stop_after:
                     break
             tick += TICK
         return state, alerts, ticks
@@ -219,11 +221,12 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
         tick0 = starts[d]
         kept = [e for e in r.events if tick0 <= e.event_time
                 and (e.event_time < cut or e.device_id.endswith(NOISY))]
-        _, hits, _ = r.run(ticks[tick0], kept, tick0 + TICK, deadline, stop_at_alert=True)
+        _, hits, _ = r.run(ticks[tick0], kept, tick0 + TICK, deadline, stop_after=cut)
         hit = next((h for h in hits if h >= cut), None)
         outcome.caught_at["eldercare"] = hit if hit is not None and hit <= deadline else None
         before = [e.event_time for e in r.activity
-                  if e.event_time < cut or (e.device_id.endswith(NOISY) and e.event_time <= deadline)]
+                  if e.event_time < cut
+                  or (e.device_id.endswith(NOISY) and e.event_time <= deadline)]
         last_seen = before[-1] if before else cut
         for hours, name in ((12, "timer_12h"), (24, "timer_24h")):
             at = last_seen + timedelta(hours=hours)
