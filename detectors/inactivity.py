@@ -207,7 +207,8 @@ class InactivityDetector:
             since = max(state.last_activity, day_start)
             gap = awake_hours(state.routine, since, t, self.tz, self.c.awake_p,
                               self.c.routine_prior_weight)
-            if gap > float(update.get("day_longest_gap_h", state.day_longest_gap_h)):
+            longest = update.get("day_longest_gap_h", state.day_longest_gap_h)
+            if not isinstance(longest, float) or gap > longest:
                 update["day_longest_gap_h"] = gap
 
     # --- days and hours -----------------------------------------------------------------------
@@ -238,8 +239,10 @@ class InactivityDetector:
             out = True  # seen first today: today's wake-up is unknown
         restless = sorted(d for d, mask in state.night_hours.items()
                           if bin(mask).count("1") >= RESTLESS_HOURS)
-        fields = {"day": day, "night_hours": {}, "restless": restless, "day_first_h": None,
-                  "day_up_h": None, "day_up": False, "day_longest_gap_h": 0.0, "day_out": out, "routine": routine}
+        fields: dict[str, object] = {
+            "day": day, "night_hours": {}, "restless": restless, "day_first_h": None,
+            "day_up_h": None, "day_up": False, "day_longest_gap_h": 0.0, "day_out": out,
+            "routine": routine}
         update.update(fields)
         return state.model_copy(update=fields)
 

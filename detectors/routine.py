@@ -46,9 +46,9 @@ class Routine(BaseModel):
         """Remember one finished day (None: not observed, e.g. away that morning)."""
         wakes, gaps = self.wakes, self.longest_gaps
         if wake_h is not None:
-            wakes = (wakes + [round(wake_h, 3)])[-DAYS_KEPT:]
+            wakes = [*wakes, round(wake_h, 3)][-DAYS_KEPT:]
         if longest_gap_h is not None:
-            gaps = (gaps + [round(longest_gap_h, 3)])[-DAYS_KEPT:]
+            gaps = [*gaps, round(longest_gap_h, 3)][-DAYS_KEPT:]
         return self.model_copy(update={"wakes": wakes, "longest_gaps": gaps})
 
     def probability(self, hour: int, prior_weight: float = PRIOR_DAYS) -> float:

@@ -7,7 +7,8 @@ The rules (docs/inactivity.md has them for readers):
   turn; every other scored day stays as recorded and counts for false alerts.
 - A day's wake-up is its first activity after which the elder stays up (another activity 20
   min or more later, without a 1 h gap: a night-time trip to the toilet is not getting up);
-  the home's usual wake-up is the median of the learning days' wake-ups; its usual bedtime the median of their last activity before 01:00.
+  the home's usual wake-up is the median of the learning days' wake-ups; its usual bedtime
+  the median of their last activity before 01:00.
 - Morning cut: every activity of the day from its start is removed (the elder never gets up).
   Caught in time: an inactivity alert by the usual wake-up + 2 h.
 - Daytime cut: a seeded random activity inside the home (not the front door) between the day's
@@ -224,15 +225,14 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
         _, hits, _ = r.run(ticks[tick0], kept, tick0 + TICK, deadline, stop_after=cut)
         hit = next((h for h in hits if h >= cut), None)
         outcome.caught_at["eldercare"] = hit if hit is not None and hit <= deadline else None
-        before = [e.event_time for e in r.activity
-                  if e.event_time < cut
-                  or (e.device_id.endswith(NOISY) and e.event_time <= deadline)]
-        last_seen = before[-1] if before else cut
+        seen = [e.event_time for e in r.activity
+                if e.event_time < cut or (e.device_id.endswith(NOISY) and e.event_time <= deadline)]
+        last_seen = seen[-1] if seen else cut
         for hours, name in ((12, "timer_12h"), (24, "timer_24h")):
             at = last_seen + timedelta(hours=hours)
             outcome.caught_at[name] = at if cut <= at <= deadline else None
         wake_deadline = midnight + timedelta(hours=c.day_start_h + usual_wake) + MORNING_MARGIN
-        fooled = any(starts[d] <= t < wake_deadline for t in before)
+        fooled = any(starts[d] <= t < wake_deadline for t in seen)
         outcome.caught_at["wake_plus_2h"] = (
             wake_deadline if cut <= starts[d] and wake_deadline <= deadline and not fooled
             else None)
