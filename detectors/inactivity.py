@@ -171,7 +171,10 @@ class InactivityDetector:
     def _activity(self, state: InactivityState, event: CanonicalEvent, profile: ElderProfile,
                   update: dict[str, object]) -> None:
         t = event.event_time
-        if update.get("first_seen") is None and state.first_seen is not None:
+        local = t.astimezone(self.tz)
+        day_start = self._local_day_start(local)
+        day = day_start.date().isoformat()
+        if state.day != day and update.get("first_seen") is None and state.first_seen is not None:
             state = self._roll_day(state, t, profile, update)
         update["last_activity"] = t
         if state.hour is not None and t >= state.hour:
@@ -183,41 +186,38 @@ class InactivityDetector:
             update.update(last_door=t, door_return=self._out(state, t) or same_passage)
         else:
             update["last_inside"] = t
-        day = update.get("day", state.day)
-        if day is None:
-            return
-        # The day's wake-up and its longest silence while the elder is usually up.
-        first = update.get("day_first_h", state.day_first_h)
-        local = t.astimezone(self.tz)
-        hour = local.hour + local.minute / 60 + local.second / 3600
-        if self._day_of(t) == day and not update.get("day_up", state.day_up):
-            last = state.last_activity
+        if state.day != day:
+            return  # the first day: seen from its middle only
+        # The day's getting-up time and its longest silence while the elder is usually up.
+        last = state.last_activity
+        hour = (t - day_start).total_seconds() / 3600 + self.c.day_start_h
+        if not state.day_up:
             last_h = None
-            if last is not None and self._day_of(last) == day:
-                ll = last.astimezone(self.tz)
-                last_h = ll.hour + ll.minute / 60 + ll.second / 3600
-            candidate = update.get("day_up_h", state.day_up_h)
-            cand, up = getting_up(candidate if isinstance(candidate, float) else None,
-                                  last_h, hour)
+            if last is not None and last >= day_start:
+                last_h = (last - day_start).total_seconds() / 3600 + self.c.day_start_h
+            cand, up = getting_up(state.day_up_h, last_h, hour)
             update.update(day_up_h=cand, day_up=up)
-        if first is None and self._day_of(t) == day:
+        if state.day_first_h is None:
             update["day_first_h"] = hour
-        elif state.last_activity is not None and not self._out(state, t):
-            day_start = self._day_start(t)
-            since = max(state.last_activity, day_start)
-            gap = awake_hours(state.routine, since, t, self.tz, self.c.awake_p,
-                              self.c.routine_prior_weight)
-            longest = update.get("day_longest_gap_h", state.day_longest_gap_h)
-            if not isinstance(longest, float) or gap > longest:
-                update["day_longest_gap_h"] = gap
+        elif last is not None:
+            since = max(last, day_start)
+            # Cheap test first: awake hours never exceed the clock's.
+            if (t - since).total_seconds() / 3600 > state.day_longest_gap_h \
+                    and not self._out(state, t):
+                gap = awake_hours(state.routine, since, t, self.tz, self.c.awake_p,
+                                  self.c.routine_prior_weight)
+                if gap > state.day_longest_gap_h:
+                    update["day_longest_gap_h"] = gap
 
     # --- days and hours -----------------------------------------------------------------------
 
-    def _day_start(self, t: datetime) -> datetime:
-        local = t.astimezone(self.tz)
+    def _local_day_start(self, local: datetime) -> datetime:
         start = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
             hours=self.c.day_start_h)
         return start if local >= start else start - timedelta(days=1)
+
+    def _day_start(self, t: datetime) -> datetime:
+        return self._local_day_start(t.astimezone(self.tz))
 
     def _day_of(self, t: datetime) -> str:
         return self._day_start(t).date().isoformat()
