@@ -85,6 +85,23 @@ def test_start_end_tables_become_activations(tmp_path: Path) -> None:
     assert [e.type for e in to_events(home, _tz())][:2] == ["occupancy", "occupancy"]
 
 
+def test_numbered_sensors_are_named_by_a_sensors_file(tmp_path: Path) -> None:
+    (tmp_path / "houseY.txt").write_text(
+        "Start time\tEnd time\tID\tVal\n"
+        "25-Feb-2008 00:20:14\t25-Feb-2008 00:22:57\t24\t1\n"
+        "25-Feb-2008 09:01:00\t25-Feb-2008 09:01:30\t5\t1\n"
+        "25-Feb-2008 09:05:00\t25-Feb-2008 09:05:02\t7\t1\n")
+    (tmp_path / "houseY.sensors.csv").write_text(
+        "id,description,room,kind\n24,Bed,bedroom,\n5,Frontdoor,hall,\n7,kettle,,plug\n")
+    (tmp_path / "houseY_ADLs.txt").write_text(  # activity labels: not a sensor log
+        "25-Feb-2008 09:00:00\t25-Feb-2008 09:10:00\tleave house\n")
+    (home,) = load_homes(tmp_path)
+    assert home.name == "houseY"
+    assert [r.kind for r in home.readings if r.value == "on"] == [
+        "pressure_mat", "door_contact", "smart_plug"]
+    assert home.readings[0].sensor == "24 Bed" and home.readings[0].room == "bedroom"
+
+
 def test_placelab_folder(tmp_path: Path) -> None:
     home = tmp_path / "subjectX"
     home.mkdir()

@@ -11,7 +11,8 @@ Formats read (see docs/inactivity.md):
   (an Ordonez-style `Start time  End time  Location  Type  Place` table reads as one);
 - the MIT PlaceLab layout: a folder with `sensors.csv` and `activities_data.csv`.
 Away periods: a file `NAME.away.csv` next to `NAME.*` (or `away.csv` in a home's folder) with
-lines `start,end`."""
+lines `start,end`. Sensor names for logs that give only ids: `NAME.sensors.csv` with lines
+`id,description[,room][,kind]`."""
 
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ _KINDS = {k.value for k in DeviceKind}
 _DT = re.compile(r"(\d{4}-\d{1,2}-\d{1,2}[ T]\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?"
                  r"|\d{1,2}-[A-Za-z]{3}-\d{4} \d{1,2}:\d{1,2}:\d{1,2}"
                  r"|\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{1,2}(?::\d{1,2})?)")
+
+
+# Files in a folder of homes that are not sensor logs: read-me files and activity labels.
+NOT_A_LOG = re.compile(r"(?i)^readme|^\.|(^|[_. -])adls?([_. -]|$)|activit|label|annotation")
 
 
 def guess_kind(*words: str) -> str:
@@ -230,6 +235,38 @@ def load_away(path: Path) -> list[tuple[datetime, datetime]]:
     return out
 
 
+def load_sensor_names(path: Path) -> dict[str, tuple[str, str, str]]:
+    """`NAME.sensors.csv`: lines `id,description[,room][,kind]` naming a log's sensor ids (for
+    tables that give only numbers)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            cells = [c.strip() for c in row]
+            if not cells or not cells[0] or cells[0].lower() in ("id", "sensor"):
+                continue
+            if len(cells) < 2:
+                raise ValueError(f"{path}:{n}: expected `id,description[,room][,kind]`")
+            room = cells[2] if len(cells) > 2 else ""
+            kind = kind_of(cells[3]) if len(cells) > 3 and cells[3] else guess_kind(cells[1], room)
+            out[cells[0]] = (cells[1], room, kind)
+    return out
+
+
+def name_sensors(readings: list[Reading], names: dict[str, tuple[str, str, str]]
+                 ) -> list[Reading]:
+    """The readings with their sensors named (matched on the id, or its first word)."""
+    out = []
+    for r in readings:
+        named = names.get(r.sensor) or names.get(r.sensor.split(" ")[0])
+        if named is None:
+            out.append(r)
+            continue
+        desc, room, kind = named
+        out.append(Reading(r.time, f"{r.sensor.split(' ')[0]} {desc}", room or r.room, kind,
+                           r.value))
+    return out
+
+
 def sniff(path: Path) -> str:
     """Which format a file is: csv, casas or intervals."""
     with path.open(encoding="utf-8", errors="replace") as f:
@@ -258,7 +295,11 @@ def load_home(path: Path, fmt: str | None = None) -> Home:
         loader = {"csv": load_csv, "casas": load_casas, "intervals": load_intervals}.get(kind)
         if loader is None:
             raise ValueError(f"unknown format {kind!r} (csv, casas, intervals)")
-        readings, away_file = loader(path), path.with_name(path.name.split(".")[0] + ".away.csv")
+        stem = path.name.split(".")[0]
+        readings, away_file = loader(path), path.with_name(stem + ".away.csv")
+        names_file = path.with_name(stem + ".sensors.csv")
+        if names_file.exists():
+            readings = name_sensors(readings, load_sensor_names(names_file))
     readings.sort(key=lambda r: r.time)
     if not readings:
         raise ValueError(f"{path}: no readings")
@@ -277,9 +318,10 @@ def load_homes(path: Path, names: list[str] | None = None, days: float | None = 
     else:
         candidates = sorted(p for p in path.iterdir()
                             if (p.is_dir() and (p / "activities_data.csv").exists())
-                            or (p.is_file() and not p.name.endswith(".away.csv")
-                                and not p.name.lower().startswith("readme")
-                                and p.suffix in (".csv", ".txt", ".dat", ".log")))
+                            or (p.is_file() and not p.name.endswith((".away.csv",
+                                                                     ".sensors.csv"))
+                                and not NOT_A_LOG.search(p.name)
+                                and p.suffix in ("", ".csv", ".txt", ".dat", ".log")))
     homes = []
     for p in candidates:
         if names and p.name.split(".")[0] not in names:
