@@ -67,7 +67,7 @@ CATALOGUE: dict[DeviceKind, KindSpec] = {
         _spec(DeviceKind.DOOR_CONTACT, {"door"}, 1800, {"door"}),
         _spec(DeviceKind.PRESSURE_MAT, {"occupancy"}, 3600, {"occupancy"}),
         _spec(DeviceKind.TOILET_FLUSH, {"flush"}, 3600, {"flush"}),
-        _spec(DeviceKind.SMART_PLUG, {"power"}, 600, {"power"}, 0.5),
+        _spec(DeviceKind.SMART_PLUG, {"power"}, 3600, {"power"}, 0.5),
         _spec(DeviceKind.WATER_FLOW, {"water"}, 3600, {"water"}, 0.5),
         _spec(DeviceKind.CUPBOARD_CONTACT, {"contact"}, 3600, {"contact"}),
     )
