@@ -27,6 +27,7 @@ WEIGHTS: dict[str, dict[str, float]] = {
 ACTIVITY_TYPES = frozenset().union(*(s.counts_as_activity for s in CATALOGUE.values()))
 NOT_ALIVE = frozenset({"offline"})
 ENTRANCE = DeviceKind.DOOR_CONTACT.value
+WEARABLES = frozenset({DeviceKind.SMART_WATCH.value, DeviceKind.SMART_CANE.value})
 NIGHT_HOURS = 4  # 00:00-04:00 local: nearly everyone is asleep
 RESTLESS_HOURS = 3  # a device firing in this many of them fired all night
 RESTLESS_CONFIRM_MIN = 5.0
@@ -184,8 +185,8 @@ class InactivityDetector:
             same_passage = (state.last_door is not None and state.door_return
                             and t - state.last_door <= timedelta(seconds=self.c.out_trailing_s))
             update.update(last_door=t, door_return=self._out(state, t) or same_passage)
-        else:
-            update["last_inside"] = t
+        elif event.device_kind not in WEARABLES:
+            update["last_inside"] = t  # a watch or cane shows the elder is alive, not where
         if state.day != day:
             return  # the first day: seen from its middle only
         # The day's getting-up time and its longest silence while the elder is usually up.

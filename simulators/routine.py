@@ -16,6 +16,7 @@ from simulators.timeline import DeviceRef, Timeline
 # Battery drain, percent per simulated day. The watch is charged every night.
 DRAIN_PER_DAY = {"smart_cane": 2.0, "smart_watch": 30.0, "sos_button": 0.1}
 DEFAULT_DRAIN = 0.05
+WITH_THE_ELDER = frozenset({"cane", "watch", "sos", "door"})  # what still reports on a walk
 
 
 def ref(sim: SimElder, suffix: str) -> DeviceRef:
@@ -29,8 +30,11 @@ class DayWriter:
     def __init__(self, tl: Timeline, sim: SimElder, start: float, end: float,
                  rng: random.Random) -> None:
         self.tl, self.sim, self.start, self.end, self.rng = tl, sim, start, end, rng
+        self.out: list[tuple[float, float]] = []  # out of the flat (walks): home sensors quiet
 
     def emit(self, t: float, suffix: str, body: dict[str, Any], label: str = "") -> None:
+        if suffix not in WITH_THE_ELDER and any(a <= t < b for a, b in self.out):
+            return
         if self.start <= t < self.end:
             self.tl.add(t, ref(self.sim, suffix), body, activity=True, label=label)
 
@@ -79,6 +83,7 @@ class DayWriter:
                 self.emit(x + 30, "watch", payloads.steps(rng.randint(250, 550)))
             x += 300
         back = t + minutes * 60
+        self.out.append((t + 21, back))
         self.emit(back, "door", payloads.door(True))
         self.emit(back + 15, "door", payloads.door(False))
         self.motions(back + 60, 10)
