@@ -31,6 +31,7 @@ WEARABLES = frozenset({DeviceKind.SMART_WATCH.value, DeviceKind.SMART_CANE.value
 NIGHT_HOURS = 4  # 00:00-04:00 local: nearly everyone is asleep
 RESTLESS_HOURS = 3  # a device firing in this many of them fired all night
 RESTLESS_CONFIRM_MIN = 5.0
+NIGHT_TRIP_BEFORE_WAKE_H = 1.0  # activity this long before the usual wake-up is a night trip
 PLUG_ON_W = 5.0  # above a plug's standby draw: the appliance was switched on
 
 
@@ -335,8 +336,12 @@ class InactivityDetector:
     def _no_wakeup(self, state: InactivityState, start: datetime, now: datetime,
                    profile: ElderProfile, alone: bool) -> Alert | None:
         day_start = self._day_start(now)
-        if start >= day_start:
+        if start >= day_start and not self._not_up(state, profile, now):
             return None
+        resets = [t for t in (state.first_seen, state.away_seen_at, profile.rearmed_at,
+                              state.home_back_at) if t is not None]
+        if resets and max(resets) >= day_start:
+            return None  # counting restarted today (back from away, after an outage)
         wake = self.usual_wake_h(state, profile)
         margin = self.c.wake_margin_alone_h if alone else self.c.wake_margin_h
         midnight = day_start - timedelta(hours=self.c.day_start_h)
@@ -345,6 +350,19 @@ class InactivityDetector:
         return self._alert(state, profile, "no_wakeup", day_start, now, Severity.HIGH,
                            usual_wake_hour=round(wake, 2),
                            entered_wake_h=profile.thresholds.get("wake_h"), margin_h=margin)
+
+    def _not_up(self, state: InactivityState, profile: ElderProfile, now: datetime) -> bool:
+        """Not up yet today: nothing since the day began, or only a night-time trip (well
+        before the usual wake-up, and the elder did not stay up)."""
+        last = state.last_activity
+        day_start = self._day_start(now)
+        if last is None or last < day_start:
+            return True
+        if state.day_up and state.day == day_start.date().isoformat():
+            return False
+        wake = self.usual_wake_h(state, profile)
+        midnight = day_start - timedelta(hours=self.c.day_start_h)
+        return last < midnight + timedelta(hours=wake - NIGHT_TRIP_BEFORE_WAKE_H)
 
     def silence_limit_h(self, state: InactivityState, alone: bool) -> float:
         """How long a daytime silence may last: longer than this elder's ordinary longest one
@@ -356,8 +374,8 @@ class InactivityDetector:
 
     def _silence(self, state: InactivityState, start: datetime, now: datetime,
                  profile: ElderProfile, alone: bool) -> Alert | None:
-        if start < self._day_start(now):
-            return None  # not seen since before today began: the wake-up rule's case
+        if start < self._day_start(now) or self._not_up(state, profile, now):
+            return None  # not up yet today: the wake-up rule's case
         limit = self.silence_limit_h(state, alone)
         if now - start < timedelta(hours=limit):
             return None
