@@ -356,7 +356,9 @@ class InactivityDetector:
         before the usual wake-up, and the elder did not stay up)."""
         last = state.last_activity
         day_start = self._day_start(now)
-        if last is None or last < day_start:
+        if last is None:  # never active: counting from when the home was first heard today
+            return state.first_seen is None or state.first_seen < day_start
+        if last < day_start:
             return True
         if state.day_up and state.day == day_start.date().isoformat():
             return False
