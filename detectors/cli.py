@@ -8,7 +8,32 @@ import sys
 from pathlib import Path
 
 
+def _eval_homes(args: argparse.Namespace, path: Path) -> int:
+    from detectors.config import DetectorConfig
+    from detectors.evaluation.homes import load_homes
+    from detectors.evaluation.silent_days import evaluate_homes, format_report
+
+    names = [n for n in (args.homes or "").split(",") if n] or None
+    try:
+        if str(path).startswith("sim:"):
+            from detectors.evaluation.sim_homes import simulated_homes
+
+            homes = simulated_homes(str(path), args.seed)
+        else:
+            homes = load_homes(path, names, args.max_days, args.format)
+        config = DetectorConfig(timezone=args.tz) if args.tz else DetectorConfig()
+        result = evaluate_homes(homes, config, args.learn, args.every, args.seed,
+                                args.noisy_night)
+    except (ValueError, OSError) as exc:
+        print(f"cannot evaluate homes at {path}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str) if args.json else format_report(result))
+    return 0
+
+
 def _eval(args: argparse.Namespace, settings: object) -> int:
+    if args.dataset and args.dataset[0] == "homes":
+        return _eval_homes(args, Path(args.dataset[1]))
     if args.dataset:
         try:
             from detectors.falls.evaluate import evaluate_dataset, format_report
@@ -69,7 +94,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "eval", help="run labelled event streams through the detectors (sensitivity, false "
         "alerts per elder-day, detection delay); --dataset NAME PATH for a fall dataset")
     ev.add_argument("--dataset", nargs=2, metavar=("NAME", "PATH"),
-                    help="a public accelerometer fall dataset (e.g. umafall PATH, fallalld PATH)")
+                    help="a public accelerometer fall dataset (e.g. umafall PATH, fallalld PATH),"
+                    " or `homes PATH`: real homes' sensor logs with silent days injected "
+                    "(docs/inactivity.md)")
+    ev.add_argument("--homes", help="homes: only these (comma separated file/folder names)")
+    ev.add_argument("--max-days", type=float, help="homes: only each home's first N days")
+    ev.add_argument("--format", choices=["csv", "casas", "intervals"],
+                    help="homes: the files' format (default: recognised from the content)")
+    ev.add_argument("--learn", type=int, default=7,
+                    help="homes: days for learning before any silent day (default 7)")
+    ev.add_argument("--every", type=int, default=4,
+                    help="homes: every N-th day after learning is made silent (default 4)")
+    ev.add_argument("--noisy-night", action="store_true",
+                    help="homes: stress, add a motion sensor firing every night 00-06")
+    ev.add_argument("--tz", help="homes: the logs' local time zone (default: the detectors')")
     ev.add_argument("--elders", type=int, default=12, help="simulated elders (default 12)")
     ev.add_argument("--days", type=int, default=14, help="scored days per elder (default 14)")
     ev.add_argument("--warmup", type=int, default=21,

@@ -116,30 +116,51 @@ class DetectorConfig(BaseSettings):
         4.0, description="Robust z (|x - median| / 1.4826 MAD) beyond which a reading deviates; "
         "4 keeps day-to-day variation quiet, and a repeat must confirm it.")
 
-    # --- inactivity -------------------------------------------------------------------------
+    # --- inactivity (see docs/inactivity.md) ------------------------------------------------
+    wake_h: float = Field(
+        7.0, description="Usual wake-up hour of a new elder (local), until the elder's own "
+        "mornings outweigh it (two days' worth; the registry's wake_h, if entered, instead).")
     wake_margin_h: float = Field(
         2.0, description="No activity by the usual wake-up hour plus this margin alerts.")
     wake_margin_alone_h: float = Field(
-        1.0, description="The margin for an elder living alone: nobody else would notice.")
+        1.75, description="The margin for an elder living alone: nobody else would notice. "
+        "Below 2 h, so that a silent morning is caught by the usual wake-up + 2 h even when "
+        "the learned wake-up has drifted a little later.")
     silence_min_h: float = Field(
         3.0, description="Daytime silence shorter than this never alerts (a nap, a film).")
-    silence_min_alone_h: float = Field(2.0, description="The same for an elder living alone.")
-    silence_p: float = Field(
-        0.01, description="Alert when the learned routine gives this silence a probability "
-        "below 1 %.")
-    silence_p_alone: float = Field(0.05, description="The same for an elder living alone.")
+    silence_min_alone_h: float = Field(
+        3.0, description="The same for an elder living alone.")
+    silence_max_h: float = Field(
+        5.5, description="A daytime silence this long always alerts (while the elder is "
+        "usually up and at home), however quiet the elder's ordinary days: caught within 6 h.")
+    silence_gap_factor: float = Field(
+        1.25, description="A daytime silence alerts past this many times the elder's ordinary "
+        "longest silence of a day (the second longest of the last 14 days)...")
+    silence_gap_extra_h: float = Field(
+        0.5, description="...plus this margin.")
     routine_prior_weight: float = Field(
-        4.0, description="Pseudo-weeks of the generic routine (awake 07-21) a new elder starts "
-        "with; the elder's own history outweighs it after about a month.")
+        2.0, description="Days' worth of the generic routine (awake 07-21) a new elder starts "
+        "with; the elder's own days outweigh it within a few days.")
     routine_cap: int = Field(
-        40, description="Observed weeks per hour-of-week are halved past this, so the routine "
-        "follows a changing elder (and the counts stay small integers).")
+        28, description="Observed days per hour of the day are halved past this, so the "
+        "routine follows a changing elder (and the counts stay small integers).")
     awake_p: float = Field(
-        0.5, description="An hour with at least this chance of activity is one the elder is "
-        "usually up; only such hours count as silence (sleep is not).")
+        0.3, description="An hour with at least this chance of some activity is one the elder "
+        "is usually up; only such hours count as silence (sleep is not). Low, because homes "
+        "with few sensors see a quiet hour even when the elder is up.")
     day_start_h: float = Field(
         4.0, description="The local hour a new day of the routine starts (nights end earlier "
         "than any wake-up).")
+    out_confirm_min: float = Field(
+        10.0, description="The front door, then nothing inside for this long: the elder went "
+        "out, and silence is absence until something moves inside again.")
+    out_trailing_s: float = Field(
+        90.0, description="Movement this soon after the door is the hallway sensor catching "
+        "the elder on the way out, not someone staying in.")
+    weak_window_min: float = Field(
+        30.0, description="Weak evidence (a plug switching on, a tap running: machines do "
+        "that too) counts as activity when a second device, or other activity, is within "
+        "this many minutes.")
 
     # --- check-in, device health ---------------------------------------------------------------
     checkin_default_deadline_h: float | None = Field(

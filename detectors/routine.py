@@ -1,48 +1,95 @@
-"""An elder's routine: how likely some activity is in each hour of the week, learned from the
-elder's own history and shrunk towards a generic day for a new elder."""
+"""An elder's routine, as much as inactivity needs of it: when the elder is usually up (the
+chance of some activity in each hour of the day), the usual wake-up hour, and the longest
+silence of an ordinary day. Starts from a generic older person's day and follows the elder's
+own days within a few days (the last two weeks count, older days fade)."""
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-HOURS_PER_WEEK = 168
 # A generic older person's day: asleep 23-05, waking around 06, active 07-21.
 GENERIC_DAY = [0.05] * 6 + [0.5] + [0.9] * 14 + [0.6, 0.3, 0.1]
-WEEK_SHRINK = 2.0  # pseudo-observations pulling an hour-of-week towards the hour of day
+GENERIC_WAKE_H = 7.0      # local hour of the first activity of a generic day
+GENERIC_LONGEST_GAP_H = 2.0  # the longest daytime silence of a generic day
+PRIOR_DAYS = 2.0          # the generic day counts as this many observed days
+DAYS_KEPT = 14            # wake-ups and longest silences remembered
+UP_FOR_H = 1 / 3   # up for 20 minutes: the elder got up (not a night-time trip to the toilet)
+BACK_TO_BED_H = 1.0  # ...unless the next sign of life is this much later
 AWAKE = 0.5  # an hour with at least this chance of activity is one the elder is usually up
 
 
 class Routine(BaseModel):
-    """Counts per hour of the week (Monday 00:00 local = 0): hours observed, hours active."""
+    """Counts per hour of the day (local), plus the last `DAYS_KEPT` days' wake-up hours and
+    longest daytime silences (hours)."""
 
-    observed: list[int] = [0] * HOURS_PER_WEEK
-    active: list[int] = [0] * HOURS_PER_WEEK
+    day_observed: list[int] = [0] * 24
+    day_active: list[int] = [0] * 24
+    wakes: list[float] = []
+    longest_gaps: list[float] = []
 
-    def learn(self, how: int, was_active: bool, cap: int) -> Routine:
-        """Count one observed hour; past `cap` observations both counts are halved."""
-        observed, active = list(self.observed), list(self.active)
-        observed[how] += 1
-        active[how] += int(was_active)
-        if observed[how] > cap:
-            observed[how] //= 2
-            active[how] //= 2
-        return Routine(observed=observed, active=active)
+    def learn(self, hour: int, was_active: bool, cap: int) -> Routine:
+        """Count one observed hour of the day; past `cap` observations both counts are halved,
+        so the last weeks outweigh older ones."""
+        observed, active = list(self.day_observed), list(self.day_active)
+        observed[hour] += 1
+        active[hour] += int(was_active)
+        if observed[hour] > cap:
+            observed[hour] //= 2
+            active[hour] //= 2
+        return self.model_copy(update={"day_observed": observed, "day_active": active})
 
-    def probability(self, how: int, prior_weight: float) -> float:
-        """P(some activity in hour-of-week `how`)."""
-        hour = how % 24
-        day_obs = sum(self.observed[hour::24])
-        day_act = sum(self.active[hour::24])
-        p_day = (day_act + prior_weight * GENERIC_DAY[hour]) / (day_obs + prior_weight)
-        return (self.active[how] + WEEK_SHRINK * p_day) / (self.observed[how] + WEEK_SHRINK)
+    def learn_day(self, wake_h: float | None, longest_gap_h: float | None) -> Routine:
+        """Remember one finished day (None: not observed, e.g. away that morning)."""
+        wakes, gaps = self.wakes, self.longest_gaps
+        if wake_h is not None:
+            wakes = [*wakes, round(wake_h, 3)][-DAYS_KEPT:]
+        if longest_gap_h is not None:
+            gaps = [*gaps, round(longest_gap_h, 3)][-DAYS_KEPT:]
+        return self.model_copy(update={"wakes": wakes, "longest_gaps": gaps})
+
+    def probability(self, hour: int, prior_weight: float = PRIOR_DAYS) -> float:
+        """P(some activity in this local hour of the day)."""
+        h = hour % 24
+        return (self.day_active[h] + prior_weight * GENERIC_DAY[h]) / (
+            self.day_observed[h] + prior_weight)
+
+    def usual_wake(self, prior_h: float = GENERIC_WAKE_H) -> float:
+        """The usual wake-up hour: the median of the days seen, the prior counting as two days
+        until four of the elder's own are known."""
+        prior = [prior_h] * int(PRIOR_DAYS) if len(self.wakes) < 4 else []
+        return statistics.median(self.wakes + prior)
+
+    def longest_gap(self) -> float:
+        """The longest silence of an ordinary day (hours): the second longest of the days
+        remembered (one odd day does not count), shrunk towards the generic day early on."""
+        gaps = sorted(self.longest_gaps + [GENERIC_LONGEST_GAP_H] * int(PRIOR_DAYS))
+        return gaps[-2]
 
 
-def hour_of_week(t: datetime, tz: ZoneInfo) -> int:
-    local = t.astimezone(tz)
-    return local.weekday() * 24 + local.hour
+def getting_up(candidate: float | None, last: float | None, t: float
+               ) -> tuple[float | None, bool]:
+    """One step of finding the day's getting-up time from its activities (hours): the first
+    activity that the elder stays up after (another one 20 min later without a 1 h gap).
+    Returns (candidate, confirmed)."""
+    if candidate is None or last is None or t - last > BACK_TO_BED_H:
+        return t, False
+    return candidate, t - candidate >= UP_FOR_H
+
+
+def day_getting_up(hours: list[float]) -> float | None:
+    """The getting-up time of a day's activities (sorted hours), or its first activity if the
+    elder never stayed up."""
+    candidate, last = None, None
+    for t in hours:
+        candidate, up = getting_up(candidate, last, t)
+        if up:
+            return candidate
+        last = t
+    return hours[0] if hours else None
 
 
 def hour_start(t: datetime, tz: ZoneInfo) -> datetime:
@@ -50,30 +97,15 @@ def hour_start(t: datetime, tz: ZoneInfo) -> datetime:
     return local.replace(minute=0, second=0, microsecond=0)
 
 
-def silence_probability(
-    routine: Routine, start: datetime, end: datetime, tz: ZoneInfo, prior_weight: float,
-    awake_p: float = AWAKE,
-) -> tuple[float, float]:
-    """(P(no activity from `start` to `end`), hours of that span the elder is usually up).
-
-    Only hours in which the elder is usually active (P >= 0.5) count: a night's sleep is not
-    silence, and hours are taken as independent, which night-time habits would break."""
-    p, awake = 1.0, 0.0
+def awake_hours(routine: Routine, start: datetime, end: datetime, tz: ZoneInfo,
+                awake_p: float = AWAKE, prior_weight: float = PRIOR_DAYS) -> float:
+    """Hours between `start` and `end` that fall in hours the elder is usually up: a night's
+    sleep is not silence."""
+    awake = 0.0
     t = start
     while t < end:
         nxt = min(hour_start(t, tz) + timedelta(hours=1), end)
-        q = routine.probability(hour_of_week(t, tz), prior_weight)
-        if q >= awake_p:
-            frac = (nxt - t).total_seconds() / 3600.0
-            p *= (1.0 - q) ** frac
-            awake += frac
+        if routine.probability(t.astimezone(tz).hour, prior_weight) >= awake_p:
+            awake += (nxt - t).total_seconds() / 3600.0
         t = nxt
-    return p, awake
-
-
-def wake_hour(routine: Routine, day_of_week: int, day_start_h: float, prior_weight: float) -> int:
-    """The first hour of the day (from `day_start_h`) in which activity is more likely than not."""
-    for hour in range(int(day_start_h), 24):
-        if routine.probability(day_of_week * 24 + hour, prior_weight) >= AWAKE:
-            return hour
-    return 12
+    return awake

@@ -18,6 +18,12 @@ class DeviceKind(StrEnum):
     MOTION_SENSOR = "motion_sensor"
     DOOR_CONTACT = "door_contact"
     WATER_LEAK_SENSOR = "water_leak_sensor"
+    # Kinds real home kits have beyond motion and the front door (added for inactivity).
+    PRESSURE_MAT = "pressure_mat"          # bed or chair occupancy
+    TOILET_FLUSH = "toilet_flush"
+    SMART_PLUG = "smart_plug"              # appliance power (kettle, television, microwave)
+    WATER_FLOW = "water_flow"              # a flow sensor on the tap or shower supply
+    CUPBOARD_CONTACT = "cupboard_contact"  # a reed switch on a cupboard, drawer or fridge
 
 
 # Canonical event types made from the status topic (heartbeats there become "heartbeat").
@@ -33,11 +39,18 @@ class KindSpec:
     message_types: frozenset[str]
     heartbeat_interval_s: int
     counts_as_activity: frozenset[str]
+    # How much one activity message says "someone is up" (the routine's weight): 1 for a
+    # person's own act (movement, a door, getting out of bed, a flush); below 1 for what a
+    # machine may also do by itself (a plug's standby draw, a cistern refilling), so that two
+    # such messages are needed before silence is broken.
+    activity_weight: float = 1.0
 
 
-def _spec(kind: DeviceKind, types: set[str], hb: int, activity: set[str]) -> KindSpec:
+def _spec(kind: DeviceKind, types: set[str], hb: int, activity: set[str],
+          weight: float = 1.0) -> KindSpec:
     # Every device may say it is alive, and that its casing was opened or it was taken down.
-    return KindSpec(kind, frozenset(types | {"heartbeat", "tamper"}), hb, frozenset(activity))
+    return KindSpec(kind, frozenset(types | {"heartbeat", "tamper"}), hb, frozenset(activity),
+                    weight)
 
 
 CATALOGUE: dict[DeviceKind, KindSpec] = {
@@ -57,5 +70,10 @@ CATALOGUE: dict[DeviceKind, KindSpec] = {
         _spec(DeviceKind.MOTION_SENSOR, {"motion"}, 1800, {"motion"}),
         _spec(DeviceKind.DOOR_CONTACT, {"door"}, 1800, {"door"}),
         _spec(DeviceKind.WATER_LEAK_SENSOR, {"water_leak"}, 3600, set()),
+        _spec(DeviceKind.PRESSURE_MAT, {"occupancy"}, 3600, {"occupancy"}),
+        _spec(DeviceKind.TOILET_FLUSH, {"flush"}, 3600, {"flush"}),
+        _spec(DeviceKind.SMART_PLUG, {"power"}, 3600, {"power"}, 0.5),
+        _spec(DeviceKind.WATER_FLOW, {"water"}, 3600, {"water"}, 0.5),
+        _spec(DeviceKind.CUPBOARD_CONTACT, {"contact"}, 3600, {"contact"}),
     )
 }

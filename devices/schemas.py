@@ -180,9 +180,59 @@ class Door(_Message):
     open: bool
 
 
+class Occupancy(_Message):
+    """A pressure mat under a mattress or a chair cushion: `occupied` when someone lies or sits
+    on it; sent on every change."""
+
+    type: Literal["occupancy"]
+    occupied: bool
+
+
+class Flush(_Message):
+    """A toilet was flushed."""
+
+    type: Literal["flush"]
+
+
+class Power(_Message):
+    """A smart plug's appliance power draw (sent on change and periodically)."""
+
+    type: Literal["power"]
+    watts: Annotated[float, Field(ge=0, le=4000)]  # a 16 A socket at 230 V is ~3.7 kW
+    unit: Literal["W", "kW"] = "W"
+
+    @model_validator(mode="after")
+    def _physical_range(self) -> Power:
+        if self.unit == "kW" and self.watts > 4:
+            raise ValueError(f"power {self.watts} kW is beyond a household socket (4 kW)")
+        return self
+
+
+class WaterFlow(_Message):
+    """Water running through a tap or shower supply, litres per minute (0 when it stops)."""
+
+    type: Literal["water"]
+    flow: Annotated[float, Field(ge=0, le=60)]  # a household tap runs at most ~20 L/min
+    unit: Literal["L/min", "m3/h"] = "L/min"
+
+    @model_validator(mode="after")
+    def _physical_range(self) -> WaterFlow:
+        if self.unit == "m3/h" and self.flow > 3.6:
+            raise ValueError(f"flow {self.flow} m3/h is beyond a household supply (3.6 m3/h)")
+        return self
+
+
+class Contact(_Message):
+    """A reed switch on a cupboard, drawer or fridge door: `open` or shut."""
+
+    type: Literal["contact"]
+    open: bool
+
+
 DeviceMessage = Annotated[
     Heartbeat | Sos | ImOk | Fall | Steps | Accel | HeartRate | SpO2 | Alarm | BloodPressure
-    | Glucose | Motion | Door | LocationReport | Tamper | WaterLeak,
+    | Glucose | Motion | Door | LocationReport | Tamper | WaterLeak | Occupancy | Flush | Power
+    | WaterFlow | Contact,
     Field(discriminator="type"),
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from devices.geo import gcj02_to_wgs84
-from devices.schemas import MG_DL_PER_MMOL_L, Glucose, Location, _Message
+from devices.schemas import MG_DL_PER_MMOL_L, Glucose, Location, Power, WaterFlow, _Message
 
 __all__ = ["MG_DL_PER_MMOL_L", "data_of", "event_time", "location_of", "to_utc"]
 MAX_FUTURE = timedelta(minutes=5)
@@ -76,4 +76,10 @@ def data_of(msg: _Message, when: datetime | None = None, local_tz: tzinfo = UTC
         data["value"] = round(msg.value / MG_DL_PER_MMOL_L, 2)
         data["unit"] = "mmol/L"
         data["original"] = {"value": msg.value, "unit": "mg/dL"}
+    elif isinstance(msg, Power) and msg.unit == "kW":
+        data.update(watts=round(msg.watts * 1000, 1), unit="W",
+                    original={"watts": msg.watts, "unit": "kW"})
+    elif isinstance(msg, WaterFlow) and msg.unit == "m3/h":
+        data.update(flow=round(msg.flow * 1000 / 60, 2), unit="L/min",
+                    original={"flow": msg.flow, "unit": "m3/h"})
     return data

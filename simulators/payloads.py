@@ -110,6 +110,26 @@ def door(is_open: bool) -> Body:
     return {"type": "door", "open": is_open}
 
 
+def occupancy(occupied: bool) -> Body:
+    return {"type": "occupancy", "occupied": occupied}
+
+
+def flush() -> Body:
+    return {"type": "flush"}
+
+
+def power(watts: float) -> Body:
+    return {"type": "power", "watts": round(max(0.0, watts), 1)}
+
+
+def water(flow_l_min: float) -> Body:
+    return {"type": "water", "flow": round(max(0.0, flow_l_min), 2)}
+
+
+def contact(is_open: bool) -> Body:
+    return {"type": "contact", "open": is_open}
+
+
 def examples(kind: DeviceKind) -> list[Body]:
     """One example of every message type the kind may send (payload without msg_id and ts)."""
     walk = accel.walking(accel.DEFAULT_RATE_HZ, 2.0, seed=1)
@@ -121,5 +141,7 @@ def examples(kind: DeviceKind) -> list[Body]:
         "gas": alarm("gas"), "heat": alarm("heat", temperature_c=68),
         "bp": blood_pressure(132, 84, 70), "glucose": glucose(6.1), "motion": motion(),
         "door": door(True), "tamper": tamper(), "water_leak": water_leak(),
+        "occupancy": occupancy(True), "flush": flush(),
+        "power": power(1800), "water": water(6.5), "contact": contact(True),
     }
     return [by_type[t] for t in sorted(CATALOGUE[kind].message_types)]

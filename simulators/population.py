@@ -33,6 +33,16 @@ KIT: list[tuple[DeviceKind, str, str]] = [
     (DeviceKind.DOOR_CONTACT, "door", "大门"),
     (DeviceKind.WATER_LEAK_SENSOR, "leak", "卫生间"),
 ]
+# What real kits add, in one home of three (the first of a population has it): homes differ,
+# and the detectors must do with either kit.
+EXTENDED_KIT: list[tuple[DeviceKind, str, str]] = [
+    (DeviceKind.PRESSURE_MAT, "bed-mat", "卧室"),
+    (DeviceKind.TOILET_FLUSH, "flush", "卫生间"),
+    (DeviceKind.SMART_PLUG, "kettle", "厨房"),
+    (DeviceKind.WATER_FLOW, "tap", "卫生间"),
+    (DeviceKind.CUPBOARD_CONTACT, "fridge", "厨房"),
+]
+EXTENDED_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ def build(tag: str, specs: list[ElderSpec], communities: int = 1, extra_elders: 
                     f"+86138{rng.randint(10000000, 99999999)}")
             for p in range(1, spec.contacts + 1)
         ]
-        kit = {suffix: Device(f"{eid}-{suffix}", kind, room) for kind, suffix, room in KIT}
+        home_kit = KIT + (EXTENDED_KIT if i % EXTENDED_EVERY == 0 else [])
+        kit = {suffix: Device(f"{eid}-{suffix}", kind, room) for kind, suffix, room in home_kit}
         address = f"模拟路{i + 1}号{rng.randint(1, 6)}单元{rng.randint(101, 604)}室"
         # Its own generator, so adding homes left everyone's seeded habits as they were.
         spot = random.Random(f"home-{seed}-{spec.key}")

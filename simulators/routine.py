@@ -17,6 +17,7 @@ from simulators.timeline import DeviceRef, Timeline
 # Battery drain, percent per simulated day. The watch is charged every night.
 DRAIN_PER_DAY = {"smart_cane": 2.0, "smart_watch": 30.0, "sos_button": 0.1}
 DEFAULT_DRAIN = 0.05
+WITH_THE_ELDER = frozenset({"cane", "watch", "sos", "door"})  # what still reports on a walk
 
 
 def ref(sim: SimElder, suffix: str) -> DeviceRef:
@@ -30,8 +31,11 @@ class DayWriter:
     def __init__(self, tl: Timeline, sim: SimElder, start: float, end: float,
                  rng: random.Random) -> None:
         self.tl, self.sim, self.start, self.end, self.rng = tl, sim, start, end, rng
+        self.out: list[tuple[float, float]] = []  # out of the flat (walks): home sensors quiet
 
     def emit(self, t: float, suffix: str, body: dict[str, Any], label: str = "") -> None:
+        if suffix not in WITH_THE_ELDER and any(a <= t < b for a, b in self.out):
+            return
         if self.start <= t < self.end:
             self.tl.add(t, ref(self.sim, suffix), body, activity=True, label=label)
 
@@ -41,6 +45,30 @@ class DayWriter:
         while t < end:
             self.emit(t, suffix, payloads.motion())
             t += self.rng.uniform(120, 360)
+
+    def has(self, suffix: str) -> bool:
+        return suffix in self.sim.devices
+
+    def toilet(self, t: float) -> None:
+        """A bathroom visit: the flush, then the tap for washing hands."""
+        if self.has("flush"):
+            self.emit(t, "flush", payloads.flush())
+        if self.has("tap"):
+            self.emit(t + 20, "tap", payloads.water(self.rng.uniform(4, 8)))
+            self.emit(t + 50, "tap", payloads.water(0))
+
+    def bed(self, t: float, occupied: bool) -> None:
+        if self.has("bed-mat"):
+            self.emit(t, "bed-mat", payloads.occupancy(occupied))
+
+    def kitchen(self, t: float) -> None:
+        """A meal's kitchen traces: the fridge opened and shut, the kettle on for a few minutes."""
+        if self.has("fridge"):
+            self.emit(t, "fridge", payloads.contact(True))
+            self.emit(t + self.rng.uniform(10, 40), "fridge", payloads.contact(False))
+        if self.has("kettle"):
+            self.emit(t + 60, "kettle", payloads.power(self.rng.uniform(1800, 2200)))
+            self.emit(t + 60 + self.rng.uniform(150, 240), "kettle", payloads.power(0.4))
 
     def walk(self, t: float, minutes: float) -> None:
         rng = self.rng
@@ -57,6 +85,7 @@ class DayWriter:
             x += 300
         self.positions(t, minutes)
         back = t + minutes * 60
+        self.out.append((t + 21, back))
         self.emit(back, "door", payloads.door(True))
         self.emit(back + 15, "door", payloads.door(False))
         self.motions(back + 60, 10)
@@ -86,11 +115,16 @@ def add_day(w: DayWriter, midnight: float) -> None:
     sleep = midnight + h.sleep_s + rng.gauss(0, 900)
     for _ in range(rng.choice([0, 1, 1, 2])):  # night-time bathroom visits
         t = midnight + rng.uniform(1.0, max(1.5, h.wake_s / 3600 - 1.0)) * 3600
+        w.bed(t - 10, False)
         w.emit(t, "pir-bed", payloads.motion())
         w.emit(t + 60, "pir-bath", payloads.motion())
+        w.toilet(t + 180)
         w.emit(t + 300, "pir-bed", payloads.motion())
+        w.bed(t + 330, True)
+    w.bed(wake - 10, False)
     w.emit(wake, "pir-bed", payloads.motion(), "wake")
     w.motions(wake + 120, 12, "pir-bath")
+    w.toilet(wake + 400)
     if h.checks_bp:
         w.emit(wake + rng.uniform(1200, 2400), "bp", payloads.blood_pressure(
             rng.gauss(h.systolic, 7), rng.gauss(h.diastolic, 4), rng.gauss(70, 5)))
@@ -100,7 +134,10 @@ def add_day(w: DayWriter, midnight: float) -> None:
     if h.checkin_s is not None:
         w.emit(midnight + h.checkin_s - rng.uniform(0, 1800), "sos", payloads.ok(), "checkin")
     for meal in (wake + 3000, midnight + 12 * 3600, midnight + 18 * 3600):
-        w.motions(meal + rng.gauss(0, 900), rng.uniform(25, 45))
+        at = meal + rng.gauss(0, 900)
+        w.motions(at, rng.uniform(25, 45))
+        w.kitchen(at + 120)
+        w.toilet(at + 3600 + rng.uniform(0, 1800))
     for start_h in [9.5, 15.5][: h.walks]:
         w.walk(midnight + start_h * 3600 + rng.gauss(0, 1200), rng.uniform(30, 60))
     t = wake + 3600
@@ -120,6 +157,7 @@ def add_day(w: DayWriter, midnight: float) -> None:
         w.motions(t + 60, rng.uniform(30, 90))
     w.emit(sleep - 600, "pir-living", payloads.motion())
     w.emit(sleep, "pir-bed", payloads.motion(), "sleep")
+    w.bed(sleep + 60, True)
 
 
 def add_life(tl: Timeline, sim: SimElder, start: float, end: float, seed: int) -> None:

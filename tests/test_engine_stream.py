@@ -165,7 +165,7 @@ async def test_dead_gateway_is_one_offline_alert_and_no_inactivity(infra: Settin
                      ([live.id, dead.id],))
     topic = await new_topic(infra)
     # Hair-trigger inactivity: any silence over ~5 s in a live home alerts, at any hour.
-    twitchy = {"silence_min_alone_h": 0.0015, "silence_p_alone": 1.01, "awake_p": 0.0,
+    twitchy = {"silence_min_alone_h": 0.0015, "silence_max_h": 0.0015, "awake_p": 0.0,
                "wake_margin_alone_h": 48.0}
     async with engine(infra, topic=topic, group=f"g-{topic}", **twitchy), \
             Publisher(infra, topic) as pub:

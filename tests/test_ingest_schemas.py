@@ -46,6 +46,15 @@ EXAMPLES: dict[DeviceKind, list[dict[str, Any]]] = {
     DeviceKind.DOOR_CONTACT: [{"msg_id": "d-1", "ts": TS, "type": "door", "open": True}],
     DeviceKind.WATER_LEAK_SENSOR: [{"msg_id": "l-1", "ts": TS, "type": "water_leak",
                                     "state": True}],
+    DeviceKind.PRESSURE_MAT: [{"msg_id": "o-1", "ts": TS, "type": "occupancy",
+                               "occupied": False}],
+    DeviceKind.TOILET_FLUSH: [{"msg_id": "t-1", "ts": TS, "type": "flush"}],
+    DeviceKind.SMART_PLUG: [{"msg_id": "k-1", "ts": TS, "type": "power", "watts": 1.9,
+                             "unit": "kW"}],
+    DeviceKind.WATER_FLOW: [{"msg_id": "q-1", "ts": TS, "type": "water", "flow": 0.36,
+                             "unit": "m3/h"}],
+    DeviceKind.CUPBOARD_CONTACT: [{"msg_id": "f-1", "ts": TS, "type": "contact",
+                                   "open": True}],
 }
 HEARTBEAT = {"msg_id": "hb-1", "ts": TS, "type": "heartbeat", "battery": 87, "rssi": -71}
 
@@ -91,6 +100,16 @@ def test_glucose_mg_dl_is_converted_and_iso_time_is_utc() -> None:
     (DeviceKind.SMART_WATCH, {"type": "hr"}, "schema_violation", "bpm: Field required"),
     (DeviceKind.SMART_WATCH, {"type": "hr", "bpm": 70, "extra": 1}, "schema_violation", "extra"),
     (DeviceKind.BP_METER, {"type": "sos"}, "type_not_allowed", "bp_meter"),
+    (DeviceKind.SMART_PLUG, {"type": "power", "watts": 9000}, "out_of_range", "watts"),
+    (DeviceKind.SMART_PLUG, {"type": "power", "watts": 1800, "unit": "kW"}, "out_of_range",
+     "household socket"),
+    (DeviceKind.WATER_FLOW, {"type": "water", "flow": -1}, "out_of_range", "flow"),
+    (DeviceKind.WATER_FLOW, {"type": "water", "flow": 6, "unit": "m3/h"}, "out_of_range",
+     "household supply"),
+    (DeviceKind.PRESSURE_MAT, {"type": "occupancy", "occupied": "maybe"}, "schema_violation",
+     "occupied"),
+    (DeviceKind.CUPBOARD_CONTACT, {"type": "door", "open": True}, "type_not_allowed",
+     "cupboard_contact"),
 ])
 def test_bad_readings_are_rejected_with_a_readable_reason(
     kind: DeviceKind, body: dict[str, Any], reason: str, says: str,
@@ -99,6 +118,15 @@ def test_bad_readings_are_rejected_with_a_readable_reason(
     assert isinstance(got, Rejection)
     assert got.reason == reason
     assert says in got.detail
+
+
+def test_plug_kilowatts_and_water_cubic_metres_are_converted() -> None:
+    plug = event(DeviceKind.SMART_PLUG, EXAMPLES[DeviceKind.SMART_PLUG][0])
+    assert plug.data == {"watts": 1900.0, "unit": "W",
+                         "original": {"watts": 1.9, "unit": "kW"}}
+    tap = event(DeviceKind.WATER_FLOW, EXAMPLES[DeviceKind.WATER_FLOW][0])
+    assert tap.data == {"flow": 6.0, "unit": "L/min",
+                        "original": {"flow": 0.36, "unit": "m3/h"}}
 
 
 def test_future_device_clock_is_corrected_and_flagged() -> None:
