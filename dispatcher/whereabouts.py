@@ -188,3 +188,29 @@ async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
         home = t("where.home", lang)
         return home, home
     return describe(w, lang, now, link=True), describe(w, lang, now, link=False)
+
+
+async def recent_positions(conn: AsyncConnection[Any], elder_id: str, home: dict[str, Any] | None,
+                           hours: int = 24, limit: int = 200) -> list[dict[str, Any]]:
+    """The elder's positions of the last `hours` (newest first), each placed relative to home
+    in metres (`east_m`, `north_m`) for a plot that needs no map tiles, with its map link."""
+    rows = await (await conn.execute(
+        "SELECT event_time, type, data -> 'location' AS loc FROM readings WHERE elder_id = %s"
+        " AND type = ANY(%s) AND event_time > now() - make_interval(hours => %s)"
+        " AND data ? 'location' ORDER BY event_time DESC LIMIT %s",
+        (elder_id, ["location", "sos", "fall"], hours, limit))).fetchall()
+    out = []
+    for row in rows:
+        loc = row["loc"] if isinstance(row, dict) else row[2]
+        w = locate(loc if isinstance(loc, dict) else None, home)
+        if w is None:
+            continue
+        item = {"at": row["event_time"].isoformat(), "type": row["type"], **w.as_dict()}
+        if home and "lat" in home:
+            origin = LatLon(float(home["lat"]), float(home["lon"]))
+            item["north_m"] = round(distance_m(origin, LatLon(w.lat, origin.lon))
+                                    * (1 if w.lat >= origin.lat else -1), 1)
+            item["east_m"] = round(distance_m(origin, LatLon(origin.lat, w.lon))
+                                   * (1 if w.lon >= origin.lon else -1), 1)
+        out.append(item)
+    return out

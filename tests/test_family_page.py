@@ -236,3 +236,30 @@ async def test_stream_replays_from_last_event_id_and_links_expire(platform: Sett
                          " WHERE id = %s", (incident_id,))
         assert (await client.get(f"/api/family/{token}")).status_code == 404
         assert (await client.get(f"/f/{token}")).status_code == 404
+
+
+async def test_staff_see_where_on_the_board_and_the_elder_page(
+    platform: Settings, browser: Browser, admin_login: tuple[str, str],
+) -> None:
+    from tests.test_console_browser import log_in
+
+    community, _ = await watch_sos_away_from_home(platform)
+    elder = community.elders[0]
+    page = await log_in(browser, platform, *admin_login)
+    card = page.locator(f'li.incident[data-elder="{elder.id}"]')
+    await expect(card.locator(".where")).to_contain_text("位置：距家约1.5公里，东北方向")
+    assert (await card.locator(".where a").get_attribute("href") or "").startswith(
+        "https://uri.amap.com/marker?")
+    # The store writes the press (with its position) to the readings; the elder page plots it.
+    def stored() -> bool:
+        with psycopg.connect(platform.database_url) as conn:
+            return conn.execute("SELECT 1 FROM readings WHERE elder_id = %s AND type = 'sos'"
+                                " AND data ? 'location'", (elder.id,)).fetchone() is not None
+
+    await eventually(stored, 30, "the press in the readings")
+    await page.goto(f"/elders/{elder.id}")
+    positions = page.locator("#positions")
+    await expect(positions).to_contain_text("距家约1.5公里，东北方向", timeout=30_000)
+    await expect(positions.locator("svg circle.latest")).to_have_count(1)
+    await screenshot(page, "console-elder-positions.png")
+    await page.context.close()

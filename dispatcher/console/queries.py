@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from devices.records import mask_id_number
-from dispatcher.whereabouts import locate
+from dispatcher.whereabouts import locate, recent_positions
 from eldercare.security import Principal
 
 # Columns only roles that need them see (`Principal.sees_personal_data`).
@@ -141,6 +141,8 @@ async def elder(
         " " + _HEALTH + " FROM devices d WHERE elder_id = %s AND active ORDER BY kind, id",
         (LOW_BATTERY, elder_id),
     )).fetchall())
+    # Where the elder has been today, relative to home (watches and canes that report it).
+    item["positions"] = await recent_positions(conn, elder_id, row.get("home"))
     return item
 
 

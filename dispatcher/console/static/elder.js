@@ -133,6 +133,55 @@ function chartsCard(id) {
   return [card, draw];
 }
 
+// Where the elder has been today, around home: a plot in metres (north up) that needs no map
+// tiles, the safe zone's circle if there is one, and the newest positions with map links.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function distanceText(m) {
+  return m < 1000 ? tr("unit.m", { n: Math.max(10, Math.round(m / 10) * 10) })
+    : tr("unit.km", { n: (m / 1000).toFixed(1) });
+}
+
+function positionsCard(e) {
+  const card = el("section", { class: "card", id: "positions" }, el("h3", {}, tr("elder.positions")));
+  const points = (e.positions || []).filter((p) => p.east_m !== undefined);
+  if (!e.positions || !e.positions.length) {
+    card.append(el("p", { class: "empty" }, tr("elder.positions_none")));
+    return card;
+  }
+  if (points.length) {
+    const zone = e.safe_zone && e.safe_zone.shape === "circle" ? e.safe_zone.radius_m : 0;
+    const reach = Math.max(200, zone * 1.1, ...points.map((p) => Math.hypot(p.east_m, p.north_m) * 1.15));
+    const size = 260, k = size / 2 / reach;
+    const plot = svg("svg", { viewBox: `${-size / 2} ${-size / 2} ${size} ${size}`, width: size, height: size,
+      class: "positions-plot", role: "img", "aria-label": tr("elder.positions") });
+    plot.append(svg("line", { x1: -size / 2, y1: 0, x2: size / 2, y2: 0, class: "axis" }),
+      svg("line", { x1: 0, y1: -size / 2, x2: 0, y2: size / 2, class: "axis" }),
+      svg("text", { x: 4, y: -size / 2 + 12, class: "axis-label" }, tr("dir.n")));
+    if (zone) plot.append(svg("circle", { cx: 0, cy: 0, r: zone * k, class: "zone" }));
+    plot.append(svg("circle", { cx: 0, cy: 0, r: 5, class: "home" }));
+    points.slice().reverse().forEach((p, i) => {
+      const dot = svg("circle", { cx: p.east_m * k, cy: -p.north_m * k, r: i === points.length - 1 ? 5 : 3,
+        class: i === points.length - 1 ? "latest" : "point" });
+      dot.append(svg("title", {}, `${fmtTime(p.at)} · ${p.at_home ? tr("where.home") : distanceText(p.distance_m)}`));
+      plot.append(dot);
+    });
+    card.append(plot, el("p", { class: "muted" }, tr("elder.positions_scale", { m: distanceText(reach) })));
+  }
+  const latest = e.positions.slice(0, 5).map((p) => el("li", {}, `${fmtTime(p.at)} · `,
+    p.at_home ? tr("where.home") : p.distance_m !== null && p.direction
+      ? tr("where.away", { distance: distanceText(p.distance_m), direction: tr(`dir.${p.direction}`) }) : "",
+    " ", el("a", { href: p.map_link, target: "_blank", rel: "noreferrer" }, tr("family.map"))));
+  card.append(el("ul", { class: "positions-list" }, ...latest));
+  return card;
+}
+
 async function main() {
   await setupPage("elders");
   const id = decodeURIComponent(location.pathname.split("/").pop());
@@ -166,6 +215,7 @@ async function main() {
         el("section", { class: "card" }, el("h3", {}, tr("elder.incidents")), incidents)),
       el("div", {},
         charts,
+        positionsCard(e),
         el("section", { class: "card" }, el("h3", {}, tr("elder.devices")), devices))),
   );
   await drawCharts();  // once in the page: ECharts sizes itself from its box
