@@ -269,6 +269,7 @@ def chaos_stack(data_dir: Path, twilio_url: str, **overrides: Any) -> Iterator[C
         data_dir=data_dir, metrics_binds="", log_level="INFO",
         console_bind=f"127.0.0.1:{procs.free_port()}",
         ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
+        notify="twilio",
         twilio_account_sid="AC" + "0123456789abcdef" * 2, twilio_auth_token="bench-token",
         twilio_from_number="+15017122661", twilio_api_base_url=twilio_url,
         mqtt_shared_group=f"chaos-{uuid.uuid4().hex[:6]}",
