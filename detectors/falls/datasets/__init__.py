@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from detectors.falls.signal import Array
 
@@ -40,3 +42,20 @@ class Recording:
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.subject}/{self.activity}/{self.trial}/{self.position}"
+
+
+def each_recording(files: Iterable[Path], read: Callable[[Path], Recording | None],
+                   skipped: list[str] | None = None) -> Iterator[Recording]:
+    """`read` every file, in order; a file too short to be a recording (None) is left out. An
+    unreadable one raises ValueError, or, when `skipped` is given, is listed there with the
+    reason and left out (any subset of a dataset's files loads)."""
+    for file in files:
+        try:
+            rec = read(file)
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
+        if rec is not None:
+            yield rec

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.falls.datasets import Recording
+from detectors.falls.datasets import Recording, each_recording
 from detectors.falls.signal import resample
 
 NAME = re.compile(
@@ -44,15 +44,10 @@ def load(path: Path, rate_hz: float = 20.0, positions: Iterable[str] | None = No
     An unreadable file raises ValueError, or, when `skipped` is given, is listed there with the
     reason and left out."""
     wanted = set(positions) if positions is not None else None
-    for file in find_files(path):
-        try:
-            rec = load_file(file, rate_hz, source_rate_hz, g_per_count)
-        except ValueError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
-            continue
-        if rec is not None and (wanted is None or rec.position in wanted):
+    for rec in each_recording(
+            find_files(path), lambda f: load_file(f, rate_hz, source_rate_hz, g_per_count),
+            skipped):
+        if wanted is None or rec.position in wanted:
             yield rec
 
 

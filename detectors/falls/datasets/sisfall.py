@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.falls.datasets import Recording
+from detectors.falls.datasets import Recording, each_recording
 from detectors.falls.signal import resample
 
 NAME = re.compile(r"^(?P<kind>[DF])(?P<activity>\d{2})_(?P<group>S[AE])(?P<subject>\d{2})"
@@ -38,16 +38,7 @@ def load(path: Path, rate_hz: float = 50.0, positions: Iterable[str] | None = No
     ValueError, or, when `skipped` is given, is listed there with the reason and left out."""
     if positions is not None and POSITION not in set(positions):
         return
-    for file in find_files(path):
-        try:
-            rec = load_file(file, rate_hz)
-        except ValueError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
-            continue
-        if rec is not None:
-            yield rec
+    yield from each_recording(find_files(path), lambda f: load_file(f, rate_hz), skipped)
 
 
 def load_file(file: Path, rate_hz: float = 50.0) -> Recording | None:
