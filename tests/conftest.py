@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
@@ -26,6 +27,17 @@ from tests import twilio_mock
 from tests.helpers import eventually
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Debian's Chromium, headless; never a browser of Playwright's own (none can be downloaded).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium, one per test module."""
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,11 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from devices.registry import save
 from eldercare.config import Settings
@@ -33,15 +31,6 @@ from tests.twilio_mock import TwilioMock
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 # Generous: on a busy 2-core CI machine a login (argon2) or a live update can take seconds.
 expect.set_options(timeout=20_000)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def log_in(browser: Browser, settings: Settings, username: str, password: str) -> Page:

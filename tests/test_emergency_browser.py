@@ -8,13 +8,11 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from devices.registry import Community, save
 from dispatcher.console.accounts import Account, create_account
@@ -23,18 +21,10 @@ from eldercare.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community
 from tests.helpers import eventually
 from tests.test_console_access import press_sos
-from tests.test_console_browser import CHROMIUM_ARGS, log_in, screenshot
+from tests.test_console_browser import log_in, screenshot
 from tests.twilio_mock import TwilioMock
 
 expect.set_options(timeout=20_000)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def press_again(settings: Settings, community: Community) -> None:

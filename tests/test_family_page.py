@@ -12,13 +12,11 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -29,7 +27,7 @@ from eldercare.mqtt import MqttTarget, event_topic
 from simulators.population import offset
 from tests.conftest import make_community
 from tests.helpers import eventually
-from tests.test_console_browser import CHROMIUM_ARGS, screenshot
+from tests.test_console_browser import screenshot
 from tests.twilio_mock import TwilioMock
 
 HOME = (39.9583, 116.4172)
@@ -83,14 +81,6 @@ class FlakyNetwork:
         self.cut()
         if self.server is not None:
             self.server.close()
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def watch_sos_away_from_home(settings: Settings) -> tuple[Any, str]:

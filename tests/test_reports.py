@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 from openpyxl import load_workbook
+from playwright.async_api import Browser, expect
 
 from devices.registry import save
 from dispatcher.console.reports import call_back_sample
 from eldercare.config import Settings
-from tests.conftest import make_community, staff_login
+from tests.conftest import ARTIFACTS, make_community, staff_login
 from tests.test_console_access import duty_account
+from tests.test_console_browser import log_in, screenshot
 
 
 def seed_month(settings: Settings, n: int) -> tuple[str, str]:
@@ -95,30 +97,20 @@ def test_sample_is_a_tenth_and_at_least_one() -> None:
 
 
 async def test_the_report_page_shows_the_month_and_downloads_the_workbook(
-    platform: Settings, admin_login: tuple[str, str],
+    platform: Settings, admin_login: tuple[str, str], browser: Browser,
 ) -> None:
-    from playwright.async_api import async_playwright, expect
-
-    from tests.conftest import ARTIFACTS
-    from tests.test_console_browser import CHROMIUM_ARGS, log_in, screenshot
-
     community, month = seed_month(platform, 12)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                           args=CHROMIUM_ARGS)
-        page = await log_in(browser, platform, *admin_login)
-        await page.goto(f"/reports?community={community}&month={month}")
-        await expect(page.locator("#sample")).to_have_text("回访抽样：2 件（共 12 件事件）")
-        await expect(page.locator("#summary")).to_contain_text("60秒内确认比例")
-        async with page.expect_download() as info:
-            await page.click("#download")
-        download = await info.value
-        assert download.suggested_filename == f"eldercare-{community}-{month}.xlsx"
-        saved = ARTIFACTS / download.suggested_filename
-        ARTIFACTS.mkdir(exist_ok=True)
-        await download.save_as(saved)
-        wb = load_workbook(saved)
-        assert len(list(wb["事件明细"].iter_rows())) == 13
-        ARTIFACTS.mkdir(exist_ok=True)
-        await screenshot(page, "console-reports.png")
-        await browser.close()
+    page = await log_in(browser, platform, *admin_login)
+    await page.goto(f"/reports?community={community}&month={month}")
+    await expect(page.locator("#sample")).to_have_text("回访抽样：2 件（共 12 件事件）")
+    await expect(page.locator("#summary")).to_contain_text("60秒内确认比例")
+    async with page.expect_download() as info:
+        await page.click("#download")
+    download = await info.value
+    assert download.suggested_filename == f"eldercare-{community}-{month}.xlsx"
+    ARTIFACTS.mkdir(exist_ok=True)
+    saved = ARTIFACTS / download.suggested_filename
+    await download.save_as(saved)
+    assert len(list(load_workbook(saved)["事件明细"].iter_rows())) == 13
+    await screenshot(page, "console-reports.png")
+    await page.context.close()
