@@ -15,7 +15,7 @@ from rich.table import Table
 from devices.registry import save
 from eldercare import logs
 from eldercare.config import Settings
-from simulators import population
+from simulators import population, responders
 from simulators.clock import SimClock, parse_duration, start_at_or_after, start_in_past
 from simulators.devices import Credentials, provisioned_credentials, shared_credentials
 from simulators.outcomes import Observer, Verdict, check
@@ -73,7 +73,8 @@ async def run_scenario(sc: Scenario, settings: Settings, credentials: Credential
         if credentials is None:
             credentials = await asyncio.to_thread(device_credentials, settings, sims)
         result = await play(steps, _broker(settings), credentials, SimClock(start, sc.speed),
-                            mqtt_version=settings.mqtt_protocol)
+                            mqtt_version=settings.mqtt_protocol,
+                            respond=lambda s: responders.respond(settings.database_url, s))
         report.published = result.published
         timeout = parse_duration(sc.timeout)
         await observer.drained(result.published, timeout)

@@ -22,7 +22,7 @@ Duration = str | float | int
 
 EventKind = Literal["sos", "fall", "dropped_cane", "smoke", "gas", "heat", "vital",
                     "stops_moving", "battery_dies", "gateway_offline", "away", "skip_checkin",
-                    "checkin", "wanders", "tamper", "water_leak"]
+                    "checkin", "wanders", "tamper", "water_leak", "acknowledged", "resolved"]
 
 
 class _Strict(BaseModel):
@@ -60,6 +60,10 @@ class Injection(_Strict):
     # position. wanders: how fast the watch moves away from home, metres per minute.
     where_m: tuple[float, float] | None = None
     speed_m_per_min: float = 60.0
+    # acknowledged: which contact replies "1" to the alert SMS; resolved: the outcome.
+    contact: int = 1
+    outcome: Literal["help_sent", "false_alarm", "transferred_120_119", "elder_fine"] = \
+        "elder_fine"
 
     @property
     def at_s(self) -> float:
@@ -234,6 +238,14 @@ def _inject(tl: Timeline, inj: Injection, sim: SimElder, t: float, end: float) -
     elif ev == "skip_checkin":
         tl.remove(lambda s: not (s.device.elder_key == sim.key and s.label == "checkin"
                                  and t <= s.t < t + 86400))
+    elif ev in ("acknowledged", "resolved"):
+        what: dict[str, Any] = {"elder_id": sim.elder.id, "do": "acknowledge"}
+        if ev == "acknowledged":
+            c = next(c for c in sim.elder.contacts if c.priority == inj.contact)
+            what |= {"phone": c.phone, "name": c.name}
+        else:
+            what = {"elder_id": sim.elder.id, "do": "resolve", "outcome": inj.outcome}
+        tl.add(t, routine.ref(sim, inj.device or "sos"), what, action="respond", label=ev)
     elif ev == "checkin":
         add(t, inj.device or "sos", payloads.ok(), "checkin")
     elif ev == "tamper":

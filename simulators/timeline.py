@@ -20,13 +20,16 @@ class DeviceRef:
 @dataclass(frozen=True, order=True)
 class Step:
     """At simulated time `t`, `device` publishes `body` ("publish") or loses its connection
-    without saying goodbye so its last will fires ("drop"), or connects again ("reconnect").
+    without saying goodbye so its last will fires ("drop"), or connects again ("reconnect"); or
+    someone acts on the elder's incident ("respond": `body` says what, see
+    `simulators.responders`).
     `activity` marks what the elder does (an injection can stop it); heartbeats are not."""
 
     t: float
     seq: int
     device: DeviceRef = field(compare=False)
-    action: Literal["publish", "drop", "reconnect"] = field(default="publish", compare=False)
+    action: Literal["publish", "drop", "reconnect", "respond"] = field(default="publish",
+                                                                      compare=False)
     body: dict[str, Any] = field(default_factory=dict, compare=False)
     activity: bool = field(default=False, compare=False)
     label: str = field(default="", compare=False)
@@ -40,7 +43,8 @@ class Timeline:
         self._seq = 0
 
     def add(self, t: float, device: DeviceRef, body: dict[str, Any] | None = None, *,
-            action: Literal["publish", "drop", "reconnect"] = "publish", activity: bool = False,
+            action: Literal["publish", "drop", "reconnect", "respond"] = "publish",
+            activity: bool = False,
             label: str = "") -> None:
         self._seq += 1
         self.steps.append(Step(t, self._seq, device, action, body or {}, activity, label))

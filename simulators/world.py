@@ -4,7 +4,7 @@ simulated time, drop and reconnect devices, then say goodbye."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from eldercare import logs
@@ -27,9 +27,11 @@ class PlayResult:
 async def play(steps: list[Step], mqtt_url: str, credentials: Credentials, clock: SimClock,
                stop: asyncio.Event | None = None,
                on_step: Callable[[Step], None] | None = None,
-               mqtt_version: str = "5") -> PlayResult:
+               mqtt_version: str = "5",
+               respond: Callable[[Step], Awaitable[None]] | None = None) -> PlayResult:
     """Publish `steps` (time-ordered) from their devices, which speak MQTT `mqtt_version`;
-    returns what was done."""
+    "respond" steps (someone acknowledges or resolves an incident) go to `respond` once every
+    earlier message is acknowledged by the broker. Returns what was done."""
     target = MqttTarget.parse(mqtt_url, mqtt_version)
     nonce = MessageIds().nonce
     devices: dict[str, VirtualDevice] = {}
@@ -62,7 +64,11 @@ async def play(steps: list[Step], mqtt_url: str, credentials: Credentials, clock
             await clock.sleep_until(s.t)
             result.lag_s = max(result.lag_s, (clock.now() - s.t) / clock.speed)
             d = devices[s.device.device_id]
-            if s.action == "drop":
+            if s.action == "respond":
+                await settle()
+                if respond is not None:
+                    await respond(s)
+            elif s.action == "drop":
                 await settle()
                 await d.drop()
                 result.dropped += 1
