@@ -72,12 +72,8 @@ function actions(i) {
 // Where the elder was at the press: at home, or distance and direction with a map link.
 function whereabouts(w) {
   if (!w) return null;
-  if (w.at_home) return el("p", { class: "meta where" }, `${tr("console.where")}${tr("where.home")}`);
-  const d = w.distance_m === null ? null : w.distance_m < 1000
-    ? tr("unit.m", { n: Math.max(10, Math.round(w.distance_m / 10) * 10) })
-    : tr("unit.km", { n: (w.distance_m / 1000).toFixed(1) });
-  const text = d && w.direction ? tr("where.away", { distance: d, direction: tr(`dir.${w.direction}`) }) : "";
-  return el("p", { class: "meta where" }, `${tr("console.where")}${text} `,
+  if (w.at_home) return el("p", { class: "meta where" }, `${tr("console.where")}${whereText(w)}`);
+  return el("p", { class: "meta where" }, `${tr("console.where")}${whereText(w)} `,
     el("a", { href: w.map_link, target: "_blank", rel: "noreferrer" }, tr("family.map")));
 }
 

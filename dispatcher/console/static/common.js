@@ -19,6 +19,13 @@ const el = (tag, attrs = {}, ...children) => {
   for (const c of children) if (c !== null && c !== undefined) node.append(c);
   return node;
 };
+// Where the elder is, from the server's whereabouts ({at_home, distance_m, direction}): "在家",
+// "距家约1.5公里，东北方向", or "" when neither home nor direction is known.
+const distanceText = (m) => (m < 1000 ? tr("unit.m", { n: Math.max(10, Math.round(m / 10) * 10) })
+  : tr("unit.km", { n: (m / 1000).toFixed(1) }));
+const whereText = (w) => (w.at_home ? tr("where.home")
+  : w.distance_m !== null && w.direction
+    ? tr("where.away", { distance: distanceText(w.distance_m), direction: tr(`dir.${w.direction}`) }) : "");
 const fmtTime = (iso) => iso ? new Date(iso).toLocaleString(lang === "en" ? "en-GB" : "zh-CN") : "";
 const csrf = () => (document.cookie.match(/(?:^|;\s*)eldercare_csrf=([^;]+)/) || [])[1] || "";
 

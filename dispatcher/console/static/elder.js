@@ -143,11 +143,6 @@ function svg(tag, attrs = {}, text = null) {
   return node;
 }
 
-function distanceText(m) {
-  return m < 1000 ? tr("unit.m", { n: Math.max(10, Math.round(m / 10) * 10) })
-    : tr("unit.km", { n: (m / 1000).toFixed(1) });
-}
-
 function positionsCard(e) {
   const card = el("section", { class: "card", id: "positions" }, el("h3", {}, tr("elder.positions")));
   const points = (e.positions || []).filter((p) => p.east_m !== undefined);
@@ -174,10 +169,8 @@ function positionsCard(e) {
     });
     card.append(plot, el("p", { class: "muted" }, tr("elder.positions_scale", { m: distanceText(reach) })));
   }
-  const latest = e.positions.slice(0, 5).map((p) => el("li", {}, `${fmtTime(p.at)} · `,
-    p.at_home ? tr("where.home") : p.distance_m !== null && p.direction
-      ? tr("where.away", { distance: distanceText(p.distance_m), direction: tr(`dir.${p.direction}`) }) : "",
-    " ", el("a", { href: p.map_link, target: "_blank", rel: "noreferrer" }, tr("family.map"))));
+  const latest = e.positions.slice(0, 5).map((p) => el("li", {}, `${fmtTime(p.at)} · ${whereText(p)} `,
+    el("a", { href: p.map_link, target: "_blank", rel: "noreferrer" }, tr("family.map"))));
   card.append(el("ul", { class: "positions-list" }, ...latest));
   return card;
 }
