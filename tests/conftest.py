@@ -148,6 +148,14 @@ def _phone(prefix: str, *parts: object) -> str:
     return f"+86{prefix}{digest % 10**8:08d}"
 
 
+@pytest.fixture(scope="module")
+def home(infra: Settings) -> Community:
+    """A fresh community shared by the tests of one module (the ingest tests' devices)."""
+    c = make_community()
+    save(infra.database_url, [c])
+    return c
+
+
 @pytest.fixture
 def community(infra: Settings) -> Community:
     c = make_community()

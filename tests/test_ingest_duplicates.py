@@ -4,7 +4,6 @@ its alert gets an id of its own."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -17,29 +16,18 @@ from detectors.base import ElderProfile
 from detectors.episodes import EpisodeDetector
 from detectors.immediate import immediate_alert
 from devices.events import CanonicalEvent
-from devices.registry import Community, save
+from devices.registry import Community
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
 from ingest.dedup import RecentIds
-from tests.conftest import make_community
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail
-from tests.test_ingest_service import IngestRun, dev, metric, metrics_text, start_run
-
-
-@pytest.fixture(scope="module")
-def flat(infra: Settings) -> Community:
-    c = make_community()
-    save(infra.database_url, [c])
-    return c
+from tests.test_ingest_service import IngestRun, dev, metric, metrics_text, serving, start_run
 
 
 @pytest.fixture(scope="module")
 def dup_run(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestRun]:
-    run = start_run(infra, tmp_path_factory.mktemp("dups"))
-    asyncio.run(run.ready())
-    yield run
-    run.stop()
+    yield from serving(start_run(infra, tmp_path_factory.mktemp("dups")))
 
 
 async def duplicates(run: IngestRun) -> float:
@@ -47,10 +35,10 @@ async def duplicates(run: IngestRun) -> float:
 
 
 async def test_a_reused_msg_id_is_a_new_press_and_a_repeat_stays_a_repeat_across_restarts(
-    dup_run: IngestRun, flat: Community, infra: Settings,
+    dup_run: IngestRun, home: Community, infra: Settings,
 ) -> None:
-    button = dev(flat, "sos_button")
-    topic = event_topic(flat.id, button)
+    button = dev(home, "sos_button")
+    topic = event_topic(home.id, button)
     first_ts = time.time() - 600
     first = json.dumps({"msg_id": "7", "ts": first_ts, "type": "sos"})
     # The battery was changed: the counter restarted and "7" comes again, ten minutes later.

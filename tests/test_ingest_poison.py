@@ -4,7 +4,6 @@ never reconnects over one, and a valid SOS sent afterwards still goes through.""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -16,28 +15,17 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devices.registry import Community, save
+from devices.registry import Community
 from eldercare import kafka
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
-from tests.conftest import make_community
 from tests.helpers import eventually
-from tests.test_ingest_service import GATEWAY, IngestRun, dev, signed, start_run
-
-
-@pytest.fixture(scope="module")
-def house(infra: Settings) -> Community:
-    c = make_community()
-    save(infra.database_url, [c])
-    return c
+from tests.test_ingest_service import GATEWAY, IngestRun, dev, serving, signed, start_run
 
 
 @pytest.fixture(scope="module")
 def poison_run(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestRun]:
-    run = start_run(infra, tmp_path_factory.mktemp("poison"))
-    asyncio.run(run.ready())
-    yield run
-    run.stop()
+    yield from serving(start_run(infra, tmp_path_factory.mktemp("poison")))
 
 
 class Tail:
@@ -94,9 +82,9 @@ def nested(depth: int) -> bytes:
 
 
 async def test_poison_payloads_are_dead_lettered_with_a_reason_and_ingest_keeps_going(
-    poison_run: IngestRun, house: Community, tail: Tail,
+    poison_run: IngestRun, home: Community, tail: Tail,
 ) -> None:
-    c, now = house, time.time()
+    c, now = home, time.time()
     cane, button = dev(c, "smart_cane"), dev(c, "sos_button")
     huge_int = b'{"msg_id": "i1", "ts": ' + b"9" * 4400 + b', "type": "sos"}'
     # Every sample out of range: one validation error each, a detail of about a megabyte.
@@ -136,9 +124,9 @@ async def test_poison_payloads_are_dead_lettered_with_a_reason_and_ingest_keeps_
 
 
 async def test_http_gateway_answers_4xx_for_hostile_bodies_never_500(
-    poison_run: IngestRun, house: Community,
+    poison_run: IngestRun, home: Community,
 ) -> None:
-    c = house
+    c = home
     url = f"{poison_run.http}/ingest/v1/batch"
 
     def item(payload: Any) -> bytes:

@@ -19,13 +19,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from devices.registry import Community, save
+from devices.registry import Community
 from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
-from tests.conftest import make_community
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail, nested, reconnects
-from tests.test_ingest_service import IngestRun, dev, signed, start_run
+from tests.test_ingest_service import IngestRun, dev, serving, signed, start_run
 
 KINDS = ("sos_button", "smart_watch", "smart_cane", "bp_meter")
 TYPES = ("sos", "hr", "accel", "bp", "heartbeat", "ok", "steps", "spo2", "fall")
@@ -80,18 +79,8 @@ def unique_ids(raw: bytes) -> tuple[bytes, str | None]:
 
 
 @pytest.fixture(scope="module")
-def flat(infra: Settings) -> Community:
-    c = make_community()
-    save(infra.database_url, [c])
-    return c
-
-
-@pytest.fixture(scope="module")
 def fuzz_run(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestRun]:
-    run = start_run(infra, tmp_path_factory.mktemp("fuzz"))
-    asyncio.run(run.ready())
-    yield run
-    run.stop()
+    yield from serving(start_run(infra, tmp_path_factory.mktemp("fuzz")))
 
 
 async def _publish_and_account(
@@ -137,10 +126,10 @@ async def _publish_and_account(
 @example(batch=[("sos_button", p) for p in NASTY[:6]])
 @example(batch=[("smart_cane", p) for p in NASTY[6:]])
 def test_every_payload_becomes_one_event_or_one_dead_letter(
-    fuzz_run: IngestRun, flat: Community, infra: Settings, batch: list[tuple[str, bytes]],
+    fuzz_run: IngestRun, home: Community, infra: Settings, batch: list[tuple[str, bytes]],
 ) -> None:
     before = reconnects(fuzz_run)
-    asyncio.run(_publish_and_account(fuzz_run, flat, infra.kafka_bootstrap, batch))
+    asyncio.run(_publish_and_account(fuzz_run, home, infra.kafka_bootstrap, batch))
     assert fuzz_run.worker is not None and fuzz_run.worker.poll() is None
     assert reconnects(fuzz_run) == before, fuzz_run.log.read_text()[-3000:]
 
@@ -160,9 +149,9 @@ def _items(c: Community) -> st.SearchStrategy[bytes]:
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_the_http_gateway_answers_every_body_with_200_or_a_4xx_reason(
-    fuzz_run: IngestRun, flat: Community, data: st.DataObject,
+    fuzz_run: IngestRun, home: Community, data: st.DataObject,
 ) -> None:
-    body = data.draw(_items(flat))
+    body = data.draw(_items(home))
     r = httpx.post(f"{fuzz_run.http}/ingest/v1/batch", content=body, headers=signed(body),
                    timeout=10)
     assert r.status_code in (200, 413, 422), (r.status_code, r.text[:300], body[:200])

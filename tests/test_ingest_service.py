@@ -81,6 +81,13 @@ class IngestRun:
         procs.stop(self.broker)
 
 
+def serving(run: IngestRun) -> Iterator[IngestRun]:
+    """For a module fixture: `run` once it is ready, stopped when the module is done."""
+    asyncio.run(run.ready())
+    yield run
+    run.stop()
+
+
 def start_run(infra: Settings, workdir: Path, **settings: Any) -> IngestRun:
     port = procs.free_port()
     conf = workdir / "mosquitto.conf"
@@ -101,22 +108,12 @@ def start_run(infra: Settings, workdir: Path, **settings: Any) -> IngestRun:
 
 
 @pytest.fixture(scope="module")
-def home(infra: Settings) -> Community:
-    c = make_community()
-    save(infra.database_url, [c])
-    return c
-
-
-@pytest.fixture(scope="module")
 def ingest_run(
     infra: Settings, home: Community, tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[IngestRun]:
     pir = next(d for d in home.elders[0].devices if d.kind == "motion_sensor")
-    run = start_run(infra, tmp_path_factory.mktemp("ingest"),
-                    ingest_zigbee_devices=f"hall_pir={pir.id}")
-    asyncio.run(run.ready())
-    yield run
-    run.stop()
+    yield from serving(start_run(infra, tmp_path_factory.mktemp("ingest"),
+                                 ingest_zigbee_devices=f"hall_pir={pir.id}"))
 
 
 def dev(c: Community, kind: str) -> str:
