@@ -6,7 +6,6 @@ home from the registry; both may be missing."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,62 +119,51 @@ async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str,
         " AND r.event_time BETWEEN i.event_time - %s::interval AND i.event_time"
         " WHERE i.id = %s AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1",
         (["location", "sos", "fall"], RECENT_FIX, incident_id))).fetchone()
-    if row is None:
-        return None
-    loc = row["loc"] if isinstance(row, dict) else row[0]
-    return loc if isinstance(loc, dict) else None
+    return row["loc"] if row is not None and isinstance(row["loc"], dict) else None
 
 
-async def incident_position(conn: AsyncConnection[Any], incident_id: str
-                            ) -> dict[str, Any] | None:
-    """Where the elder was at the press: the position recorded on the incident, else the one
-    its alerts carried, else the newest fix of the 5 minutes before it."""
-    row = await (await conn.execute(
-        "SELECT location FROM incidents WHERE id = %s", (incident_id,))).fetchone()
-    stored = (row["location"] if isinstance(row, dict) else row[0]) if row else None
-    if isinstance(stored, dict):
-        return stored
-    alerts = await (await conn.execute(
-        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at",
-        (incident_id,))).fetchall()
-    for row in alerts:
-        raw = row["alert"] if isinstance(row, dict) else row[0]
-        found = _location_in(raw if isinstance(raw, dict) else json.loads(raw))
-        if found is not None:
-            return found
-    return await _recent_fix(conn, incident_id)
-
-
-async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
-                               ) -> Whereabouts | None:
-    """`locate` for an incident: its position relative to the elder's registered home."""
-    loc = await incident_position(conn, incident_id)
-    if loc is None:
-        return None
-    row = await (await conn.execute(
-        "SELECT e.home FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %s",
-        (incident_id,))).fetchone()
-    home = (row["home"] if isinstance(row, dict) else row[0]) if row else None
-    return locate(loc, home if isinstance(home, dict) else None, label)
-
+# One read for everything a message says about place: the position recorded on the incident,
+# the elder's home, and the incident's alerts (their positions, the device pressed first).
+_PLACE = """
+SELECT i.location, e.home,
+       coalesce((SELECT jsonb_agg(a.alert ORDER BY a.received_at) FROM incident_alerts a
+                 WHERE a.incident_id = i.id), '[]'::jsonb) AS alerts
+FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %s
+"""
 
 # Devices that go out with the elder; every other kind is installed at home, so a press from it
 # without a position is a press at home.
 CARRIED = frozenset({"smart_watch", "smart_cane"})
 
 
-async def _pressed_on(conn: AsyncConnection[Any], incident_id: str) -> str | None:
-    row = await (await conn.execute(
-        "SELECT alert FROM incident_alerts WHERE incident_id = %s ORDER BY received_at LIMIT 1",
-        (incident_id,))).fetchone()
-    if row is None:
-        return None
-    raw = row["alert"] if isinstance(row, dict) else row[0]
-    alert = raw if isinstance(raw, dict) else json.loads(raw)
+def _device_kind(alert: dict[str, Any]) -> str | None:
     for item in alert.get("evidence") or []:
         if isinstance(item, dict) and item.get("device_kind"):
             return str(item["device_kind"])
     return None
+
+
+async def _place(conn: AsyncConnection[Any], incident_id: str, label: str
+                 ) -> tuple[Whereabouts | None, str | None]:
+    """(where the elder was at the press relative to home, the kind of device pressed first).
+    The position is the one recorded on the incident, else the one its alerts carried, else the
+    newest fix of the 5 minutes before the press."""
+    row = await (await conn.execute(_PLACE, (incident_id,))).fetchone()
+    if row is None:
+        return None, None
+    alerts: list[dict[str, Any]] = [a for a in row["alerts"] if isinstance(a, dict)]
+    loc = row["location"] if isinstance(row["location"], dict) else next(
+        (found for a in alerts if (found := _location_in(a)) is not None), None)
+    if loc is None:
+        loc = await _recent_fix(conn, incident_id)
+    home = row["home"] if isinstance(row["home"], dict) else None
+    return locate(loc, home, label), (_device_kind(alerts[0]) if alerts else None)
+
+
+async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
+                               ) -> Whereabouts | None:
+    """`locate` for an incident: its position relative to the elder's registered home."""
+    return (await _place(conn, incident_id, label))[0]
 
 
 async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
@@ -183,8 +171,8 @@ async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
     """The incident's "where" for a message, written (with the map link) and spoken (without):
     the position relative to home when there is one; "在家" for a device installed at home;
     else that the position is unknown."""
-    w = await incident_whereabouts(conn, incident_id, label)
-    if w is None and await _pressed_on(conn, incident_id) not in CARRIED:
+    w, pressed_on = await _place(conn, incident_id, label)
+    if w is None and pressed_on not in CARRIED:
         home = t("where.home", lang)
         return home, home
     return describe(w, lang, now, link=True), describe(w, lang, now, link=False)
@@ -201,8 +189,7 @@ async def recent_positions(conn: AsyncConnection[Any], elder_id: str, home: dict
         (elder_id, ["location", "sos", "fall"], hours, limit))).fetchall()
     out = []
     for row in rows:
-        loc = row["loc"] if isinstance(row, dict) else row[2]
-        w = locate(loc if isinstance(loc, dict) else None, home)
+        w = locate(row["loc"] if isinstance(row["loc"], dict) else None, home)
         if w is None:
             continue
         item = {"at": row["event_time"].isoformat(), "type": row["type"], **w.as_dict()}

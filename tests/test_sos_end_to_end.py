@@ -61,9 +61,11 @@ async def test_sos_calls_first_contact_texts_all_and_reaches_console(
     twiml = call.form["Twiml"][0]
     assert '<Say voice="Polly.Zhiyu" language="cmn-CN">' in twiml and elder.name in twiml
     assert elder.address in twiml
+    assert "位置：在家" in twiml  # a wall button: the press is at home
     assert "按1" in twiml
     sms = twilio.messages(second.phone)[0].form["Body"][0]
     assert elder.name in sms and elder.address in sms and "紧急呼叫" in sms
+    assert "位置：在家" in sms and "/f/" in sms  # where, and the contact's family page
     assert not twilio.calls(second.phone), "contact 2 is called only later in the ladder"
 
     with psycopg.connect(platform.database_url) as conn:
