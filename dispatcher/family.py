@@ -34,8 +34,7 @@ async def link_secret(conn: AsyncConnection[Any], configured: str = "") -> bytes
     row = await (await conn.execute(
         "SELECT value FROM platform_secrets WHERE name = 'family_links'")).fetchone()
     assert row is not None
-    value = row["value"] if isinstance(row, dict) else row[0]
-    return bytes(value)
+    return bytes(row["value"])
 
 
 def token_for(secret: bytes, incident_id: uuid.UUID | str, priority: int) -> str:
@@ -85,8 +84,6 @@ async def holder(conn: AsyncConnection[Any], token: str) -> FamilyLink | None:
         (_hash(token), AFTER_RESOLUTION))).fetchone()
     if row is None:
         return None
-    r: dict[str, Any] = dict(row) if isinstance(row, dict) else dict(zip(
-        ("incident_id", "contact_priority", "contact_name", "language", "elder_id",
-         "community_id"), row, strict=True))
-    return FamilyLink(str(r["incident_id"]), int(r["contact_priority"]), r["contact_name"],
-                      r["language"], r["elder_id"], r["community_id"])
+    return FamilyLink(str(row["incident_id"]), int(row["contact_priority"]),
+                      row["contact_name"], row["language"], row["elder_id"],
+                      row["community_id"])
