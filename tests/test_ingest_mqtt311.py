@@ -20,7 +20,7 @@ from eldercare.config import Settings
 from eldercare.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
-from tests.test_ingest_service import dev, metric, metrics_text, start_run
+from tests.test_ingest_service import FLOOD_RATE, dev, metric, metrics_text, start_run
 
 
 @pytest.mark.timeout(300)
@@ -45,6 +45,9 @@ async def test_sigkill_under_mqtt_311_loses_no_acknowledged_message(
                 max_inflight_messages=500) as client:
 
             async def send(n: int) -> None:
+                # Paced: the flood lasts total/FLOOD_RATE s however fast ingest is, so the kill
+                # lands in the middle of it on an idle machine too.
+                await asyncio.sleep(n / FLOOD_RATE)
                 msg_id = f"k{tag}-{n}"
                 await client.publish(topic, json.dumps(
                     {"msg_id": msg_id, "ts": time.time(), "type": "steps", "steps": n}), qos=1)

@@ -106,6 +106,8 @@ def start_run(infra: Settings, workdir: Path, **settings: Any) -> IngestRun:
     run.start()
     return run
 
+FLOOD_RATE = 1000.0  # messages per second in the SIGKILL floods
+
 
 @pytest.fixture(scope="module")
 def ingest_run(
@@ -391,6 +393,9 @@ async def test_sigkill_during_a_qos1_flood_loses_no_acknowledged_message(
                 max_inflight_messages=500) as client:
 
             async def send(n: int) -> None:
+                # Paced: the flood lasts total/FLOOD_RATE s however fast ingest is, so the kill
+                # lands in the middle of it on an idle machine too.
+                await asyncio.sleep(n / FLOOD_RATE)
                 msg_id = f"k{tag}-{n}"
                 await client.publish(topic, json.dumps(
                     {"msg_id": msg_id, "ts": time.time(), "type": "steps", "steps": n}), qos=1)
