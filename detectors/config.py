@@ -32,6 +32,10 @@ class DetectorConfig(BaseSettings):
     timer_tick_s: float = Field(
         5.0, description="Wall-clock seconds between timer sweeps. Silence is measured in "
         "minutes to hours, so a few seconds of resolution cost nothing.")
+    event_timer_s: float = Field(
+        300.0, description="Timers also fire each time a partition's event time passes a "
+        "multiple of this (seconds of event time), so a replay at any speed has its silences "
+        "judged in event time. 0: wall-clock sweeps only.")
     allowed_lateness_s: float = Field(
         30.0, description="The watermark trails the newest event time by this much, so a "
         "device whose clock or link is a little behind is not taken for silence.")

@@ -7,8 +7,11 @@ and dropped. Event time comes from the devices: each partition has a watermark (
 time minus the allowed lateness) that a caught-up, idle partition advances by the wall clock, so
 timers (silence, offline, check-in deadlines) fire without traffic. An elder whose events are
 still arriving behind the watermark (a replay, buffered uploads) has timers judged at their own
-newest event time until they stop. After the detectors or ingest were down, silence is re-armed
-from the resume time plus a grace period (see `DetectorConfig`).
+newest event time until they stop. Timers also fire in event time: each time a partition's
+watermark passes a multiple of `event_timer_s`, at that instant, so a replay played at any speed
+has its silences judged when they happened, not at the next wall-clock sweep. After the
+detectors or ingest were down, silence is re-armed from the resume time plus a grace period
+(see `DetectorConfig`).
 
 The parts live in their own modules: `store` (per-elder state), `checkpoint` (state and offsets
 in one transaction), `profiles` (registry), `suite` and the detector modules (pure logic)."""
@@ -43,6 +46,13 @@ from ingest.validate import Rejection
 log = logs.get(__name__)
 
 GROUP = "eldercare-detectors"
+EVENT_TIMER_CATCHUP = timedelta(days=1)  # most event-time sweeps fired after a gap in the data
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _ceil(t: datetime, step: timedelta) -> datetime:
+    """The first multiple of `step` (counted from 2000-01-01 UTC) at or after `t`."""
+    return EPOCH + -((EPOCH - t) // step) * step
 
 
 def detect(event: CanonicalEvent, now: datetime) -> list[Alert]:
@@ -72,6 +82,7 @@ class Engine:
         self.outage = False
         self._mirroring: asyncio.Task[None] | None = None
         self._mirrored_at = 0.0
+        self._next_timer: dict[int, datetime] = {}  # partition -> next event-time sweep
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.pool.open()
@@ -165,6 +176,7 @@ class Engine:
     # --- events -------------------------------------------------------------------------------
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()
+        lateness = timedelta(seconds=self.config.allowed_lateness_s)
         decoded: list[tuple[PartitionState, int, CanonicalEvent | None, bytes]] = []
         for tp, records in batches.items():
             part = self.parts.get(tp.partition)
@@ -215,7 +227,8 @@ class Engine:
             seen = part.recent.get(event.elder_id)
             newest = event.event_time if seen is None else max(seen[0], event.event_time)
             part.recent[event.elder_id] = (newest, wall)
-        lateness = timedelta(seconds=self.config.allowed_lateness_s)
+            if part.max_event_time is not None:
+                await self._event_time_timers(part, part.max_event_time - lateness)
         for part in {id(p): p for p, _, _, _ in decoded}.values():
             if part.max_event_time is not None:
                 part.advance(part.max_event_time - lateness)
@@ -242,19 +255,40 @@ class Engine:
             if stale:
                 await self.profiles.refresh(stale)
             self._forget_quiet(part, wall_mono)
-            for elder_id, state in part.elders.items():
-                profile = self.profiles.get(elder_id).at(part.watermark, part.rearmed_at)
-                seen = part.recent.get(elder_id)
-                now = part.watermark if seen is None else min(part.watermark, seen[0])
-                try:
-                    _, alerts, changed = self.suite.on_timer(state, now, profile)
-                except Exception:  # one elder's broken state must not stop everyone's timers
-                    log.exception("timer failed for one elder; skipped", elder=elder_id)
-                    continue
-                if changed:
-                    part.dirty.add(elder_id)
-                await self._emit(alerts)
+            await self._fire(part, part.watermark)
         metrics.SWEEPS.inc()
+
+    async def _fire(self, part: PartitionState, at: datetime) -> None:
+        """Every elder's timers of this partition at event time `at` (an elder whose own
+        events are still arriving behind it: at its newest event time)."""
+        for elder_id, state in part.elders.items():
+            profile = self.profiles.get(elder_id).at(at, part.rearmed_at)
+            seen = part.recent.get(elder_id)
+            now = at if seen is None else min(at, seen[0])
+            try:
+                _, alerts, changed = self.suite.on_timer(state, now, profile)
+            except Exception:  # one elder's broken state must not stop everyone's timers
+                log.exception("timer failed for one elder; skipped", elder=elder_id)
+                continue
+            if changed:
+                part.dirty.add(elder_id)
+            await self._emit(alerts)
+
+    async def _event_time_timers(self, part: PartitionState, watermark: datetime) -> None:
+        """Fire the timers at each multiple of `event_timer_s` the partition's event time has
+        passed since the last one (at most a day of them: after a longer gap, the last day)."""
+        step = timedelta(seconds=self.config.event_timer_s)
+        if step <= timedelta(0):
+            return
+        due = self._next_timer.get(part.partition)
+        if due is None or watermark - due > EVENT_TIMER_CATCHUP:
+            due = _ceil(max(watermark - EVENT_TIMER_CATCHUP, _ceil(watermark, step) - step),
+                        step)
+        while due <= watermark:
+            part.advance(due)
+            await self._fire(part, due)
+            due += step
+        self._next_timer[part.partition] = due
 
     def _forget_quiet(self, part: PartitionState, wall_mono: float) -> None:
         """Keep in `part.recent` only elders whose events are still arriving (within

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import time
 from pathlib import Path
@@ -71,6 +72,12 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _speed(text: str) -> str:
+    if text != "max" and not float(text) > 0:
+        raise argparse.ArgumentTypeError("a positive number or `max`")
+    return text
+
+
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from simulators import recording
     from simulators.accel import read_csv
@@ -90,9 +97,13 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         records = recording.read(path)
     renames = [(old, new) for old, _, new in (r.partition("=") for r in args.rename)]
     records = recording.retag(records, renames)
-    seconds = asyncio.run(recording.replay(records, settings.mqtt_url, args.speed,
+    if args.retime:
+        records = recording.retime(records, time.time())
+    speed = math.inf if args.speed == "max" else float(args.speed)
+    seconds = asyncio.run(recording.replay(records, settings.mqtt_url, speed,
                                            skip_retained=not args.include_retained))
-    err.print(f"replayed {len(records)} messages in {seconds:.1f}s")
+    err.print(f"replayed {len(records)} messages in {seconds:.1f}s "
+              f"({len(records) / max(seconds, 1e-9):.0f} msg/s)")
     return 0
 
 
@@ -137,7 +148,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     rep = sub.add_parser("replay", help="play back a JSONL recording or an accelerometer CSV")
     rep.add_argument("file")
-    rep.add_argument("--speed", type=float, default=1.0)
+    rep.add_argument("--speed", default="1.0", type=_speed,
+                     help="times faster than recorded, or `max`: as fast as the broker takes")
+    rep.add_argument("--retime", action="store_true",
+                     help="shift the payloads' device times so the recording ends now (a "
+                          "month's replay needs ELDERCARE_INGEST_MAX_PAST_S to cover it)")
     rep.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                      help="rewrite topics (substring), e.g. a community or device id")
     rep.add_argument("--include-retained", action="store_true",

@@ -100,10 +100,43 @@ def retag(records: list[Recorded], renames: list[tuple[str, str]]) -> list[Recor
     return out
 
 
+def retime(records: list[Recorded], end: float) -> list[Recorded]:
+    """Shift every payload's device time (`ts`, epoch seconds) by one offset so the newest is
+    `end`: a recording from last month played back now keeps its own days and hours, inside
+    ingest's clock window (`ELDERCARE_INGEST_MAX_PAST_S` must cover the recording's span)."""
+    stamps = [ts for r in records if (ts := _ts(r.payload)) is not None]
+    if not stamps:
+        return records
+    shift = end - max(stamps)
+    out = []
+    for r in records:
+        ts = _ts(r.payload)
+        if ts is None:
+            out.append(r)
+            continue
+        body = json.loads(r.payload)
+        body["ts"] = round(ts + shift, 3)
+        out.append(Recorded(r.t, r.topic, json.dumps(body, ensure_ascii=False).encode(), r.qos,
+                            r.retain))
+    return out
+
+
+def _ts(payload: bytes) -> float | None:
+    """A JSON object payload's numeric `ts`, if it has one."""
+    if not payload.startswith(b"{"):
+        return None
+    try:
+        ts = json.loads(payload).get("ts")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+
+
 async def replay(records: list[Recorded], mqtt_url: str, speed: float = 1.0,
                  on_sent: Callable[[Recorded], None] | None = None,
                  skip_retained: bool = True) -> float:
-    """Publish `records` in order, `speed` times faster than recorded; returns real seconds.
+    """Publish `records` in order, `speed` times faster than recorded (`math.inf`: as fast as
+    the broker takes them); returns real seconds.
 
     Retained messages seen at subscribe time (t≈0, the broker's old state) are skipped by
     default: they were not traffic during the recording."""

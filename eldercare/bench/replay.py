@@ -1,0 +1,222 @@
+"""`eldercare bench replay`: a recorded month played back through the stack as fast as it goes.
+
+A month of the simulator's homes (their routines and every device's heartbeats, one elder's
+morning left silent) is written as a recording (the JSONL `eldercare record` writes), re-timed
+so that it ends now (`eldercare replay --retime`) and published unpaced (`--speed max`) onto a
+stack of its own: embedded PostgreSQL, tansu and mosquitto, with ingest and the detectors as
+child processes (as `eldercare up` runs them).
+
+Figures: messages/s from the first publish until the detectors have checkpointed the last
+event (`msg_per_s`), the publish rate alone, the detectors' lag when publishing ended and when
+the run ended (events on the topic not yet checkpointed; `end_lag`), the seconds it took to
+drain, and the event time of the silent morning's inactivity alert: judged in event time, it
+comes at the elder's usual wake-up plus the margin of that very morning, not when the replay
+happened to reach the next wall-clock sweep (`silent_morning_alert_h`, local hours)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from devices.registry import save
+from eldercare import db, kafka
+from eldercare.config import Settings, child_env
+from eldercare.mqtt import event_topic
+from eldercare.stack import embedded, procs
+from simulators import population, recording, routine
+from simulators.clock import LOCAL, local_midnight
+from simulators.timeline import Timeline
+
+SERVICES = ("ingest", "detectors")
+SILENT_DAY = 20            # the day (from 0) whose morning elder 0 never gets up
+SILENT_UNTIL_H = 16.0      # ...nothing from 04:00 to this local hour
+DRAIN_TIMEOUT_S = 300.0
+
+
+def _say(msg: str) -> None:
+    print(f"[bench replay] {msg}", file=sys.stderr, flush=True)
+
+
+def recorded_month(sims: list[population.SimElder], start: float, days: int, seed: int,
+                   silent: tuple[str, float, float] | None = None) -> list[recording.Recorded]:
+    """The homes' `days` days from local midnight `start` as a recording (every activity and
+    heartbeat message, QoS 1); `silent` = (elder key, from, until epoch): that elder does
+    nothing then (heartbeats go on)."""
+    tl = Timeline()
+    end = start + days * 86400.0
+    for sim in sims:
+        routine.add_life(tl, sim, start, end, seed)
+        routine.add_heartbeats(tl, sim, start, end, seed)
+    if silent is not None:
+        key, lo, hi = silent
+        tl.remove(lambda s: not (s.activity and s.device.elder_key == key and lo <= s.t < hi))
+    out = []
+    for n, s in enumerate(tl.ordered()):
+        if s.action != "publish":
+            continue
+        body = {"msg_id": f"m{n}", "ts": round(s.t, 3), **s.body}
+        out.append(recording.Recorded(s.t - start, event_topic(s.device.community_id,
+                                                               s.device.device_id),
+                                      json.dumps(body).encode(), 1, False))
+    return out
+
+
+def _wait_ready(urls: list[str], timeout: float = 60.0) -> None:
+    """Until every service answers /readyz (subscribed, dependencies up)."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+            time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
+
+
+def _progress_of(settings: Settings) -> tuple[int, datetime | None]:
+    """(events checkpointed by the detectors, their lowest partition watermark)."""
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0), min(watermark) FROM detector_checkpoints"
+            " WHERE topic = %s", (kafka.EVENTS,)).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def _topic_end(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster's metadata
+        parts = consumer.partitions_for_topic(kafka.EVENTS) or set()
+        tps = [TopicPartition(kafka.EVENTS, p) for p in parts]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def _alerts(settings: Settings) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(kafka.ALERTS, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500)
+            if not batch:
+                return out
+            out += [json.loads(r.value) for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+
+
+async def _measure(settings: Settings, records: list[recording.Recorded],
+                   silent_from: float) -> dict[str, Any]:
+    published = len(records)
+    started = time.monotonic()
+    publish_s = await recording.replay(records, settings.mqtt_url, math.inf)
+    published_at = time.monotonic()
+    _say(f"published {published} messages in {publish_s:.1f} s")
+    lag_at_publish_end: int | None = None
+    done_at = None
+    deadline = published_at + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        end = await _topic_end(settings)
+        done, _ = await asyncio.to_thread(_progress_of, settings)
+        if lag_at_publish_end is None:
+            lag_at_publish_end = published - done
+        if end >= published and done >= end:
+            done_at = time.monotonic()
+            break
+        await asyncio.sleep(0.2)
+    end = await _topic_end(settings)
+    done, watermark = await asyncio.to_thread(_progress_of, settings)
+    last_ts = max(json.loads(r.payload)["ts"] for r in records)
+    alerts = [a for a in await _alerts(settings) if a["kind"] == "inactivity"]
+    silent_alerts = [a for a in alerts if datetime.fromisoformat(a["event_time"]).timestamp()
+                     >= silent_from]
+    first = min(silent_alerts, key=lambda a: a["event_time"], default=None)
+    alert_h = None
+    if first is not None:
+        at = datetime.fromisoformat(first["event_time"]).astimezone(LOCAL)
+        alert_h = round(at.hour + at.minute / 60, 2)
+    seconds = (done_at or time.monotonic()) - started
+    return {
+        "messages": published,
+        "msg_per_s": round(published / seconds, 1) if done_at else None,
+        "publish_per_s": round(published / publish_s, 1),
+        "lag_at_publish_end": lag_at_publish_end,
+        "end_lag": end - done,
+        "events_on_topic": end,
+        "drain_s": round(done_at - published_at, 1) if done_at else None,
+        "watermark_behind_last_event_s": round(last_ts - watermark.timestamp(), 1)
+        if watermark is not None else None,
+        "inactivity_alerts": len(alerts),
+        "silent_morning_alert_h": alert_h,
+        "silent_morning_rule": (first or {}).get("evidence", [{}])[0].get("rule"),
+        "baseline": {"publish_per_s": round(published / publish_s, 1)},
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the benchmark; returns the figures (see the module docstring)."""
+    days, elders = (24, 3) if quick else (30, 6)
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        data = Path(tmp)
+        started: list[embedded.EmbeddedService] = []
+        children: list[subprocess.Popen[bytes]] = []
+        try:
+            started += [embedded.start_postgres(data), embedded.start_kafka(data),
+                        embedded.start_mqtt(data)]
+            pg, kf, mq = started
+            settings = Settings(
+                database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=data,
+                mqtt_auth_dir=mq.extra.get("auth_dir", ""),
+                mqtt_device_url=mq.extra.get("device_url", ""),
+                metrics_binds=f"detectors=127.0.0.1:{procs.free_port()}",
+                ingest_http_bind=f"127.0.0.1:{procs.free_port()}", log_level="WARNING",
+                ingest_max_past_s=(days + 2) * 86400.0,
+            )
+            db.upgrade(settings.database_url)
+            asyncio.run(kafka.ensure_topics(settings))
+            pops, sims = population.build("replay", [], 1, elders, seed=5)
+            save(settings.database_url, pops)
+            # Recorded long ago (a fixed month), played back as if it had just ended.
+            start = local_midnight(datetime(2026, 1, 1, 12, tzinfo=LOCAL).timestamp())
+            silent_lo = start + SILENT_DAY * 86400.0 + 4 * 3600
+            silent_hi = start + SILENT_DAY * 86400.0 + SILENT_UNTIL_H * 3600
+            month = recorded_month(sims, start, days, 5, (sims[0].key, silent_lo, silent_hi))
+            records = recording.retime(month, time.time())
+            shift = json.loads(records[-1].payload)["ts"] - json.loads(month[-1].payload)["ts"]
+            env = child_env(settings)
+            for name in SERVICES:
+                children.append(procs.spawn(
+                    [sys.executable, "-m", "eldercare.cli", "service", name],
+                    data / f"{name}.log", env=env))
+            _wait_ready([f"http://{settings.ingest_http_bind}/readyz",
+                         f"http://{settings.metrics_binds.split('=', 1)[1]}/readyz"])
+            figures = asyncio.run(_measure(settings, records, silent_lo + shift))
+            figures.update(days=days, elders=elders)
+        finally:
+            for child in children:
+                procs.stop(child)
+            for svc in reversed(started):
+                svc.stop()
+    return figures
