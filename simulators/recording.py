@@ -101,13 +101,14 @@ def retag(records: list[Recorded], renames: list[tuple[str, str]]) -> list[Recor
 
 
 def retime(records: list[Recorded], end: float) -> list[Recorded]:
-    """Shift every payload's device time (`ts`, epoch seconds) by one offset so the newest is
-    `end`: a recording from last month played back now keeps its own days and hours, inside
-    ingest's clock window (`ELDERCARE_INGEST_MAX_PAST_S` must cover the recording's span)."""
+    """Shift every payload's device time (`ts`, epoch seconds) by whole days so the newest is
+    within the day before `end`: a recording from last month played back now keeps its hours
+    of the day (a morning stays a morning), inside ingest's clock window
+    (`ELDERCARE_INGEST_MAX_PAST_S` must cover the recording's span)."""
     stamps = [ts for r in records if (ts := _ts(r.payload)) is not None]
     if not stamps:
         return records
-    shift = end - max(stamps)
+    shift = (end - max(stamps)) // 86400 * 86400
     out = []
     for r in records:
         ts = _ts(r.payload)

@@ -40,7 +40,7 @@ from simulators.clock import LOCAL, local_midnight
 from simulators.timeline import Timeline
 
 SERVICES = ("ingest", "detectors")
-SILENT_DAY = 20            # the day (from 0) whose morning elder 0 never gets up
+SILENT_FROM_END = 4        # elder 0 never gets up on the morning of this many days before the end
 SILENT_UNTIL_H = 16.0      # ...nothing from 04:00 to this local hour
 DRAIN_TIMEOUT_S = 300.0
 
@@ -88,12 +88,16 @@ def _wait_ready(urls: list[str], timeout: float = 60.0) -> None:
             time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
 
 
-def _progress_of(settings: Settings) -> tuple[int, datetime | None]:
-    """(events checkpointed by the detectors, their lowest partition watermark)."""
+def _progress_of(settings: Settings, elders: list[str] | None = None
+                 ) -> tuple[int, datetime | None]:
+    """(events checkpointed by the detectors, the lowest watermark of the partitions holding
+    `elders`)."""
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
-            "SELECT coalesce(sum(next_offset), 0), min(watermark) FROM detector_checkpoints"
-            " WHERE topic = %s", (kafka.EVENTS,)).fetchone()
+            "SELECT coalesce(sum(next_offset), 0), min(watermark) FILTER (WHERE partition IN"
+            " (SELECT partition FROM detector_state WHERE elder_id = ANY(%s)))"
+            " FROM detector_checkpoints WHERE topic = %s",
+            (elders or [], kafka.EVENTS)).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
@@ -112,44 +116,76 @@ async def _topic_end(settings: Settings) -> int:
 
 
 async def _alerts(settings: Settings) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(kafka.ALERTS, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None)
+    """Every alert on the alerts topic (read up to the end offsets taken first)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1500)
-            if not batch:
-                return out
-            out += [json.loads(r.value) for rs in batch.values() for r in rs]
+        await consumer.topics()
+        tps = [TopicPartition(kafka.ALERTS, p)
+               for p in consumer.partitions_for_topic(kafka.ALERTS) or set()]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                out += [json.loads(r.value) for rs in batch.values() for r in rs]
+        return out
     finally:
         await consumer.stop()
 
 
+async def _ingest_ready(settings: Settings, probe: recording.Recorded,
+                        timeout: float = 60.0) -> None:
+    """Until ingest takes messages: `probe` (an elder of its own, dated before the recording,
+    so that nobody's state or event time moves) is published until one reaches the topic."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while await _topic_end(settings) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ingest took no message in {timeout:.0f} s")
+        n += 1
+        body = {**json.loads(probe.payload), "msg_id": f"probe-{n}"}
+        await recording.replay([recording.Recorded(0, probe.topic, json.dumps(body).encode(), 1,
+                                                   False)], settings.mqtt_url, math.inf)
+        await asyncio.sleep(0.5)  # polling a condition, not waiting for it to happen
+
+
 async def _measure(settings: Settings, records: list[recording.Recorded],
-                   silent_from: float) -> dict[str, Any]:
+                   silent_from: float, elders: list[str]) -> dict[str, Any]:
     published = len(records)
+    base = await _topic_end(settings)  # the readiness probes
     started = time.monotonic()
     publish_s = await recording.replay(records, settings.mqtt_url, math.inf)
     published_at = time.monotonic()
     _say(f"published {published} messages in {publish_s:.1f} s")
     lag_at_publish_end: int | None = None
+    ingest_behind: int | None = None
     done_at = None
     deadline = published_at + DRAIN_TIMEOUT_S
+    last_end, steady_since = -1, time.monotonic()
     while time.monotonic() < deadline:
         end = await _topic_end(settings)
         done, _ = await asyncio.to_thread(_progress_of, settings)
         if lag_at_publish_end is None:
-            lag_at_publish_end = published - done
-        if end >= published and done >= end:
+            lag_at_publish_end, ingest_behind = end - done, base + published - end
+        if end != last_end:
+            last_end, steady_since = end, time.monotonic()
+        # Done: ingest has taken everything (or stopped taking: a rejected message goes to the
+        # dead letters) and the detectors have checkpointed every event on the topic.
+        if done >= end and (end >= base + published or time.monotonic() - steady_since > 3):
             done_at = time.monotonic()
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # polling a condition
     end = await _topic_end(settings)
-    done, watermark = await asyncio.to_thread(_progress_of, settings)
+    done, watermark = await asyncio.to_thread(_progress_of, settings, elders)
     last_ts = max(json.loads(r.payload)["ts"] for r in records)
-    alerts = [a for a in await _alerts(settings) if a["kind"] == "inactivity"]
+    # Alerts within the recording (after its end the elders are silent for real: the recording
+    # ended up to a day before now).
+    alerts = [a for a in await _alerts(settings) if a["kind"] == "inactivity"
+              and datetime.fromisoformat(a["event_time"]).timestamp() <= last_ts]
     silent_alerts = [a for a in alerts if datetime.fromisoformat(a["event_time"]).timestamp()
                      >= silent_from]
     first = min(silent_alerts, key=lambda a: a["event_time"], default=None)
@@ -163,11 +199,12 @@ async def _measure(settings: Settings, records: list[recording.Recorded],
         "msg_per_s": round(published / seconds, 1) if done_at else None,
         "publish_per_s": round(published / publish_s, 1),
         "lag_at_publish_end": lag_at_publish_end,
-        "end_lag": end - done,
+        "ingest_behind_at_publish_end": ingest_behind,
+        "end_lag": max(0, end - done),
         "events_on_topic": end,
         "drain_s": round(done_at - published_at, 1) if done_at else None,
-        "watermark_behind_last_event_s": round(last_ts - watermark.timestamp(), 1)
-        if watermark is not None else None,
+        "watermark_reached_last_event": watermark is not None
+        and watermark.timestamp() >= last_ts - 60,
         "inactivity_alerts": len(alerts),
         "silent_morning_alert_h": alert_h,
         "silent_morning_rule": (first or {}).get("evidence", [{}])[0].get("rule"),
@@ -175,9 +212,12 @@ async def _measure(settings: Settings, records: list[recording.Recorded],
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, days: int | None = None, elders: int | None = None
+        ) -> dict[str, Any]:
     """Run the benchmark; returns the figures (see the module docstring)."""
-    days, elders = (24, 3) if quick else (30, 6)
+    days = days or (24 if quick else 30)
+    elders = elders or (3 if quick else 6)
+    silent_day = days - SILENT_FROM_END
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         data = Path(tmp)
         started: list[embedded.EmbeddedService] = []
@@ -196,12 +236,14 @@ def run(quick: bool = False) -> dict[str, Any]:
             )
             db.upgrade(settings.database_url)
             asyncio.run(kafka.ensure_topics(settings))
-            pops, sims = population.build("replay", [], 1, elders, seed=5)
+            # One more elder than replayed: the readiness probe's.
+            pops, sims = population.build("replay", [], 1, elders + 1, seed=5)
             save(settings.database_url, pops)
+            prober, sims = sims[-1], sims[:-1]
             # Recorded long ago (a fixed month), played back as if it had just ended.
             start = local_midnight(datetime(2026, 1, 1, 12, tzinfo=LOCAL).timestamp())
-            silent_lo = start + SILENT_DAY * 86400.0 + 4 * 3600
-            silent_hi = start + SILENT_DAY * 86400.0 + SILENT_UNTIL_H * 3600
+            silent_lo = start + silent_day * 86400.0 + 4 * 3600
+            silent_hi = start + silent_day * 86400.0 + SILENT_UNTIL_H * 3600
             month = recorded_month(sims, start, days, 5, (sims[0].key, silent_lo, silent_hi))
             records = recording.retime(month, time.time())
             shift = json.loads(records[-1].payload)["ts"] - json.loads(month[-1].payload)["ts"]
@@ -210,9 +252,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                 children.append(procs.spawn(
                     [sys.executable, "-m", "eldercare.cli", "service", name],
                     data / f"{name}.log", env=env))
-            _wait_ready([f"http://{settings.ingest_http_bind}/readyz",
-                         f"http://{settings.metrics_binds.split('=', 1)[1]}/readyz"])
-            figures = asyncio.run(_measure(settings, records, silent_lo + shift))
+            _wait_ready([f"http://{settings.metrics_binds.split('=', 1)[1]}/readyz"])
+            first_ts = json.loads(records[0].payload)["ts"]
+            asyncio.run(_ingest_ready(settings, recording.Recorded(
+                0, event_topic(prober.elder.community_id, prober.elder.devices[0].id),
+                json.dumps({"ts": first_ts - 60, "type": "heartbeat", "battery": 90}).encode(),
+                1, False)))
+            figures = asyncio.run(_measure(settings, records, silent_lo + shift,
+                                           [s.elder.id for s in sims]))
             figures.update(days=days, elders=elders)
         finally:
             for child in children:
