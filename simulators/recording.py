@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,6 +145,13 @@ async def replay(records: list[Recorded], mqtt_url: str, speed: float = 1.0,
     default: they were not traffic during the recording."""
     if speed <= 0:
         raise ValueError("speed must be positive")
+    if math.isinf(speed):
+        sent = [r for r in records if not (skip_retained and r.retain)]
+        seconds = await asyncio.to_thread(publish_all, sent, MqttTarget.parse(mqtt_url))
+        for rec in sent:
+            if on_sent is not None:
+                on_sent(rec)
+        return seconds
     started = time.monotonic()
     pending: set[asyncio.Task[None]] = set()
     gate = asyncio.Semaphore(500)
@@ -165,6 +174,44 @@ async def replay(records: list[Recorded], mqtt_url: str, speed: float = 1.0,
                 on_sent(rec)
         await asyncio.gather(*pending)
     return time.monotonic() - started
+
+
+def publish_all(records: list[Recorded], target: MqttTarget, inflight: int = 1000,
+                timeout_s: float = 3600.0) -> float:
+    """Publish `records` in order on one connection as fast as the broker acknowledges them;
+    returns the seconds until the last acknowledgement. paho's own network thread does the
+    I/O: an asyncio task per message would cost more CPU than the broker does."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"eldercare-replay-{int(time.time() * 1000) % 10**9}",
+                         protocol=paho.MQTTv5 if target.version == "5" else paho.MQTTv311)
+    if target.username:
+        client.username_pw_set(target.username, target.password)
+    context = target.tls_context()
+    if context is not None:
+        client.tls_set_context(context)
+    client.max_inflight_messages_set(inflight)
+    acked, connected = threading.Semaphore(0), threading.Event()
+    client.on_publish = lambda *_args: acked.release()
+    client.on_connect = lambda _c, _u, _f, reason, _p: connected.set() if not \
+        reason.is_failure else None
+    started = time.monotonic()
+    client.connect(target.host, target.port)
+    client.loop_start()
+    try:
+        if not connected.wait(30):
+            raise ConnectionError(f"MQTT broker {target.host}:{target.port} did not accept us")
+        for rec in records:  # paho queues beyond `inflight` and sends in call order
+            client.publish(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain)
+        for _ in records:  # QoS 0 messages count when written, QoS 1 and 2 when acknowledged
+            if not acked.acquire(timeout=timeout_s):
+                raise TimeoutError("the broker stopped acknowledging the replay")
+        return time.monotonic() - started
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def accel_records(windows: list[Window], community_id: str, device_id: str, start_ts: float,

@@ -45,7 +45,8 @@ async def test_a_replayed_silent_morning_is_alerted_on_that_morning(
     path.write_text("".join(r.to_json() + "\n" for r in week), encoding="utf-8")
 
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "eldercare.cli", "replay", str(path), "--speed", "max",
+        subprocess.run, [sys.executable, "-m", "eldercare.cli", "replay", str(path), "--speed",
+                         "max",
          "--retime"], env=child_env(platform), capture_output=True, text=True, timeout=300,
         check=False)
     assert done.returncode == 0, done.stderr

@@ -89,17 +89,20 @@ def _wait_ready(urls: list[str], timeout: float = 60.0) -> None:
 
 
 def _progress_of(settings: Settings, elders: list[str] | None = None
-                 ) -> tuple[int, datetime | None]:
-    """(events checkpointed by the detectors, the lowest watermark of the partitions holding
-    `elders`)."""
+                 ) -> tuple[int, float | None]:
+    """(events checkpointed by the detectors, how far (s) the watermark of the partitions
+    holding `elders` is behind the newest event the detectors hold for them)."""
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
-            "SELECT coalesce(sum(next_offset), 0), min(watermark) FILTER (WHERE partition IN"
-            " (SELECT partition FROM detector_state WHERE elder_id = ANY(%s)))"
-            " FROM detector_checkpoints WHERE topic = %s",
-            (elders or [], kafka.EVENTS)).fetchone()
-    assert row is not None
-    return int(row[0]), row[1]
+            "SELECT coalesce(sum(next_offset), 0) FROM detector_checkpoints WHERE topic = %s",
+            (kafka.EVENTS,)).fetchone()
+        behind = conn.execute(
+            "SELECT max(extract(epoch FROM newest - c.watermark)) FROM detector_checkpoints c"
+            " JOIN (SELECT partition, max((state->'inactivity'->>'last_alive')::timestamptz)"
+            "       AS newest FROM detector_state WHERE elder_id = ANY(%s) GROUP BY partition)"
+            " s USING (partition) WHERE c.topic = %s", (elders or [], kafka.EVENTS)).fetchone()
+    assert row is not None and behind is not None
+    return int(row[0]), None if behind[0] is None else float(behind[0])
 
 
 async def _topic_end(settings: Settings) -> int:
@@ -115,16 +118,15 @@ async def _topic_end(settings: Settings) -> int:
         await consumer.stop()
 
 
-async def _alerts(settings: Settings) -> list[dict[str, Any]]:
-    """Every alert on the alerts topic (read up to the end offsets taken first)."""
+async def _read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """Every record on `topic` (read up to the end offsets taken first), as JSON."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
         await consumer.topics()
-        tps = [TopicPartition(kafka.ALERTS, p)
-               for p in consumer.partitions_for_topic(kafka.ALERTS) or set()]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
@@ -175,19 +177,23 @@ async def _measure(settings: Settings, records: list[recording.Recorded],
             last_end, steady_since = end, time.monotonic()
         # Done: ingest has taken everything (or stopped taking: a rejected message goes to the
         # dead letters) and the detectors have checkpointed every event on the topic.
-        if done >= end and (end >= base + published or time.monotonic() - steady_since > 3):
+        if done >= end and (done >= base + published or time.monotonic() - steady_since > 3):
             done_at = time.monotonic()
             break
         await asyncio.sleep(0.2)  # polling a condition
     end = await _topic_end(settings)
-    done, watermark = await asyncio.to_thread(_progress_of, settings, elders)
+    done, behind = await asyncio.to_thread(_progress_of, settings, elders)
     last_ts = max(json.loads(r.payload)["ts"] for r in records)
     # Alerts within the recording (after its end the elders are silent for real: the recording
     # ended up to a day before now).
-    alerts = [a for a in await _alerts(settings) if a["kind"] == "inactivity"
+    alerts = [a for a in await _read_all(settings, kafka.ALERTS) if a["kind"] == "inactivity"
               and datetime.fromisoformat(a["event_time"]).timestamp() <= last_ts]
     silent_alerts = [a for a in alerts if datetime.fromisoformat(a["event_time"]).timestamp()
                      >= silent_from]
+    rejected: dict[str, int] = {}
+    for d in await _read_all(settings, kafka.DEADLETTER):
+        reason = str(d.get("reason", "?"))
+        rejected[reason] = rejected.get(reason, 0) + 1
     first = min(silent_alerts, key=lambda a: a["event_time"], default=None)
     alert_h = None
     if first is not None:
@@ -202,9 +208,11 @@ async def _measure(settings: Settings, records: list[recording.Recorded],
         "ingest_behind_at_publish_end": ingest_behind,
         "end_lag": max(0, end - done),
         "events_on_topic": end,
+        "events_checkpointed": done - base,
+        "dead_letters": rejected,
         "drain_s": round(done_at - published_at, 1) if done_at else None,
-        "watermark_reached_last_event": watermark is not None
-        and watermark.timestamp() >= last_ts - 60,
+        # Event time judged up to the end: allowed lateness (30 s) behind the newest event.
+        "watermark_behind_newest_event_s": None if behind is None else round(behind, 1),
         "inactivity_alerts": len(alerts),
         "silent_morning_alert_h": alert_h,
         "silent_morning_rule": (first or {}).get("evidence", [{}])[0].get("rule"),
