@@ -94,6 +94,18 @@ CHECKIN_POLICY = Policy(rungs=[
     _r("sms", "staff", 120),
 ])
 
+# Unusual inactivity: a quiet check-in first. The elder is called ("press 1 if you are well",
+# which acknowledges the incident); the family and staff only if nobody pressed 1 within two
+# minutes. An elder lying in answers the phone by the bed; one on the floor cannot.
+INACTIVITY_POLICY = Policy(rungs=[
+    _r("console", "console"),
+    _r("call", "elder"),
+    _r("sms", "contacts", 120),
+    _r("call", "contact:1"),
+    _r("sms", "staff"),
+    _r("call", "staff", 120),
+], rounds=2, round_wait_s=300)
+
 # A repeated press after someone took responsibility: "老人再次求救" to the duty staff and to the
 # person who acknowledged (dispatcher/incidents.py).
 REALERT_POLICY = Policy(rungs=[
@@ -172,7 +184,8 @@ class Rules(BaseModel):
 DEFAULT_LADDERS: dict[str, Policy] = {
     "smoke": FIRE_POLICY, "gas": FIRE_POLICY, "heat": FIRE_POLICY,
     "sos": DEFAULT_POLICIES[Severity.CRITICAL], "fall": DEFAULT_POLICIES[Severity.CRITICAL],
-    "checkin_missed": CHECKIN_POLICY, MAINTENANCE_KEY: MAINTENANCE_POLICY,
+    "checkin_missed": CHECKIN_POLICY, "inactivity": INACTIVITY_POLICY,
+    MAINTENANCE_KEY: MAINTENANCE_POLICY,
 }
 
 DEFAULT_RULES = Rules(ladders=DEFAULT_LADDERS)

@@ -67,6 +67,8 @@ class HomeResult:
     def row(self) -> dict[str, Any]:
         return {"home": self.name, "days": self.days, "scored_days": self.scored_days,
                 "usual_wake_h": round(self.usual_wake_h, 2),
+                "lie_in_days": self.false_alerts["lie_in_days"],
+                "eldercare_false_on_lie_ins": self.false_alerts["eldercare_on_lie_ins"],
                 **{k: _tally(self.outcomes, k, self.false_alerts[k], self.scored_days)
                    for k in ("eldercare", *ANCHORS)},
                 "skipped": self.skipped}
@@ -194,6 +196,18 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
     scored_days = max(0, n_days - learn)
     false = {"eldercare": sum(a >= scored_from for a in alerts)}
     false.update(_anchor_false(r, by_day, starts, learn, usual_wake, c))
+    # Lie-ins: recorded days whose first activity came after the usual wake-up + 2 h. Up to
+    # that deadline they are event for event a silent morning, so any detector that catches
+    # every silent morning by then alerts on them too.
+    times = [e.event_time for e in r.activity]
+    lie_ins = [d for d in range(learn, n_days)
+               if not any(starts[d] <= t < starts[d] + timedelta(hours=usual_wake)
+                          + MORNING_MARGIN for t in times)
+               and not any(a <= starts[d] + timedelta(hours=usual_wake) < b for a, b in r.away)]
+    false["lie_in_days"] = len(lie_ins)
+    false["eldercare_on_lie_ins"] = sum(
+        1 for a in alerts if a >= scored_from
+        and any(starts[d] <= a < starts[d] + timedelta(hours=12) for d in lie_ins))
 
     rng = random.Random(f"{seed}/{home.name}")
     outcomes, skipped = [], []
@@ -285,6 +299,9 @@ def evaluate_homes(homes: list[Home], config: DetectorConfig | None = None, lear
     outcomes = [o for res in results for o in res.outcomes]
     scored = sum(res.scored_days for res in results)
     total = {"home": "total", "days": sum(res.days for res in results), "scored_days": scored,
+             "lie_in_days": sum(res.false_alerts["lie_in_days"] for res in results),
+             "eldercare_false_on_lie_ins": sum(res.false_alerts["eldercare_on_lie_ins"]
+                                               for res in results),
              **{k: _tally(outcomes, k, sum(res.false_alerts[k] for res in results), scored)
                 for k in ("eldercare", *ANCHORS)}}
     return {"homes": [res.row() for res in results], "total": total,
@@ -310,6 +327,11 @@ def format_report(result: dict[str, Any]) -> str:
             lines.append(f"| {row['home']} | {who} | {s['mornings'][0]} / {s['mornings'][1]} "
                          f"| {s['daytime'][0]} / {s['daytime'][1]} | {delay} | "
                          f"{s['false_alerts']} | {per} | {row['scored_days']} |")
+    lines += ["", "Lie-ins (recorded days with nothing by the usual wake-up + 2 h: any detector "
+              "that catches every silent morning by then alerts on them): "
+              + ", ".join(f"{row['home']} {row['lie_in_days']} (eldercare alerted "
+                          f"{row['eldercare_false_on_lie_ins']})"
+                          for row in [*result["homes"], result["total"]])]
     skipped = [f"{row['home']}: {s}" for row in result["homes"] for s in row["skipped"]]
     if skipped:
         lines += ["", "skipped days: " + "; ".join(skipped)]
