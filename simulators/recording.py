@@ -193,8 +193,10 @@ def publish_all(records: list[Recorded], target: MqttTarget, inflight: int = 100
     if context is not None:
         client.tls_set_context(context)
     client.max_inflight_messages_set(inflight)
-    acked, connected = threading.Semaphore(0), threading.Event()
-    client.on_publish = lambda *_args: acked.release()
+    window, connected = threading.Semaphore(inflight), threading.Event()
+    # At most `inflight` messages in paho's hands: its bookkeeping of queued messages grows
+    # with their number on every acknowledgement.
+    client.on_publish = lambda *_args: window.release()
     client.on_connect = lambda _c, _u, _f, reason, _p: connected.set() if not \
         reason.is_failure else None
     started = time.monotonic()
@@ -203,11 +205,11 @@ def publish_all(records: list[Recorded], target: MqttTarget, inflight: int = 100
     try:
         if not connected.wait(30):
             raise ConnectionError(f"MQTT broker {target.host}:{target.port} did not accept us")
-        for rec in records:  # paho queues beyond `inflight` and sends in call order
-            client.publish(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain)
-        for _ in records:  # QoS 0 messages count when written, QoS 1 and 2 when acknowledged
-            if not acked.acquire(timeout=timeout_s):
+        for rec in [*records, *[None] * inflight]:  # then wait for the last acknowledgements
+            if not window.acquire(timeout=timeout_s):
                 raise TimeoutError("the broker stopped acknowledging the replay")
+            if rec is not None:  # QoS 0 counts when written, QoS 1 and 2 when acknowledged
+                client.publish(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain)
         return time.monotonic() - started
     finally:
         client.loop_stop()
