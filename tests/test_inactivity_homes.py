@@ -301,3 +301,19 @@ def test_weak_evidence_alone_does_not_break_a_silence() -> None:
                 watts=90.0) for k in range(12)]
     life.until(fourth + timedelta(hours=12), morning + plug)
     assert [r for t, r in life.alerts if t >= fourth] == ["silence"]
+
+
+def test_a_lie_in_is_reported_as_the_floor_of_false_alerts(tmp_path: Path) -> None:
+    """A recorded day with nothing until past noon is, until the usual wake-up + 2 h, a silent
+    morning: the report names it, and says that eldercare's one false alert is that day."""
+    _write_home(tmp_path / "sleepy.csv", days=12)
+    lines = (tmp_path / "sleepy.csv").read_text(encoding="utf-8").splitlines()
+    late = [ln for ln in lines if not ("2024-03-14 04:00" <= ln[:16] < "2024-03-14 13:00")]
+    (tmp_path / "sleepy.csv").write_text("\n".join(late) + "\n", encoding="utf-8")
+    (home,) = load_homes(tmp_path / "sleepy.csv")
+    result = evaluate_home(home, DetectorConfig(timezone=TZ), learn=7, every=40)
+    assert result.false_alerts["lie_in_days"] == 1
+    assert result.false_alerts["eldercare"] == result.false_alerts["eldercare_on_lie_ins"] == 1
+    assert result.false_alerts["wake_plus_2h"] == 1  # the anchor alerts on it too
+    table = format_report(evaluate_homes([home], DetectorConfig(timezone=TZ), 7, 40))
+    assert "sleepy 1 (eldercare alerted 1)" in table
