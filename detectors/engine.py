@@ -46,7 +46,7 @@ from ingest.validate import Rejection
 log = logs.get(__name__)
 
 GROUP = "eldercare-detectors"
-EVENT_TIMER_CATCHUP = timedelta(days=1)  # most event-time sweeps fired after a gap in the data
+EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a gap in the data
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -83,6 +83,7 @@ class Engine:
         self._mirroring: asyncio.Task[None] | None = None
         self._mirrored_at = 0.0
         self._next_timer: dict[int, datetime] = {}  # partition -> next event-time sweep
+        self._timer_step = timedelta(seconds=config.event_timer_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.pool.open()
@@ -276,11 +277,14 @@ class Engine:
 
     async def _event_time_timers(self, part: PartitionState, watermark: datetime) -> None:
         """Fire the timers at each multiple of `event_timer_s` the partition's event time has
-        passed since the last one (at most a day of them: after a longer gap, the last day)."""
-        step = timedelta(seconds=self.config.event_timer_s)
+        passed since the last one (at most two hours of them: after a longer gap in the data,
+        say ingest down, the last two hours; a partition of 10,000 elders must not stall)."""
+        step = self._timer_step
         if step <= timedelta(0):
             return
         due = self._next_timer.get(part.partition)
+        if due is not None and due > watermark:
+            return  # the common case: no sweep due yet
         if due is None or watermark - due > EVENT_TIMER_CATCHUP:
             due = _ceil(max(watermark - EVENT_TIMER_CATCHUP, _ceil(watermark, step) - step),
                         step)
