@@ -26,11 +26,13 @@ from dispatcher.console import (
     incident_routes,
     live,
     pages,
+    registry_routes,
     report_routes,
     rules_routes,
     staff_routes,
 )
 from dispatcher.console.health import health
+from dispatcher.console.roles import registry_writes
 from eldercare import db
 from eldercare.config import Settings
 from eldercare.i18n import LANGUAGES, catalogue
@@ -80,7 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
         require_district_admin(principal, docs_only)
         return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
     # Routers of other packages: the registry's admin API and Twilio's webhooks.
-    app.include_router(devices_api.router, dependencies=STAFF_ONLY)
+    # Street supervisors read the registry; its writes need duty staff or a district admin.
+    app.include_router(devices_api.router, dependencies=[*STAFF_ONLY, Depends(registry_writes)])
     app.include_router(webhooks.router)
     app.include_router(stats.router, dependencies=STAFF_ONLY)
     app.include_router(auth_routes.router)
@@ -88,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(incident_routes.router)
     app.include_router(live.router)
     app.include_router(elder_routes.router)
+    app.include_router(registry_routes.router)
     app.include_router(rules_routes.router)
     app.include_router(pages.router)
     app.include_router(report_routes.router)

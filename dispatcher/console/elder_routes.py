@@ -17,10 +17,11 @@ router = APIRouter()
 
 @router.get("/api/v1/console/elders")
 async def search(
-    request: Request, principal: CurrentPrincipal, q: str = "",
+    request: Request, principal: CurrentPrincipal, q: str = "", include_inactive: bool = False,
 ) -> Response:
     async with request.app.state.pool.connection() as conn:
-        found = await queries.search_elders(conn, principal, q.strip()[:100])
+        found = await queries.search_elders(conn, principal, q.strip()[:100],
+                                            include_inactive=include_inactive)
         await audit.record(conn, principal, "search", "elder", q.strip()[:100], None,
                            audit.client_of(request), results=len(found))
     return Response(as_json({"elders": found}), media_type="application/json")

@@ -12,7 +12,8 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-IMPORT_PATH = "/api/v1/import"
+# Ledger uploads (the registry API's and the console page's) may be larger than other bodies.
+IMPORT_PATHS = frozenset({"/api/v1/import", "/api/v1/console/ledger"})
 MAX_JSON_DEPTH = 32  # no console body nests deeper than a few levels
 
 
@@ -98,7 +99,7 @@ class InputGuard:
             raise BodyRefused(422, "query", "parameters must not contain a NUL byte (%00)")
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return None
-        limit = self.max_import_body if scope["path"] == IMPORT_PATH else self.max_body
+        limit = self.max_import_body if scope["path"] in IMPORT_PATHS else self.max_body
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:

@@ -66,6 +66,12 @@ async def devices(principal: MaybePrincipal, request: Request) -> Response:
     return _signed_in(principal, "devices", request)
 
 
+@router.get("/import", response_model=None)
+async def ledger_import(principal: MaybePrincipal, request: Request) -> Response:
+    """Ledger upload: which rows were imported, and each wrong row's number and reason."""
+    return _signed_in(principal, "import", request)
+
+
 @router.get("/reports", response_model=None)
 async def reports(principal: MaybePrincipal, request: Request) -> Response:
     """The monthly supervision report of a community: figures and the Excel download."""

@@ -94,22 +94,31 @@ async def last_timeline_id(conn: AsyncConnection[Any]) -> int:
     return int(row["m"]) if row else 0
 
 
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 async def search_elders(
     conn: AsyncConnection[Any], principal: Principal, text: str, limit: int = 50,
+    include_inactive: bool = False,
 ) -> list[dict[str, Any]]:
-    """Elders whose name, id, address or phone contains `text`, within scope."""
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    """Elders whose name, id, address or phone contains `text`, within scope (deactivated ones
+    too with `include_inactive`, after the active ones)."""
+    pattern = _like(text)
     rows = await (await conn.execute(
-        "SELECT e.id, e.name, e.address, e.lives_alone, e.care_level, e.community_id,"
+        "SELECT e.id, e.name, e.address, e.lives_alone, e.care_level, e.community_id, e.active,"
         " c.name AS community_name,"
         " (SELECT count(*) FROM incidents i WHERE i.elder_id = e.id AND i.status <> 'resolved')"
         " AS open_incidents"
         " FROM elders e JOIN communities c ON c.id = e.community_id"
-        " WHERE e.active AND (%(scope)s::text[] IS NULL OR e.community_id = ANY(%(scope)s))"
+        " WHERE (e.active OR %(inactive)s)"
+        " AND (%(scope)s::text[] IS NULL OR e.community_id = ANY(%(scope)s))"
         " AND (e.name ILIKE %(p)s OR e.id ILIKE %(p)s OR e.address ILIKE %(p)s"
         "      OR e.phone ILIKE %(p)s)"
-        " ORDER BY c.name, e.name LIMIT %(limit)s",
-        {"scope": scope(principal), "p": pattern, "limit": limit},
+        " ORDER BY e.active DESC, c.name, e.name LIMIT %(limit)s",
+        {"scope": scope(principal), "p": pattern, "limit": limit,
+         "inactive": include_inactive},
     )).fetchall()
     return list(rows)
 
@@ -133,7 +142,8 @@ async def elder(
         item["id_number_masked"] = mask_id_number(row.get("id_number") or "")
     item["personal_data_hidden"] = not principal.sees_personal_data
     item["contacts"] = list(await (await conn.execute(
-        "SELECT priority, name, relation, phone, can_sms FROM contacts WHERE elder_id = %s"
+        "SELECT id, priority, name, relation, phone, can_sms, channels, language FROM contacts"
+        " WHERE elder_id = %s"
         " ORDER BY priority", (elder_id,),
     )).fetchall())
     item["devices"] = list(await (await conn.execute(
@@ -141,6 +151,7 @@ async def elder(
         " " + _HEALTH + " FROM devices d WHERE elder_id = %s AND active ORDER BY kind, id",
         (LOW_BATTERY, elder_id),
     )).fetchall())
+    item["away_periods"] = await away_periods(conn, elder_id)
     # Where the elder has been today, relative to home (watches and canes that report it).
     item["positions"] = await recent_positions(conn, elder_id, row.get("home"))
     return item
@@ -166,5 +177,43 @@ async def device_problems(conn: AsyncConnection[Any], principal: Principal) -> l
         " WHERE offline OR low_battery"
         " ORDER BY offline DESC, last_seen NULLS FIRST, battery NULLS LAST LIMIT 500",
         (LOW_BATTERY, scope(principal), scope(principal)),
+    )).fetchall()
+    return list(rows)
+
+
+async def away_periods(conn: AsyncConnection[Any], elder_id: str) -> list[dict[str, Any]]:
+    """The elder's away periods, newest first, each with its state now: `upcoming`,
+    `ongoing` or `over`."""
+    rows = await (await conn.execute(
+        "SELECT id, starts_at, ends_at, reason, CASE WHEN starts_at > now() THEN 'upcoming'"
+        " WHEN ends_at IS NULL OR ends_at > now() THEN 'ongoing' ELSE 'over' END AS state"
+        " FROM elder_away_periods WHERE elder_id = %s ORDER BY starts_at DESC LIMIT 100",
+        (elder_id,))).fetchall()
+    return list(rows)
+
+
+async def devices(
+    conn: AsyncConnection[Any], principal: Principal, text: str = "",
+    problems_only: bool = False, limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Active devices within scope with their health (offline, low battery, never seen) and
+    whether they hold an MQTT login; problems first, then by community, elder and kind.
+    `text` matches part of the device id, serial, room, or the elder's name or id."""
+    rows = await (await conn.execute(
+        "SELECT * FROM (SELECT d.id, d.kind, d.room, d.serial, d.battery, d.last_seen, d.status,"
+        " e.id AS elder_id, e.name AS elder_name, e.address, e.community_id,"
+        " c.name AS community_name,"
+        " EXISTS (SELECT 1 FROM device_credentials k WHERE k.device_id = d.id)"
+        " AS has_credentials, " + _HEALTH +
+        " FROM devices d JOIN elders e ON e.id = d.elder_id JOIN communities c"
+        " ON c.id = e.community_id WHERE d.active"
+        " AND (%s::text[] IS NULL OR e.community_id = ANY(%s))"
+        " AND (d.id ILIKE %s OR d.serial ILIKE %s OR d.room ILIKE %s OR e.name ILIKE %s"
+        "      OR e.id ILIKE %s)) x"
+        " WHERE NOT %s OR offline OR low_battery"
+        " ORDER BY offline DESC, low_battery DESC, community_name, elder_name, kind, id"
+        " LIMIT %s",
+        (LOW_BATTERY, scope(principal), scope(principal), *[_like(text)] * 5, problems_only,
+         limit),
     )).fetchall()
     return list(rows)

@@ -33,7 +33,7 @@ async function api(url, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (options.method && options.method !== "GET") {
     headers["X-CSRF-Token"] = decodeURIComponent(csrf());
-    if (options.body !== undefined) headers["content-type"] = "application/json";
+    if (typeof options.body === "string") headers["content-type"] = "application/json";
   }
   const res = await fetch(url, { ...options, headers, credentials: "same-origin" });
   if (res.status === 401 && !url.endsWith("/login")) {
@@ -45,9 +45,35 @@ async function api(url, options = {}) {
     try { detail = (await res.json()).detail || detail; } catch (_) { /* not JSON */ }
     const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
     err.status = res.status;
+    err.detail = detail;
     throw err;
   }
   return res.json();
+}
+
+// Who keeps the registry's records: district admins and duty staff (street supervisors read).
+const canEdit = () => ME && (ME.role === "district_admin" || ME.role === "duty_staff");
+
+// An API error as a person reads it: each field named in their language, with the reason.
+function errorText(err) {
+  if (!Array.isArray(err.detail)) return tr("form.failed", { error: err.message });
+  return err.detail.map((d) => {
+    const name = (d.loc || []).filter((x) => typeof x === "string" && x !== "body").pop() || "";
+    return name ? `${T["field." + name] ?? name}：${d.msg}` : d.msg;
+  }).join("；");
+}
+
+// A labelled form field; `input` carries its own id and name.
+const field = (key, input) => el("label", { class: "field" }, el("span", {}, tr(key)), input);
+
+// The values of a form's named fields: checkboxes as booleans, empty optional fields left out.
+function formValues(form) {
+  const out = {};
+  for (const input of form.querySelectorAll("[name]")) {
+    if (input.type === "checkbox") out[input.name] = input.checked;
+    else if (input.value.trim() !== "" || input.dataset.keepEmpty === "true") out[input.name] = input.value.trim();
+  }
+  return out;
 }
 
 async function loadTranslations() {
@@ -61,8 +87,9 @@ async function setupPage(active) {
   ME = await api("/api/v1/me");
   document.title = tr("console.title");
   const nav = el("nav");
-  const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"],
-                 ["reports", "/reports"]];
+  const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"]];
+  if (canEdit()) pages.push(["import", "/import"]);
+  pages.push(["reports", "/reports"]);
   if (ME.role === "district_admin") pages.push(["rules", "/rules"], ["admin", "/admin"]);
   for (const [key, href] of pages) {
     nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));

@@ -175,20 +175,38 @@ function positionsCard(e) {
   return card;
 }
 
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = el("script", { src });
+    script.onload = resolve;
+    script.onerror = reject;
+    document.head.append(script);
+  });
+}
+
 async function main() {
   await setupPage("elders");
   const id = decodeURIComponent(location.pathname.split("/").pop());
   const page = document.getElementById("page");
+  const url = `/api/v1/console/elders/${encodeURIComponent(id)}`;
   let e;
   try {
-    e = await api(`/api/v1/console/elders/${encodeURIComponent(id)}`);
+    [e] = await Promise.all([api(url), loadScript("/static/elder_records.js")]);
   } catch (err) {
     page.replaceChildren(el("p", { class: "empty", id: "not-found" }, tr("elder.not_found")));
     return;
   }
-  const contacts = table(["elder.contact_name", "elder.phone", ""], e.contacts.map((c) => el("tr", {},
-    el("td", {}, `${c.priority}. ${c.name}（${c.relation}）`), el("td", {}, c.phone),
-    el("td", {}, c.can_sms ? "" : tr("elder.sms_no")))));
+  // Contacts and away periods redraw themselves after a change, from the record as stored.
+  const cards = {};
+  const refresh = async () => {
+    const fresh = await api(url);
+    const contacts = contactsCard(fresh, refresh), away = awayCard(fresh, refresh);
+    cards.contacts.replaceWith(contacts);
+    cards.away.replaceWith(away);
+    Object.assign(cards, { contacts, away });
+  };
+  cards.contacts = contactsCard(e, refresh);
+  cards.away = awayCard(e, refresh);
   const devices = table(["device.kind", "device.room", "device.battery", "device.last_seen", "device.status"],
     e.devices.map((d) => el("tr", { "data-device": d.id },
       el("td", {}, tr("device." + d.kind)), el("td", {}, d.room),
@@ -202,14 +220,16 @@ async function main() {
     i.notes ? ` · ${i.notes}` : "")));
   page.replaceChildren(
     el("h2", { id: "elder-name" }, e.name, el("span", { class: "muted" }, ` ${e.id}`)),
+    recordTools(e) || "",
     el("div", { class: "columns" },
-      el("div", {}, facts(e),
-        el("section", { class: "card" }, el("h3", {}, tr("elder.contacts")), contacts),
+      el("div", {}, facts(e), cards.contacts, cards.away,
         el("section", { class: "card" }, el("h3", {}, tr("elder.incidents")), incidents)),
       el("div", {},
         charts,
         positionsCard(e),
-        el("section", { class: "card" }, el("h3", {}, tr("elder.devices")), devices))),
+        el("section", { class: "card" }, el("h3", {}, tr("elder.devices"),
+          el("a", { class: "card-link", href: `/devices?q=${encodeURIComponent(e.id)}` }, tr("elder.manage_devices"))),
+        devices))),
   );
   await drawCharts();  // once in the page: ECharts sizes itself from its box
 }
