@@ -84,7 +84,6 @@ async def test_elders_page_creates_edits_and_deactivates_an_elder(
     await expect(page.locator('[data-field="elder.address"]')).to_have_text("和平里七区 5-1-202")
     assert query(platform, "SELECT address, phone FROM elders WHERE id = %s", new_id) == [
         ("和平里七区 5-1-202", "+8613800000002")]
-    await screenshot(page, "console-elder-edit.png")
 
     await page.click("#deactivate-elder")
     await expect(page.locator("#elder-inactive")).to_be_visible()
@@ -356,3 +355,41 @@ async def test_a_street_supervisor_reads_the_registry_but_cannot_change_it(
     await page.goto("/import")
     await expect(page.locator("#page")).to_contain_text("台账导入由社区值班员或区管理员操作")
     await page.context.close()
+
+
+async def test_record_routes_refuse_other_communities_and_wrong_orders(
+    platform: Settings,
+) -> None:
+    ours, theirs = make_community(), make_community()
+    save(platform.database_url, [ours, theirs])
+    mine, other = ours.elders[0], theirs.elders[0]
+    with psycopg.connect(platform.database_url) as conn:
+        [(away_id,)] = conn.execute(
+            "INSERT INTO elder_away_periods (elder_id, starts_at) VALUES (%s, now())"
+            " RETURNING id", (other.id,)).fetchall()
+    ids = {e.id: [r[0] for r in query(platform, "SELECT id FROM contacts WHERE elder_id = %s"
+                                                " ORDER BY priority", e.id)]
+           for e in (mine, other)}
+    async with httpx.AsyncClient(base_url=platform.public_base_url, timeout=10) as client:
+        await staff_login(client, *duty_account(platform, ours))
+        order = "/api/v1/console/elders/{}/contacts/order"
+        theirs_r = await client.put(order.format(other.id), json={"contact_ids": ids[other.id]})
+        assert theirs_r.status_code == 404
+        mixed = [ids[mine.id][0], ids[mine.id][1], ids[other.id][0]]
+        assert (await client.put(order.format(mine.id), json={"contact_ids": mixed})
+                ).status_code == 422
+        assert (await client.put(order.format(mine.id), json={"contact_ids": ids[mine.id][:2]})
+                ).status_code == 422
+        assert (await client.post(f"/api/v1/console/away-periods/{away_id}/end")
+                ).status_code == 404
+        devices = (await client.get("/api/v1/console/devices")).json()["devices"]
+        assert devices and {d["community_id"] for d in devices} == {ours.id}
+        broken = await client.post("/api/v1/console/ledger", params={"filename": "x.xlsx"},
+                                   content=b"not a workbook")
+        assert broken.status_code == 422 and "cannot read" in broken.json()["detail"][0]["msg"]
+    # Nothing moved: both elders keep their order, the other's away period is still open.
+    for e in (mine, other):
+        assert [r[0] for r in query(platform, "SELECT id FROM contacts WHERE elder_id = %s"
+                                              " ORDER BY priority", e.id)] == ids[e.id]
+    assert query(platform, "SELECT ends_at FROM elder_away_periods WHERE id = %s",
+                 away_id) == [(None,)]

@@ -19,7 +19,7 @@ function report(result) {
     parts.push(el("h3", {}, tr("import.errors")), table("import-errors",
       ["import.sheet", "import.row", "import.field", "import.reason"],
       result.errors.map((e) => el("tr", { "data-row": e.row, "data-sheet": e.sheet },
-        el("td", {}, sheetName(e.sheet)), el("td", { class: "row-number" }, String(e.row)),
+        el("td", {}, sheetName(e.sheet)), el("td", { class: "row-number" }, e.row ? String(e.row) : "—"),
         el("td", {}, e.field ? (T["field." + e.field] ?? e.field) : "—"), el("td", { class: "reason" }, e.msg)))));
   }
   if (result.rows.length) {
