@@ -147,7 +147,6 @@ async def test_contacts_dragged_into_a_new_order_are_called_in_that_order(
                              " ORDER BY priority", elder.id)
     assert stored == [(third.name, third.relation), ("李强", "外甥"),
                       (second.name, second.relation)]
-    await screenshot(page, "console-contacts.png", full_page=True)
     await page.context.close()
 
 
@@ -172,7 +171,7 @@ async def test_away_periods_are_added_ended_and_cancelled(
     await page.fill("#away-reason", "去女儿家")
     await page.click("#add-away button[type=submit]")
     await expect(page.locator('#away tr[data-state="upcoming"]')).to_contain_text("去女儿家")
-    await screenshot(page, "console-away.png", full_page=True)
+    await screenshot(page, "console-elder-records.png", full_page=True)
 
     await ongoing.locator('[data-action="end"]').click()
     await expect(page.locator(f'#away tr[data-away="{period_id}"]')).to_have_attribute(
