@@ -27,7 +27,7 @@ async def _month_of(request: Request, principal: Principal, community: str, mont
         raise HTTPException(404, f"community {community!r} not found")
     async with request.app.state.pool.connection() as conn:
         row = await (await conn.execute(
-            "SELECT id, name FROM communities WHERE id = %s", (community,))).fetchone()
+            "SELECT id, name, time_zone FROM communities WHERE id = %s", (community,))).fetchone()
         if row is None:
             raise HTTPException(404, f"community {community!r} not found")
         stats = await service_stats(conn, principal, community, month)

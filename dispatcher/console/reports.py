@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 from eldercare.i18n import t
 
 SAMPLE_SHARE = 0.10
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+DEFAULT_TZ = "Asia/Shanghai"  # a community row without a time zone (none in the registry)
 
 INCIDENTS_SQL = """
 SELECT i.id, i.kind, i.severity, e.name AS elder, e.id AS elder_id, e.phone AS elder_phone,
@@ -32,16 +32,17 @@ SELECT i.id, i.kind, i.severity, e.name AS elder, e.id AS elder_id, e.phone AS e
            AS contact_phone,
        coalesce(i.alert_at, i.opened_at) AS alert_at, i.first_notified_at, i.acknowledged_at,
        i.acknowledged_by, i.acknowledged_via, i.resolved_at, i.outcome, i.notes
-FROM incidents i JOIN elders e ON e.id = i.elder_id
+FROM incidents i JOIN elders e ON e.id = i.elder_id JOIN communities m ON m.id = i.community_id
 WHERE i.community_id = %(community)s AND NOT i.maintenance
-  AND to_char(i.opened_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM') = %(month)s
+  AND to_char(i.opened_at AT TIME ZONE m.time_zone, 'YYYY-MM') = %(month)s
 ORDER BY i.opened_at, i.id
 """
 
 
 async def month_incidents(conn: AsyncConnection[Any], community: str, month: str
                           ) -> list[dict[str, Any]]:
-    """Every (non-maintenance) incident the community opened in `month` (YYYY-MM, local)."""
+    """Every (non-maintenance) incident the community opened in `month` (YYYY-MM, in the
+    community's own time zone)."""
     rows = await (await conn.execute(INCIDENTS_SQL, {"community": community, "month": month})
                   ).fetchall()
     return [dict(r) for r in rows]
@@ -63,8 +64,8 @@ def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
         (later - earlier).total_seconds(), 1)
 
 
-def _local(at: datetime | None) -> str:
-    return at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+def _local(at: datetime | None, tz: ZoneInfo) -> str:
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if at else ""
 
 
 def _sheet(wb: Workbook, title: str, header: list[str], rows: list[list[Any]],
@@ -87,7 +88,9 @@ def _sheet(wb: Workbook, title: str, header: list[str], rows: list[list[Any]],
 
 def workbook(community: dict[str, Any], month: str, summary: dict[str, Any] | None,
              incidents: list[dict[str, Any]], lang: str = "zh-Hans") -> bytes:
-    """The report as XLSX bytes: summary, every incident, and the call-back sample."""
+    """The report as XLSX bytes: summary, every incident, and the call-back sample; times in
+    the community's own time zone (`community["time_zone"]`)."""
+    tz = ZoneInfo(community.get("time_zone") or DEFAULT_TZ)
     def tx(key: str, **values: Any) -> str:
         return t(f"report.{key}", lang, **values)
 
@@ -106,7 +109,7 @@ def workbook(community: dict[str, Any], month: str, summary: dict[str, Any] | No
         [tx("within_60s"), s.get("acknowledged_within_60s")],
         [tx("within_180s"), s.get("acknowledged_within_180s")],
         [tx("sample_rule"), tx("sample_rule_text", share=int(SAMPLE_SHARE * 100))],
-        [tx("generated"), datetime.now(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")],
+        [tx("generated"), datetime.now(tz).strftime("%Y-%m-%d %H:%M")],
     ], first=True)
     header = [tx("col.id"), tx("col.elder"), tx("col.kind"), tx("col.severity"),
               tx("col.alert_at"), tx("col.first_notified_s"), tx("col.acknowledged_s"),
@@ -115,7 +118,7 @@ def workbook(community: dict[str, Any], month: str, summary: dict[str, Any] | No
 
     def line(i: dict[str, Any]) -> list[Any]:
         return [str(i["id"]), i["elder"], t(f"kind.{i['kind']}", lang),
-                t(f"severity.{i['severity']}", lang), _local(i["alert_at"]),
+                t(f"severity.{i['severity']}", lang), _local(i["alert_at"], tz),
                 _seconds(i["first_notified_at"], i["alert_at"]),
                 _seconds(i["acknowledged_at"], i["alert_at"]),
                 f"{i['acknowledged_by'] or ''} {i['acknowledged_via'] or ''}".strip(),
