@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dispatcher import webhooks
-from dispatcher.console import family_routes, guard
+from dispatcher.console import family_routes, guard, live
 from eldercare import db
 from eldercare.config import Settings
 
@@ -18,16 +18,20 @@ from eldercare.config import Settings
 def create_app(settings: Settings) -> FastAPI:
     """The webhook app; `app.state.pool` and `app.state.settings` as in the console app."""
     pool = db.pool(settings.database_url, max_size=4)
+    # The family page's live streams, as on the console: one LISTEN connection for all.
+    streams = live.Fanout(settings.database_url, pool, settings.console_streams_per_user)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open()
-        yield
+        async with streams.running():
+            yield
         await pool.close()
 
     app = FastAPI(title="eldercare twilio webhooks", lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
+    app.state.streams = streams
     # Bodies capped (413), NUL bytes and over-deep JSON refused (422), as on the console.
     app.add_middleware(guard.InputGuard, max_body=settings.console_max_body,
                        max_import_body=settings.console_max_body)

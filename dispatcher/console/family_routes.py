@@ -8,7 +8,9 @@ ID numbers, no other incidents. Every view and every action is audited as that c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from importlib import resources
@@ -18,13 +20,16 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from dispatcher import family, lifecycle
 from dispatcher.console import audit
+from dispatcher.console.live import ENDED, OVERFLOW, Fanout, Subscriber, TooManyStreams
 from dispatcher.incidents import timeline
 from dispatcher.whereabouts import describe, incident_whereabouts
 from eldercare import db
 from eldercare.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
+from eldercare.security import Principal
 
 router = APIRouter(tags=["family"])
 
@@ -35,7 +40,7 @@ _HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
 # Timeline rows a family member sees, each as a sentence without phone numbers.
 _SHOWN = {"incident_opened", "alert_joined", "call", "sms", "claimed", "acknowledged",
           "resolved", "family_reached_elder", "realerted", "escalated"}
-_POLL_S = 1.0
+LINK_CHECK_S = 5.0  # how often an open stream re-checks that its link is still valid
 
 
 def _who(link: family.FamilyLink) -> str:
@@ -186,25 +191,57 @@ async def act(request: Request, token: str) -> dict[str, Any]:
 @router.get("/api/family/{token}/stream")
 async def stream(request: Request, token: str, after: int | None = None) -> EventSourceResponse:
     """New timeline sentences as they are written; a reconnect resumes from Last-Event-ID.
-    Ends when the link expires."""
+    Ends when the link expires. Rows come from the app's shared LISTEN fan-out (`live`), so an
+    open family page costs a queue, not a database connection polling every second."""
     link = await _link(request, token)
     header = request.headers.get("last-event-id")
     start = int(header) if header and header.isdigit() else (after or 0)
-    return EventSourceResponse(_events(request.app.state.pool, token, link, start), ping=10)
+    fanout: Fanout = request.app.state.streams
+    # The fan-out filters by principal scope and incident: this link's one incident, under the
+    # link's own name (the per-login cap then counts per link). Used for nothing else.
+    who = Principal(_who(link), "system", frozenset({link.community_id}), link.name)
+    try:
+        sub = fanout.subscribe(who, None, incident_id=link.incident_id)
+    except TooManyStreams:
+        raise HTTPException(429, "too many open pages for this link") from None
+    return EventSourceResponse(_events(fanout, sub, token, link, start), ping=10,
+                               background=BackgroundTask(fanout.unsubscribe, sub))
 
 
-async def _events(pool: db.Pool, token: str, link: family.FamilyLink, after: int
+async def _events(fanout: Fanout, sub: Subscriber, token: str, link: family.FamilyLink, after: int
                   ) -> AsyncIterator[dict[str, str]]:
-    last = after
-    while True:
-        async with pool.connection() as conn:
-            if await family.holder(conn, token) is None:
-                yield {"event": "expired", "data": "{}"}
-                return
-            rows = await _rows(conn, link.incident_id, last)
-        for row in rows:
-            last = row["id"]
-            if _sentence(row, link.language):
-                yield {"event": "timeline", "id": str(last),
-                       "data": json.dumps(_entry(row, link.language), ensure_ascii=False)}
-        await asyncio.sleep(_POLL_S)
+    def event(row: dict[str, Any]) -> dict[str, str]:
+        return {"event": "timeline", "id": str(row["id"]),
+                "data": json.dumps(_entry(row, link.language), ensure_ascii=False)}
+
+    try:
+        last = after
+        while True:  # catch up from the client's last event, then go live
+            async with fanout.pool.connection() as conn:
+                rows = await _rows(conn, link.incident_id, last)
+            for row in rows:
+                last = row["id"]
+                if _sentence(row, link.language):
+                    yield event(row)
+            if len(rows) < 500:
+                break
+        checked = time.monotonic()
+        while True:
+            wait = max(0.0, checked + LINK_CHECK_S - time.monotonic())
+            item: dict[str, Any] | str | None = None
+            with contextlib.suppress(TimeoutError):
+                item = await asyncio.wait_for(sub.queue.get(), wait)
+            if item is None or time.monotonic() - checked >= LINK_CHECK_S:
+                async with fanout.pool.connection() as conn:
+                    if await family.holder(conn, token) is None:
+                        yield {"event": "expired", "data": "{}"}
+                        return
+                checked = time.monotonic()
+            if item in (ENDED, OVERFLOW):
+                return  # overflow: the browser reconnects and catches up from its last id
+            if isinstance(item, dict) and item["id"] > last:
+                last = item["id"]
+                if _sentence(item, link.language):
+                    yield event(item)
+    finally:
+        fanout.unsubscribe(sub)

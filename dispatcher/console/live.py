@@ -5,7 +5,8 @@ One PostgreSQL connection per stream ran the database out of connections at abou
 open tabs; now a stream costs a queue. The fan-out reads each batch of new timeline rows once and
 hands every stream the rows of its communities; once per wake-up it checks, in one query, that
 every stream's session is still live (a logout or an expired shift ends the stream). Each staff
-login may hold ELDERCARE_CONSOLE_STREAMS_PER_USER streams; one more is refused with 429."""
+login may hold ELDERCARE_CONSOLE_STREAMS_PER_USER streams; one more is refused with 429. The
+family page's streams (`family_routes`) ride the same fan-out, each for one incident."""
 
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ class Subscriber:
     """One open stream: whose, and the rows (or an end marker) waiting to be sent."""
 
     principal: Principal
-    session: str  # SHA-256 of the session token
+    session: str | None  # SHA-256 of the staff session token; None: a family link's stream
     start: int  # rows after this id reach the queue
+    incident_id: str | None = None  # only this incident's rows (a family link's stream)
     queue: asyncio.Queue[dict[str, Any] | str] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_ROWS))
 
@@ -80,12 +82,15 @@ class Fanout:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def subscribe(self, principal: Principal, token: str) -> Subscriber:
-        """A new stream; raises TooManyStreams beyond the per-user cap."""
+    def subscribe(self, principal: Principal, token: str | None,
+                  incident_id: str | None = None) -> Subscriber:
+        """A new stream; raises TooManyStreams beyond the per-user cap. Without a staff session
+        `token` (a family link, which its stream checks itself) it is never ended here."""
         held = sum(1 for s in self.subscribers if s.principal.staff_id == principal.staff_id)
         if held >= self.per_user:
             raise TooManyStreams(principal.staff_id)
-        sub = Subscriber(principal, token_hash(token), self.last)
+        sub = Subscriber(principal, token_hash(token) if token is not None else None,
+                         self.last, incident_id)
         self.subscribers.add(sub)
         return sub
 
@@ -117,20 +122,21 @@ class Fanout:
             for row in rows:
                 self.last = row["id"]
                 for sub in list(self.subscribers):
-                    if sub.principal.can_see(row["community_id"]):
+                    if sub.principal.can_see(row["community_id"]) and (
+                            sub.incident_id in (None, str(row["incident_id"]))):
                         self._put(sub, dict(row))
             if len(rows) < 1000:
                 return
 
     async def _end_dead_sessions(self) -> None:
-        if not self.subscribers:
+        hashes = sorted({s.session for s in self.subscribers if s.session is not None})
+        if not hashes:
             return
-        hashes = sorted({s.session for s in self.subscribers})
         async with self.pool.connection() as conn:
             live = {r["token_hash"] for r in await (await conn.execute(
                 _LIVE_SESSIONS, (hashes,))).fetchall()}
         for sub in list(self.subscribers):
-            if sub.session not in live:
+            if sub.session is not None and sub.session not in live:
                 self._put(sub, ENDED)
 
     def _put(self, sub: Subscriber, item: dict[str, Any] | str) -> None:
