@@ -26,8 +26,8 @@ test-deps: $(BIN)/.installed $(ECHARTS)
 	bash tests/setup.sh
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check eldercare devices ingest detectors dispatcher simulators tests
-	$(BIN)/mypy eldercare devices ingest detectors dispatcher simulators
+	$(BIN)/ruff check foundation eldercare devices ingest detectors dispatcher simulators tests
+	$(BIN)/mypy foundation eldercare devices ingest detectors dispatcher simulators
 
 test: test-deps lint
 	$(BIN)/pytest -q

@@ -34,9 +34,9 @@ from detectors.profiles import ProfileCache
 from detectors.store import PartitionState, load_partition
 from detectors.suite import Suite, build
 from devices.events import CanonicalEvent
-from eldercare import db, kafka, logs
-from eldercare.config import Settings
-from eldercare.faults import describe, is_transient
+from foundation import db, kafka, logs
+from foundation.config import Settings
+from foundation.faults import describe, is_transient
 from ingest.deadletter import dead_letter
 from ingest.validate import Rejection
 
@@ -78,7 +78,7 @@ class Engine:
         await self.producer.start()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
-        from eldercare import observability  # /readyz: consuming now
+        from foundation import observability  # /readyz: consuming now
 
         observability.mark_subscribed("events")
         log.info("detectors consuming", topic=self.topic, group=self.group,

@@ -20,7 +20,7 @@ from detectors.inactivity import InactivityDetector
 from detectors.safezone import SafeZoneDetector
 from detectors.vitals import VitalsDetector
 from devices.events import CanonicalEvent
-from eldercare import logs
+from foundation import logs
 
 log = logs.get(__name__)
 

@@ -39,7 +39,7 @@ from devices.records import (
 )
 from devices.registry import AsyncConn, Row
 from dispatcher.console import audit
-from eldercare.security import CurrentPrincipal, Principal, require_district_admin
+from foundation.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(history.router)

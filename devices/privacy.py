@@ -13,8 +13,8 @@ from typing import Any
 
 from devices.registry import AsyncConn
 from dispatcher.console import audit
-from eldercare.config import Settings
-from eldercare.security import Principal
+from foundation.config import Settings
+from foundation.security import Principal
 
 # Columns of an incident that name or reach a person; some exist only after other migrations.
 _INCIDENT_PERSONAL = {"notes": "''", "acknowledged_by": "NULL", "claimed_by": "NULL",

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from detectors.alerts import Severity
 from dispatcher.ladder import MAINTENANCE_KEY, default_policy, parse_policy
-from eldercare.config import Settings
+from foundation.config import Settings
 
 _KEYS = [s.value for s in Severity] + [MAINTENANCE_KEY]
 

@@ -40,7 +40,7 @@ from dispatcher.ladder import (
 from dispatcher.metrics import INCIDENTS
 from dispatcher.phones import can_receive_sms
 from dispatcher.whereabouts import remember_position
-from eldercare import logs
+from foundation import logs
 
 log = logs.get(__name__)
 

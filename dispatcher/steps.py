@@ -43,7 +43,7 @@ from dispatcher.messages import (
 )
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
 from dispatcher.whereabouts import where_words
-from eldercare import db, logs
+from foundation import db, logs
 
 log = logs.get(__name__)
 

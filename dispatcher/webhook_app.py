@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from dispatcher import webhooks
 from dispatcher.console import family_routes, guard
-from eldercare import db
-from eldercare.config import Settings
+from foundation import db
+from foundation.config import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -20,10 +20,10 @@ from dispatcher.incidents import timeline
 from dispatcher.lifecycle import acknowledge
 from dispatcher.messages import say
 from dispatcher.steps import CALL_NOT_ANSWERED, alarm_if_all_channels_failed
-from eldercare import logs
-from eldercare.config import Settings
-from eldercare.i18n import t
-from eldercare.masking import mask_phone
+from foundation import logs
+from foundation.config import Settings
+from foundation.i18n import t
+from foundation.masking import mask_phone
 
 log = logs.get(__name__)
 

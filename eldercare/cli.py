@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from eldercare import logs
-from eldercare.config import Settings, get_settings
+from foundation import logs
+from foundation.config import Settings, get_settings
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,7 +30,7 @@ def _service(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from eldercare import db
+    from foundation import db
 
     applied = db.upgrade(settings.database_url)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from eldercare import logs
-from eldercare.config import Settings, child_env
+from foundation import logs
+from foundation.config import Settings, child_env
 
 log = logs.get(__name__)
 

@@ -16,8 +16,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.events import CanonicalEvent
-from eldercare import kafka, logs
-from eldercare.config import Settings
+from foundation import kafka, logs
+from foundation.config import Settings
 
 log = logs.get(__name__)
 

@@ -15,9 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eldercare import logs
-from eldercare.faults import is_transient
-from eldercare.mqtt import event_topic
+from foundation import logs
+from foundation.faults import is_transient
+from foundation.mqtt import event_topic
 from ingest import metrics
 from ingest.gateway_auth import (
     GatewayScope,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from eldercare.config import Settings
+from foundation.config import Settings
 
 err = Console(stderr=True)
 

@@ -20,9 +20,9 @@ from playwright.async_api import Browser, async_playwright
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
 from eldercare.stack import embedded, procs
+from foundation import db, kafka
+from foundation.config import Settings, child_env
 from tests import twilio_mock
 from tests.helpers import eventually
 

@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from detectors.alerts import Alert, Severity
 from devices.readings import writer
 from devices.registry import Community, save
-from eldercare import kafka
-from eldercare.config import Settings
-from eldercare.faults import is_transient
+from foundation import kafka
+from foundation.config import Settings
+from foundation.faults import is_transient
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_engine_stream import engine, new_topic

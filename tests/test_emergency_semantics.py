@@ -25,8 +25,8 @@ from dispatcher import lifecycle, roster
 from dispatcher.channels import TwilioChannel
 from dispatcher.incidents import record_alert
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
-from eldercare import db
-from eldercare.config import Settings
+from foundation import db
+from foundation.config import Settings
 from tests.conftest import make_community
 from tests.twilio_mock import TwilioMock
 

@@ -17,8 +17,8 @@ from detectors.episodes import EpisodeDetector
 from detectors.immediate import immediate_alert
 from devices.events import CanonicalEvent
 from devices.registry import Community
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from ingest.dedup import RecentIds
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail

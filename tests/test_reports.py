@@ -16,7 +16,7 @@ from playwright.async_api import Browser, expect
 
 from devices.registry import save
 from dispatcher.console.reports import call_back_sample
-from eldercare.config import Settings
+from foundation.config import Settings
 from tests.conftest import ARTIFACTS, make_community, staff_login
 from tests.test_console_access import duty_account
 from tests.test_console_browser import log_in, screenshot

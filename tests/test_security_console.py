@@ -20,8 +20,8 @@ from psycopg.types.json import Jsonb
 from devices.readings import partitions
 from devices.registry import Community, save
 from dispatcher.console.accounts import Account, create_account
-from eldercare import security
-from eldercare.config import Settings, child_env
+from foundation import security
+from foundation.config import Settings, child_env
 from tests.conftest import make_community, staff_login
 from tests.test_console_access import duty_account, from_address, press_sos
 

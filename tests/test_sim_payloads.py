@@ -13,8 +13,8 @@ import pytest
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.registry import save
 from devices.schemas import DEVICE_MESSAGE, Status
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
 from ingest.directory import DeviceDirectory
 from ingest.validate import Rejection, validate
 from simulators import payloads, population

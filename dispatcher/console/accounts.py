@@ -9,7 +9,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from dispatcher.console import throttle
-from eldercare.security import (
+from foundation.security import (
     ROLES,
     Principal,
     hash_password,

@@ -1,6 +1,6 @@
 """The console web app: pages, login, incident API, live stream (SSE) and health.
 
-Everything under /api/v1 and every page needs a staff session (`eldercare.security`), except
+Everything under /api/v1 and every page needs a staff session (`foundation.security`), except
 login and the translations; /twilio/* (signed by Twilio), /healthz, /readyz and /metrics stay
 open. The API docs (/docs, /openapi.json) are for logged-in district admins only. Bodies are
 capped and malformed input is refused with 422 (`guard`)."""
@@ -31,10 +31,10 @@ from dispatcher.console import (
     staff_routes,
 )
 from dispatcher.console.health import health
-from eldercare import db
-from eldercare.config import Settings
-from eldercare.i18n import LANGUAGES, catalogue
-from eldercare.security import CurrentPrincipal, current_principal, require_district_admin
+from foundation import db
+from foundation.config import Settings
+from foundation.i18n import LANGUAGES, catalogue
+from foundation.security import CurrentPrincipal, current_principal, require_district_admin
 
 # Routers of other packages that serve staff: a session (and CSRF on writes) is required on
 # every route, on top of the scope checks each route does with its own principal.
@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         """Ready: migrations applied, Kafka/MQTT/database answer, the pool is open."""
-        from eldercare.observability import readiness
+        from foundation.observability import readiness
 
         checks = await readiness(settings, "console", started=not pool.closed)
         ok = all(v == "ok" for v in checks.values())

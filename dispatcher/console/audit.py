@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from eldercare.security import Principal
+from foundation.security import Principal
 
 
 def address_of(request: Request) -> str:

@@ -14,7 +14,7 @@ from dispatcher.console.accounts import (
     LoginRefused,
     authenticate,
 )
-from eldercare.security import (
+from foundation.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL,

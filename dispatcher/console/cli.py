@@ -8,8 +8,8 @@ import argparse
 import getpass
 
 from dispatcher.console.accounts import DEMO_PASSWORD, Account, create_account, ensure_demo_accounts
-from eldercare.config import Settings
-from eldercare.security import ROLES
+from foundation.config import Settings
+from foundation.security import ROLES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from dispatcher.console import audit, charts, queries
 from dispatcher.console.incident_routes import as_json
-from eldercare.security import SESSION_COOKIE, CurrentPrincipal, require_district_admin
+from foundation.security import SESSION_COOKIE, CurrentPrincipal, require_district_admin
 
 router = APIRouter()
 

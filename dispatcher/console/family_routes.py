@@ -23,8 +23,8 @@ from dispatcher import family, lifecycle
 from dispatcher.console import audit
 from dispatcher.incidents import timeline
 from dispatcher.whereabouts import describe, incident_whereabouts
-from eldercare import db
-from eldercare.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
+from foundation import db
+from foundation.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
 
 router = APIRouter(tags=["family"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from eldercare import db, kafka, mqtt
-from eldercare.config import Settings
+from foundation import db, kafka, mqtt
+from foundation.config import Settings
 
 
 async def _probe(check: Awaitable[None]) -> str:

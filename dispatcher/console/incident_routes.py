@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from dispatcher import lifecycle
 from dispatcher.console import audit, queries
 from dispatcher.incidents import timeline
-from eldercare.config import Settings
-from eldercare.security import CurrentPrincipal, Principal
+from foundation.config import Settings
+from foundation.security import CurrentPrincipal, Principal
 
 router = APIRouter()
 

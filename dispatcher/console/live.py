@@ -23,8 +23,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from dispatcher.console import queries
-from eldercare import db
-from eldercare.security import SESSION_COOKIE, CurrentPrincipal, Principal, token_hash
+from foundation import db
+from foundation.security import SESSION_COOKIE, CurrentPrincipal, Principal, token_hash
 
 log = structlog.get_logger("console.live")
 router = APIRouter()

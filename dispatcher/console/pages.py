@@ -8,7 +8,7 @@ from importlib import resources
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from eldercare.security import MaybePrincipal, Principal
+from foundation.security import MaybePrincipal, Principal
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 
 from devices.records import mask_id_number
 from dispatcher.whereabouts import locate, recent_positions
-from eldercare.security import Principal
+from foundation.security import Principal
 
 # Columns only roles that need them see (`Principal.sees_personal_data`).
 PERSONAL_FIELDS = frozenset({"medical_notes", "id_number", "national_id", "id_card"})

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from dispatcher.console import audit, reports
 from dispatcher.stats import service_stats
-from eldercare.security import CurrentPrincipal, Principal
+from foundation.security import CurrentPrincipal, Principal
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 

@@ -21,7 +21,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from psycopg import AsyncConnection
 
-from eldercare.i18n import t
+from foundation.i18n import t
 
 SAMPLE_SHARE = 0.10
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")

@@ -16,7 +16,7 @@ from dispatcher import roster
 from dispatcher.console import audit
 from dispatcher.incidents import People, rules_for
 from dispatcher.ladder import DEFAULT_LADDERS, Rules, ladder_for, parse_rules
-from eldercare.security import CurrentPrincipal, Principal, require_district_admin
+from foundation.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1/communities/{community_id}/rules", tags=["rules"])
 

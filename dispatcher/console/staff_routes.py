@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from dispatcher.console import audit, throttle
 from dispatcher.console.accounts import Account, create_account_async
-from eldercare.security import CurrentPrincipal, Principal, require_district_admin
+from foundation.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter()
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eldercare.config import Settings
+from foundation.config import Settings
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

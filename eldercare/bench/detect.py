@@ -31,9 +31,9 @@ from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.suite import ElderState, Suite, build
 from devices.events import CanonicalEvent
-from eldercare import db, kafka
-from eldercare.config import Settings
 from eldercare.stack import embedded
+from foundation import db, kafka
+from foundation.config import Settings
 
 KIT = (("watch", "smart_watch"), ("m1", "motion_sensor"), ("sos", "sos_button"),
        ("bp", "bp_meter"))

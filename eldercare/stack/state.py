@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from eldercare.config import Settings
 from eldercare.stack import procs
+from foundation.config import Settings
 
 FILE_NAME = "stack.json"
 

@@ -15,11 +15,11 @@ from types import FrameType
 
 from rich.console import Console
 
-from eldercare import db, kafka, logs
-from eldercare.config import Settings, child_env
-from eldercare.masking import mask_url
 from eldercare.services import SERVICES
 from eldercare.stack import embedded, procs, state
+from foundation import db, kafka, logs
+from foundation.config import Settings, child_env
+from foundation.masking import mask_url
 
 log = logs.get(__name__)
 out = Console(stderr=True)

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from eldercare.masking import mask_log_event
+from foundation.masking import mask_log_event
 
 
 class _Stderr:
@@ -24,7 +24,7 @@ class _Stderr:
 def configure(level: str = "INFO", service: str = "eldercare") -> None:
     """Log JSON lines to stderr, tagged with the service name; the libraries' own logging
     (aiokafka, uvicorn, asyncio) too, each record one line with its traceback in `exception`;
-    phone numbers and secrets masked (eldercare/masking.py)."""
+    phone numbers and secrets masked (foundation/masking.py)."""
     handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[

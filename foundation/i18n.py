@@ -14,7 +14,7 @@ DEFAULT_LANGUAGE = "zh-Hans"
 @cache
 def catalogue(lang: str) -> dict[str, str]:
     """The flat key -> template table of one language."""
-    text = resources.files("eldercare.locales").joinpath(f"{lang}.json").read_text("utf-8")
+    text = resources.files("foundation.locales").joinpath(f"{lang}.json").read_text("utf-8")
     table: dict[str, str] = json.loads(text)
     return table
 

@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
-from eldercare import logs
-from eldercare.config import Settings
+from foundation import logs
+from foundation.config import Settings
 
 log = logs.get(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
-from eldercare import db, kafka, logs, mqtt
-from eldercare.config import Settings
+from foundation import db, kafka, logs, mqtt
+from foundation.config import Settings
 
 log = logs.get(__name__)
 
@@ -115,7 +115,7 @@ async def consumer_lag(settings: Settings, group: str, topics: tuple[str, ...]
 
     # A consumer that never subscribes: it only reads the group's commits (OffsetFetch) and
     # the log ends, so it does not disturb the group's members.
-    from eldercare.kafka import security
+    from foundation.kafka import security
 
     probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
                              enable_auto_commit=False, **security(settings))

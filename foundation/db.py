@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from eldercare import logs
+from foundation import logs
 
 log = logs.get(__name__)
 
@@ -18,8 +18,8 @@ _LOCK_ID = 7_420_001  # advisory lock held while migrating, so concurrent starts
 
 
 def migration_files() -> list[tuple[str, str]]:
-    """(version, sql) of every migration shipped in eldercare/migrations, in order."""
-    root = resources.files("eldercare.migrations")
+    """(version, sql) of every migration shipped in foundation/migrations, in order."""
+    root = resources.files("foundation.migrations")
     found = sorted(p.name for p in root.iterdir() if _MIGRATION.match(p.name))
     return [(name.removesuffix(".sql"), root.joinpath(name).read_text("utf-8")) for name in found]
 
