@@ -26,16 +26,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from detectors import metrics
-from detectors.alerts import Alert
 from detectors.checkpoint import Checkpoint
 from detectors.config import DetectorConfig
 from detectors.immediate import immediate_alert
 from detectors.profiles import ProfileCache
 from detectors.store import PartitionState, load_partition
 from detectors.suite import Suite, build
-from devices.events import CanonicalEvent
 from foundation import db, kafka, logs
 from foundation.config import Settings
+from foundation.contracts.alerts import Alert
+from foundation.contracts.events import CanonicalEvent
 from foundation.faults import describe, is_transient
 from ingest.deadletter import dead_letter
 from ingest.validate import Rejection

@@ -21,9 +21,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.events import CanonicalEvent
 from foundation import kafka, logs
 from foundation.config import Settings
+from foundation.contracts.events import CanonicalEvent
 from foundation.faults import describe, is_transient
 from foundation.mqtt import TOPIC_ROOT, MqttTarget
 from ingest import metrics, zigbee

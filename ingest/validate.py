@@ -11,8 +11,8 @@ import orjson
 from pydantic import ValidationError
 
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
 from devices.schemas import DEVICE_MESSAGE, DeviceMessage, Status
+from foundation.contracts.events import CanonicalEvent
 from foundation.mqtt import TOPIC_ROOT
 from ingest.directory import DeviceDirectory, DeviceInfo
 from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time

@@ -18,11 +18,11 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from detectors.alerts import Alert, Severity
 from devices.readings import writer
 from devices.registry import Community, save
 from foundation import kafka
 from foundation.config import Settings
+from foundation.contracts.alerts import Alert, Severity
 from foundation.faults import is_transient
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic

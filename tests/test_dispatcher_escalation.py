@@ -26,11 +26,11 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from twilio.request_validator import RequestValidator
 
-from detectors.alerts import Alert, Severity
 from devices.registry import Community, save
 from eldercare.stack import embedded, procs
 from foundation import db, kafka
 from foundation.config import Settings, child_env
+from foundation.contracts.alerts import Alert, Severity
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.twilio_mock import TwilioMock

@@ -19,7 +19,6 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from detectors.alerts import Alert, Severity
 from devices.registry import Community, Staff, save
 from dispatcher import lifecycle, roster
 from dispatcher.channels import TwilioChannel
@@ -27,6 +26,7 @@ from dispatcher.incidents import record_alert
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from foundation import db
 from foundation.config import Settings
+from foundation.contracts.alerts import Alert, Severity
 from tests.conftest import make_community
 from tests.twilio_mock import TwilioMock
 

@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 from twilio.base.exceptions import TwilioRestException
 
-from detectors.alerts import Severity
 from dispatcher.channels import failure_kind
 from dispatcher.incidents import recipients
 from dispatcher.ladder import (
@@ -25,6 +24,7 @@ from dispatcher.ladder import (
 from dispatcher.phones import can_receive_sms
 from dispatcher.steps import RetryPolicy
 from dispatcher.webhooks import is_ack_reply
+from foundation.contracts.alerts import Severity
 
 CONTACTS = [
     {"priority": 1, "name": "女儿", "phone": "+8613812345678", "can_sms": True,

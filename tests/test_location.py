@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from detectors.base import ElderProfile
 from detectors.safezone import KIND, SafeZoneDetector, SafeZoneState
 from devices.catalogue import DeviceKind
-from devices.events import CanonicalEvent
 from devices.geo import (
     LatLon,
     amap_link,
@@ -26,6 +25,7 @@ from devices.geo import (
     wgs84_to_gcj02,
 )
 from devices.records import ElderLocation
+from foundation.contracts.events import CanonicalEvent
 from ingest.directory import DeviceInfo
 from ingest.validate import Rejection, to_event
 

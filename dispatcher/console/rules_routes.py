@@ -11,11 +11,11 @@ from fastapi import APIRouter, HTTPException, Request
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from detectors.alerts import Severity
 from dispatcher import roster
 from dispatcher.console import audit
 from dispatcher.incidents import People, rules_for
 from dispatcher.ladder import DEFAULT_LADDERS, Rules, ladder_for, parse_rules
+from foundation.contracts.alerts import Severity
 from foundation.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1/communities/{community_id}/rules", tags=["rules"])
