@@ -36,9 +36,8 @@ from foundation import db, kafka, logs
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
 from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe, is_transient
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
 
 log = logs.get(__name__)
 

@@ -25,9 +25,8 @@ from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from foundation import db, kafka, logs, observability
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
+from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe, is_transient
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
 
 log = logs.get(__name__)
 

@@ -24,13 +24,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from foundation import kafka, logs
 from foundation.config import Settings
 from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe, is_transient
 from foundation.mqtt import TOPIC_ROOT, MqttTarget
 from ingest import metrics, zigbee
-from ingest.deadletter import dead_letter
 from ingest.dedup import RecentIds, identity
 from ingest.directory import DeviceDirectory
-from ingest.validate import Rejection, check_device, decode, to_event, validate
+from ingest.validate import check_device, decode, to_event, validate
 
 log = logs.get(__name__)
 

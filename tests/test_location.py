@@ -26,8 +26,9 @@ from devices.geo import (
 )
 from devices.records import ElderLocation
 from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection
 from ingest.directory import DeviceInfo
-from ingest.validate import Rejection, to_event
+from ingest.validate import to_event
 
 # Published WGS-84 -> GCJ-02 pairs: the test tables of the eviltransform project (Shanghai,
 # Shenzhen, Beijing) and of coordtransform (Tian'anmen), each reproduced by many ports.

@@ -24,9 +24,8 @@ from prometheus_client import Counter, Histogram
 from devices.readings import partitions
 from foundation import kafka, logs
 from foundation.config import Settings
+from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
 
 log = logs.get(__name__)
 

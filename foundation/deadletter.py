@@ -9,14 +9,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
 
-from ingest.validate import Rejection
-
 MAX_KEPT_BYTES = 128 * 1024
 MAX_DETAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message was not accepted; `reason` is a stable code used in metrics."""
+
+    reason: str
+    detail: str
 
 
 class DeadLetter(BaseModel):
