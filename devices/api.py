@@ -38,7 +38,7 @@ from devices.records import (
     mask_id_number,
 )
 from devices.registry import AsyncConn, Row
-from dispatcher.console import audit
+from foundation import audit
 from foundation.security import CurrentPrincipal, Principal, require_district_admin
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])

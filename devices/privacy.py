@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from devices.registry import AsyncConn
-from dispatcher.console import audit
+from foundation import audit
 from foundation.config import Settings
 from foundation.security import Principal
 

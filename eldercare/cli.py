@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, "eldercare")
     if getattr(args, "needs_database", False) and not settings.database_url:
-        from eldercare.stack import state  # the local stack `eldercare up` runs, if any
+        from foundation import stack_state as state  # the local stack `eldercare up` runs, if any
 
         settings = state.join(settings, ("database_url",)) or settings
     if getattr(args, "needs_database", False) and not settings.database_url:

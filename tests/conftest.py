@@ -20,8 +20,8 @@ from playwright.async_api import Browser, async_playwright
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
-from eldercare.stack import embedded, procs
-from foundation import db, kafka
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from tests import twilio_mock
 from tests.helpers import eventually

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from eldercare import cli
-from eldercare.stack import procs, state
+from foundation import procs
+from foundation import stack_state as state
 from foundation.config import get_settings
 from tests.helpers import eventually
 

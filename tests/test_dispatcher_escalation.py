@@ -27,8 +27,8 @@ from psycopg.rows import dict_row
 from twilio.request_validator import RequestValidator
 
 from devices.registry import Community, save
-from eldercare.stack import embedded, procs
-from foundation import db, kafka
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from foundation.contracts.alerts import Alert, Severity
 from tests.conftest import make_community

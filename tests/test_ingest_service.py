@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from devices.registry import Community, save
-from eldercare.stack import embedded, procs
-from foundation import kafka
+from eldercare.stack import embedded
+from foundation import kafka, procs
 from foundation.config import Settings, child_env
 from foundation.mqtt import MqttTarget, event_topic
 from ingest import gateway_auth

@@ -14,8 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from eldercare.stack import procs
-from foundation import observability
+from foundation import observability, procs
 from foundation.config import Settings, child_env
 from tests.helpers import eventually
 

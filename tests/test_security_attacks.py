@@ -25,8 +25,8 @@ from twilio.request_validator import RequestValidator
 
 from devices import provisioning
 from devices.registry import Community, save
-from eldercare.stack import embedded, procs
-from foundation import kafka
+from eldercare.stack import embedded
+from foundation import kafka, procs
 from foundation.config import Settings, child_env
 from foundation.masking import mask_log_event, mask_phone, mask_text, mask_url
 from foundation.mqtt import MqttTarget, event_topic

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from dispatcher.console import audit
+from foundation import audit
 from foundation.security import CurrentPrincipal, Principal
 
 router = APIRouter(tags=["history"])

@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from dispatcher.console import audit, throttle
+from dispatcher.console import throttle
 from dispatcher.console.accounts import (
     AccountLocked,
     AddressThrottled,
     LoginRefused,
     authenticate,
 )
+from foundation import audit
 from foundation.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,

@@ -20,10 +20,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from dispatcher import family, lifecycle
-from dispatcher.console import audit
 from dispatcher.incidents import timeline
 from dispatcher.whereabouts import describe, incident_whereabouts
-from foundation import db
+from foundation import audit, db
 from foundation.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
 
 router = APIRouter(tags=["family"])

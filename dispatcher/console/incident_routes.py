@@ -12,8 +12,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from dispatcher import lifecycle
-from dispatcher.console import audit, queries
+from dispatcher.console import queries
 from dispatcher.incidents import timeline
+from foundation import audit
 from foundation.config import Settings
 from foundation.security import CurrentPrincipal, Principal
 

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from dispatcher.console import audit, reports
+from dispatcher.console import reports
 from dispatcher.stats import service_stats
+from foundation import audit
 from foundation.security import CurrentPrincipal, Principal
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])

@@ -12,9 +12,9 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from dispatcher import roster
-from dispatcher.console import audit
 from dispatcher.incidents import People, rules_for
 from dispatcher.ladder import DEFAULT_LADDERS, Rules, ladder_for, parse_rules
+from foundation import audit
 from foundation.contracts.alerts import Severity
 from foundation.security import CurrentPrincipal, Principal, require_district_admin
 

@@ -35,8 +35,8 @@ import psycopg
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
-from eldercare.stack import procs
 from eldercare.stack.supervisor import Stack, Supervisor
+from foundation import procs
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget, event_topic
 

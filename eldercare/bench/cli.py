@@ -26,7 +26,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=args.json, width=width)
     progress = Console(stderr=True)
     env = harness.environment()
-    from eldercare.stack import state
+    from foundation import stack_state as state
 
     running = state.read(settings.data_dir)
     if running is not None:  # benches measure a stack of their own, on a quiet machine

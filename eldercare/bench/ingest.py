@@ -25,8 +25,8 @@ import httpx
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Device, Elder, save
-from eldercare.stack import embedded, procs
-from foundation import db, kafka
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from foundation.mqtt import MqttTarget, event_topic
 

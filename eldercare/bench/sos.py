@@ -31,8 +31,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
-from eldercare.stack import embedded, procs
-from foundation import db, kafka
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 

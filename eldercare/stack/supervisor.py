@@ -16,8 +16,9 @@ from types import FrameType
 from rich.console import Console
 
 from eldercare.services import SERVICES
-from eldercare.stack import embedded, procs, state
-from foundation import db, kafka, logs
+from eldercare.stack import embedded
+from foundation import db, kafka, logs, procs
+from foundation import stack_state as state
 from foundation.config import Settings, child_env
 from foundation.masking import mask_url
 

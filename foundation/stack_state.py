@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from eldercare.stack import procs
+from foundation import procs
 from foundation.config import Settings
 
 FILE_NAME = "stack.json"
