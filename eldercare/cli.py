@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("seed-demo", help="write the demo community into the database")\
         .set_defaults(func=_seed_demo)
     # Each package adds its own subcommands (one module each, so they never collide).
+    from console import cli as console_cli
     from detectors import cli as detectors_cli
     from devices import cli as devices_cli
     from dispatcher import cli as dispatcher_cli
-    from dispatcher.console import cli as console_cli
     from eldercare.bench import cli as bench_cli
     from ingest import cli as ingest_cli
     from simulators import cli as simulators_cli

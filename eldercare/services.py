@@ -21,12 +21,12 @@ def _registry() -> dict[str, ServiceMain]:
     from ingest import service as ingest_service
 
     async def console(settings: Settings, stop: asyncio.Event) -> None:
-        from dispatcher.console.app import create_app
+        from console.app import create_app
 
         await _serve_http(create_app(settings), settings.console_bind, stop, settings)
 
     async def webhooks(settings: Settings, stop: asyncio.Event) -> None:
-        from dispatcher.webhook_app import create_app
+        from console.webhook_app import create_app
 
         await _serve_http(create_app(settings), settings.webhooks_bind, stop, settings)
 

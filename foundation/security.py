@@ -1,6 +1,6 @@
 """The one place for security: who is asking, and what they may see.
 
-Staff log in on the console (`dispatcher/console/accounts.py`) and get a random session token in
+Staff log in on the console (`console/accounts.py`) and get a random session token in
 an HttpOnly, SameSite=Strict cookie; the server keeps only its SHA-256 with the session's CSRF
 token. `current_principal` is the FastAPI dependency every staff-facing route uses: it answers
 401 without a live session and 403 when a state-changing request lacks the CSRF header

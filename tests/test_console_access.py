@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from console.accounts import Account, create_account
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community, staff_login

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dispatcher.console.accounts import demo_accounts
+from console.accounts import demo_accounts
 from foundation.security import SYSTEM, Principal, hash_password, verify_password
 
 
@@ -40,7 +40,7 @@ def test_demo_logins_cover_every_role() -> None:
 def test_pages_carry_the_platform_default_language() -> None:
     from fastapi.testclient import TestClient
 
-    from dispatcher.console.app import create_app
+    from console.app import create_app
     from foundation.config import Settings
 
     for language in ("en", "zh-Hans"):

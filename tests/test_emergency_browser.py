@@ -14,8 +14,8 @@ import httpx
 import psycopg
 from playwright.async_api import Browser, expect
 
+from console.accounts import Account, create_account
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from console.accounts import Account, create_account
 from devices.readings import partitions
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
 from foundation import security
 from foundation.config import Settings, child_env
 from tests.conftest import make_community, staff_login
@@ -265,7 +265,7 @@ async def test_a_login_flood_cannot_stall_the_event_loop_with_password_hashing(
     infra: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """argon2 runs in worker threads: the event loop's thread never hashes."""
-    from dispatcher.console.app import create_app
+    from console.app import create_app
 
     loop_thread = threading.get_ident()
     hashing_threads: list[int] = []

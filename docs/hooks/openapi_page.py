@@ -10,7 +10,7 @@ from mkdocs.structure.files import File, Files
 
 
 def _apps() -> list[tuple[str, dict[str, Any]]]:
-    from dispatcher.console.app import create_app as console_app
+    from console.app import create_app as console_app
     from foundation.config import Settings
 
     return [("Console and admin API (`eldercare service console`)",

@@ -259,7 +259,7 @@ def up(settings: Settings, demo: bool = False) -> int:
         if demo:
             banner += (f"  Demo: 20 elders in 2 communities; an SOS is pressed in "
                        f"{settings.demo_sos_after_s:.0f} s.\n")
-            from dispatcher.console.accounts import DEMO_PASSWORD, ensure_demo_accounts
+            from console.accounts import DEMO_PASSWORD, ensure_demo_accounts
 
             logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
             banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "

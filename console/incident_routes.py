@@ -11,8 +11,8 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from console import queries
 from dispatcher import lifecycle
-from dispatcher.console import queries
 from dispatcher.incidents import timeline
 from foundation import audit
 from foundation.config import Settings

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from dispatcher.console import charts, queries
-from dispatcher.console.incident_routes import as_json
+from console import charts, queries
+from console.incident_routes import as_json
 from foundation import audit
 from foundation.security import SESSION_COOKIE, CurrentPrincipal, require_district_admin
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 
-from dispatcher.console.accounts import DEMO_PASSWORD, Account, create_account, ensure_demo_accounts
+from console.accounts import DEMO_PASSWORD, Account, create_account, ensure_demo_accounts
 from foundation.config import Settings
 from foundation.security import ROLES
 

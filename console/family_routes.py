@@ -27,7 +27,7 @@ from foundation.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
 
 router = APIRouter(tags=["family"])
 
-_STATIC = resources.files("dispatcher.console.static")
+_STATIC = resources.files("console.static")
 _HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
             "Referrer-Policy": "no-referrer",  # the token must not leak to a map site
             "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}

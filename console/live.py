@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Request
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from dispatcher.console import queries
+from console import queries
 from foundation import db
 from foundation.security import SESSION_COOKIE, CurrentPrincipal, Principal, token_hash
 

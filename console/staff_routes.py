@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from dispatcher.console import throttle
-from dispatcher.console.accounts import Account, create_account_async
+from console import throttle
+from console.accounts import Account, create_account_async
 from foundation import audit
 from foundation.security import CurrentPrincipal, Principal, require_district_admin
 

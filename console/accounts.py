@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from dispatcher.console import throttle
+from console import throttle
 from foundation.security import (
     ROLES,
     Principal,

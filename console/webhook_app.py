@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from console import family_routes, guard
 from dispatcher import webhooks
-from dispatcher.console import family_routes, guard
 from foundation import db
 from foundation.config import Settings
 

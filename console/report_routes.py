@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from dispatcher.console import reports
+from console import reports
 from dispatcher.stats import service_stats
 from foundation import audit
 from foundation.security import CurrentPrincipal, Principal

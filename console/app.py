@@ -16,9 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from devices import api as devices_api
-from dispatcher import stats, webhooks
-from dispatcher.console import (
+from console import (
     auth_routes,
     elder_routes,
     family_routes,
@@ -30,7 +28,9 @@ from dispatcher.console import (
     rules_routes,
     staff_routes,
 )
-from dispatcher.console.health import health
+from console.health import health
+from devices import api as devices_api
+from dispatcher import stats, webhooks
 from foundation import db
 from foundation.config import Settings
 from foundation.i18n import LANGUAGES, catalogue

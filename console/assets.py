@@ -1,6 +1,6 @@
 """Apache ECharts for the console's charts, fetched with npm's own client (`npm pack`, from
 whatever registry npm is configured for) at install time (`make`, or `python -m
-dispatcher.console.assets`) into the static folder, and served by the console itself: browsers
+console.assets`) into the static folder, and served by the console itself: browsers
 never reach a third-party CDN, so the console works offline.
 
 The version and the tarball's SHA-512 are pinned here: a changed file on the registry is
@@ -32,7 +32,7 @@ SCRIPT = "echarts.min.js"
 
 
 def static_dir() -> Path:
-    return Path(str(resources.files("dispatcher.console.static")))
+    return Path(str(resources.files("console.static")))
 
 
 def installed(folder: Path | None = None) -> bool:

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from dispatcher.console import throttle
-from dispatcher.console.accounts import (
+from console import throttle
+from console.accounts import (
     AccountLocked,
     AddressThrottled,
     LoginRefused,

@@ -12,7 +12,7 @@ from foundation.security import MaybePrincipal, Principal
 
 router = APIRouter()
 
-_STATIC = resources.files("dispatcher.console.static")
+_STATIC = resources.files("console.static")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 # Pages whose script builds everything below the header share `shell.html`; the board and the
 # login form have markup of their own.
