@@ -28,6 +28,7 @@ test-deps: $(BIN)/.installed $(ECHARTS)
 lint: $(BIN)/.installed
 	$(BIN)/ruff check foundation eldercare devices ingest detectors dispatcher console simulators tests
 	$(BIN)/mypy foundation eldercare devices ingest detectors dispatcher console simulators
+	$(BIN)/lint-imports
 
 test: test-deps lint
 	$(BIN)/pytest -q
