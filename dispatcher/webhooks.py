@@ -19,7 +19,8 @@ from twilio.request_validator import RequestValidator
 from dispatcher.incidents import timeline
 from dispatcher.lifecycle import acknowledge
 from dispatcher.messages import say
-from dispatcher.steps import CALL_NOT_ANSWERED, alarm_if_all_channels_failed
+from dispatcher.progress import alarm_if_all_channels_failed
+from dispatcher.steps import CALL_NOT_ANSWERED
 from foundation import logs
 from foundation.config import Settings
 from foundation.i18n import t
