@@ -22,8 +22,8 @@ from openpyxl import Workbook
 from playwright.async_api import Browser, Page, expect
 
 from devices.registry import save
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
 from tests.conftest import make_community, staff_login
 from tests.helpers import eventually
 from tests.test_console_access import duty_account, press_sos
