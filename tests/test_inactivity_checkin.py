@@ -9,9 +9,9 @@ import uuid
 
 import psycopg
 
-from detectors.alerts import Severity
 from devices.registry import save
-from eldercare import db
+from foundation import db
+from foundation.contracts.alerts import Severity
 from tests.conftest import make_community
 from tests.test_emergency_semantics import (  # noqa: F401 (the module's database fixtures)
     _alert,

@@ -17,7 +17,7 @@ import psycopg
 
 from devices.registry import save
 from eldercare.bench.replay import recorded_month
-from eldercare.config import Settings, child_env
+from foundation.config import Settings, child_env
 from simulators import population
 from simulators.clock import LOCAL, local_midnight
 from tests.helpers import eventually

@@ -31,10 +31,10 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.registry import save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.mqtt import event_topic
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
+from foundation.mqtt import event_topic
 from simulators import population, recording, routine
 from simulators.clock import LOCAL, local_midnight
 from simulators.timeline import Timeline
