@@ -152,7 +152,8 @@ async def rotate_credentials(
     async with transaction(request) as conn:
         row = await _device(conn, principal, device_id)
         if not row["active"]:
-            raise HTTPException(409, f"device {device_id!r} is deactivated")
+            raise field_error(409, "id", "device_deactivated", "device '{id}' is deactivated",
+                              id=device_id)
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (device_id, hashed))
         await record(conn, request, principal, "rotate_credentials", "device", device_id,
