@@ -94,7 +94,8 @@ def test_a_refused_record_says_why_by_code_and_in_english() -> None:
     assert "check digit" in by_field["id_number"]["msg"]  # the API's English msg is unchanged
     phone = by_field["phone"]
     assert (phone["type"], phone["ctx"]) == ("phone_invalid", {"raw": "12345"})
-    assert t("errors.phone_invalid", **phone["ctx"]) == "“12345”不是有效的电话号码，请核对位数和区号"
+    assert t("errors.phone_invalid", **phone["ctx"]) == \
+        "“12345”不是有效的电话号码，请核对位数和区号"
     assert t("errors.phone_invalid", "en", **phone["ctx"]).startswith("'12345' is not a valid")
     with pytest.raises(ValidationError) as landline:
         ContactIn(priority=1, name="王强", phone="010-64211234", channels=["sms"])
