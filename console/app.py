@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,6 +34,7 @@ from console import (
 from console.health import health
 from console.roles import registry_writes
 from devices import api as devices_api
+from devices.reasons import json_safe, message_of
 from dispatcher import stats, webhooks
 from foundation import db
 from foundation.config import Settings
@@ -68,7 +71,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def bad_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
         """A value PostgreSQL cannot take (out of range, NUL byte...) is the caller's error."""
         return JSONResponse({"detail": [{"loc": ["body"], "msg": f"invalid value: {exc}",
-                                         "type": "value_error"}]}, status_code=422)
+                                         "type": "invalid_value", "ctx": {"error": str(exc)}}]},
+                            status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with every error's `ctx` JSON-safe (a ValueError's text, not `{}`)
+        so the pages can translate each reason by its `type` (devices.reasons)."""
+        detail = [{**e, "msg": message_of(e), "ctx": json_safe(e.get("ctx"))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
     docs_only = "only district admins read the API documentation"
 

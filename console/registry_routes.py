@@ -70,7 +70,8 @@ async def reorder_contacts(
             "SELECT id, priority FROM contacts WHERE elder_id = %s ORDER BY priority FOR UPDATE",
             (elder_id,))).fetchall()
         if sorted(body.contact_ids) != sorted(r["id"] for r in rows):
-            raise HTTPException(422, [{"loc": ["body", "contact_ids"], "type": "value_error",
+            raise HTTPException(422, [{"loc": ["body", "contact_ids"], "ctx": {},
+                                       "type": "contact_order_incomplete",
                                        "msg": "must list each of the elder's contacts once"}])
         before = [r["id"] for r in rows]
         # Two steps, since (elder_id, priority) is unique at every row update.

@@ -11,13 +11,16 @@ contacts and devices of an elder whose row is wrong) are reported too, never hal
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from devices import provisioning, registry
+from devices.reasons import json_safe, message_of, reason
 from devices.records import ContactIn, DeviceIn, ElderIn, RecordId
 from devices.registry import AsyncConn
 from foundation.security import Principal
@@ -48,15 +51,26 @@ _MODELS: dict[str, type[BaseModel]] = {
 
 @dataclass(frozen=True)
 class RowError:
-    """What is wrong with one cell (or row) of the ledger."""
+    """What is wrong with one cell (or row) of the ledger: `code` and `params` say it for
+    translation (locale key `errors.<code>`, as pydantic's `type` and `ctx`), `message` in
+    English."""
 
     sheet: str
     row: int
     field: str
     message: str
+    code: str = "value_error"
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # `field` is a column
+
+    @classmethod
+    def of(cls, sheet: str, row: int, column: str, code: str, message: str,
+           **params: Any) -> RowError:
+        """An error whose English `message` has `{name}` placeholders filled from `params`."""
+        return cls(sheet, row, column, message.format(**params), code, params)
 
     def as_detail(self) -> dict[str, Any]:
         return {"loc": [self.sheet, self.row, self.field], "msg": self.message,
+                "type": self.code, "ctx": self.params,
                 "sheet": self.sheet, "row": self.row, "field": self.field}
 
     def __str__(self) -> str:
@@ -121,7 +135,8 @@ def read_ledger(filename: str, content: bytes, kind: str = "") -> dict[str, Shee
         for ws in book.worksheets:
             sheet_kind = _SHEET_ALIASES.get(ws.title.strip(), ws.title.strip().lower())
             if sheet_kind not in KINDS:
-                raise ValueError(f"sheet {ws.title!r}: expected one of {', '.join(KINDS)}")
+                raise reason("ledger_unknown_sheet", "sheet '{sheet}': expected one of {kinds}",
+                             sheet=ws.title, kinds=", ".join(KINDS))
             rows = list(ws.iter_rows(values_only=True))
             if rows:
                 sheets[sheet_kind] = _rows(
@@ -134,10 +149,11 @@ def read_ledger(filename: str, content: bytes, kind: str = "") -> dict[str, Shee
             return {}
         sheet_kind = kind or _guess_kind(table[0])
         if sheet_kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+            raise reason("ledger_unknown_kind", "kind must be one of {kinds}",
+                         kinds=", ".join(KINDS))
         return {sheet_kind: _rows(list(table[0]),
                                   [(i + 2, list(r)) for i, r in enumerate(table[1:])])}
-    raise ValueError("the file name must end in .csv or .xlsx")
+    raise reason("ledger_file_type", "the file name must end in .csv or .xlsx")
 
 
 def _typed(cells: dict[str, str]) -> dict[str, Any]:
@@ -168,13 +184,15 @@ def validate(sheets: dict[str, Sheet]) -> tuple[dict[str, list[tuple[int, Any]]]
             except ValidationError as exc:
                 for e in exc.errors(include_url=False):
                     errors.append(RowError(kind, number, ".".join(map(str, e["loc"])),
-                                           e["msg"].removeprefix("Value error, ")))
+                                           message_of(e), e["type"], json_safe(e.get("ctx"))))
                 continue
             key = (record.elder_id, record.priority) if isinstance(record, ContactRow) \
                 else record.id  # type: ignore[attr-defined]
             if key in seen:
-                errors.append(RowError(kind, number, "priority" if kind == "contacts" else "id",
-                                       f"duplicate of row {seen[key]}"))
+                errors.append(RowError.of(kind, number,
+                                          "priority" if kind == "contacts" else "id",
+                                          "ledger_duplicate_row", "duplicate of row {first}",
+                                          first=seen[key]))
                 continue
             seen[key] = number
             records[kind].append((number, record))
@@ -200,8 +218,12 @@ async def import_ledger(
     rejected."""
     try:
         sheets = read_ledger(filename, content, kind)
+    except PydanticCustomError as exc:  # a file of the wrong kind: why, with its code
+        raise LedgerRejected([RowError(kind or "file", 0, "", f"cannot read: {exc}", exc.type,
+                                       json_safe(exc.context))]) from None
     except Exception as exc:  # a broken file is one error, reported like the others
-        raise LedgerRejected([RowError(kind or "file", 0, "", f"cannot read: {exc}")]) from None
+        raise LedgerRejected([RowError.of(kind or "file", 0, "", "ledger_unreadable",
+                                          "cannot read: {error}", error=str(exc))]) from None
     records, errors = validate(sheets)
     errors += await _check_references(conn, records, principal)
     if errors and not skip_invalid:
@@ -231,11 +253,13 @@ async def _check_references(
     for number, e in elders:
         c = communities.get(e.community_id)
         if c is None or not principal.can_see(e.community_id):
-            errors.append(RowError("elders", number, "community_id",
-                                   f"no community {e.community_id!r}"))
+            errors.append(RowError.of("elders", number, "community_id", "no_community",
+                                      "no community '{community_id}'",
+                                      community_id=e.community_id))
         elif not c["active"]:
-            errors.append(RowError("elders", number, "community_id",
-                                   f"community {e.community_id!r} is deactivated"))
+            errors.append(RowError.of("elders", number, "community_id", "community_deactivated",
+                                      "community '{community_id}' is deactivated",
+                                      community_id=e.community_id))
     in_file = {e.id for _, e in elders}
     wanted = sorted({r.elder_id for k in ("contacts", "devices") for _, r in records[k]})
     stored = await _known(conn, "SELECT id, community_id, active FROM elders WHERE id = ANY(%s)",
@@ -246,11 +270,13 @@ async def _check_references(
             if r.elder_id in in_file:
                 continue
             if s is None or not principal.can_see(s["community_id"]):
-                errors.append(RowError(k, number, "elder_id",
-                                       f"no elder {r.elder_id!r} in this file or the registry"))
+                errors.append(RowError.of(k, number, "elder_id", "ledger_no_elder",
+                                          "no elder '{elder_id}' in this file or the registry",
+                                          elder_id=r.elder_id))
             elif not s["active"]:
-                errors.append(RowError(k, number, "elder_id",
-                                       f"elder {r.elder_id!r} is deactivated"))
+                errors.append(RowError.of(k, number, "elder_id", "elder_deactivated",
+                                          "elder '{elder_id}' is deactivated",
+                                          elder_id=r.elder_id))
     # Rows that update an existing elder or device must stay inside the importer's scope: an id
     # that belongs to a community the importer cannot see is refused (without saying whose).
     existing = await _known(conn, "SELECT id, community_id FROM elders WHERE id = ANY(%s)",
@@ -258,14 +284,16 @@ async def _check_references(
     for number, e in elders:
         s = existing.get(e.id)
         if s is not None and not principal.can_see(s["community_id"]):
-            errors.append(RowError("elders", number, "id", f"elder id {e.id!r} is taken"))
+            errors.append(RowError.of("elders", number, "id", "elder_id_taken",
+                                      "elder id '{id}' is taken", id=e.id))
     owned = await _known(
         conn, "SELECT d.id, e.community_id FROM devices d JOIN elders e ON e.id = d.elder_id"
         " WHERE d.id = ANY(%s)", sorted({d.id for _, d in records["devices"]}))
     for number, d in records["devices"]:
         s = owned.get(d.id)
         if s is not None and not principal.can_see(s["community_id"]):
-            errors.append(RowError("devices", number, "id", f"device id {d.id!r} is taken"))
+            errors.append(RowError.of("devices", number, "id", "device_id_taken",
+                                      "device id '{id}' is taken", id=d.id))
     return errors
 
 

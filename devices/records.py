@@ -25,6 +25,7 @@ from devices import phones
 from devices.catalogue import DeviceKind
 from devices.geo import gcj02_to_wgs84
 from devices.provisioning import RESERVED_PREFIX
+from devices.reasons import reason
 
 CareLevel = Literal["self_care", "partly_dependent", "dependent"]
 Language = Literal["zh-Hans", "en"]
@@ -55,10 +56,11 @@ def _resident_id(raw: str) -> str:
     if not text:
         return ""
     if not re.fullmatch(r"\d{17}[\dX]", text):
-        raise ValueError("must be 18 characters: 17 digits then a digit or X")
+        raise reason("id_number_format", "must be 18 characters: 17 digits then a digit or X")
     total = sum(int(c) * w for c, w in zip(text[:17], _ID_WEIGHTS, strict=True))
     if _ID_CHECK[total % 11] != text[17]:
-        raise ValueError("check digit does not match (a digit was probably mistyped)")
+        raise reason("id_number_check_digit",
+                     "check digit does not match (a digit was probably mistyped)")
     return text
 
 
@@ -84,18 +86,18 @@ class _Patch(_In):
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
-            raise ValueError("must not be null: leave the field out to keep its value")
+            raise reason("null_not_allowed",
+                         "must not be null: leave the field out to keep its value")
         return value
 
 
 def _time_zone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Shanghai)") \
-            from None
+        raise reason("unknown_time_zone",
+                     "unknown time zone '{zone}' (an IANA name, e.g. Asia/Shanghai)",
+                     zone=value) from None
     return value
 
 
@@ -183,13 +185,11 @@ class SafeZone(_In):
     @model_validator(mode="after")
     def _shape_complete(self) -> Self:
         if self.shape == "circle" and self.radius_m is None:
-            raise ValueError("a circle needs radius_m (metres around home)")
+            raise reason("circle_needs_radius", "a circle needs radius_m (metres around home)")
         if self.shape == "polygon" and len(self.polygon) < 3:
-            raise ValueError("a polygon needs at least three [lat, lon] points")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+            raise reason("polygon_needs_points",
+                         "a polygon needs at least three [lat, lon] points")
+        _time_zone(self.timezone)
         return self
 
 
@@ -202,7 +202,8 @@ class ElderLocation(_In):
     @model_validator(mode="after")
     def _circle_needs_home(self) -> Self:
         if self.safe_zone and self.safe_zone.shape == "circle" and self.home is None:
-            raise ValueError("a circular safe zone is drawn around home: set home too")
+            raise reason("circle_needs_home",
+                         "a circular safe zone is drawn around home: set home too")
         return self
 
     def stored(self) -> tuple[dict[str, object] | None, dict[str, object] | None]:
@@ -251,7 +252,7 @@ class AwayPeriodIn(_In):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.ends_at is not None and self.ends_at <= self.starts_at:
-            raise ValueError("ends_at must be after starts_at")
+            raise reason("ends_before_start", "ends_at must be after starts_at")
         return self
 
 
@@ -276,9 +277,11 @@ class ContactIn(_In):
         if value is None:
             return ["voice", "sms"] if can_sms else ["voice"]
         if "sms" in value and not can_sms:
-            raise ValueError(f"{phone} is a fixed line and cannot receive SMS: remove 'sms'")
+            raise reason("fixed_line_no_sms",
+                         "{phone} is a fixed line and cannot receive SMS: remove 'sms'",
+                         phone=phone)
         if not value:
-            raise ValueError("at least one of voice, sms")
+            raise reason("channels_empty", "at least one of voice, sms")
         return sorted(set(value), key=["voice", "sms"].index)
 
     @model_validator(mode="after")
@@ -299,8 +302,9 @@ class ContactPatch(_Patch):
 def _device_id(raw: str) -> str:
     """A device id is also its broker login: never a platform service account's name."""
     if raw.lower().startswith(RESERVED_PREFIX):
-        raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved for the platform's"
-                         " own service accounts: choose another id")
+        raise reason("device_id_reserved", "ids starting with '{prefix}' are reserved for the"
+                     " platform's own service accounts: choose another id",
+                     prefix=RESERVED_PREFIX)
     return raw
 
 
@@ -345,9 +349,10 @@ class StaffIn(_In):
     @model_validator(mode="after")
     def _scoped(self) -> Self:
         if self.scope == "community" and not self.community_id:
-            raise ValueError("community_id is required when scope is 'community'")
+            raise reason("staff_needs_community",
+                         "community_id is required when scope is 'community'")
         if self.scope == "street" and not self.street:
-            raise ValueError("street is required when scope is 'street'")
+            raise reason("staff_needs_street", "street is required when scope is 'street'")
         return self
 
 

@@ -63,6 +63,11 @@ async def test_elders_page_creates_edits_and_deactivates_an_elder(
     await page.click("#open-new-elder")
     await page.fill("#elder-id", new_id)
     await page.fill("#elder-name-input", "王秀英")
+    # A mistyped ID number is refused with the reason in Chinese, the field named.
+    await page.fill("#elder-id-number", "110105194912310021")
+    await page.click("#create-elder")
+    await expect(page.locator("#new-elder-error")).to_have_text(
+        "身份证号：最后一位（校验位）对不上，可能有一位输错了，请核对")
     await page.fill("#elder-id-number", "11010519491231002X")
     await page.fill("#elder-address", "和平里七区 3-2-101")
     await page.fill("#elder-phone", "13800000001")  # phone numbers are stored as E.164
@@ -77,7 +82,8 @@ async def test_elders_page_creates_edits_and_deactivates_an_elder(
     await page.click("#edit-elder-open")
     await page.fill("#edit-phone", "12")
     await page.click("#save-elder")
-    await expect(page.locator("#edit-elder .error")).to_contain_text("电话")
+    await expect(page.locator("#edit-elder .error")).to_have_text(
+        "电话：“12”不是有效的电话号码，请核对位数和区号")
     await page.fill("#edit-phone", "13800000002")
     await page.fill("#edit-address", "和平里七区 5-1-202")
     await page.click("#save-elder")
@@ -285,11 +291,16 @@ async def test_ledger_upload_lists_wrong_rows_and_imports_the_right_ones(
     await expect(errors.nth(0)).to_contain_text("老人")
     await expect(errors.nth(0).locator(".row-number")).to_have_text("3")
     await expect(errors.nth(0)).to_contain_text("身份证号")
-    await expect(errors.nth(0).locator(".reason")).to_contain_text("check digit")
+    # Each reason in Chinese, from its code (the server's English is the API's default).
+    await expect(errors.nth(0).locator(".reason")).to_have_text(
+        "最后一位（校验位）对不上，可能有一位输错了，请核对")
     await expect(errors.nth(1).locator(".row-number")).to_have_text("3")
     await expect(errors.nth(1)).to_contain_text("电话")
+    await expect(errors.nth(1).locator(".reason")).to_have_text(
+        "“12345”不是有效的电话号码，请核对位数和区号")
     await expect(errors.nth(2).locator(".row-number")).to_have_text("4")
-    await expect(errors.nth(2)).to_contain_text(ids["bad"])
+    await expect(errors.nth(2).locator(".reason")).to_have_text(
+        f"本文件和系统里都没有编号为“{ids['bad']}”的老人")
     await expect(page.locator("#import-summary")).to_contain_text("老人 1，联系人 1，设备 1")
     await expect(page.locator("#import-rows tbody tr")).to_have_count(3)
     await expect(page.locator("#import-mqtt")).to_contain_text(f"device.{ids['good']}-sos")
@@ -314,6 +325,13 @@ async def test_ledger_upload_lists_wrong_rows_and_imports_the_right_ones(
     await expect(page.locator("#import-summary")).to_have_text("台账有错误，全部未导入。")
     await expect(errors).to_have_count(3)
     assert query(platform, "SELECT 1 FROM contacts WHERE elder_id = %s", ids["good"]) == []
+
+    # English is a click away: the same reasons from the same codes.
+    await page.click("#lang")
+    await page.set_input_files("#ledger-file", tmp_path / "台账.xlsx")
+    await page.click("#upload")
+    await expect(errors.nth(1).locator(".reason")).to_have_text(
+        "'12345' is not a valid phone number: check the digits and the area code")
     await page.context.close()
 
 
@@ -386,6 +404,18 @@ async def test_record_routes_refuse_other_communities_and_wrong_orders(
         broken = await client.post("/api/v1/console/ledger", params={"filename": "x.xlsx"},
                                    content=b"not a workbook")
         assert broken.status_code == 422 and "cannot read" in broken.json()["detail"][0]["msg"]
+        assert broken.json()["detail"][0]["type"] == "ledger_unreadable"
+        # Every refusal carries its code and JSON-safe parameters next to the English msg.
+        refused = await client.post("/api/v1/elders", json={
+            "id": "E x", "community_id": ours.id, "name": "周", "phone": "12345",
+            "lives_alone": "maybe", "medical_notes": "x" * 4001})
+        assert refused.status_code == 422
+        assert {(d["loc"][-1], d["type"], json.dumps(d["ctx"])) for d in refused.json()["detail"]
+                } >= {("phone", "phone_invalid", '{"raw": "12345"}'),
+                      ("lives_alone", "bool_parsing", "{}"),
+                      ("medical_notes", "string_too_long", '{"max_length": 4000}')}
+        assert any(d["loc"][-1] == "id" and d["type"] == "string_pattern_mismatch"
+                   for d in refused.json()["detail"])
     # Nothing moved: both elders keep their order, the other's away period is still open.
     for e in (mine, other):
         assert [r[0] for r in query(platform, "SELECT id FROM contacts WHERE elder_id = %s"

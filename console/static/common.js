@@ -54,12 +54,21 @@ async function api(url, options = {}) {
 // Who keeps the registry's records: district admins and duty staff (street supervisors read).
 const canEdit = () => ME && (ME.role === "district_admin" || ME.role === "duty_staff");
 
+// Why the server refused a value, in the page's language: the locale text `errors.<type>` with
+// the error's `ctx` filled in (devices/reasons.py); the server's English text for a type the
+// locales do not know.
+function reasonText(d) {
+  const key = `errors.${d.type}`;
+  if (d.type && T[key] !== undefined) return tr(key, d.ctx || {});
+  return String(d.msg ?? "").replace(/^Value error, /, "");
+}
+
 // An API error as a person reads it: each field named in their language, with the reason.
 function errorText(err) {
   if (!Array.isArray(err.detail)) return tr("form.failed", { error: err.message });
   return err.detail.map((d) => {
     const name = (d.loc || []).filter((x) => typeof x === "string" && x !== "body").pop() || "";
-    return name ? `${T["field." + name] ?? name}：${d.msg}` : d.msg;
+    return name ? `${T["field." + name] ?? name}：${reasonText(d)}` : reasonText(d);
   }).join("；");
 }
 

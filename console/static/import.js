@@ -20,7 +20,7 @@ function report(result) {
       ["import.sheet", "import.row", "import.field", "import.reason"],
       result.errors.map((e) => el("tr", { "data-row": e.row, "data-sheet": e.sheet },
         el("td", {}, sheetName(e.sheet)), el("td", { class: "row-number" }, e.row ? String(e.row) : "—"),
-        el("td", {}, e.field ? (T["field." + e.field] ?? e.field) : "—"), el("td", { class: "reason" }, e.msg)))));
+        el("td", {}, e.field ? (T["field." + e.field] ?? e.field) : "—"), el("td", { class: "reason" }, reasonText(e))))));
   }
   if (result.rows.length) {
     parts.push(el("h3", {}, tr("import.imported")), table("import-rows", ["import.sheet", "import.row", "import.record"],

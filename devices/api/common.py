@@ -13,6 +13,7 @@ from fastapi import HTTPException, Query, Request
 from psycopg.types.json import Jsonb
 
 from devices import provisioning
+from devices.reasons import error_details, json_safe
 from devices.registry import AsyncConn, Row
 from foundation import audit
 from foundation.security import Principal
@@ -21,9 +22,12 @@ Limit = Query(50, ge=1, le=500)
 Offset = Query(0, ge=0)
 
 
-def field_error(status: int, field: str, msg: str) -> HTTPException:
-    """An error naming the field at fault, shaped like FastAPI's validation errors."""
-    return HTTPException(status, [{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+def field_error(status: int, field: str, code: str, message: str, **params: Any) -> HTTPException:
+    """An error naming the field at fault, shaped like FastAPI's validation errors: `code` and
+    `params` as `type` and `ctx` (the console translates them, devices.reasons), `message` the
+    English `msg` with `{name}` placeholders filled from `params`."""
+    return HTTPException(status, [{"loc": ["body", field], "msg": message.format(**params),
+                                   "type": code, "ctx": params}])
 
 
 def not_found(what: str, key: str) -> HTTPException:
@@ -92,15 +96,21 @@ async def check_community(conn: AsyncConn, principal: Principal, community_id: s
     row = await (await conn.execute(
         "SELECT active FROM communities WHERE id = %s", (community_id,))).fetchone()
     if row is None or not principal.can_see(community_id):
-        raise field_error(422, "community_id", f"no community {community_id!r}")
+        raise field_error(422, "community_id", "no_community", "no community '{community_id}'",
+                          community_id=community_id)
     if not row["active"]:
-        raise field_error(422, "community_id", f"community {community_id!r} is deactivated")
+        raise field_error(422, "community_id", "community_deactivated",
+                          "community '{community_id}' is deactivated", community_id=community_id)
 
 
 def validation_errors(exc: ValueError) -> list[dict[str, Any]]:
+    """A ValueError as a 422 detail, with its code and parameters (devices.reasons)."""
     from pydantic import ValidationError
+    from pydantic_core import PydanticCustomError
 
     if isinstance(exc, ValidationError):
-        return [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False, include_context=False)]
-    return [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+        return error_details(exc, "body")
+    if isinstance(exc, PydanticCustomError):
+        return [{"loc": ["body"], "msg": str(exc), "type": exc.type,
+                 "ctx": json_safe(exc.context)}]
+    return [{"loc": ["body"], "msg": str(exc), "type": "value_error", "ctx": {"error": str(exc)}}]

@@ -63,7 +63,8 @@ async def create_community(
 ) -> Row:
     require_district_admin(principal, MANAGE_COMMUNITIES)
     if not principal.can_manage_district(body.district):
-        raise field_error(403, "district", f"you manage district {principal.district!r} only")
+        raise field_error(403, "district", "district_not_yours",
+                          "you manage district '{district}' only", district=principal.district)
     async with transaction(request) as conn:
         row = await (await conn.execute(
             "INSERT INTO communities (id, name, district, street, emergency_line, time_zone)"
@@ -73,7 +74,8 @@ async def create_community(
         if row is not None:
             await record(conn, request, principal, "create", "community", body.id, body.id)
     if row is None:
-        raise field_error(409, "id", f"community {body.id!r} already exists")
+        raise field_error(409, "id", "community_exists", "community '{id}' already exists",
+                          id=body.id)
     return row
 
 
@@ -92,7 +94,8 @@ async def update_community(
     require_district_admin(principal, MANAGE_COMMUNITIES)
     changes = body.model_dump(exclude_unset=True)
     if "district" in changes and not principal.can_manage_district(changes["district"] or ""):
-        raise field_error(403, "district", f"you manage district {principal.district!r} only")
+        raise field_error(403, "district", "district_not_yours",
+                          "you manage district '{district}' only", district=principal.district)
     async with transaction(request) as conn:
         row = await _community(conn, principal, community_id)
         await record(conn, request, principal, "update", "community", community_id,

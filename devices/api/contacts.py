@@ -47,8 +47,9 @@ async def create_contact(
                          elder["community_id"], what="contact", contact_id=row["id"],
                          priority=body.priority)
     if row is None:
-        raise field_error(409, "priority", f"elder {elder_id!r} already has a contact with"
-                                           f" priority {body.priority}")
+        raise field_error(409, "priority", "priority_taken",
+                          "elder '{elder_id}' already has a contact with priority {priority}",
+                          elder_id=elder_id, priority=body.priority)
     return row
 
 
@@ -90,7 +91,9 @@ async def update_contact(
                  contact.can_sms, contact.channels, contact.language, contact_id),
             )).fetchone()
         except psycopg.errors.UniqueViolation:
-            raise field_error(409, "priority", f"priority {contact.priority} is taken") from None
+            raise field_error(409, "priority", "priority_taken",
+                              "elder '{elder_id}' already has a contact with priority {priority}",
+                              elder_id=row["elder_id"], priority=contact.priority) from None
     assert updated is not None
     return updated
 

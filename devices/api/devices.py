@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from devices import provisioning, registry
 from devices.api.common import (
@@ -42,9 +42,11 @@ async def _check_elder(conn: AsyncConn, principal: Principal, elder_id: str) -> 
     row = await (await conn.execute(
         "SELECT community_id, active FROM elders WHERE id = %s", (elder_id,))).fetchone()
     if row is None or not principal.can_see(row["community_id"]):
-        raise field_error(422, "elder_id", f"no elder {elder_id!r}")
+        raise field_error(422, "elder_id", "no_elder", "no elder '{elder_id}'",
+                          elder_id=elder_id)
     if not row["active"]:
-        raise field_error(422, "elder_id", f"elder {elder_id!r} is deactivated")
+        raise field_error(422, "elder_id", "elder_deactivated",
+                          "elder '{elder_id}' is deactivated", elder_id=elder_id)
     return row
 
 
@@ -88,7 +90,8 @@ async def create_device(
         elder = await _check_elder(conn, principal, body.elder_id)
         row = await registry.write_device(conn, body)
         if row is None:
-            raise field_error(409, "id", f"device {body.id!r} already exists")
+            raise field_error(409, "id", "device_exists", "device '{id}' already exists",
+                              id=body.id)
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (body.id, hashed))
         await record(conn, request, principal, "create", "device", body.id,
@@ -149,7 +152,8 @@ async def rotate_credentials(
     async with transaction(request) as conn:
         row = await _device(conn, principal, device_id)
         if not row["active"]:
-            raise HTTPException(409, f"device {device_id!r} is deactivated")
+            raise field_error(409, "id", "device_deactivated", "device '{id}' is deactivated",
+                              id=device_id)
         password, hashed = provisioning.new_credentials()
         await conn.execute(provisioning.ISSUE_SQL, (device_id, hashed))
         await record(conn, request, principal, "rotate_credentials", "device", device_id,

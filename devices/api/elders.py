@@ -85,7 +85,7 @@ async def create_elder(
         if row is not None:
             await record(conn, request, principal, "create", "elder", body.id, body.community_id)
     if row is None:
-        raise field_error(409, "id", f"elder {body.id!r} already exists")
+        raise field_error(409, "id", "elder_exists", "elder '{id}' already exists", id=body.id)
     return elder_out(row, principal)
 
 

@@ -78,7 +78,8 @@ async def create_staff(
         if row is not None:
             await record(conn, request, principal, "create", "staff", body.id, body.community_id)
     if row is None:
-        raise field_error(409, "id", f"staff member {body.id!r} already exists")
+        raise field_error(409, "id", "staff_exists", "staff member '{id}' already exists",
+                          id=body.id)
     return row
 
 

@@ -42,7 +42,7 @@ def window(since: datetime | None, until: datetime | None) -> tuple[datetime, da
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
     if start >= end:
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "since must be before"
-                                   " until", "type": "value_error"}])
+                                   " until", "type": "since_after_until", "ctx": {}}])
     return start, end
 
 
