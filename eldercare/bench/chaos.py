@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -153,6 +153,19 @@ class ChaosStack:
     def kill(self, name: str) -> None:
         os.kill(self.pid(name), signal.SIGKILL)
 
+    def kill_and_wait_back(self, name: str, timeout: float = 60.0) -> None:
+        """SIGKILL an embedded broker or database and return once the supervisor has started
+        it again (and done what it does after a restart)."""
+        assert self.supervisor is not None
+        infra = {"mosquitto": "mqtt", "postgres": "postgres", "kafka": "kafka"}[name]
+        before = self.supervisor.infra_restarts.get(infra, 0)
+        self.kill(name)
+        deadline = time.monotonic() + timeout
+        while self.supervisor.infra_restarts.get(infra, 0) == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not restarted within {timeout:.0f} s")
+            time.sleep(0.02)
+
 
 async def _press(stack: ChaosStack, community_id: str, device_id: str, body: bytes) -> None:
     """Publish like a device: QoS 1, reconnecting and retrying until the broker acknowledges
@@ -168,14 +181,14 @@ async def _press(stack: ChaosStack, community_id: str, device_id: str, body: byt
 
 
 async def flood(stack: ChaosStack, community: Community, elders: list[Elder],
-                disrupt: Any) -> dict[str, float]:
+                disrupt: Callable[[], None] | None) -> dict[str, float]:
     """Press each elder's SOS, PRESS_INTERVAL_S apart; call `disrupt()` (in a thread) after
     KILL_AFTER_PRESSES presses. Returns elder id -> press time (perf_counter)."""
     pressed: dict[str, float] = {}
     presses: list[asyncio.Task[None]] = []
     disruption: asyncio.Future[None] | None = None
     for n, elder in enumerate(elders):
-        if n == KILL_AFTER_PRESSES:
+        if n == KILL_AFTER_PRESSES and disrupt is not None:
             disruption = asyncio.get_running_loop().run_in_executor(None, disrupt)
         body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
                            "type": "sos"}).encode()
@@ -241,6 +254,17 @@ def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Commu
             _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
 
     pressed = asyncio.run(flood(stack, community, elders, disrupt))
+    asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
+    return tally(case, stack.settings, requests, phones, pressed)
+
+
+def press_after(case: str, stack: ChaosStack, requests: list[Any], community: Community,
+                phones: dict[str, str], elders: list[Elder],
+                disrupt: Callable[[], None]) -> CaseResult:
+    """`disrupt()` first, then the presses at once: they reach a stack that is coming back
+    (broker up, services still connecting). Returns the row, as `run_case` does."""
+    disrupt()
+    pressed = asyncio.run(flood(stack, community, elders, None))
     asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
     return tally(case, stack.settings, requests, phones, pressed)
 

@@ -69,7 +69,16 @@ class Stack:
                 changes["mqtt_shared_group"] = ""
                 changes["mqtt_protocol"] = "3.1.1"
         self.settings = s.model_copy(update=changes)
+        if self._embedded_mosquitto():
+            from ingest.broker_session import rearm_now
+
+            rearm_now(self.settings)  # before any device's press: see ingest.broker_session
         return self.settings
+
+    def _embedded_mosquitto(self) -> bool:
+        """Whether this run started mosquitto (persistent sessions; amqtt keeps none)."""
+        return any(s.name == "mqtt" and s.extra.get("broker") == "mosquitto"
+                   for s in self.embedded)
 
     def prepare(self) -> None:
         db.upgrade(self.settings.database_url)
@@ -126,6 +135,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.standby: dict[str, subprocess.Popen[bytes]] = {}
         self._infra_retry_at: dict[str, float] = {}
+        self.infra_restarts: dict[str, int] = {}  # embedded service name -> times restarted
 
     def start(self) -> None:
         self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
@@ -172,10 +182,15 @@ class Supervisor:
             svc.restart()
             if svc.name == "kafka":  # a new, empty broker: the topics and a new incarnation
                 asyncio.run(kafka.ensure_topics(self.settings))
+            if svc.name == "mqtt" and svc.extra.get("broker") == "mosquitto":
+                from ingest.broker_session import rearm_now
+
+                rearm_now(self.settings)  # before ingest reconnects: see ingest.broker_session
         except Exception as exc:  # e.g. PostgreSQL's old backends still hold its memory
             log.warning("embedded service not restarted yet", service=svc.name, error=str(exc))
             self._infra_retry_at[svc.name] = time.monotonic() + 0.5
             return
+        self.infra_restarts[svc.name] = self.infra_restarts.get(svc.name, 0) + 1
         log.info("embedded service restarted", service=svc.name)
 
     def stop(self) -> None:
