@@ -19,7 +19,7 @@ from eldercare import db, kafka, logs
 from eldercare.config import Settings, child_env
 from eldercare.masking import mask_url
 from eldercare.services import SERVICES
-from eldercare.stack import embedded, procs, state
+from eldercare.stack import embedded, evict, procs, state
 
 log = logs.get(__name__)
 out = Console(stderr=True)
@@ -170,9 +170,12 @@ class Supervisor:
             log.warning("service exited; restarting", service=child.name, code=code,
                         restarts=child.restarts)
             child.restarts += 1
+            dead = child.proc.pid
             child.proc = self._replacement(child.name)
             child.started = time.monotonic()
             child.exited = None
+            if child.name in STANDBY:  # the Kafka consumers: hand their partitions over now
+                evict.evict_now(self.settings, child.name, dead)
 
     def _restart_infra(self, svc: embedded.EmbeddedService) -> None:
         if time.monotonic() < self._infra_retry_at.get(svc.name, 0.0):
