@@ -330,6 +330,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
 
     per_case = 20 if quick else PRESSES
     cases = ("none", *cases)  # the baseline: the same flood, nothing killed
+    load_before = os.getloadavg()[0]  # the machine is shared: figures include CPU waits
     rows: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
         data = Path(tmp)
@@ -350,7 +351,9 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
         finally:
             server.should_exit = True
             procs.stop(prism)
-    _say("\n" + format_table(rows))
+    load = (round(load_before, 1), round(os.getloadavg()[0], 1))
+    _say(f"\nload average (1 min) {load[0]} at the start, {load[1]} at the end\n"
+         + format_table(rows))
     baseline, chaos = rows[0], rows[1:]
     return {
         "presses": sum(r.presses for r in chaos),
@@ -361,6 +364,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
                                if r.pipeline_max_s is not None), default=None),
         "cases": {r.case: {k: v for k, v in asdict(r).items() if k != "case"} for r in chaos},
         "baseline": {k: v for k, v in asdict(baseline).items() if k != "case"},
+        "load_average": load,
     }
 
 
