@@ -57,7 +57,7 @@ def evict_now(settings: Settings, service: str, pid: int) -> None:
     """`evict` from the supervisor's loop; a failure only means the slower path (the dead
     member's session expires), so it is logged, not raised."""
     try:
-        members = asyncio.run(evict(settings, pid))
+        members = asyncio.run(asyncio.wait_for(evict(settings, pid), 5.0))
     except Exception:
         log.exception("dead service not removed from its consumer groups", service=service,
                       pid=pid)

@@ -170,12 +170,13 @@ class Supervisor:
             log.warning("service exited; restarting", service=child.name, code=code,
                         restarts=child.restarts)
             child.restarts += 1
-            dead = child.proc.pid
+            if child.name in STANDBY:  # the Kafka consumers: hand their partitions over now,
+                # and before the replacement joins: tansu 0.6 given a LeaveGroup while the
+                # group rebalances for a new member was seen to stall the group for good
+                evict.evict_now(self.settings, child.name, child.proc.pid)
             child.proc = self._replacement(child.name)
             child.started = time.monotonic()
             child.exited = None
-            if child.name in STANDBY:  # the Kafka consumers: hand their partitions over now
-                evict.evict_now(self.settings, child.name, dead)
 
     def _restart_infra(self, svc: embedded.EmbeddedService) -> None:
         if time.monotonic() < self._infra_retry_at.get(svc.name, 0.0):
