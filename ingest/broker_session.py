@@ -22,9 +22,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from eldercare import logs
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation import logs
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
 from ingest.mqtt_gateway import SESSION_EXPIRY_S, client_id, subscriptions
 
 log = logs.get(__name__)

@@ -12,9 +12,9 @@ import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from eldercare import kafka
-from eldercare.config import Settings
 from eldercare.stack import evict
+from foundation import kafka
+from foundation.config import Settings
 from tests.helpers import eventually
 
 # A member that stays assigned until it is killed; its session is long on purpose: without
@@ -23,8 +23,8 @@ from tests.helpers import eventually
 DEAD_SESSION_MS = 10_000
 MEMBER = """
 import asyncio, sys
-from eldercare import kafka
-from eldercare.config import Settings
+from foundation import kafka
+from foundation.config import Settings
 
 async def main() -> None:
     settings = Settings(kafka_bootstrap=sys.argv[1], kafka_session_timeout_ms=int(sys.argv[4]),

@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from eldercare import kafka, logs
-from eldercare.config import Settings
+from foundation import kafka, logs
+from foundation.config import Settings
 
 log = logs.get(__name__)
 
