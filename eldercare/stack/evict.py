@@ -6,7 +6,7 @@ through one more rebalance. The supervisor sees the death at once (it is the par
 asks the group coordinator to remove the dead member, as the member itself would on a clean
 stop (LeaveGroup). Members are found by their member id, which brokers (Apache Kafka and
 tansu alike) begin with the consumer's client id, and every consumer of the platform names
-itself with its process id (`kafka.consumer_client_id`)."""
+itself with its process id (`foundation.kafka.consumer_client_id_prefix`)."""
 
 from __future__ import annotations
 
