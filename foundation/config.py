@@ -67,10 +67,12 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(6, description="Partitions of the events topic")
     alert_partitions: int = Field(3, description="Partitions of the alerts topic")
     kafka_session_timeout_ms: int = Field(
-        3000, description="Consumer group session timeout: how long a killed detectors, "
-        "dispatcher or store process holds its partitions before its replacement gets them")
+        2000, description="Consumer group session timeout: how long a hung detectors, "
+        "dispatcher or store process holds its partitions (a dead one is removed from its "
+        "group by the supervisor at once); tansu also holds every group join for about half "
+        "of it (rounded up to whole seconds)")
     kafka_heartbeat_interval_ms: int = Field(
-        500, description="Consumer heartbeat interval (well below the session timeout)")
+        400, description="Consumer heartbeat interval (well below the session timeout)")
     operator_phone: str = Field(
         "", description="E.164 number told by SMS when the platform's database is unreachable"
         " (sent through the notification channel, so it needs no database)")

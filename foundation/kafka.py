@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,12 +112,19 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
                             **{**options, **security(settings), **overrides})
 
 
+def consumer_client_id_prefix(pid: int) -> str:
+    """How the client ids (and so the group member ids) of process `pid`'s consumers begin:
+    the supervisor removes a dead process's members from their groups by it."""
+    return f"eldercare-pid{pid}-"
+
+
 def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
     """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
     The session timeout is short so that a killed member's partitions are handed to its
     replacement within seconds (the group waits for the dead member's session to expire)."""
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+        client_id=consumer_client_id_prefix(os.getpid()) + group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
         max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),

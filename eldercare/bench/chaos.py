@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -65,8 +65,16 @@ class CaseResult:
     first_calls: int
     lost: int
     duplicated: int
-    max_s: float | None
+    max_s: float | None  # press -> the call request at the Twilio mock
     p50_s: float | None
+    # press -> the incident in the database (ingest, detectors, dispatcher's intake): the
+    # pipeline's own time, whatever the Twilio mock does
+    incident_max_s: float | None = None
+    incident_p50_s: float | None = None
+    # press -> the call's row in the database (a step worker starts the call): includes waiting
+    # for a free worker, i.e. for the Twilio mock's earlier answers
+    pipeline_max_s: float | None = None
+    pipeline_p50_s: float | None = None
 
 
 def population(elders: int) -> tuple[Community, dict[str, str]]:
@@ -153,6 +161,19 @@ class ChaosStack:
     def kill(self, name: str) -> None:
         os.kill(self.pid(name), signal.SIGKILL)
 
+    def kill_and_wait_back(self, name: str, timeout: float = 60.0) -> None:
+        """SIGKILL an embedded broker or database and return once the supervisor has started
+        it again (and done what it does after a restart)."""
+        assert self.supervisor is not None
+        infra = {"mosquitto": "mqtt", "postgres": "postgres", "kafka": "kafka"}[name]
+        before = self.supervisor.infra_restarts.get(infra, 0)
+        self.kill(name)
+        deadline = time.monotonic() + timeout
+        while self.supervisor.infra_restarts.get(infra, 0) == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not restarted within {timeout:.0f} s")
+            time.sleep(0.02)
+
 
 async def _press(stack: ChaosStack, community_id: str, device_id: str, body: bytes) -> None:
     """Publish like a device: QoS 1, reconnecting and retrying until the broker acknowledges
@@ -168,14 +189,14 @@ async def _press(stack: ChaosStack, community_id: str, device_id: str, body: byt
 
 
 async def flood(stack: ChaosStack, community: Community, elders: list[Elder],
-                disrupt: Any) -> dict[str, float]:
+                disrupt: Callable[[], None] | None) -> dict[str, float]:
     """Press each elder's SOS, PRESS_INTERVAL_S apart; call `disrupt()` (in a thread) after
     KILL_AFTER_PRESSES presses. Returns elder id -> press time (perf_counter)."""
     pressed: dict[str, float] = {}
     presses: list[asyncio.Task[None]] = []
     disruption: asyncio.Future[None] | None = None
     for n, elder in enumerate(elders):
-        if n == KILL_AFTER_PRESSES:
+        if n == KILL_AFTER_PRESSES and disrupt is not None:
             disruption = asyncio.get_running_loop().run_in_executor(None, disrupt)
         body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
                            "type": "sos"}).encode()
@@ -197,22 +218,40 @@ def tally(case: str, settings: Settings, requests: list[Any], phones: dict[str, 
         to = r.form.get("To", [""])[0]
         if r.path.endswith("/Calls.json"):
             calls.setdefault(to, []).append(r.arrived)
+    wall = time.time() - time.perf_counter()  # perf_counter -> epoch seconds
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute("SELECT elder_id, count(*) FROM incidents WHERE elder_id = ANY(%s)"
-                            " GROUP BY elder_id", (list(pressed),)).fetchall()
-    incidents = {str(e): int(n) for e, n in rows}
-    delays, lost, duplicated = [], 0, 0
+        rows = conn.execute("SELECT elder_id, count(*), min(extract(epoch FROM opened_at))"
+                            " FROM incidents WHERE elder_id = ANY(%s) GROUP BY elder_id",
+                            (list(pressed),)).fetchall()
+        started = conn.execute(
+            "SELECT to_number, min(extract(epoch FROM created_at)) FROM notifications"
+            " WHERE channel = 'voice' AND to_number = ANY(%s) GROUP BY to_number",
+            ([phones[e] for e in pressed],)).fetchall()
+    incidents = {str(e): int(n) for e, n, _ in rows}
+    opened = {str(e): float(t) for e, _, t in rows}
+    call_rows = {str(to): float(t) for to, t in started}
+    delays, pipeline, recorded, lost, duplicated = [], [], [], 0, 0
     for elder_id, t0 in pressed.items():
         mine = [t for t in calls.get(phones[elder_id], []) if t >= t0]
         if not mine:
             lost += 1
         else:
             delays.append(min(mine) - t0)
+        if elder_id in opened:
+            recorded.append(opened[elder_id] - (t0 + wall))
+        if phones[elder_id] in call_rows:
+            pipeline.append(call_rows[phones[elder_id]] - (t0 + wall))
         if len(mine) > 1 or incidents.get(elder_id, 0) > 1:
             duplicated += 1
     return CaseResult(case, len(pressed), sum(incidents.values()), len(delays), lost,
-                      duplicated, round(max(delays), 2) if delays else None,
-                      round(float(np.median(delays)), 2) if delays else None)
+                      duplicated, *_worst_and_median(delays), *_worst_and_median(recorded),
+                      *_worst_and_median(pipeline))
+
+
+def _worst_and_median(delays: list[float]) -> tuple[float | None, float | None]:
+    if not delays:
+        return None, None
+    return round(max(delays), 2), round(float(np.median(delays)), 2)
 
 
 async def _wait_for_calls(requests: list[Any], phones: dict[str, str],
@@ -241,6 +280,17 @@ def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Commu
             _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
 
     pressed = asyncio.run(flood(stack, community, elders, disrupt))
+    asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
+    return tally(case, stack.settings, requests, phones, pressed)
+
+
+def press_after(case: str, stack: ChaosStack, requests: list[Any], community: Community,
+                phones: dict[str, str], elders: list[Elder],
+                disrupt: Callable[[], None]) -> CaseResult:
+    """`disrupt()` first, then the presses at once: they reach a stack that is coming back
+    (broker up, services still connecting). Returns the row, as `run_case` does."""
+    disrupt()
+    pressed = asyncio.run(flood(stack, community, elders, None))
     asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
     return tally(case, stack.settings, requests, phones, pressed)
 
@@ -289,6 +339,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
 
     per_case = 20 if quick else PRESSES
     cases = ("none", *cases)  # the baseline: the same flood, nothing killed
+    load_before = os.getloadavg()[0]  # the machine is shared: figures include CPU waits
     rows: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
         data = Path(tmp)
@@ -309,22 +360,30 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES) -> dict[str, Any]:
         finally:
             server.should_exit = True
             procs.stop(prism)
-    _say("\n" + format_table(rows))
+    load = (round(load_before, 1), round(os.getloadavg()[0], 1))
+    _say(f"\nload average (1 min) {load[0]} at the start, {load[1]} at the end\n"
+         + format_table(rows))
     baseline, chaos = rows[0], rows[1:]
     return {
         "presses": sum(r.presses for r in chaos),
         "lost": sum(r.lost for r in chaos),
         "duplicated": sum(r.duplicated for r in chaos),
         "max_s": max((r.max_s for r in chaos if r.max_s is not None), default=None),
+        "incident_max_s": max((r.incident_max_s for r in chaos
+                               if r.incident_max_s is not None), default=None),
         "cases": {r.case: {k: v for k, v in asdict(r).items() if k != "case"} for r in chaos},
         "baseline": {k: v for k, v in asdict(baseline).items() if k != "case"},
+        "load_average": load,
     }
 
 
 def format_table(rows: list[CaseResult]) -> str:
     """The per-case table as Markdown (also what docs/reliability-stack.md shows)."""
-    head = "| killed | presses | incidents | first calls | lost | duplicated | max s | p50 s |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| killed | presses | incidents | first calls | lost | duplicated "
+            "| incident s, max / p50 | call started s, max / p50 | at Twilio mock s, max / p50 |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.case} | {r.presses} | {r.incidents} | {r.first_calls} | {r.lost} | "
-              f"{r.duplicated} | {r.max_s} | {r.p50_s} |" for r in rows]
+              f"{r.duplicated} | {r.incident_max_s} / {r.incident_p50_s} | "
+              f"{r.pipeline_max_s} / {r.pipeline_p50_s} | {r.max_s} / {r.p50_s} |"
+              for r in rows]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from types import FrameType
 from rich.console import Console
 
 from eldercare.services import SERVICES
-from eldercare.stack import embedded
+from eldercare.stack import embedded, evict
 from foundation import db, kafka, logs, procs
 from foundation import stack_state as state
 from foundation.config import Settings, child_env
@@ -70,7 +70,16 @@ class Stack:
                 changes["mqtt_shared_group"] = ""
                 changes["mqtt_protocol"] = "3.1.1"
         self.settings = s.model_copy(update=changes)
+        if self._embedded_mosquitto():
+            from ingest.broker_session import rearm_now
+
+            rearm_now(self.settings)  # before any device's press: see ingest.broker_session
         return self.settings
+
+    def _embedded_mosquitto(self) -> bool:
+        """Whether this run started mosquitto (persistent sessions; amqtt keeps none)."""
+        return any(s.name == "mqtt" and s.extra.get("broker") == "mosquitto"
+                   for s in self.embedded)
 
     def prepare(self) -> None:
         db.upgrade(self.settings.database_url)
@@ -127,6 +136,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.standby: dict[str, subprocess.Popen[bytes]] = {}
         self._infra_retry_at: dict[str, float] = {}
+        self.infra_restarts: dict[str, int] = {}  # embedded service name -> times restarted
 
     def start(self) -> None:
         self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
@@ -161,6 +171,10 @@ class Supervisor:
             log.warning("service exited; restarting", service=child.name, code=code,
                         restarts=child.restarts)
             child.restarts += 1
+            if child.name in STANDBY:  # the Kafka consumers: hand their partitions over now,
+                # and before the replacement joins: tansu 0.6 given a LeaveGroup while the
+                # group rebalances for a new member was seen to stall the group for good
+                evict.evict_now(self.settings, child.name, child.proc.pid)
             child.proc = self._replacement(child.name)
             child.started = time.monotonic()
             child.exited = None
@@ -173,10 +187,15 @@ class Supervisor:
             svc.restart()
             if svc.name == "kafka":  # a new, empty broker: the topics and a new incarnation
                 asyncio.run(kafka.ensure_topics(self.settings))
+            if svc.name == "mqtt" and svc.extra.get("broker") == "mosquitto":
+                from ingest.broker_session import rearm_now
+
+                rearm_now(self.settings)  # before ingest reconnects: see ingest.broker_session
         except Exception as exc:  # e.g. PostgreSQL's old backends still hold its memory
             log.warning("embedded service not restarted yet", service=svc.name, error=str(exc))
             self._infra_retry_at[svc.name] = time.monotonic() + 0.5
             return
+        self.infra_restarts[svc.name] = self.infra_restarts.get(svc.name, 0) + 1
         log.info("embedded service restarted", service=svc.name)
 
     def stop(self) -> None:

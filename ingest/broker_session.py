@@ -1,0 +1,62 @@
+"""Re-arming ingest's session in an MQTT broker that has just (re)started.
+
+mosquitto (2.0) restores ingest's persistent session from its database, and delivers what was
+queued in it before the stop, but it does not route messages published after the start to that
+restored session until ingest itself connects again: a restored shared subscription
+(`$share/...`) receives nothing, and a plain one nothing after a configuration reload (SIGHUP,
+which device provisioning sends) or when its listener's port changed. The broker acknowledges
+those messages to the devices all the same, so they were lost: issue 14 measured 22 of 50 SOS
+presses lost in a whole-stack restart (the presses between the broker's start and ingest's
+subscription) and 4 of 50 when mosquitto was killed (ingest reconnects a second later).
+
+Connecting once as ingest, with its client id, session and subscriptions, right after the
+broker starts makes the session live again: what devices publish from then on is queued for
+ingest. Messages the broker sends on this connection are never acknowledged, so it sends them
+again when ingest connects (at-least-once; ingest recognises duplicates)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from foundation import logs
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
+from ingest.mqtt_gateway import SESSION_EXPIRY_S, client_id, subscriptions
+
+log = logs.get(__name__)
+
+
+async def rearm(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Connect as ingest worker `settings.ingest_worker` (session kept, nothing acknowledged),
+    subscribe as ingest does, and leave: the broker queues for ingest from now on."""
+    target = MqttTarget.parse(settings.mqtt_url)
+    if settings.mqtt_protocol == "3.1.1":
+        client = target.client(identifier=client_id(settings), clean_session=False,
+                               protocol=aiomqtt.ProtocolVersion.V311, timeout=timeout_s)
+    else:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = 1  # at most one queued message in flight to us, unacknowledged
+        client = target.client(identifier=client_id(settings), clean_start=False,
+                               properties=props, protocol=aiomqtt.ProtocolVersion.V5,
+                               timeout=timeout_s)
+    client._client.manual_ack_set(True)  # what arrives here stays unacknowledged: redelivered
+    async with client:
+        for subscription in subscriptions(settings):
+            await client.subscribe(subscription, qos=1, timeout=timeout_s)
+    log.info("ingest's broker session re-armed", client_id=client_id(settings),
+             subscriptions=subscriptions(settings))
+
+
+def rearm_now(settings: Settings) -> None:
+    """`rearm` from synchronous code (the stack and its supervisor); a failure is logged, not
+    raised: ingest's own connection re-arms the session too, only later."""
+    try:
+        asyncio.run(rearm(settings))
+    except Exception:
+        log.exception("ingest's broker session not re-armed: presses made before ingest "
+                      "reconnects may be lost")
