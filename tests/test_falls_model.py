@@ -187,6 +187,12 @@ def test_train_falls_runs_end_to_end_and_the_detector_uses_its_model(
     cv = waist["cross_validated"]["all"]
     assert cv["recordings"] == 40 and cv["falls"] == 20
     assert cv["sensitivity"] == 1.0 and cv["specificity"] == 1.0
+    # Each fold's model inside the streaming detector, on its held-out subjects.
+    replayed = waist["detector_held_out"]
+    assert (replayed["recordings"], replayed["falls"]) == (40, 20)
+    assert replayed["sensitivity_lying"] == 1.0 and replayed["specificity"] == 1.0
+    assert replayed["everyday_life"]["subjects"] == 8
+    assert replayed["everyday_life"]["false_falls_per_elder_day"] == 0.0
     assert set(load_models(out)) == {"wrist", "waist"}
     first = out.read_bytes()
     assert eldercare(["train", "falls", "--fallalld", str(fad), "--mobifall", str(mob),
