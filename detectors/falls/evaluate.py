@@ -50,7 +50,7 @@ from detectors.falls.device_windows import (
 from detectors.falls.features import WindowFeatures, looks_like_fall, window_features
 from detectors.falls.params import FallParams, FallThresholds
 from detectors.falls.stats import rates as _rates
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 DATASETS: dict[str, Callable[..., Iterator[Recording]]] = {
     "umafall": umafall.load, "fallalld": fallalld.load, "mobifall": mobifall.load,
