@@ -21,7 +21,7 @@ from detectors.falls.classifier import FORMAT
 from detectors.falls.datasets import Recording
 from detectors.falls.evaluate import POSITION_DEVICE_KIND, alerts_raised, false_falls_per_day
 from detectors.falls.params import FallParams
-from detectors.falls.stats import rates, wilson
+from detectors.falls.stats import rates
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ def replay(position: str, recordings: Sequence[Recording], folds: Sequence[Fold]
             hours += everyday["hours"]
             subjects += everyday["subjects"]
     out = rates(pairs)
-    out["sensitivity_lying_ci95"] = wilson(out["true_positives_lying"], out["falls_ending_lying"])
     days = hours / 24.0
     out["everyday_life"] = {
         "subjects": subjects, "hours": round(hours, 2), "false_falls": false_falls,
