@@ -67,16 +67,18 @@ def _train_falls(args: argparse.Namespace, settings: object) -> int:
               file=sys.stderr)
         return 2
     sources = {name: path for name, path in
-               (("fallalld", args.fallalld), ("mobifall", args.mobifall)) if path is not None}
+               (("fallalld", args.fallalld), ("mobifall", args.mobifall),
+                ("umafall", args.umafall)) if path is not None}
     if not sources:
-        print("give at least one dataset: --fallalld PATH and/or --mobifall PATH",
+        print("give at least one dataset: --fallalld PATH, --mobifall PATH, --umafall PATH",
               file=sys.stderr)
         return 2
     try:
         result = training.train(
             sources, args.out or training.SHIPPED_MODEL,
             seed=training.SEED if args.seed is None else args.seed,
-            folds=training.FOLDS if args.folds is None else args.folds)
+            folds=training.FOLDS if args.folds is None else args.folds,
+            replay=not args.no_replay)
     except ImportError as exc:
         print(f"training needs scikit-learn (pip install 'eldercare[train]'): {exc}",
               file=sys.stderr)
@@ -129,10 +131,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cross-validated by subject; writes the model file the fall detector loads")
     falls.add_argument("--fallalld", type=Path, metavar="PATH", help="FallAllD files")
     falls.add_argument("--mobifall", type=Path, metavar="PATH", help="MobiFall v2.0 files")
+    falls.add_argument("--umafall", type=Path, metavar="PATH", help="UMAFall CSV files")
     falls.add_argument("--out", type=Path, default=None,
                        help="model file to write (default: the shipped one)")
     falls.add_argument("--seed", type=int, default=None, help="random seed (default 18)")
     falls.add_argument("--folds", type=int, default=None,
                        help="cross-validation folds of subjects (default 5)")
+    falls.add_argument("--no-replay", action="store_true",
+                       help="skip replaying each fold's model through the streaming detector "
+                       "on its held-out subjects (faster; the model file is the same)")
     falls.add_argument("--json", action="store_true", help="JSON report instead of a table")
     falls.set_defaults(func=_train_falls)

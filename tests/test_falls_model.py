@@ -17,6 +17,7 @@ from detectors.falls.classifier import SHIPPED_MODEL, load_models, shipped_model
 from detectors.falls.datasets import fallalld, mobifall
 from detectors.falls.impact_features import FEATURE_NAMES, impact_vector
 from eldercare.cli import main as eldercare
+from tests.test_falls_datasets import write_umafall
 from tests.test_falls_detector import T0, accel, fall_window, run
 
 UPRIGHT = np.array([0.0, 1.0, 0.0])
@@ -187,6 +188,12 @@ def test_train_falls_runs_end_to_end_and_the_detector_uses_its_model(
     cv = waist["cross_validated"]["all"]
     assert cv["recordings"] == 40 and cv["falls"] == 20
     assert cv["sensitivity"] == 1.0 and cv["specificity"] == 1.0
+    # Each fold's model inside the streaming detector, on its held-out subjects.
+    replayed = waist["detector_held_out"]
+    assert (replayed["recordings"], replayed["falls"]) == (40, 20)
+    assert replayed["sensitivity_lying"] == 1.0 and replayed["specificity"] == 1.0
+    assert replayed["everyday_life"]["subjects"] == 8
+    assert replayed["everyday_life"]["false_falls_per_elder_day"] == 0.0
     assert set(load_models(out)) == {"wrist", "waist"}
     first = out.read_bytes()
     assert eldercare(["train", "falls", "--fallalld", str(fad), "--mobifall", str(mob),
@@ -221,3 +228,22 @@ def test_eval_scores_the_shipped_detector_per_position_as_json(
     assert thigh["everyday_life"]["false_falls_per_elder_day"] is not None
     assert eldercare(["eval", "--dataset", "mobifall", str(mob)]) == 0
     assert "| thigh |" in capsys.readouterr().out
+
+
+def test_train_falls_pools_umafall_into_the_waist_but_not_its_20_hz_wrist(
+        tiny_datasets: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fad, _ = tiny_datasets
+    uma = tmp_path / "UMAFall"
+    uma.mkdir()
+    for subject in (1, 2):  # phone in the pocket (thigh) at 200 Hz, wrist SensorTag at 20 Hz
+        write_umafall(uma, subject, "Fall", "forwardFall", 1, impact_at=4.0)
+        write_umafall(uma, subject, "ADL", "Walking", 1)
+    assert eldercare(["train", "falls", "--fallalld", str(fad), "--umafall", str(uma),
+                      "--out", str(tmp_path / "model.json"), "--folds", "2", "--no-replay",
+                      "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["positions"]
+    assert report["wrist"]["datasets"] == ["fallalld"]
+    assert report["wrist"]["recordings"] == 36  # FallAllD's only: UMAFall's wrist left out
+    assert report["waist"]["datasets"] == ["fallalld", "umafall"]
+    assert "detector_held_out" not in report["waist"]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from detectors.falls.classifier import shipped_models
-from detectors.falls.training import AFTER_S, BEFORE_S
+from detectors.falls.device_windows import AFTER_S, BEFORE_S
 
 RATES_HZ = (25.0, 50.0, 100.0)
 

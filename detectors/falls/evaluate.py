@@ -35,19 +35,27 @@ from detectors.falls.datasets import (
     fallalld,
     mobifall,
     sisfall,
+    smartfallmm,
     umafall,
+    wedafall,
 )
 from detectors.falls.detector import FallDetector
+from detectors.falls.device_windows import (
+    AFTER_S,
+    BEFORE_S,
+    DEVICE_RATE_HZ,
+    TRIGGER_G,
+    device_windows,
+)
 from detectors.falls.features import WindowFeatures, looks_like_fall, window_features
 from detectors.falls.params import FallParams, FallThresholds
-from detectors.falls.signal import impact_windows
 from detectors.falls.stats import rates as _rates
-from detectors.falls.training import AFTER_S, BEFORE_S, DEVICE_RATE_HZ, TRIGGER_G
 from foundation.contracts.events import CanonicalEvent
 
 DATASETS: dict[str, Callable[..., Iterator[Recording]]] = {
     "umafall": umafall.load, "fallalld": fallalld.load, "mobifall": mobifall.load,
-    "sisfall": sisfall.load,  # evaluation only: never trained, tuned or selected on
+    # Evaluation only: never trained, tuned or selected on.
+    "sisfall": sisfall.load, "wedafall": wedafall.load, "smartfallmm": smartfallmm.load,
 }
 GRID = {
     "impact_g": [1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.5, 4.0],
@@ -85,7 +93,7 @@ def evaluate_dataset(name: str, path: Path, *, rate_hz: float = DEVICE_RATE_HZ,
     for pos in sorted(by_pos):
         recs = by_pos[pos]
         kind = POSITION_DEVICE_KIND.get(pos, "other")
-        shipped = [(r, _alerts(r, kind, params) > 0) for r in recs]
+        shipped = [(r, alerts_raised(r, kind, params) > 0) for r in recs]
         classic = [(r, classic_rule(_at_rate(r, CLASSIC_RATE_HZ), CLASSIC_RATE_HZ))
                    for r in recs]
         elders = [p for p in shipped if p[0].elder]
@@ -118,7 +126,7 @@ def false_falls_per_day(recs: list[Recording], kind: str, params: FallParams
         joined = np.vstack([r.samples for r in mine])
         rate = mine[0].rate_hz
         seconds += joined.shape[0] / rate
-        alerts += _alerts(Recording(
+        alerts += alerts_raised(Recording(
             dataset=mine[0].dataset, subject=subject, activity="everyday", trial="all",
             position=mine[0].position, is_fall=False, rate_hz=rate, samples=joined), kind,
             params)
@@ -249,7 +257,7 @@ def _format_tuned(result: dict[str, Any]) -> str:
 
 def judge(rec: Recording, params: FallParams) -> Judged:
     """Cut the windows a device would send from a recording and measure each."""
-    windows = impact_windows(rec.samples, rec.rate_hz, TRIGGER_G, BEFORE_S, AFTER_S)
+    windows = device_windows(rec.samples, rec.rate_hz)
     return Judged(rec, [window_features(w, rec.rate_hz, params) for _, w in windows])
 
 
@@ -286,18 +294,18 @@ def tune(groups: list[list[Judged]]) -> FallThresholds:
 def _score_stream(items: list[Judged], kind: str, params: FallParams) -> dict[str, Any]:
     """Replay each recording's windows through the real detector, timers included."""
     detector = FallDetector(params)
-    return _rates([(j.recording, _alerts(j.recording, kind, params, detector) > 0)
+    return _rates([(j.recording, alerts_raised(j.recording, kind, params, detector) > 0)
                    for j in items])
 
 
-def _alerts(rec: Recording, kind: str, params: FallParams,
-            detector: FallDetector | None = None) -> int:
+def alerts_raised(rec: Recording, kind: str, params: FallParams,
+                  detector: FallDetector | None = None) -> int:
     """How many fall alerts the detector raises over one recording's device windows."""
     detector = detector or _detector(params)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     profile = ElderProfile(elder_id="eval", community_id="eval")
     state, alerts = detector.initial(), 0
-    windows = impact_windows(rec.samples, rec.rate_hz, TRIGGER_G, BEFORE_S, AFTER_S)
+    windows = device_windows(rec.samples, rec.rate_hz)
     for i, (first, w) in enumerate(windows):
         at = t0 + timedelta(seconds=first / rec.rate_hz)
         event = CanonicalEvent(

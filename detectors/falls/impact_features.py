@@ -29,7 +29,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "turn_deg", "turn_end_deg", "before_to_end_deg",
     "before_x", "before_y", "before_z", "after_x", "after_y", "after_z",
     *(f"{stat}_{a:+.1f}_{b:+.1f}" for a, b in SEGMENTS for stat in ("mean", "std")),
+    # Along gravity as it was before the fall (the vertical) and across it: how fast the body
+    # was going down at the impact, what hit, and how it lies after (a fall ends lying; sitting
+    # down hard ends upright).
+    "fall_velocity_mps", "smv_velocity_mps", "below_0_6g_s", "impact_horizontal_g",
+    "impact_vertical_g", "after_vertical_g", "after_axes_std_g",
+    # The walk before (step rhythm, spread) and how many hard knocks follow the impact.
+    "walk_rhythm", "before_std_g", "sixth_peak_after_g",
 )
+GRAVITY_MPS2 = 9.80665
 
 
 def resample_window(samples: object, rate_hz: float) -> Array:
@@ -85,9 +93,49 @@ def impact_vector(samples: object, rate_hz: float) -> tuple[Array, float]:
     vec = np.array([
         float(smv[p]), ff_min, ff_to_peak, jerk, impact_area, after_area, above, peaks_after,
         still, _angle(before, after), _angle(before, end), _angle(after, end),
-        *before, *after, *stats,
+        *before, *after, *stats, *_vertical_features(xyz, smv, p, before),
     ], dtype=np.float64)
     return vec, p / r
+
+
+def _vertical_features(xyz: Array, smv: Array, p: int, before: Array) -> list[float]:
+    """The features measured along and across gravity before the fall (NaN where the window
+    does not cover a stretch, or has no posture before the impact)."""
+    r, n, nan = MODEL_RATE_HZ, smv.shape[0], float("nan")
+
+    def cut(a: float, b: float) -> slice:
+        return slice(int(min(n, max(0, p + round(a * r)))), int(min(n, max(0, p + round(b * r)))))
+
+    def length(s: slice) -> int:
+        return int(s.stop) - int(s.start)
+
+    has_g = not np.isnan(before).any()
+    vert = xyz @ before if has_g else np.full(n, nan)
+    drop, hit, lie, walk = cut(-1.0, 0.0), cut(-0.3, 0.3), cut(1.5, 5.0), cut(-4.0, -1.0)
+    if length(drop):
+        fall_v = float((np.cumsum(vert[drop] - 1.0) / r * GRAVITY_MPS2).min())
+        smv_v = float((np.cumsum(smv[drop] - 1.0) / r * GRAVITY_MPS2).min())
+        below = float((smv[drop] < 0.6).sum() / r)
+    else:
+        fall_v = smv_v = below = nan
+    if length(hit):
+        across = np.sqrt(np.maximum(0.0, smv[hit] ** 2 - vert[hit] ** 2))
+        hit_h, hit_v = float(across.max()), float(vert[hit].max())
+    else:
+        hit_h = hit_v = nan
+    lying = length(lie) >= 10
+    after_v = float(vert[lie].mean()) if lying else nan
+    after_std = float(xyz[lie].std(axis=0).sum()) if lying else nan
+    rhythm = before_std = nan
+    if length(walk) >= 50:
+        x = smv[walk] - smv[walk].mean()
+        ac = np.correlate(x, x, "full")[x.shape[0] - 1:]
+        ac = ac / (ac[0] or 1.0)
+        rhythm = float(ac[20:60].max()) if ac.shape[0] > 60 else nan  # steps 0.4-1.2 s apart
+        before_std = float(smv[walk].std())
+    knocks = np.sort(smv[cut(0.3, 5.0)])[::-1]
+    sixth = float(knocks[5]) if knocks.shape[0] > 5 else nan
+    return [fall_v, smv_v, below, hit_h, hit_v, after_v, after_std, rhythm, before_std, sixth]
 
 
 def _direction(xyz: Array, s: slice | None) -> Array:

@@ -37,6 +37,7 @@ def rates(pairs: Sequence[tuple[Recording, bool]]) -> dict[str, Any]:
         "sensitivity": round(tp / falls, 4) if falls else None,
         "sensitivity_ci95": wilson(tp, falls),
         "sensitivity_lying": round(tp_lying / lying, 4) if lying else None,
+        "sensitivity_lying_ci95": wilson(tp_lying, lying),
         "specificity": round(tn / adls, 4) if adls else None,
         "specificity_ci95": wilson(tn, adls),
     }
