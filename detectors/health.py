@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
-
 from detectors.alerts import Alert, Severity, alert_id
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.events import CanonicalEvent
 
 
-class DeviceSeen(BaseModel):
+class DeviceSeen(State):
     kind: str = ""
     room: str | None = None
     interval_s: int = 3600
@@ -29,7 +27,7 @@ class DeviceSeen(BaseModel):
     battery_low: bool = False
 
 
-class HealthState(BaseModel):
+class HealthState(State):
     community_id: str = ""
     first_seen: datetime | None = None
     devices: dict[str, DeviceSeen] = {}

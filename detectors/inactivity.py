@@ -12,10 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
 from detectors.alerts import Alert, Severity, alert_id
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
@@ -48,7 +46,7 @@ def activity_weight(event: CanonicalEvent) -> float:
     return weight
 
 
-class InactivityState(BaseModel):
+class InactivityState(State):
     community_id: str = ""
     first_seen: datetime | None = None
     last_activity: datetime | None = None

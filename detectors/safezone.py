@@ -12,17 +12,15 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
 from detectors.alerts import Alert, Severity, alert_id
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from devices.events import CanonicalEvent
 from devices.geo import LatLon, distance_m, distance_to_ring_m, inside_polygon
 
 KIND = "left_safe_zone"
 
 
-class SafeZoneState(BaseModel):
+class SafeZoneState(State):
     outside_since: datetime | None = None
     alerted: bool = False
     last: dict[str, Any] | None = None  # the newest position outside, as evidence

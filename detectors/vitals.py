@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from pydantic import BaseModel
 
 from detectors.alerts import Alert, Severity, alert_id
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from devices.events import CanonicalEvent
 
@@ -35,13 +34,13 @@ class Breach:
     severity: Severity
 
 
-class Pending(BaseModel):
+class Pending(State):
     event_id: str
     at: datetime
     value: float
 
 
-class VitalsState(BaseModel):
+class VitalsState(State):
     history: dict[str, list[float]] = {}
     pending: dict[str, Pending] = {}
     last_alert: dict[str, datetime] = {}
@@ -49,6 +48,7 @@ class VitalsState(BaseModel):
 
 class VitalsDetector:
     name = "vitals"
+    event_types = frozenset(SIGNS)
 
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config
