@@ -7,6 +7,7 @@ device of the home has been heard after its deadline."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from detectors.alerts import Alert, Severity, alert_id
@@ -179,6 +180,12 @@ class DeviceHealthDetector:
 def _interval(device_id: str, kind: str, profile: ElderProfile) -> int:
     if device_id in profile.devices:
         return profile.devices[device_id]
+    return catalogue_interval(kind)
+
+
+@functools.cache
+def catalogue_interval(kind: str) -> int:
+    """The heartbeat interval (s) the catalogue gives a device kind (an hour if unknown)."""
     try:
         return CATALOGUE[DeviceKind(kind)].heartbeat_interval_s
     except ValueError:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
+from detectors.health import catalogue_interval
 from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.events import CanonicalEvent
@@ -390,7 +391,4 @@ class InactivityDetector:
 def _interval(event: CanonicalEvent, profile: ElderProfile) -> int:
     if event.device_id in profile.devices:
         return profile.devices[event.device_id]
-    try:
-        return CATALOGUE[DeviceKind(event.device_kind)].heartbeat_interval_s
-    except ValueError:
-        return 3600
+    return catalogue_interval(event.device_kind)

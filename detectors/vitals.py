@@ -149,8 +149,9 @@ class VitalsDetector:
                                "readings": readings, "confirmed": confirmed, "hard": b.hard}],
                 ))
             history[sign] = ([*history.get(sign, []), x])[-self.c.baseline_window:]
-        return Verdict(VitalsState(history=history, pending=pending, last_alert=last_alert),
-                       alerts)
+        # Copied, not validated again: every value is already of its field's type.
+        return Verdict(state.model_copy(update={"history": history, "pending": pending,
+                                                "last_alert": last_alert}), alerts)
 
     def on_timer(
         self, state: VitalsState, now: datetime, profile: ElderProfile,
