@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class CheckinState(State):

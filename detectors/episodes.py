@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class EpisodeState(State):

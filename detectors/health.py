@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class DeviceSeen(State):

@@ -12,13 +12,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from detectors.health import catalogue_interval
 from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 WEIGHTS: dict[str, dict[str, float]] = {
     s.kind.value: {t: s.activity_weight for t in s.counts_as_activity}

@@ -12,10 +12,10 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
-from devices.events import CanonicalEvent
 from devices.geo import LatLon, distance_m, distance_to_ring_m, inside_polygon
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 KIND = "left_safe_zone"
 

@@ -4,7 +4,9 @@ An XLSX workbook has up to three sheets named `elders`, `contacts`, `devices` (o
 设备); a CSV file holds one of them (named by `kind`, or guessed from its header). Headers may
 be English field names or the usual Chinese column titles. Every row is checked first; if any
 row is wrong, nothing is written and every wrong row is reported with its sheet, row number
-(as the spreadsheet shows it) and field."""
+(as the spreadsheet shows it) and field. With `skip_invalid` (the console's upload page) the
+wrong rows are reported and every other row is written: rows that depend on a wrong row (the
+contacts and devices of an elder whose row is wrong) are reported too, never half-written."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from devices import provisioning, registry
 from devices.records import ContactIn, DeviceIn, ElderIn, RecordId
 from devices.registry import AsyncConn
-from eldercare.security import Principal
+from foundation.security import Principal
 
 KINDS = ("elders", "contacts", "devices")
 _SHEET_ALIASES = {
@@ -73,6 +75,9 @@ class LedgerRejected(Exception):
 class ImportResult:
     counts: dict[str, int] = field(default_factory=dict)
     mqtt_logins: list[dict[str, str]] = field(default_factory=list)
+    # What was written, per sheet: (row number, record id) - a contact's id is "elder_id #n".
+    rows: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    skipped: list[RowError] = field(default_factory=list)
 
 
 Sheet = list[tuple[int, dict[str, str]]]
@@ -181,16 +186,44 @@ async def _known(conn: AsyncConn, sql: str, keys: list[str]) -> dict[str, dict[s
     return {r["id"]: r for r in rows}
 
 
+def _ordered(errors: list[RowError]) -> list[RowError]:
+    return sorted(errors, key=lambda e: (KINDS.index(e.sheet) if e.sheet in KINDS else -1, e.row))
+
+
 async def import_ledger(
     conn: AsyncConn, filename: str, content: bytes, kind: str, principal: Principal,
+    skip_invalid: bool = False,
 ) -> ImportResult:
-    """Check the whole ledger, then write it in the caller's transaction; raise LedgerRejected
-    (the caller's transaction then rolls back) when any row is wrong."""
+    """Check the whole ledger, then write it in the caller's transaction. When any row is wrong,
+    raise LedgerRejected (the caller's transaction then rolls back), or with `skip_invalid`
+    write the right rows and return the wrong ones in `skipped`. An unreadable file is always
+    rejected."""
     try:
         sheets = read_ledger(filename, content, kind)
     except Exception as exc:  # a broken file is one error, reported like the others
         raise LedgerRejected([RowError(kind or "file", 0, "", f"cannot read: {exc}")]) from None
     records, errors = validate(sheets)
+    errors += await _check_references(conn, records, principal)
+    if errors and not skip_invalid:
+        raise LedgerRejected(_ordered(errors))
+    skipped: list[RowError] = []
+    while errors:  # drop the wrong rows, then whatever leaned on them, until nothing is wrong
+        bad = {(e.sheet, e.row) for e in errors}
+        records = {k: [(n, r) for n, r in rows if (k, n) not in bad]
+                   for k, rows in records.items()}
+        skipped += errors
+        errors = await _check_references(conn, records, principal)
+    result = await _write(conn, records)
+    result.skipped = _ordered(skipped)
+    return result
+
+
+async def _check_references(
+    conn: AsyncConn, records: dict[str, list[tuple[int, Any]]], principal: Principal,
+) -> list[RowError]:
+    """Errors of rows whose community or elder is unknown, deactivated or out of scope, or
+    whose id belongs to a community the importer cannot see."""
+    errors: list[RowError] = []
     elders = records["elders"]
     communities = await _known(
         conn, "SELECT id, active FROM communities WHERE id = ANY(%s)",
@@ -233,10 +266,7 @@ async def import_ledger(
         s = owned.get(d.id)
         if s is not None and not principal.can_see(s["community_id"]):
             errors.append(RowError("devices", number, "id", f"device id {d.id!r} is taken"))
-    if errors:
-        raise LedgerRejected(sorted(errors, key=lambda e: (KINDS.index(e.sheet)
-                                                           if e.sheet in KINDS else -1, e.row)))
-    return await _write(conn, records)
+    return errors
 
 
 async def _write(conn: AsyncConn, records: dict[str, list[tuple[int, Any]]]) -> ImportResult:
@@ -262,4 +292,6 @@ async def _write(conn: AsyncConn, records: dict[str, list[tuple[int, Any]]]) -> 
             "topic_prefix": provisioning.device_topic_prefix(row["community_id"], row["id"])
             + "/"})
     result.counts = {k: len(v) for k, v in records.items()}
+    result.rows = {k: [(n, f"{r.elder_id} #{r.priority}" if k == "contacts" else r.id)
+                       for n, r in v] for k, v in records.items()}
     return result

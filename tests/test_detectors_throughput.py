@@ -9,14 +9,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert
 from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.health import DeviceSeen, HealthState
 from detectors.inactivity import InactivityState
 from detectors.profiles import ProfileCache
 from detectors.suite import ElderState, Suite, build
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert
+from foundation.contracts.events import CanonicalEvent
 from simulators import accel, payloads
 
 T0 = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai

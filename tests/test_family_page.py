@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 
 from devices.registry import save
 from dispatcher import family
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from simulators.population import offset
 from tests.conftest import make_community
 from tests.helpers import eventually
@@ -200,7 +200,12 @@ async def test_stream_replays_from_last_event_id_and_links_expire(platform: Sett
             async for line in response.aiter_lines():
                 if line.startswith("data:"):
                     seen.append(json.loads(line[5:])["text"])
-                    if "X reached the elder" in seen[-1]:
+                    if "X reached the elder" in seen[-1]:  # caught up; now a row written live
+                        with psycopg.connect(platform.database_url) as conn:
+                            conn.execute("INSERT INTO incident_timeline (incident_id, kind,"
+                                         " detail) VALUES (%s, 'family_reached_elder', %s)",
+                                         (incident_id, Jsonb({"who": "Y"})))
+                    if "Y reached the elder" in seen[-1]:
                         break
         assert "Received: SOS" not in " ".join(seen), "rows before Last-Event-ID not resent"
 

@@ -14,9 +14,9 @@ import psycopg
 from openpyxl import load_workbook
 from playwright.async_api import Browser, expect
 
+from console.reports import call_back_sample
 from devices.registry import save
-from dispatcher.console.reports import call_back_sample
-from eldercare.config import Settings
+from foundation.config import Settings
 from tests.conftest import ARTIFACTS, make_community, staff_login
 from tests.test_console_access import duty_account
 from tests.test_console_browser import log_in, screenshot
@@ -114,3 +114,30 @@ async def test_the_report_page_shows_the_month_and_downloads_the_workbook(
     assert len(list(load_workbook(saved)["事件明细"].iter_rows())) == 13
     await screenshot(page, "console-reports.png")
     await page.context.close()
+
+
+async def test_the_month_is_the_communitys_own_month(
+    platform: Settings, admin_http: httpx.AsyncClient,
+) -> None:
+    """A community in New York: incidents on the evening of 31 March, local time (already
+    1 April in Beijing), belong to its March report, with their local times."""
+    c = make_community()
+    save(platform.database_url, [c])
+    with psycopg.connect(platform.database_url) as conn:
+        conn.execute("UPDATE communities SET time_zone = 'America/New_York' WHERE id = %s",
+                     (c.id,))
+        for at in ("2026-03-31T20:00:00Z", "2026-04-01T03:30:00Z"):  # 16:00 and 23:30 EDT
+            conn.execute(
+                "INSERT INTO incidents (id, elder_id, community_id, kind, severity, status,"
+                " opened_at, event_time, alert_at) VALUES (%s,%s,%s,'sos','critical','open',"
+                " %s,%s,%s)", (uuid.uuid4(), c.elders[0].id, c.id, at, at, at))
+    march = (await admin_http.get("/api/v1/reports/monthly",
+                                  params={"community": c.id, "month": "2026-03"})).json()
+    assert march["incidents"] == 2 and march["summary"]["incidents"] == 2
+    april = (await admin_http.get("/api/v1/reports/monthly",
+                                  params={"community": c.id, "month": "2026-04"})).json()
+    assert april["incidents"] == 0 and april["summary"] is None
+    r = await admin_http.get("/api/v1/reports/monthly.xlsx",
+                             params={"community": c.id, "month": "2026-03"})
+    rows = list(load_workbook(io.BytesIO(r.content))["事件明细"].iter_rows(values_only=True))
+    assert [row[4] for row in rows[1:]] == ["2026-03-31 16:00:00", "2026-03-31 23:30:00"]

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, State, Verdict
 from detectors.falls.classifier import (
     FallClassifier,
@@ -25,7 +24,8 @@ from detectors.falls.features import (
     window_features,
 )
 from detectors.falls.params import FallParams
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class PendingFall(State):

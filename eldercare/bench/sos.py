@@ -31,10 +31,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "detectors", "dispatcher")
