@@ -26,9 +26,15 @@ from foundation import db, logs
 
 log = logs.get(__name__)
 
+# The changed states go through a COPY into a staging table and one upsert: about half the
+# database time of one INSERT per elder when thousands of elders changed since the last one.
+_STAGE_STATE = ("CREATE TEMP TABLE IF NOT EXISTS detector_state_stage (elder_id text,"
+                " partition int, state jsonb) ON COMMIT DELETE ROWS")
+_COPY_STATE = "COPY detector_state_stage (elder_id, partition, state) FROM STDIN"
 _UPSERT_STATE = (
     "INSERT INTO detector_state (group_id, elder_id, partition, state)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, elder_id) DO UPDATE"
+    " SELECT %s, elder_id, partition, state FROM detector_state_stage"
+    " ON CONFLICT (group_id, elder_id) DO UPDATE"
     " SET partition = EXCLUDED.partition, state = EXCLUDED.state, updated_at = now()")
 _UPSERT_OFFSET = (
     "INSERT INTO detector_checkpoints (group_id, topic, partition,"
@@ -46,7 +52,7 @@ class _Cut:
 
     part: PartitionState
     elders: set[str]  # the elders whose rows the snapshot holds
-    rows: list[tuple[str, str, int, str]]
+    rows: list[tuple[str, int, str]]  # elder, partition, state as JSON
     next_offset: int | None
     watermark: datetime | None
     rearmed_at: datetime | None
@@ -111,7 +117,7 @@ class Checkpoint:
                 raise RuntimeError(f"offset of partition {p.partition} went backwards: "
                                    f"{p.next_offset} < {p.saved_offset}")
             elders, p.dirty = p.dirty, set()
-            rows = [(self.group, e, p.partition, self.suite.dump_json(p.elders[e]))
+            rows = [(e, p.partition, self.suite.dump_json(p.elders[e]))
                     for e in elders if e in p.elders]
             cuts.append(_Cut(p, elders, rows, p.next_offset, p.watermark, p.rearmed_at,
                              p.incarnation))
@@ -123,10 +129,15 @@ class Checkpoint:
             if sends:
                 await asyncio.gather(*sends)                                   # 1
             async with self.pool.connection() as conn, conn.transaction():     # 2
-                rows = [r for c in cuts for r in c.rows]
+                # One row per elder (an upsert may not touch a row twice): an elder found in
+                # two partitions (their count changed) keeps the state read last.
+                rows = {r[0]: r for c in cuts for r in c.rows}
                 if rows:
-                    async with conn.cursor() as cur:
-                        await cur.executemany(_UPSERT_STATE, rows)
+                    await conn.execute(_STAGE_STATE)
+                    async with conn.cursor().copy(_COPY_STATE) as copy:
+                        for row in rows.values():
+                            await copy.write_row(row)
+                    await conn.execute(_UPSERT_STATE, (self.group,))
                 for c in cuts:
                     if c.next_offset is not None:
                         await conn.execute(_UPSERT_OFFSET, (
