@@ -9,9 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
@@ -19,7 +17,7 @@ from foundation.contracts.events import CanonicalEvent
 ALARM_TYPES = ("smoke", "gas", "heat")
 
 
-class AlarmEpisode(BaseModel):
+class AlarmEpisode(State):
     first_event_id: str
     community_id: str
     device_id: str
@@ -32,12 +30,13 @@ class AlarmEpisode(BaseModel):
     evidence: list[dict[str, Any]] = []
 
 
-class AlarmState(BaseModel):
+class AlarmState(State):
     episodes: dict[str, AlarmEpisode] = {}
 
 
 class AlarmDetector:
     name = "alarms"
+    event_types = frozenset(ALARM_TYPES)
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config

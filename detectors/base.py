@@ -6,9 +6,10 @@ elder's profile. State must be a pydantic model so the engine can persist it as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -16,6 +17,32 @@ from foundation.contracts.alerts import Alert
 from foundation.contracts.events import CanonicalEvent
 
 S = TypeVar("S", bound=BaseModel)
+
+_set = object.__setattr__
+
+
+class State(BaseModel):
+    """The base of detector state models. Detectors never change a state in place: they make
+    an updated copy with `model_copy(update=...)` for nearly every event, so the copy here is
+    the cheap one (pydantic's goes through `copy.copy` three times). Same result: the values
+    are taken as given, unvalidated, exactly as pydantic's `model_copy` does."""
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        if deep or self.__pydantic_extra__ is not None \
+                or getattr(self, "__pydantic_private__", None) is not None:
+            return super().model_copy(update=update, deep=deep)
+        cls = type(self)
+        new = cls.__new__(cls)
+        values = self.__dict__.copy()
+        fields_set = self.__pydantic_fields_set__.copy()
+        if update:
+            values.update(update)
+            fields_set.update(update)
+        _set(new, "__dict__", values)
+        _set(new, "__pydantic_extra__", None)
+        _set(new, "__pydantic_fields_set__", fields_set)
+        _set(new, "__pydantic_private__", None)
+        return new
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,10 @@ class Verdict(Generic[S]):
 
 
 class Detector(Protocol[S]):
+    """A detector may also have `event_types: frozenset[str]`, the only event types its
+    `on_event` looks at (any other event leaves its state as it is); without it, every event
+    passes through it. The suite uses it to skip detectors an event cannot concern."""
+
     name: str
 
     def initial(self) -> S: ...

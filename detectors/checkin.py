@@ -6,15 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
 
 
-class CheckinState(BaseModel):
+class CheckinState(State):
     community_id: str = ""
     first_seen: datetime | None = None
     last_ok: datetime | None = None

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
 
 
-class EpisodeState(BaseModel):
+class EpisodeState(State):
     """The open episode: the first press names it, later presses extend and count it."""
 
     first_event_id: str | None = None
@@ -36,6 +34,7 @@ class EpisodeDetector:
         self.name = name
         self.kind = kind
         self.event_type = event_type
+        self.event_types = frozenset({event_type})
         self.episode = timedelta(seconds=episode_s)
         self.severity = severity
         self.every_event = every_event

@@ -7,18 +7,17 @@ device of the home has been heard after its deadline."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from devices.catalogue import CATALOGUE, DeviceKind
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
 
 
-class DeviceSeen(BaseModel):
+class DeviceSeen(State):
     kind: str = ""
     room: str | None = None
     interval_s: int = 3600
@@ -29,7 +28,7 @@ class DeviceSeen(BaseModel):
     battery_low: bool = False
 
 
-class HealthState(BaseModel):
+class HealthState(State):
     community_id: str = ""
     first_seen: datetime | None = None
     devices: dict[str, DeviceSeen] = {}
@@ -181,6 +180,12 @@ class DeviceHealthDetector:
 def _interval(device_id: str, kind: str, profile: ElderProfile) -> int:
     if device_id in profile.devices:
         return profile.devices[device_id]
+    return catalogue_interval(kind)
+
+
+@functools.cache
+def catalogue_interval(kind: str) -> int:
+    """The heartbeat interval (s) the catalogue gives a device kind (an hour if unknown)."""
     try:
         return CATALOGUE[DeviceKind(kind)].heartbeat_interval_s
     except ValueError:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
+from detectors.health import catalogue_interval
 from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
 from foundation.contracts.alerts import Alert, Severity, alert_id
@@ -48,7 +47,7 @@ def activity_weight(event: CanonicalEvent) -> float:
     return weight
 
 
-class InactivityState(BaseModel):
+class InactivityState(State):
     community_id: str = ""
     first_seen: datetime | None = None
     last_activity: datetime | None = None
@@ -392,7 +391,4 @@ class InactivityDetector:
 def _interval(event: CanonicalEvent, profile: ElderProfile) -> int:
     if event.device_id in profile.devices:
         return profile.devices[event.device_id]
-    try:
-        return CATALOGUE[DeviceKind(event.device_kind)].heartbeat_interval_s
-    except ValueError:
-        return 3600
+    return catalogue_interval(event.device_kind)

@@ -29,12 +29,19 @@ class ProfileRecord:
     loaded_at: float = 0.0
     home: dict[str, Any] | None = None
     safe_zone: dict[str, Any] | None = None
+    # The last profile made, reused while nothing in it can differ (the engine asks for one
+    # per event); `ProfileCache.refresh` forgets it.
+    made: ElderProfile | None = field(default=None, repr=False, compare=False)
 
     def at(self, t: datetime, rearmed_at: datetime | None = None) -> ElderProfile:
         away = any(s <= t and (e is None or t < e) for s, e in self.away)
-        return ElderProfile(self.elder_id, self.community_id, self.lives_alone, away,
-                            self.thresholds, self.devices, rearmed_at, self.home,
-                            self.safe_zone)
+        made = self.made
+        if made is not None and made.away == away and made.rearmed_at == rearmed_at:
+            return made
+        self.made = ElderProfile(self.elder_id, self.community_id, self.lives_alone, away,
+                                 self.thresholds, self.devices, rearmed_at, self.home,
+                                 self.safe_zone)
+        return self.made
 
 
 class ProfileCache:
@@ -62,6 +69,7 @@ class ProfileCache:
         if self.pool is None or not elder_ids:
             for e in elder_ids:
                 self.get(e).loaded_at = time.monotonic()
+                self.get(e).made = None
             return
         async with self.pool.connection() as conn:
             elders = await (await conn.execute(
@@ -94,6 +102,8 @@ class ProfileCache:
             self.get(row["elder_id"]).devices[row["id"]] = int(row["heartbeat_interval_s"])
         for row in away:
             self.get(row["elder_id"]).away.append((row["starts_at"], row["ends_at"]))
+        for e in elder_ids:
+            self.get(e).made = None
 
 
 def _json(raw: object) -> dict[str, Any] | None:

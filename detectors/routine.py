@@ -9,7 +9,7 @@ import statistics
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from detectors.base import State
 
 # A generic older person's day: asleep 23-05, waking around 06, active 07-21.
 GENERIC_DAY = [0.05] * 6 + [0.5] + [0.9] * 14 + [0.6, 0.3, 0.1]
@@ -22,7 +22,7 @@ BACK_TO_BED_H = 1.0  # ...unless the next sign of life is this much later
 AWAKE = 0.5  # an hour with at least this chance of activity is one the elder is usually up
 
 
-class Routine(BaseModel):
+class Routine(State):
     """Counts per hour of the day (local), plus the last `DAYS_KEPT` days' wake-up hours and
     longest daytime silences (hours)."""
 

@@ -12,9 +12,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from devices.geo import LatLon, distance_m, distance_to_ring_m, inside_polygon
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
@@ -22,7 +20,7 @@ from foundation.contracts.events import CanonicalEvent
 KIND = "left_safe_zone"
 
 
-class SafeZoneState(BaseModel):
+class SafeZoneState(State):
     outside_since: datetime | None = None
     alerted: bool = False
     last: dict[str, Any] | None = None  # the newest position outside, as evidence

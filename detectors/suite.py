@@ -53,6 +53,9 @@ class Suite:
         # an elder's state for a detector is stored only once it differs from the initial one.
         self._initial = {d.name: d.initial() for d in detectors}
         self._types = {name: type(s) for name, s in self._initial.items()}
+        # Per event type, the detectors whose `on_event` looks at it (see `Detector.event_types`):
+        # a heartbeat need not pass through the SOS, alarm and fall detectors.
+        self._by_type: dict[str, list[Detector[Any]]] = {}
 
     def initial(self) -> ElderState:
         return {}
@@ -60,7 +63,25 @@ class Suite:
     def on_event(self, state: ElderState, event: CanonicalEvent, profile: ElderProfile
                  ) -> tuple[ElderState, list[Alert], bool]:
         """(new state, alerts, whether the state changed)."""
-        return self._apply(state, lambda d, s: d.on_event(s, event, profile))
+        detectors = self._by_type.get(event.type)
+        if detectors is None:
+            detectors = self._by_type[event.type] = [
+                d for d in self.detectors if _looks_at(d, event.type)]
+        alerts: list[Alert] = []
+        changed = False
+        initial = self._initial
+        for d in detectors:
+            name = d.name
+            current = state.get(name)
+            if current is None:
+                current = initial[name]
+            verdict = d.on_event(current, event, profile)
+            if verdict.state is not current:
+                state[name] = verdict.state
+                changed = True
+            if verdict.alerts:
+                alerts.extend(verdict.alerts)
+        return state, alerts, changed
 
     def on_timer(self, state: ElderState, now: datetime, profile: ElderProfile
                  ) -> tuple[ElderState, list[Alert], bool]:
@@ -78,6 +99,10 @@ class Suite:
                 changed = True
             alerts.extend(verdict.alerts)
         return state, alerts, changed
+
+    def looks_at(self, event_type: str) -> list[str]:
+        """The names of the detectors an event of this type passes through."""
+        return [d.name for d in self.detectors if _looks_at(d, event_type)]
 
     def dump_json(self, state: ElderState) -> str:
         """The state as JSON for the store: one object, a member per detector, each serialised
@@ -97,3 +122,8 @@ class Suite:
             except ValueError as exc:
                 log.error("detector state unreadable, reset", detector=name, error=str(exc))
         return out
+
+
+def _looks_at(detector: Detector[Any], event_type: str) -> bool:
+    types: frozenset[str] | None = getattr(detector, "event_types", None)
+    return types is None or event_type in types

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from pydantic import BaseModel
 
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.config import DetectorConfig
 from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
@@ -35,13 +34,13 @@ class Breach:
     severity: Severity
 
 
-class Pending(BaseModel):
+class Pending(State):
     event_id: str
     at: datetime
     value: float
 
 
-class VitalsState(BaseModel):
+class VitalsState(State):
     history: dict[str, list[float]] = {}
     pending: dict[str, Pending] = {}
     last_alert: dict[str, datetime] = {}
@@ -49,6 +48,7 @@ class VitalsState(BaseModel):
 
 class VitalsDetector:
     name = "vitals"
+    event_types = frozenset(SIGNS)
 
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config
@@ -149,8 +149,9 @@ class VitalsDetector:
                                "readings": readings, "confirmed": confirmed, "hard": b.hard}],
                 ))
             history[sign] = ([*history.get(sign, []), x])[-self.c.baseline_window:]
-        return Verdict(VitalsState(history=history, pending=pending, last_alert=last_alert),
-                       alerts)
+        # Copied, not validated again: every value is already of its field's type.
+        return Verdict(state.model_copy(update={"history": history, "pending": pending,
+                                                "last_alert": last_alert}), alerts)
 
     def on_timer(
         self, state: VitalsState, now: datetime, profile: ElderProfile,

@@ -10,9 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from detectors.base import ElderProfile, Verdict
+from detectors.base import ElderProfile, State, Verdict
 from detectors.falls.classifier import (
     FallClassifier,
     load_models,
@@ -30,7 +28,7 @@ from foundation.contracts.alerts import Alert, Severity, alert_id
 from foundation.contracts.events import CanonicalEvent
 
 
-class PendingFall(BaseModel):
+class PendingFall(State):
     """A detected impact waiting out its cancel window."""
 
     window_event_id: str
@@ -44,7 +42,7 @@ class PendingFall(BaseModel):
     evidence: dict[str, Any]
 
 
-class FallState(BaseModel):
+class FallState(State):
     """One elder's pending falls and the latest signs of life that may cancel one."""
 
     pending: list[PendingFall] = []
@@ -60,6 +58,7 @@ class FallDetector:
     the immediate detector; here it only suppresses a second alert for the same fall."""
 
     name = "fall"
+    event_types = frozenset({"accel", "ok", "steps", "fall"})
 
     def __init__(self, params: FallParams | None = None) -> None:
         self.params = params or FallParams()

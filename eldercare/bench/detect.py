@@ -1,8 +1,9 @@
 """`eldercare bench detect`: events/s through the stream engine holding 10k elders' state, and
 the memory per elder.
 
-The same events (a mix of heartbeats, motion, vitals, check-ins for every elder) are produced
-once to a fresh topic; then, in the same run:
+The same events (a mix of heartbeats, motion, vitals, check-ins for every elder, and for one
+elder in `WINDOW_EVERY` a cane's accelerometer window, so the learned fall model is in the loop)
+are produced once to a fresh topic; then, in the same run:
 - baseline: one bare aiokafka consumer reads them and parses each into a `CanonicalEvent`;
 - engine: the detectors service (`detectors.engine.Engine`) consumes them, runs every detector,
   sweeps the timers and checkpoints state + offsets to PostgreSQL; the clock stops when the
@@ -34,9 +35,13 @@ from eldercare.stack import embedded
 from foundation import db, kafka
 from foundation.config import Settings
 from foundation.contracts.events import CanonicalEvent
+from simulators import accel, payloads
 
 KIT = (("watch", "smart_watch"), ("m1", "motion_sensor"), ("sos", "sos_button"),
        ("bp", "bp_meter"))
+# One elder in this many sends a walking window from a cane (0.2 % of the events with 10 per
+# elder): canes send one per walk, a few a day, among hundreds of heartbeats and readings.
+WINDOW_EVERY = 50
 
 
 def _progress(text: str) -> None:
@@ -65,6 +70,15 @@ def events(elders: int, per_elder: int, seed: int = 1) -> list[bytes]:
                 event_id=f"{eid}-{dev}/{k}", elder_id=eid, community_id="c-bench",
                 device_id=f"{eid}-{dev}", device_kind=kind, room="客厅", type=type_,
                 event_time=t, received_at=t, data=data)
+            out.append((t, ev.model_dump_json().encode()))
+        if e % WINDOW_EVERY == 0:
+            t = start + timedelta(seconds=rng.uniform(0, 290))
+            body = payloads.accel_window(
+                accel.walking(accel.DEFAULT_RATE_HZ, accel.WINDOW_S, e), accel.DEFAULT_RATE_HZ)
+            ev = CanonicalEvent(
+                event_id=f"{eid}-cane/w", elder_id=eid, community_id="c-bench",
+                device_id=f"{eid}-cane", device_kind="smart_cane", room="客厅", type="accel",
+                event_time=t, received_at=t, data={k: v for k, v in body.items() if k != "type"})
             out.append((t, ev.model_dump_json().encode()))
     out.sort(key=lambda x: x[0])
     return [v for _, v in out]
