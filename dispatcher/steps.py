@@ -23,6 +23,7 @@ import asyncio
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,11 +126,14 @@ class StepRunner:
         self.lock = worker_lock
         self.worker = f"{socket.gethostname()}:{worker_lock}"
         self.retry = retry or RetryPolicy()
+        # Called after each claim: another worker may take the next due step meanwhile.
+        self.on_claim: Callable[[], None] = lambda: None
 
     async def run_due(self) -> int:
         """Execute every step that is due now; returns how many ran."""
         ran = 0
         while (step := await self._claim()) is not None:
+            self.on_claim()
             try:
                 await self._execute(step)
             except Exception:  # a bug must not stop the ladder of every other incident
