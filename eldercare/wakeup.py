@@ -29,7 +29,7 @@ log = logs.get(__name__)
 CHANNEL = "eldercare_records"
 ACTIVE_S = 5.0  # a consumer keeps polling this long after its last record or wake-up
 WAKE_EVERY_S = 1.0  # a producer notifies a topic at most this often (must be < ACTIVE_S)
-PROBE_EVERY_S = 0.5  # a paused consumer still fetches once this often
+PROBE_EVERY_S = 1.0  # a paused consumer still fetches once this often
 PROBE_S = 0.02  # ... for this long (about one fetch round trip)
 RELISTEN_S = 1.0  # wait before connecting the LISTEN connection again
 
