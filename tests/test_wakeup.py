@@ -5,6 +5,7 @@ database to carry wake-ups a consumer never rests. Real tansu and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,6 +36,7 @@ def quick_rest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wakeup, "ACTIVE_S", 0.3)
 
 
+@contextlib.asynccontextmanager
 async def _resting_consumer(settings: Settings, topic: str) -> AsyncIterator[WakingConsumer]:
     consumer = kafka.consumer(settings, f"test-{uuid.uuid4().hex[:6]}", topic)
     assert isinstance(consumer, WakingConsumer)
@@ -56,7 +58,7 @@ async def test_a_platform_producer_wakes_a_resting_consumer(
     infra: Settings, topic: str, quick_rest: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(wakeup, "PROBE_EVERY_S", 3600.0)  # only the wake-up can deliver
-    async for consumer in _resting_consumer(infra, topic):
+    async with _resting_consumer(infra, topic) as consumer:
         producer = kafka.producer(infra)
         await producer.start()
         try:
@@ -70,7 +72,7 @@ async def test_a_record_from_outside_the_platform_arrives_by_the_fallback_look(
     infra: Settings, topic: str, quick_rest: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(wakeup, "PROBE_EVERY_S", 0.2)
-    async for consumer in _resting_consumer(infra, topic):
+    async with _resting_consumer(infra, topic) as consumer:
         outside = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)  # no NOTIFY
         await outside.start()
         try:
