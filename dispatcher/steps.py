@@ -60,6 +60,13 @@ RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.a
           s.purpose
 """
 
+_CLAIM_OF = """
+UPDATE escalation_steps SET status = 'running', claimed_by = %(worker)s, claimed_at = now(),
+       worker_lock = %(lock)s, attempts = attempts + 1
+WHERE incident_id = %(incident)s AND status = 'pending' AND due_at <= now()
+RETURNING id, incident_id, seq, round, action, target, due_at, attempts, purpose
+"""
+
 _FACTS = """
 SELECT e.name AS elder, e.address, c.name AS community, c.time_zone, i.kind, i.event_time,
        i.status, i.acknowledged_by, i.acknowledged_at, i.resolved_at, now() AS now
@@ -134,14 +141,27 @@ class StepRunner:
         ran = 0
         while (step := await self._claim()) is not None:
             self.on_claim()
-            try:
-                await self._execute(step)
-            except Exception:  # a bug must not stop the ladder of every other incident
-                log.exception("step crashed", step=step.id)
-                async with self.pool.connection() as conn:
-                    await self._recover(conn, self.lock, step.id, give_up=step.attempts >= 5)
+            await self.run_claimed(step)
             ran += 1
         return ran
+
+    async def run_claimed(self, step: Step) -> None:
+        """Execute a step this process has claimed (`run_due`, or `claim_due_of`)."""
+        try:
+            await self._execute(step)
+        except Exception:  # a bug must not stop the ladder of every other incident
+            log.exception("step crashed", step=step.id)
+            async with self.pool.connection() as conn:
+                await self._recover(conn, self.lock, step.id, give_up=step.attempts >= 5)
+
+    async def claim_due_of(self, conn: AsyncConnection[Any], incident_id: Any) -> list[Step]:
+        """Claim the incident's steps that are due now, in the caller's transaction (the one
+        that opened the incident: its first call needs no claim of its own). Claimed steps
+        must be run with `run_claimed`; if this process dies first, `recover` resumes them."""
+        rows = await (await conn.execute(_CLAIM_OF, {
+            "worker": self.worker, "lock": self.lock, "incident": incident_id,
+        })).fetchall()
+        return [Step(**row) for row in rows]
 
     async def seconds_until_next(self, cap: float) -> float:
         """Time until the next pending step is due, at most `cap`."""
@@ -258,13 +278,17 @@ class StepRunner:
         self, conn: AsyncConnection[Any], step: Step, channel: str, body: str,
     ) -> dict[str, Any] | None:
         """The step's notification row, marked "sending"; None when it must not be sent (again)."""
-        await conn.execute(
+        # The first attempt (nearly always) is one round trip: a new row, already "sending".
+        fresh = await (await conn.execute(
             "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
-            " to_number, recipient, body, dry_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
+            " to_number, recipient, body, dry_run, status, attempts)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'sending', 1)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
              step.target["name"], body, self.channel.dry_run),
-        )
+        )).fetchone()
+        if fresh is not None:
+            return {"id": fresh["id"], "attempts": 1}
         row = await (await conn.execute(
             "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s FOR UPDATE",
             (f"step:{step.id}",),
