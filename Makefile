@@ -12,22 +12,23 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 # Apache ECharts for the console's charts, from the npm registry (version and SHA-512 pinned).
-ECHARTS := dispatcher/console/static/echarts.min.js
-$(ECHARTS): $(BIN)/.installed dispatcher/console/assets.py
-	$(BIN)/python -m dispatcher.console.assets
+ECHARTS := console/static/echarts.min.js
+$(ECHARTS): $(BIN)/.installed console/assets.py
+	$(BIN)/python -m console.assets
 	touch $@
 
 # The demo runs without the charts when npm cannot fetch them (the elder page says so).
 demo: $(BIN)/.installed
-	@$(BIN)/python -m dispatcher.console.assets || echo "warning: no npm, so the elder page's charts are off (install Node.js and run make again)"
+	@$(BIN)/python -m console.assets || echo "warning: no npm, so the elder page's charts are off (install Node.js and run make again)"
 	$(BIN)/eldercare demo
 
 test-deps: $(BIN)/.installed $(ECHARTS)
 	bash tests/setup.sh
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check eldercare devices ingest detectors dispatcher simulators tests
-	$(BIN)/mypy eldercare devices ingest detectors dispatcher simulators
+	$(BIN)/ruff check foundation eldercare devices ingest detectors dispatcher console simulators tests
+	$(BIN)/mypy foundation eldercare devices ingest detectors dispatcher console simulators
+	$(BIN)/lint-imports
 
 test: test-deps lint
 	$(BIN)/pytest -q

@@ -12,8 +12,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert
+from foundation.contracts.events import CanonicalEvent
 
 S = TypeVar("S", bound=BaseModel)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from detectors.store import PartitionState
 from detectors.suite import Suite
-from eldercare import db, logs
+from foundation import db, logs
 
 log = logs.get(__name__)
 

@@ -26,19 +26,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from detectors import metrics
-from detectors.alerts import Alert
 from detectors.checkpoint import Checkpoint
 from detectors.config import DetectorConfig
 from detectors.immediate import immediate_alert
 from detectors.profiles import ProfileCache
 from detectors.store import PartitionState, load_partition
 from detectors.suite import Suite, build
-from devices.events import CanonicalEvent
-from eldercare import db, kafka, logs
-from eldercare.config import Settings
-from eldercare.faults import describe, is_transient
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
+from foundation import db, kafka, logs
+from foundation.config import Settings
+from foundation.contracts.alerts import Alert
+from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection, dead_letter
+from foundation.faults import describe, is_transient
 
 log = logs.get(__name__)
 
@@ -78,7 +77,7 @@ class Engine:
         await self.producer.start()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
-        from eldercare import observability  # /readyz: consuming now
+        from foundation import observability  # /readyz: consuming now
 
         observability.mark_subscribed("events")
         log.info("detectors consuming", topic=self.topic, group=self.group,

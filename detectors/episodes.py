@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class EpisodeState(BaseModel):

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
 from detectors.config import DetectorConfig
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class DeviceSeen(BaseModel):

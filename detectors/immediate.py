@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from detectors.alerts import Alert, Severity, alert_id
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 _KINDS = {"sos": "sos", "fall": "fall", "smoke": "smoke", "gas": "gas", "heat": "heat"}
 

@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
 from detectors.config import DetectorConfig
 from detectors.routine import Routine, awake_hours, getting_up, hour_start
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 WEIGHTS: dict[str, dict[str, float]] = {
     s.kind.value: {t: s.activity_weight for t in s.counts_as_activity}

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from detectors.base import ElderProfile
-from eldercare import db, logs
+from foundation import db, logs
 
 log = logs.get(__name__)
 

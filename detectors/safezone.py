@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
-from devices.events import CanonicalEvent
 from devices.geo import LatLon, distance_m, distance_to_ring_m, inside_polygon
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 KIND = "left_safe_zone"
 

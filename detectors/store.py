@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from detectors.suite import ElderState, Suite
-from eldercare import db, logs
+from foundation import db, logs
 
 log = logs.get(__name__)
 

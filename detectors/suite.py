@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from detectors.alarms import AlarmDetector
-from detectors.alerts import Alert, Severity
 from detectors.base import Detector, ElderProfile
 from detectors.checkin import CheckinDetector
 from detectors.config import DetectorConfig
@@ -19,8 +18,9 @@ from detectors.health import DeviceHealthDetector
 from detectors.inactivity import InactivityDetector
 from detectors.safezone import SafeZoneDetector
 from detectors.vitals import VitalsDetector
-from devices.events import CanonicalEvent
-from eldercare import logs
+from foundation import logs
+from foundation.contracts.alerts import Alert, Severity
+from foundation.contracts.events import CanonicalEvent
 
 log = logs.get(__name__)
 

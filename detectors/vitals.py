@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 import numpy as np
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
 from detectors.config import DetectorConfig
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 # Which event field carries which sign.
 SIGNS: dict[str, tuple[tuple[str, str], ...]] = {

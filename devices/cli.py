@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eldercare.config import Settings
+from foundation.config import Settings
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
@@ -18,7 +18,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from psycopg.rows import dict_row
 
     from devices import ledger_import, provisioning
-    from eldercare.security import SYSTEM
+    from foundation.security import SYSTEM
 
     path = Path(args.file)
     content = path.read_bytes()

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from devices import provisioning, registry
 from devices.records import ContactIn, DeviceIn, ElderIn, RecordId
 from devices.registry import AsyncConn
-from eldercare.security import Principal
+from foundation.security import Principal
 
 KINDS = ("elders", "contacts", "devices")
 _SHEET_ALIASES = {

@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from devices.registry import AsyncConn
-from dispatcher.console import audit
-from eldercare.config import Settings
-from eldercare.security import Principal
+from foundation import audit
+from foundation.config import Settings
+from foundation.security import Principal
 
 # Columns of an incident that name or reach a person; some exist only after other migrations.
 _INCIDENT_PERSONAL = {"notes": "''", "acknowledged_by": "NULL", "claimed_by": "NULL",

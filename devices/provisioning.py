@@ -28,8 +28,8 @@ from pathlib import Path
 
 import psycopg
 
-from eldercare import logs
-from eldercare.mqtt import TOPIC_ROOT
+from foundation import logs
+from foundation.mqtt import TOPIC_ROOT
 
 log = logs.get(__name__)
 

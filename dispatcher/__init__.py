@@ -1,1 +1,2 @@
-"""Incidents, the escalation ladder, voice/SMS notification and the staff console."""
+"""Incidents, the escalation ladder, voice/SMS notification and Twilio webhooks (the staff
+console that shows them is the top-level `console` package)."""

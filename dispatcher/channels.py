@@ -11,8 +11,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from eldercare import logs
-from eldercare.config import Settings
+from foundation import logs
+from foundation.config import Settings
 
 log = logs.get(__name__)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 from pydantic import ValidationError
 
-from detectors.alerts import Severity
 from dispatcher.ladder import MAINTENANCE_KEY, default_policy, parse_policy
-from eldercare.config import Settings
+from foundation.config import Settings
+from foundation.contracts.alerts import Severity
 
 _KEYS = [s.value for s in Severity] + [MAINTENANCE_KEY]
 

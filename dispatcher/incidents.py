@@ -22,7 +22,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from detectors.alerts import Alert, Severity
 from dispatcher import roster
 from dispatcher.ladder import (
     DEFAULT_RULES,
@@ -40,7 +39,8 @@ from dispatcher.ladder import (
 from dispatcher.metrics import INCIDENTS
 from dispatcher.phones import can_receive_sms
 from dispatcher.whereabouts import remember_position
-from eldercare import logs
+from foundation import logs
+from foundation.contracts.alerts import Alert, Severity
 
 log = logs.get(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from detectors.alerts import Severity
+from foundation.contracts.alerts import Severity
 
 Action = Literal["console", "call", "sms", "queue"]
 

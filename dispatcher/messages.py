@@ -8,7 +8,7 @@ from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from dispatcher.roster import DEFAULT_TIME_ZONE, zone
-from eldercare.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
+from foundation.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalogue, t
 
 # Text-to-speech voice per message language. Twilio's default <Say> voice is "man", which has no
 # Mandarin, and its docs warn that an invalid voice/language pair may fail the <Say>. Each pair

@@ -15,8 +15,8 @@ import time
 from prometheus_client import Gauge
 
 from dispatcher.channels import TwilioChannel, channel_for
-from eldercare import db, i18n, logs
-from eldercare.config import Settings
+from foundation import db, i18n, logs
+from foundation.config import Settings
 
 log = logs.get(__name__)
 

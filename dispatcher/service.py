@@ -19,16 +19,15 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from psycopg_pool import PoolTimeout
 
-from detectors.alerts import Alert
 from dispatcher.channels import Channel, TwilioChannel, channel_for
 from dispatcher.incidents import record_alert
 from dispatcher.outage import DatabaseOutage
 from dispatcher.steps import RetryPolicy, Step, StepRunner, new_worker_lock
-from eldercare import db, kafka, logs, observability
-from eldercare.config import Settings
-from eldercare.faults import describe, is_transient
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
+from foundation import db, kafka, logs, observability
+from foundation.config import Settings
+from foundation.contracts.alerts import Alert
+from foundation.deadletter import Rejection, dead_letter
+from foundation.faults import describe, is_transient
 
 log = logs.get(__name__)
 

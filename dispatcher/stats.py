@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from eldercare.security import Principal, current_principal
+from foundation.security import Principal, current_principal
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
 

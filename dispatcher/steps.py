@@ -15,7 +15,8 @@ After a request:
 A step left "running" by a dead worker (its advisory lock is free) is recovered by any other
 worker: with no notification row, or one waiting for a retry, it runs again; with a notification
 row still "sending" (the process died during the Twilio request) it is marked unknown exactly as
-above and never repeated silently. A status callback later fills in what really happened."""
+above and never repeated silently (`dispatcher.recovery`). A status callback later fills in what
+really happened. How the ladder moves on after a step is `dispatcher.progress`."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from dispatcher import family
+from dispatcher import family, recovery
 from dispatcher.channels import Channel, failure_kind
 from dispatcher.incidents import timeline
 from dispatcher.messages import (
@@ -43,8 +44,10 @@ from dispatcher.messages import (
     voice_twiml,
 )
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
+from dispatcher.progress import alarm_if_all_channels_failed, schedule_next
+from dispatcher.recovery import settle_unknown
 from dispatcher.whereabouts import where_words
-from eldercare import db, logs
+from foundation import db, logs
 
 log = logs.get(__name__)
 
@@ -152,7 +155,8 @@ class StepRunner:
         except Exception:  # a bug must not stop the ladder of every other incident
             log.exception("step crashed", step=step.id)
             async with self.pool.connection() as conn:
-                await self._recover(conn, self.lock, step.id, give_up=step.attempts >= 5)
+                await recovery.recover_steps(conn, self.lock, step.id,
+                                             give_up=step.attempts >= 5)
 
     async def claim_due_of(self, conn: AsyncConnection[Any], incident_id: Any) -> list[Step]:
         """Claim the incident's steps that are due now, in the caller's transaction (the one
@@ -370,135 +374,4 @@ class StepRunner:
 
     async def recover(self) -> int:
         """Steps left running by dead dispatcher processes: resume or settle them."""
-        recovered = 0
-        async with self.pool.connection() as conn:
-            locks = [r["worker_lock"] for r in await (await conn.execute(
-                "SELECT DISTINCT worker_lock FROM escalation_steps WHERE status = 'running'"
-                " AND worker_lock IS NOT NULL AND worker_lock <> %s", (self.lock,),
-            )).fetchall()]
-            dead = []
-            for key in locks:
-                row = await (await conn.execute(
-                    "SELECT pg_try_advisory_lock(%s) AS free", (key,)
-                )).fetchone()
-                if row and row["free"]:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                    dead.append(key)
-            await conn.commit()
-            for key in dead:
-                recovered += await self._recover(conn, key)
-                await conn.commit()
-        return recovered
-
-    async def _recover(self, conn: AsyncConnection[Any], key: int, step_id: int | None = None,
-                       give_up: bool = False) -> int:
-        """Resume or settle the running steps of worker `key` (one step if `step_id`)."""
-        steps = await (await conn.execute(
-            "SELECT id, incident_id, seq, round, action FROM escalation_steps"
-            " WHERE status = 'running' AND worker_lock = %s AND (%s::bigint IS NULL OR id = %s)"
-            " FOR UPDATE SKIP LOCKED", (key, step_id, step_id),
-        )).fetchall()
-        for s in steps:
-            n = await (await conn.execute(
-                "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s"
-                " FOR UPDATE", (f"step:{s['id']}",),
-            )).fetchone()
-            if give_up and (n is None or n["status"] != "sending"):
-                await conn.execute(
-                    "UPDATE escalation_steps SET status = 'failed', result = 'crashed',"
-                    " finished_at = now() WHERE id = %s", (s["id"],),
-                )
-                await timeline(conn, s["incident_id"], "step_failed", step=s["id"],
-                               action=s["action"])
-                await schedule_next(conn, s["incident_id"], s["seq"], s["round"])
-            elif n is None or n["status"] == "retrying" or (
-                    n["status"] == "sending" and n["attempts"] == 0):
-                # Nothing reached Twilio: run it again.
-                await conn.execute(
-                    "UPDATE escalation_steps SET status = 'pending', due_at = now(),"
-                    " claimed_by = NULL, worker_lock = NULL WHERE id = %s", (s["id"],),
-                )
-                await timeline(conn, s["incident_id"], "step_resumed", step=s["id"],
-                               action=s["action"])
-            else:
-                await settle_unknown(conn, s["id"], s["incident_id"], n, s["action"] == "call")
-                result = "unknown" if n["status"] == "sending" else "done"
-                await conn.execute(
-                    "UPDATE escalation_steps SET status = %s, result = %s, finished_at = now()"
-                    " WHERE id = %s", (result, result, s["id"]),
-                )
-                await schedule_next(conn, s["incident_id"], s["seq"], s["round"])
-            log.warning("step of a dead dispatcher recovered", step=s["id"])
-        if steps:
-            await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
-        return len(steps)
-
-
-async def settle_unknown(
-    conn: AsyncConnection[Any], step_id: int, incident_id: Any, notification: dict[str, Any],
-    voice: bool,
-) -> None:
-    """A notification still "sending" whose sender is gone: mark it unknown for staff."""
-    if notification["status"] != "sending":
-        return
-    await conn.execute(
-        "UPDATE notifications SET status = 'unknown', error = 'outcome unknown: the dispatcher"
-        " stopped during the Twilio request; not repeated', updated_at = now() WHERE id = %s",
-        (notification["id"],),
-    )
-    await timeline(conn, incident_id, "outcome_unknown", step=step_id,
-                   notification_id=notification["id"], channel="voice" if voice else "sms")
-    NOTIFICATIONS.labels("voice" if voice else "sms", "unknown").inc()
-
-
-async def schedule_next(
-    conn: AsyncConnection[Any], incident_id: Any, seq: int, round_no: int,
-) -> None:
-    """The wait after a step is the next step's due time; a ladder with nothing left and nobody
-    responsible raises `ladder_exhausted` on the console."""
-    row = await (await conn.execute(
-        "UPDATE escalation_steps SET due_at = now() + make_interval(secs => wait_s)"
-        " WHERE incident_id = %(i)s AND status = 'pending' AND due_at IS NULL AND seq ="
-        " (SELECT min(seq) FROM escalation_steps WHERE incident_id = %(i)s AND seq > %(s)s)"
-        " RETURNING round, wait_s",
-        {"i": incident_id, "s": seq},
-    )).fetchone()
-    if row is not None:
-        if row["round"] > round_no:
-            await timeline(conn, incident_id, "ladder_repeats", round=row["round"],
-                           after_s=row["wait_s"])
-        await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
-        return
-    left = await (await conn.execute(
-        "SELECT 1 FROM escalation_steps WHERE incident_id = %s AND status IN ('pending', 'running')"
-        " AND seq <> %s LIMIT 1", (incident_id, seq),
-    )).fetchone()
-    if left is not None:
-        return
-    exhausted = await (await conn.execute(
-        "SELECT 1 FROM incidents i WHERE id = %s AND status IN ('open', 'notifying')"
-        " AND NOT EXISTS (SELECT 1 FROM incident_timeline t WHERE t.incident_id = i.id"
-        " AND t.kind = 'ladder_exhausted')", (incident_id,),
-    )).fetchone()
-    if exhausted is not None:
-        await timeline(conn, incident_id, "ladder_exhausted", rounds=round_no)
-
-
-async def alarm_if_all_channels_failed(conn: AsyncConnection[Any], incident_id: Any) -> None:
-    """Nothing reached anyone and every channel of the ladder failed: alarm the console once."""
-    row = await (await conn.execute(
-        "SELECT"
-        " (SELECT count(*) FROM notifications WHERE incident_id = %(i)s"
-        "   AND status IN ('sent', 'dry_run')"
-        "   AND coalesce(provider_status, '') NOT IN ('failed', 'undelivered')) AS ok,"
-        " (SELECT count(DISTINCT channel) FROM notifications WHERE incident_id = %(i)s"
-        "   AND (status = 'failed' OR provider_status IN ('failed', 'undelivered'))) AS failed,"
-        " (SELECT count(DISTINCT action) FROM escalation_steps WHERE incident_id = %(i)s"
-        "   AND action IN ('call', 'sms')) AS channels,"
-        " EXISTS (SELECT 1 FROM incident_timeline WHERE incident_id = %(i)s"
-        "   AND kind = 'all_channels_failed') AS raised",
-        {"i": incident_id},
-    )).fetchone()
-    if row and not row["raised"] and row["ok"] == 0 and row["failed"] >= row["channels"] > 0:
-        await timeline(conn, incident_id, "all_channels_failed")
-        log.error("all channels failed", incident_id=str(incident_id))
+        return await recovery.recover(self.pool, self.lock)

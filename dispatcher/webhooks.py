@@ -19,11 +19,12 @@ from twilio.request_validator import RequestValidator
 from dispatcher.incidents import timeline
 from dispatcher.lifecycle import acknowledge
 from dispatcher.messages import say
-from dispatcher.steps import CALL_NOT_ANSWERED, alarm_if_all_channels_failed
-from eldercare import logs
-from eldercare.config import Settings
-from eldercare.i18n import t
-from eldercare.masking import mask_phone
+from dispatcher.progress import alarm_if_all_channels_failed
+from dispatcher.steps import CALL_NOT_ANSWERED
+from foundation import logs
+from foundation.config import Settings
+from foundation.i18n import t
+from foundation.masking import mask_phone
 
 log = logs.get(__name__)
 

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from devices.geo import LatLon, amap_link, bearing_deg, compass, distance_m
-from eldercare.i18n import t
+from foundation.i18n import t
 
 
 @dataclass(frozen=True)

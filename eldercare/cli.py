@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from eldercare import logs
-from eldercare.config import Settings, get_settings
+from foundation import logs
+from foundation.config import Settings, get_settings
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,7 +30,7 @@ def _service(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from eldercare import db
+    from foundation import db
 
     applied = db.upgrade(settings.database_url)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("seed-demo", help="write the demo community into the database")\
         .set_defaults(func=_seed_demo)
     # Each package adds its own subcommands (one module each, so they never collide).
+    from console import cli as console_cli
     from detectors import cli as detectors_cli
     from devices import cli as devices_cli
     from dispatcher import cli as dispatcher_cli
-    from dispatcher.console import cli as console_cli
     from eldercare.bench import cli as bench_cli
     from ingest import cli as ingest_cli
     from simulators import cli as simulators_cli
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, "eldercare")
     if getattr(args, "needs_database", False) and not settings.database_url:
-        from eldercare.stack import state  # the local stack `eldercare up` runs, if any
+        from foundation import stack_state as state  # the local stack `eldercare up` runs, if any
 
         settings = state.join(settings, ("database_url",)) or settings
     if getattr(args, "needs_database", False) and not settings.database_url:

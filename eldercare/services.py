@@ -8,8 +8,8 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from eldercare import logs
-from eldercare.config import Settings
+from foundation import logs
+from foundation.config import Settings
 
 ServiceMain = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
@@ -21,12 +21,12 @@ def _registry() -> dict[str, ServiceMain]:
     from ingest import service as ingest_service
 
     async def console(settings: Settings, stop: asyncio.Event) -> None:
-        from dispatcher.console.app import create_app
+        from console.app import create_app
 
         await _serve_http(create_app(settings), settings.console_bind, stop, settings)
 
     async def webhooks(settings: Settings, stop: asyncio.Event) -> None:
-        from dispatcher.webhook_app import create_app
+        from console.webhook_app import create_app
 
         await _serve_http(create_app(settings), settings.webhooks_bind, stop, settings)
 
@@ -85,7 +85,7 @@ def run_service(name: str, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        from eldercare import observability  # /metrics, /healthz, /readyz of this process
+        from foundation import observability  # /metrics, /healthz, /readyz of this process
 
         async with observability.running(settings, name):
             await main(settings, stop)
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     supervisor starts in place of a dead process (EOF: exit without running)."""
     import sys
 
-    from eldercare.config import get_settings
+    from foundation.config import get_settings
 
     name, standby = argv[0], "--standby" in argv[1:]
     if standby:
@@ -116,7 +116,7 @@ def _warm() -> None:
     """Import what the services import only once they run (`_registry` imports the rest)."""
     import importlib
 
-    for module in ("eldercare.observability", "uvicorn", "devices.readings.writer",
+    for module in ("foundation.observability", "uvicorn", "devices.readings.writer",
                    "dispatcher.channels", "dispatcher.steps"):
         importlib.import_module(module)
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from eldercare import logs
-from eldercare.config import Settings, child_env
+from foundation import logs
+from foundation.config import Settings, child_env
 
 log = logs.get(__name__)
 
@@ -36,7 +36,7 @@ def worker_env(settings: Settings, worker: int) -> dict[str, str]:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Start the workers, restart any that dies, stop them all on SIGINT/SIGTERM."""
-    from eldercare.stack import procs
+    from foundation import procs
 
     if args.workers > 1 and not settings.mqtt_shared_group:
         print("--workers > 1 needs ELDERCARE_MQTT_SHARED_GROUP (else each gets every message)",

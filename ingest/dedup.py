@@ -15,9 +15,9 @@ from datetime import datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devices.events import CanonicalEvent
-from eldercare import kafka, logs
-from eldercare.config import Settings
+from foundation import kafka, logs
+from foundation.config import Settings
+from foundation.contracts.events import CanonicalEvent
 
 log = logs.get(__name__)
 

@@ -15,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eldercare import logs
-from eldercare.faults import is_transient
-from eldercare.mqtt import event_topic
+from foundation import logs
+from foundation.deadletter import Rejection
+from foundation.faults import is_transient
+from foundation.mqtt import event_topic
 from ingest import metrics
 from ingest.gateway_auth import (
     GatewayScope,
@@ -28,7 +29,7 @@ from ingest.gateway_auth import (
     scope_refusal,
 )
 from ingest.mqtt_gateway import Ingest, Outcome
-from ingest.validate import MAX_DEPTH, Rejection, decode
+from ingest.validate import MAX_DEPTH, decode
 
 log = logs.get(__name__)
 

@@ -21,16 +21,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.events import CanonicalEvent
-from eldercare import kafka, logs
-from eldercare.config import Settings
-from eldercare.faults import describe, is_transient
-from eldercare.mqtt import TOPIC_ROOT, MqttTarget
+from foundation import kafka, logs
+from foundation.config import Settings
+from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection, dead_letter
+from foundation.faults import describe, is_transient
+from foundation.mqtt import TOPIC_ROOT, MqttTarget
 from ingest import metrics, zigbee
-from ingest.deadletter import dead_letter
 from ingest.dedup import RecentIds, identity
 from ingest.directory import DeviceDirectory
-from ingest.validate import Rejection, check_device, decode, to_event, validate
+from ingest.validate import check_device, decode, to_event, validate
 
 log = logs.get(__name__)
 
@@ -314,7 +314,7 @@ async def _consume(
             if any(_refused(g) for g in granted or ()):
                 # e.g. an ACL without zigbee2mqtt/#: the other subscriptions still work
                 log.error("subscription refused by the broker", subscription=subscription)
-        from eldercare import observability  # /readyz: subscribed now
+        from foundation import observability  # /readyz: subscribed now
 
         observability.mark_subscribed()
         log.info("ingest subscribed", subscriptions=subscriptions(settings),

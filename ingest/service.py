@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from eldercare import kafka, logs
-from eldercare.config import Settings
+from foundation import kafka, logs
+from foundation.config import Settings
 from ingest.dedup import recall_within
 from ingest.directory import DeviceDirectory
 from ingest.http_gateway import create_app

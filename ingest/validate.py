@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 import orjson
 from pydantic import ValidationError
 
 from devices.catalogue import CATALOGUE, DeviceKind
-from devices.events import CanonicalEvent
 from devices.schemas import DEVICE_MESSAGE, DeviceMessage, Status
-from eldercare.mqtt import TOPIC_ROOT
+from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection
+from foundation.mqtt import TOPIC_ROOT
 from ingest.directory import DeviceDirectory, DeviceInfo
 from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a message was not accepted; `reason` is a stable code used in metrics."""
-
-    reason: str
-    detail: str
-
 
 CHANNELS = ("event", "status")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ingest.validate import Rejection
+from foundation.deadletter import Rejection
 
 TOPIC_PREFIX = "zigbee2mqtt/"
 SUBSCRIPTION = "zigbee2mqtt/+"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from eldercare.config import Settings
+from foundation.config import Settings
 
 err = Console(stderr=True)
 
@@ -18,7 +18,7 @@ err = Console(stderr=True)
 def _join(settings: Settings, *names: str) -> Settings | None:
     """`settings` with the URLs in `names` that are not set taken from the local stack that
     `eldercare up` recorded in the data dir; None (after saying so) when there is none."""
-    from eldercare.stack import state
+    from foundation import stack_state as state
 
     joined = state.join(settings, names)
     if joined is None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from devices.demo import demo_population
 from devices.registry import Elder
-from eldercare import logs
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation import logs
+from foundation.mqtt import MqttTarget, event_topic
 
 log = logs.get(__name__)
 

@@ -15,7 +15,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 from simulators.payloads import MessageIds
 from simulators.timeline import DeviceRef
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devices.registry import save
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from simulators import population, routine
 from simulators.clock import SimClock, start_in_past
 from simulators.payloads import MessageIds

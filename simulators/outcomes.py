@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devices.catalogue import STATUS_TYPES
-from eldercare import kafka, logs
-from eldercare.config import Settings
+from foundation import kafka, logs
+from foundation.config import Settings
 from simulators.clock import parse_duration
 from simulators.scenario import Expectation
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 from simulators import payloads
 from simulators.accel import Window
 

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from devices.registry import save
-from eldercare import logs
-from eldercare.config import Settings
+from foundation import logs
+from foundation.config import Settings
 from simulators import population, responders
 from simulators.clock import SimClock, parse_duration, start_at_or_after, start_in_past
 from simulators.devices import Credentials, provisioned_credentials, shared_credentials

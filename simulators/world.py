@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from eldercare import logs
-from eldercare.mqtt import MqttTarget
+from foundation import logs
+from foundation.mqtt import MqttTarget
 from simulators.clock import SimClock
 from simulators.devices import Credentials, VirtualDevice
 from simulators.payloads import MessageIds

@@ -20,9 +20,9 @@ from playwright.async_api import Browser, async_playwright
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
 from tests import twilio_mock
 from tests.helpers import eventually
 
@@ -177,7 +177,7 @@ async def admin_http(
 @pytest.fixture(scope="session")
 def admin_login(infra: Settings) -> tuple[str, str]:
     """(username, password) of a district admin account made for this test session."""
-    from dispatcher.console.accounts import Account, create_account
+    from console.accounts import Account, create_account
 
     username, password = f"admin-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     create_account(infra.database_url, Account(username, "测试区管理员", "district_admin"),

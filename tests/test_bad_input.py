@@ -7,9 +7,9 @@ import json
 import time
 
 from devices.registry import Community
-from eldercare import kafka
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation import kafka
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.helpers import eventually, read_topic
 from tests.twilio_mock import TwilioMock
 

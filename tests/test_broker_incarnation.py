@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 from detectors.store import offset_still_valid
-from eldercare import kafka
-from eldercare.config import Settings
 from eldercare.stack import embedded
+from foundation import kafka
+from foundation.config import Settings
 
 
 def test_offsets_of_another_incarnation_are_not_trusted() -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from console.accounts import Account, create_account
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community, staff_login
 from tests.helpers import eventually
 

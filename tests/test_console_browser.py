@@ -21,8 +21,8 @@ import psycopg
 from playwright.async_api import Browser, Page, expect
 
 from devices.registry import save
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import ARTIFACTS, make_community
 from tests.helpers import eventually
 from tests.test_console_access import duty_account, press_sos

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dispatcher.console import assets, charts
+from console import assets, charts
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -42,6 +42,6 @@ def test_activity_counts_per_day_and_fills_empty_days() -> None:
 
 def test_echarts_is_pinned_and_installed_with_its_licence() -> None:
     assert assets.ECHARTS_VERSION and len(assets.ECHARTS_SHA512) == 88  # pinned, base64
-    assert assets.installed(), "run `make` (or python -m dispatcher.console.assets)"
+    assert assets.installed(), "run `make` (or python -m console.assets)"
     static = assets.static_dir()
     assert "Apache License" in (static / "echarts.LICENSE.txt").read_text()

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from dispatcher.console.accounts import demo_accounts
-from eldercare.security import SYSTEM, Principal, hash_password, verify_password
+from console.accounts import demo_accounts
+from foundation.security import SYSTEM, Principal, hash_password, verify_password
 
 
 def test_scope_and_personal_data_follow_the_role() -> None:
@@ -40,8 +40,8 @@ def test_demo_logins_cover_every_role() -> None:
 def test_pages_carry_the_platform_default_language() -> None:
     from fastapi.testclient import TestClient
 
-    from dispatcher.console.app import create_app
-    from eldercare.config import Settings
+    from console.app import create_app
+    from foundation.config import Settings
 
     for language in ("en", "zh-Hans"):
         app = create_app(Settings(database_url="postgresql:///unused", language=language))

@@ -18,12 +18,12 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from detectors.alerts import Alert, Severity
 from devices.readings import writer
 from devices.registry import Community, save
-from eldercare import kafka
-from eldercare.config import Settings
-from eldercare.faults import is_transient
+from foundation import kafka
+from foundation.config import Settings
+from foundation.contracts.alerts import Alert, Severity
+from foundation.faults import is_transient
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_engine_stream import engine, new_topic

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from eldercare import cli
-from eldercare.config import get_settings
-from eldercare.stack import procs, state
+from foundation import procs
+from foundation import stack_state as state
+from foundation.config import get_settings
 from tests.helpers import eventually
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

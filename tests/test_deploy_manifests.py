@@ -238,7 +238,7 @@ def test_shipped_configs_speak_tls_only(compose_config: dict[str, Any]) -> None:
 
 async def test_shipped_mosquitto_conf_runs_over_tls(tmp_path: Path) -> None:
     from devices import provisioning
-    from eldercare.stack import procs
+    from foundation import procs
     from tests.test_security_attacks import _logs_in, make_certs
 
     certs, auth = tmp_path / "certs", tmp_path / "auth"

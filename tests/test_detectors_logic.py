@@ -16,7 +16,7 @@ from detectors.health import DeviceHealthDetector
 from detectors.inactivity import InactivityDetector
 from detectors.suite import Suite, build
 from detectors.vitals import VitalsDetector
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Monday
 _ids = itertools.count()

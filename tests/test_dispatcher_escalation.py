@@ -26,11 +26,11 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from twilio.request_validator import RequestValidator
 
-from detectors.alerts import Alert, Severity
 from devices.registry import Community, save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
+from foundation.contracts.alerts import Alert, Severity
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.twilio_mock import TwilioMock
@@ -549,7 +549,7 @@ async def test_service_statistics_per_community_and_month(
     stack: Settings, conn: db.Connection,
 ) -> None:
     from dispatcher.stats import service_stats
-    from eldercare.security import SYSTEM, Principal
+    from foundation.security import SYSTEM, Principal
 
     c = _community(stack)
     elder = c.elders[0]

@@ -14,10 +14,10 @@ import httpx
 import psycopg
 from playwright.async_api import Browser, expect
 
+from console.accounts import Account, create_account
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community
 from tests.helpers import eventually
 from tests.test_console_access import press_sos

@@ -19,14 +19,14 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from detectors.alerts import Alert, Severity
 from devices.registry import Community, Staff, save
 from dispatcher import lifecycle, roster
 from dispatcher.channels import TwilioChannel
 from dispatcher.incidents import record_alert
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
-from eldercare import db
-from eldercare.config import Settings
+from foundation import db
+from foundation.config import Settings
+from foundation.contracts.alerts import Alert, Severity
 from tests.conftest import make_community
 from tests.twilio_mock import TwilioMock
 

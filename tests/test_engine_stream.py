@@ -24,10 +24,10 @@ from prometheus_client import REGISTRY
 
 from detectors.config import DetectorConfig
 from detectors.engine import Engine
-from devices.events import CanonicalEvent
 from devices.registry import Community, Elder, save
-from eldercare import kafka
-from eldercare.config import Settings, child_env
+from foundation import kafka
+from foundation.config import Settings, child_env
+from foundation.contracts.events import CanonicalEvent
 from simulators import accel
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic

@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 from twilio.base.exceptions import TwilioRestException
 
-from detectors.alerts import Severity
 from dispatcher.channels import failure_kind
 from dispatcher.incidents import recipients
 from dispatcher.ladder import (
@@ -25,6 +24,7 @@ from dispatcher.ladder import (
 from dispatcher.phones import can_receive_sms
 from dispatcher.steps import RetryPolicy
 from dispatcher.webhooks import is_ack_reply
+from foundation.contracts.alerts import Severity
 
 CONTACTS = [
     {"priority": 1, "name": "女儿", "phone": "+8613812345678", "can_sms": True,
@@ -142,7 +142,7 @@ def test_every_rendered_say_uses_the_voice_twilio_documents_for_its_language() -
 
     from dispatcher.messages import VOICES, IncidentFacts, say, voice_twiml
     from dispatcher.webhooks import _say
-    from eldercare.i18n import LANGUAGES
+    from foundation.i18n import LANGUAGES
 
     assert VOICES["zh-Hans"] == ("Polly.Zhiyu", "cmn-CN")
     assert set(VOICES) == set(LANGUAGES)
@@ -221,7 +221,7 @@ def test_rules_are_validated_data() -> None:
 def test_notify_twilio_without_credentials_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from eldercare.config import Settings
+    from foundation.config import Settings
 
     for name in ("NOTIFY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"):
         monkeypatch.delenv(f"ELDERCARE_{name}", raising=False)

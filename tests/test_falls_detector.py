@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors.alerts import alert_id
 from detectors.base import ElderProfile
 from detectors.falls import FallDetector, FallParams, FallState
 from detectors.falls.features import looks_like_fall, window_features
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import alert_id
+from foundation.contracts.events import CanonicalEvent
 
 RATE = 20.0
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

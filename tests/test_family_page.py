@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 
 from devices.registry import save
 from dispatcher import family
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from simulators.population import offset
 from tests.conftest import make_community
 from tests.helpers import eventually

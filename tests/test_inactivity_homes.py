@@ -18,7 +18,7 @@ from detectors.config import DetectorConfig
 from detectors.evaluation.homes import load_homes, to_events
 from detectors.evaluation.silent_days import evaluate_home, evaluate_homes, format_report
 from detectors.inactivity import InactivityDetector, InactivityState
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 TZ = "Asia/Shanghai"
 

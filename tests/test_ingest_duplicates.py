@@ -15,10 +15,10 @@ import pytest
 from detectors.base import ElderProfile
 from detectors.episodes import EpisodeDetector
 from detectors.immediate import immediate_alert
-from devices.events import CanonicalEvent
 from devices.registry import Community
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.contracts.events import CanonicalEvent
+from foundation.mqtt import MqttTarget, event_topic
 from ingest.dedup import RecentIds
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from devices.registry import Community, save
-from eldercare import kafka
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation import kafka
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_ingest_service import FLOOD_RATE, dev, metric, metrics_text, start_run

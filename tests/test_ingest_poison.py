@@ -16,9 +16,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.registry import Community
-from eldercare import kafka
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation import kafka
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.helpers import eventually
 from tests.test_ingest_service import GATEWAY, IngestRun, dev, serving, signed, start_run
 

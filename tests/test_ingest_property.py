@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devices.registry import Community
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.helpers import eventually
 from tests.test_ingest_poison import Tail, nested, reconnects
 from tests.test_ingest_service import IngestRun, dev, serving, signed, start_run

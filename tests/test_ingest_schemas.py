@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from devices.catalogue import CATALOGUE, DeviceKind
+from foundation.deadletter import Rejection
 from ingest import gateway_auth, zigbee
 from ingest.directory import DeviceInfo
-from ingest.validate import Rejection, to_event
+from ingest.validate import to_event
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 TS = int(NOW.timestamp() * 1000)

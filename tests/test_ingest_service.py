@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from devices.registry import Community, save
-from eldercare import kafka
-from eldercare.config import Settings, child_env
-from eldercare.mqtt import MqttTarget, event_topic
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import kafka, procs
+from foundation.config import Settings, child_env
+from foundation.mqtt import MqttTarget, event_topic
 from ingest import gateway_auth
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from detectors.base import ElderProfile
 from detectors.safezone import KIND, SafeZoneDetector, SafeZoneState
 from devices.catalogue import DeviceKind
-from devices.events import CanonicalEvent
 from devices.geo import (
     LatLon,
     amap_link,
@@ -26,8 +25,10 @@ from devices.geo import (
     wgs84_to_gcj02,
 )
 from devices.records import ElderLocation
+from foundation.contracts.events import CanonicalEvent
+from foundation.deadletter import Rejection
 from ingest.directory import DeviceInfo
-from ingest.validate import Rejection, to_event
+from ingest.validate import to_event
 
 # Published WGS-84 -> GCJ-02 pairs: the test tables of the eviltransform project (Shanghai,
 # Shenzhen, Beijing) and of coordtransform (Tian'anmen), each reproduced by many ports.

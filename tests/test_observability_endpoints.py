@@ -14,9 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from eldercare import observability
-from eldercare.config import Settings, child_env
-from eldercare.stack import procs
+from foundation import observability, procs
+from foundation.config import Settings, child_env
 from tests.helpers import eventually
 
 

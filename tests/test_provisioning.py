@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import httpx
 
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
 from tests.helpers import eventually
 
 

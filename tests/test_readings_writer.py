@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
 from devices.registry import save
-from eldercare.config import Settings
+from foundation.config import Settings
 from tests.conftest import make_community
 from tests.helpers import eventually
 

@@ -19,8 +19,8 @@ from openpyxl import Workbook
 from psycopg.rows import dict_row
 
 from devices import ledger_import
-from eldercare.config import Settings
-from eldercare.security import Principal
+from foundation.config import Settings
+from foundation.security import Principal
 from tests.test_registry_records import resident_id
 
 

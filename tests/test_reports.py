@@ -14,9 +14,9 @@ import psycopg
 from openpyxl import load_workbook
 from playwright.async_api import Browser, expect
 
+from console.reports import call_back_sample
 from devices.registry import save
-from dispatcher.console.reports import call_back_sample
-from eldercare.config import Settings
+from foundation.config import Settings
 from tests.conftest import ARTIFACTS, make_community, staff_login
 from tests.test_console_access import duty_account
 from tests.test_console_browser import log_in, screenshot

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
 from simulators.capabilities import available
 from simulators.runner import ScenarioReport, render, run_files, run_scenario
 from simulators.scenario import Scenario, load

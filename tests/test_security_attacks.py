@@ -25,11 +25,11 @@ from twilio.request_validator import RequestValidator
 
 from devices import provisioning
 from devices.registry import Community, save
-from eldercare import kafka
-from eldercare.config import Settings, child_env
-from eldercare.masking import mask_log_event, mask_phone, mask_text, mask_url
-from eldercare.mqtt import MqttTarget, event_topic
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import kafka, procs
+from foundation.config import Settings, child_env
+from foundation.masking import mask_log_event, mask_phone, mask_text, mask_url
+from foundation.mqtt import MqttTarget, event_topic
 from ingest.mqtt_gateway import client_id
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from console.accounts import Account, create_account
 from devices.readings import partitions
 from devices.registry import Community, save
-from dispatcher.console.accounts import Account, create_account
-from eldercare import security
-from eldercare.config import Settings, child_env
+from foundation import security
+from foundation.config import Settings, child_env
 from tests.conftest import make_community, staff_login
 from tests.test_console_access import duty_account, from_address, press_sos
 
@@ -265,7 +265,7 @@ async def test_a_login_flood_cannot_stall_the_event_loop_with_password_hashing(
     infra: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """argon2 runs in worker threads: the event loop's thread never hashes."""
-    from dispatcher.console.app import create_app
+    from console.app import create_app
 
     loop_thread = threading.get_ident()
     hashing_threads: list[int] = []

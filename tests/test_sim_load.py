@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget
 from simulators.load import simulate
 from tests.helpers import eventually
 

@@ -13,10 +13,11 @@ import pytest
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.registry import save
 from devices.schemas import DEVICE_MESSAGE, Status
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget
+from foundation.config import Settings
+from foundation.deadletter import Rejection
+from foundation.mqtt import MqttTarget
 from ingest.directory import DeviceDirectory
-from ingest.validate import Rejection, validate
+from ingest.validate import validate
 from simulators import payloads, population
 from simulators.clock import start_in_past
 from simulators.devices import VirtualDevice, shared_credentials, status_topic

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 
 from devices.registry import save
-from eldercare.config import Settings
+from foundation.config import Settings
 from simulators import population, recording
 from simulators.runner import run_scenario
 from simulators.scenario import Scenario

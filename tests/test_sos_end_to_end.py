@@ -12,8 +12,8 @@ import httpx
 import psycopg
 
 from devices.registry import Community
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 from tests.helpers import eventually
 from tests.twilio_mock import TwilioMock
 

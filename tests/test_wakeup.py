@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from eldercare import kafka, wakeup
-from eldercare.config import Settings
-from eldercare.wakeup import WakingConsumer
+from foundation import kafka, wakeup
+from foundation.config import Settings
+from foundation.wakeup import WakingConsumer
 from tests.helpers import eventually
 
 

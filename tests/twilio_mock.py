@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from eldercare.stack import procs
+from foundation import procs
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = Path(os.environ.get(

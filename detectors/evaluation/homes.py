@@ -24,7 +24,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from devices.catalogue import DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from detectors.alerts import Alert
 from detectors.config import DetectorConfig
 from detectors.evaluation.streams import Stream
 from detectors.suite import ElderState, Suite, build
+from foundation.contracts.alerts import Alert
 
 TICK = timedelta(minutes=5)  # event-time resolution of the timers in the replay
 

@@ -35,7 +35,7 @@ from detectors.evaluation.homes import Home, Reading, to_events
 from detectors.inactivity import ENTRANCE, InactivityDetector, InactivityState, activity_weight
 from detectors.routine import day_getting_up
 from devices.catalogue import DeviceKind
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 TICK = timedelta(minutes=5)
 HEARTBEAT = timedelta(minutes=30)

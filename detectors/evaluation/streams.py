@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from detectors.profiles import ProfileRecord
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 TZ = ZoneInfo("Asia/Shanghai")
 # Device id suffix -> (kind, room, heartbeat interval s).

@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from detectors.alerts import Alert, Severity, alert_id
 from detectors.base import ElderProfile, Verdict
 from detectors.falls.classifier import (
     FallClassifier,
@@ -27,7 +26,8 @@ from detectors.falls.features import (
     window_features,
 )
 from detectors.falls.params import FallParams
-from devices.events import CanonicalEvent
+from foundation.contracts.alerts import Alert, Severity, alert_id
+from foundation.contracts.events import CanonicalEvent
 
 
 class PendingFall(BaseModel):

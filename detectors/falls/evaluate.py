@@ -43,7 +43,7 @@ from detectors.falls.params import FallParams, FallThresholds
 from detectors.falls.signal import impact_windows
 from detectors.falls.stats import rates as _rates
 from detectors.falls.training import AFTER_S, BEFORE_S, DEVICE_RATE_HZ, TRIGGER_G
-from devices.events import CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 
 DATASETS: dict[str, Callable[..., Iterator[Recording]]] = {
     "umafall": umafall.load, "fallalld": fallalld.load, "mobifall": mobifall.load,

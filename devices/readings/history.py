@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from dispatcher.console import audit
-from eldercare.security import CurrentPrincipal, Principal
+from foundation import audit
+from foundation.security import CurrentPrincipal, Principal
 
 router = APIRouter(tags=["history"])
 

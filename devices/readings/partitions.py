@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from eldercare import logs
+from foundation import logs
 
 log = logs.get(__name__)
 

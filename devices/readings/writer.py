@@ -22,11 +22,10 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 
 from devices.readings import partitions
-from eldercare import kafka, logs
-from eldercare.config import Settings
-from eldercare.faults import describe
-from ingest.deadletter import dead_letter
-from ingest.validate import Rejection
+from foundation import kafka, logs
+from foundation.config import Settings
+from foundation.deadletter import Rejection, dead_letter
+from foundation.faults import describe
 
 log = logs.get(__name__)
 
@@ -523,7 +522,7 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
     producer = kafka.producer(settings)  # dead letters
     await producer.start()
     await c.start()
-    from eldercare import observability  # /readyz: consuming now
+    from foundation import observability  # /readyz: consuming now
 
     observability.mark_subscribed("events")
     maintained = time.monotonic()

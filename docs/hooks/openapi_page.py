@@ -10,8 +10,8 @@ from mkdocs.structure.files import File, Files
 
 
 def _apps() -> list[tuple[str, dict[str, Any]]]:
-    from dispatcher.console.app import create_app as console_app
-    from eldercare.config import Settings
+    from console.app import create_app as console_app
+    from foundation.config import Settings
 
     return [("Console and admin API (`eldercare service console`)",
              console_app(Settings()).openapi())]

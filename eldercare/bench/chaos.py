@@ -35,10 +35,10 @@ import psycopg
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
-from eldercare.config import Settings
-from eldercare.mqtt import MqttTarget, event_topic
-from eldercare.stack import procs
 from eldercare.stack.supervisor import Stack, Supervisor
+from foundation import procs
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest", "detectors", "dispatcher", "store"]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eldercare.config import Settings
+from foundation.config import Settings
 
 
 def _report(args: argparse.Namespace, history_file: Path) -> int:
@@ -41,7 +41,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=args.json, width=width)
     progress = Console(stderr=True)
     env = harness.environment()
-    from eldercare.stack import state
+    from foundation import stack_state as state
 
     running = state.read(settings.data_dir)
     if running is not None:  # benches measure a stack of their own, on a quiet machine

@@ -30,10 +30,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.suite import ElderState, Suite, build
-from devices.events import CanonicalEvent
-from eldercare import db, kafka
-from eldercare.config import Settings
 from eldercare.stack import embedded
+from foundation import db, kafka
+from foundation.config import Settings
+from foundation.contracts.events import CanonicalEvent
 
 KIT = (("watch", "smart_watch"), ("m1", "motion_sensor"), ("sos", "sos_button"),
        ("bp", "bp_meter"))

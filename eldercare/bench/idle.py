@@ -24,8 +24,8 @@ from devices.catalogue import CATALOGUE
 from devices.demo import demo_population
 from devices.registry import save
 from eldercare.bench.stack import running, start_services
-from eldercare.mqtt import MqttTarget, event_topic
 from eldercare.services import SERVICES
+from foundation.mqtt import MqttTarget, event_topic
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

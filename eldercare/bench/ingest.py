@@ -25,10 +25,10 @@ import httpx
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Device, Elder, save
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.mqtt import MqttTarget, event_topic
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
+from foundation.mqtt import MqttTarget, event_topic
 
 PUBLISHERS = 4
 

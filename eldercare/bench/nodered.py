@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from eldercare.stack import procs
+from foundation import procs
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO.parent / "shared" / "peers" / "nodered" / "bench.py"

@@ -34,9 +34,9 @@ from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
 from eldercare.bench import nodered
 from eldercare.bench.stack import running, start_services
-from eldercare.config import Settings
-from eldercare.mqtt import TOPIC_ROOT, MqttTarget, event_topic
-from eldercare.stack import procs
+from foundation import procs
+from foundation.config import Settings
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
 
 TIMEOUT_S = 30.0  # a press with no call after this long counts as lost
 DRAIN_TIMEOUT_S = 180.0

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eldercare import db, kafka
-from eldercare.config import Settings, child_env
-from eldercare.stack import embedded, procs
+from eldercare.stack import embedded
+from foundation import db, kafka, procs
+from foundation.config import Settings, child_env
 
 REPO = Path(__file__).resolve().parents[2]
 

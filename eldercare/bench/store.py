@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
-from eldercare import db
-from eldercare.config import Settings
 from eldercare.stack import embedded
+from foundation import db
+from foundation.config import Settings
 
 PARTITIONS = 6
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eldercare import logs
-from eldercare.stack import procs
+from foundation import logs, procs
 
 log = logs.get(__name__)
 

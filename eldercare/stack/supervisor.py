@@ -15,11 +15,12 @@ from types import FrameType
 
 from rich.console import Console
 
-from eldercare import db, kafka, logs
-from eldercare.config import Settings, child_env
-from eldercare.masking import mask_url
 from eldercare.services import SERVICES
-from eldercare.stack import embedded, procs, state
+from eldercare.stack import embedded
+from foundation import db, kafka, logs, procs
+from foundation import stack_state as state
+from foundation.config import Settings, child_env
+from foundation.masking import mask_url
 
 log = logs.get(__name__)
 out = Console(stderr=True)
@@ -258,7 +259,7 @@ def up(settings: Settings, demo: bool = False) -> int:
         if demo:
             banner += (f"  Demo: 20 elders in 2 communities; an SOS is pressed in "
                        f"{settings.demo_sos_after_s:.0f} s.\n")
-            from dispatcher.console.accounts import DEMO_PASSWORD, ensure_demo_accounts
+            from console.accounts import DEMO_PASSWORD, ensure_demo_accounts
 
             logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
             banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "

@@ -1,1 +1,0 @@
-"""The duty-staff console: incident board, live stream, health, Twilio webhooks."""

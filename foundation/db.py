@@ -1,0 +1,67 @@
+"""PostgreSQL access: connection pools and versioned, idempotent migrations."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from foundation import logs
+
+log = logs.get(__name__)
+
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_ID = 7_420_001  # advisory lock held while migrating, so concurrent starts do not race
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) of every migration shipped in foundation/migrations, in order."""
+    root = resources.files("foundation.migrations")
+    found = sorted(p.name for p in root.iterdir() if _MIGRATION.match(p.name))
+    return [(name.removesuffix(".sql"), root.joinpath(name).read_text("utf-8")) for name in found]
+
+
+def upgrade(url: str) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction; returns those applied."""
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+                log.info("migration applied", version=version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied
+
+
+Connection = psycopg.AsyncConnection[DictRow]
+Pool = AsyncConnectionPool[Connection]
+
+
+def pool(url: str, min_size: int = 1, max_size: int = 5) -> Pool:
+    """An async pool of dict-row connections (open it with `await pool.open()`)."""
+    return AsyncConnectionPool(
+        url, min_size=min_size, max_size=max_size, open=False,
+        connection_class=psycopg.AsyncConnection[DictRow],
+        kwargs={"autocommit": False, "row_factory": dict_row},
+    )
+
+
+async def check(url: str) -> None:
+    """Raise unless the database answers."""
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
+        await conn.execute("SELECT 1")

@@ -1,0 +1,140 @@
+"""Kafka plumbing shared by every service: topic names, topic creation, client factories."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from foundation import logs
+from foundation.config import Settings
+from foundation.wakeup import WakingConsumer, WakingProducer
+
+log = logs.get(__name__)
+
+EVENTS = "eldercare.events.v1"
+ALERTS = "eldercare.alerts.v1"
+DEADLETTER = "eldercare.deadletter.v1"
+# One record at offset 0 names the broker incarnation that holds the platform's topics.
+INCARNATION = "eldercare.incarnation.v1"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics the platform needs, with explicit partition counts."""
+    return [
+        TopicSpec(EVENTS, settings.kafka_partitions),
+        TopicSpec(ALERTS, settings.alert_partitions),
+        TopicSpec(DEADLETTER, 1),
+        # Kept forever: its one record must outlive any retention of the data topics.
+        TopicSpec(INCARNATION, 1, config={"retention.ms": "-1", "retention.bytes": "-1"}),
+    ]
+
+
+def security(settings: Settings) -> dict[str, Any]:
+    """The connection options every Kafka client of the platform uses: TLS and SASL as
+    configured (`kafka_security_protocol`, `kafka_sasl_*`, `kafka_ca_file`)."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ca_file or None)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_password)
+    return options
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create missing topics (existing ones are left as they are) and the incarnation marker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
+                     topic_configs=s.config)
+            for s in topic_specs(settings) if s.name not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
+                await admin.create_topics(new)
+            log.info("topics created", topics=[t.name for t in new])
+    finally:
+        await admin.close()
+    log.info("broker incarnation", incarnation=await incarnation(settings))
+
+
+async def incarnation(settings: Settings, timeout_s: float = 10.0) -> str:
+    """The id of the broker incarnation holding the platform's topics: the record at offset 0
+    of `INCARNATION`, written here if the topic is empty. A broker that lost its topics (the
+    embedded one keeps them in memory) gets a new id, so offsets stored outside Kafka (the
+    detectors' checkpoints) can tell they belong to a log that no longer exists. Two writers
+    racing both read offset 0, so every process agrees on the id."""
+    tp = TopicPartition(INCARNATION, 0)
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                              enable_auto_commit=False, fetch_max_wait_ms=5, **security(settings))
+    await reader.start()
+    try:
+        reader.assign([tp])
+        if (await reader.end_offsets([tp]))[tp] == 0:
+            writer = producer(settings)
+            await writer.start()
+            try:
+                await writer.send_and_wait(INCARNATION, uuid.uuid4().hex.encode(), partition=0)
+            finally:
+                await writer.stop()
+        reader.seek(tp, 0)
+        record = await asyncio.wait_for(reader.getone(tp), timeout_s)
+        return bytes(record.value or b"").decode()
+    finally:
+        await reader.stop()
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas: an event is accepted only once durable.
+    `overrides` are further AIOKafkaProducer options (e.g. a bigger `max_batch_size`)."""
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 1, "request_timeout_ms": 10_000}
+    # Its records wake resting consumers (foundation/wakeup.py).
+    return WakingProducer(database_url=settings.database_url,
+                          bootstrap_servers=settings.kafka_bootstrap,
+                          **{**options, **security(settings), **overrides})
+
+
+def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
+    """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
+    The session timeout is short so that a killed member's partitions are handed to its
+    replacement within seconds (the group waits for the dead member's session to expire).
+    It rests while no record comes and the platform's producers wake it (foundation/wakeup.py),
+    so an idle platform does not poll the broker 200 times a second per consumer."""
+    return WakingConsumer(
+        *topics, database_url=settings.database_url,
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),
+    )
+
+
+async def check(bootstrap: str, settings: Settings | None = None) -> None:
+    """Raise unless a broker answers a metadata request (with `settings`' TLS and SASL)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
+                                **(security(settings) if settings else {}))
+    await asyncio.wait_for(admin.start(), 3)
+    try:
+        await asyncio.wait_for(admin.list_topics(), 3)
+    finally:
+        await admin.close()
