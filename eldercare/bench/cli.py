@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, CI)")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for <name>.json and <name>.png (default: DATA_DIR/bench)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per bench")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per bench")
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds `all` may take in total (a bench past it is stopped)")
     p.add_argument("--history", type=Path, default=None,
