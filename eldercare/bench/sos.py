@@ -5,7 +5,10 @@ dispatcher services as child processes (as `eldercare up` runs them), and Prism 
 recording proxy of the tests (`tests/twilio_mock.py`). Presses SOS buttons of distinct elders at
 rest and under background telemetry (heart-rate messages at a given rate over MQTT), and times
 each press from just before the MQTT publish to the arrival of the call to the elder's first
-contact at the proxy (before Prism answers, so the mock's own ~90 ms is not counted).
+contact at the proxy (before Prism answers, so the mock's own ~90 ms is not counted; the proxy
+answers repeated requests with Prism's first answer, so Prism's queue on a loaded machine does
+not hold the dispatcher's workers either). After the platform, the Node-RED peer is measured
+with the same spacing and rates (eldercare/bench/nodered.py).
 Baselines measured in the same run: raw MQTT publish->receive, raw Kafka produce->consume, and
 requests sent straight to the Twilio mock."""
 

@@ -66,6 +66,7 @@ def running(data: Path, **overrides: Any) -> Iterator[BenchStack]:
         infra += [embedded.start_postgres(data), embedded.start_kafka(data),
                   embedded.start_mqtt(data)]
         mock, prism, server = twilio_mock.start(data)
+        mock.replay = True  # Prism's first answer per request kind, then no Prism queue
         settings = _settings(data, infra, mock.url, **overrides)
         db.upgrade(settings.database_url)
         asyncio.run(kafka.ensure_topics(settings))
