@@ -7,7 +7,6 @@ for its whole life, so the others can tell when it has died and recover its runn
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 from collections.abc import Coroutine
@@ -22,7 +21,7 @@ from psycopg_pool import PoolTimeout
 from dispatcher.channels import Channel, TwilioChannel, channel_for
 from dispatcher.incidents import record_alert
 from dispatcher.outage import DatabaseOutage
-from dispatcher.steps import RetryPolicy, Step, StepRunner, new_worker_lock
+from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from foundation import db, kafka, logs, observability
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
@@ -49,14 +48,6 @@ class Wakeup:
         self.events = [asyncio.Event() for _ in range(n)]
         self.resting: list[int] = []
         self.missed = False  # a wake-up came while every worker was busy
-        # Steps the intake claimed in the transaction that opened their incident.
-        self.claimed: collections.deque[Step] = collections.deque()
-
-    def hand_over(self, steps: list[Step]) -> None:
-        """Steps claimed by the intake, for the workers to run first."""
-        self.claimed.extend(steps)
-        for _ in steps:
-            self.set()
 
     def set(self) -> None:
         if self.resting:
@@ -145,8 +136,7 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_or_exit(_intake(intake, pool, stop, wake, runner), stop,
-                                        settings))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
@@ -155,11 +145,8 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             await pool.close()
 
 
-async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup,
-                  runner: StepRunner) -> None:
-    """Alerts -> incidents; the offset is committed only after the database transaction. The
-    transaction that opens an incident also claims its first steps for this process's workers
-    (no wake-up, claim and commit of their own between the alert and the first call)."""
+async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
+    """Alerts -> incidents; the offset is committed only after the database transaction."""
     consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
     drain_until: float | None = None
@@ -179,7 +166,7 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                         alert, why = _parse(record.value)
                         if alert is not None:
                             try:
-                                incident, claimed = await _record(conn, alert, runner)
+                                incident = await _record(conn, alert)
                             except Exception as exc:  # e.g. an elder the registry lacks
                                 if is_transient(exc):  # uncommitted: redelivered after restart
                                     raise
@@ -189,7 +176,6 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             else:
                                 log.info("alert recorded", alert_id=alert.alert_id,
                                          incident_id=str(incident) if incident else None)
-                                wake.hand_over(claimed)
                                 wake.set()
                                 continue
                         log.error("alert dead-lettered", reason=why)
@@ -200,23 +186,19 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
         observability.mark_unsubscribed("alerts")  # /readyz: no alert is recorded now
 
 
-async def _record(conn: db.Connection, alert: Alert, runner: StepRunner
-                  ) -> tuple[object, list[Step]]:
+async def _record(conn: db.Connection, alert: Alert) -> object:
     """`record_alert` in its own transaction, tried twice: a conflict with a concurrent writer
-    passes on the second try, a fault of the alert itself fails both. The incident's due steps
-    are claimed in the same transaction."""
-    for attempt in (1, 2):
-        try:
-            async with conn.transaction():
-                incident = await record_alert(conn, alert)
-                claimed = await runner.claim_due_of(conn, incident) if incident else []
-                return incident, claimed
-        except Exception as exc:
-            if is_transient(exc) or attempt == 2:
-                raise
-            log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
-                        exc_info=exc)
-    raise AssertionError("unreachable")
+    passes on the second try, a fault of the alert itself fails both."""
+    try:
+        async with conn.transaction():
+            return await record_alert(conn, alert)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
+                    exc_info=exc)
+    async with conn.transaction():
+        return await record_alert(conn, alert)
 
 
 def _parse(value: bytes | None) -> tuple[Alert | None, str]:
@@ -241,10 +223,6 @@ async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
             if recover and loop.time() >= next_recover:
                 next_recover = loop.time() + RECOVER_EVERY_S
                 await runner.recover()
-            while wake.claimed:
-                step = wake.claimed.popleft()
-                runner.on_claim()  # another worker for the next claimed step meanwhile
-                await runner.run_claimed(step)
             await runner.run_due()
             pause = await runner.seconds_until_next(IDLE_LOOK_S)
         except (psycopg.OperationalError, OSError) as exc:

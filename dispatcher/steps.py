@@ -63,13 +63,6 @@ RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.a
           s.purpose
 """
 
-_CLAIM_OF = """
-UPDATE escalation_steps SET status = 'running', claimed_by = %(worker)s, claimed_at = now(),
-       worker_lock = %(lock)s, attempts = attempts + 1
-WHERE incident_id = %(incident)s AND status = 'pending' AND due_at <= now()
-RETURNING id, incident_id, seq, round, action, target, due_at, attempts, purpose
-"""
-
 _FACTS = """
 SELECT e.name AS elder, e.address, c.name AS community, c.time_zone, i.kind, i.event_time,
        i.status, i.acknowledged_by, i.acknowledged_at, i.resolved_at, now() AS now
@@ -149,7 +142,7 @@ class StepRunner:
         return ran
 
     async def run_claimed(self, step: Step) -> None:
-        """Execute a step this process has claimed (`run_due`, or `claim_due_of`)."""
+        """Execute a step this process has claimed."""
         try:
             await self._execute(step)
         except Exception:  # a bug must not stop the ladder of every other incident
@@ -157,15 +150,6 @@ class StepRunner:
             async with self.pool.connection() as conn:
                 await recovery.recover_steps(conn, self.lock, step.id,
                                              give_up=step.attempts >= 5)
-
-    async def claim_due_of(self, conn: AsyncConnection[Any], incident_id: Any) -> list[Step]:
-        """Claim the incident's steps that are due now, in the caller's transaction (the one
-        that opened the incident: its first call needs no claim of its own). Claimed steps
-        must be run with `run_claimed`; if this process dies first, `recover` resumes them."""
-        rows = await (await conn.execute(_CLAIM_OF, {
-            "worker": self.worker, "lock": self.lock, "incident": incident_id,
-        })).fetchall()
-        return [Step(**row) for row in rows]
 
     async def seconds_until_next(self, cap: float) -> float:
         """Time until the next pending step is due, at most `cap`."""

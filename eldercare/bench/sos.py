@@ -248,11 +248,19 @@ def _stages(settings: Settings, community_id: str) -> dict[str, float | None]:
 
 
 def _reset(settings: Settings) -> None:
-    """Close every incident so the next series opens new ones for the same elders."""
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute("UPDATE escalation_steps SET status = 'cancelled' WHERE status = 'pending'")
-        conn.execute("UPDATE incidents SET status = 'resolved', resolved_at = now(),"
-                     " outcome = 'false_alarm' WHERE status <> 'resolved'")
+    """Close every incident so the next series opens new ones for the same elders (again if
+    it deadlocks with a step the dispatcher is running)."""
+    for attempt in range(5):
+        try:
+            with psycopg.connect(settings.database_url) as conn:
+                conn.execute("UPDATE escalation_steps SET status = 'cancelled'"
+                             " WHERE status = 'pending'")
+                conn.execute("UPDATE incidents SET status = 'resolved', resolved_at = now(),"
+                             " outcome = 'false_alarm' WHERE status <> 'resolved'")
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 4:
+                raise
 
 
 async def _twilio_baseline(mock_url: str, settings: Settings, n: int) -> dict[str, float | None]:
