@@ -32,19 +32,42 @@ log = logs.get(__name__)
 
 GROUP = "eldercare-dispatcher"
 RECOVER_EVERY_S = 2.0
+# Every new or rescheduled step is announced (in process, or NOTIFY escalation_due), and the
+# next due time is known: a resting worker looks by itself only this often, as a safety net.
+IDLE_LOOK_S = 10.0
 EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
 DRAIN_S = 5.0
 
 
 class Wakeup:
-    """Wakes every step worker at once (a new incident, a NOTIFY from another process)."""
+    """Wakes ONE resting step worker (a new incident, a NOTIFY from another process); a worker
+    that claims a step wakes the next (`StepRunner.on_claim`), so side-by-side steps still run
+    at once without every worker querying the database for each new step."""
 
     def __init__(self, n: int) -> None:
         self.events = [asyncio.Event() for _ in range(n)]
+        self.resting: list[int] = []
+        self.missed = False  # a wake-up came while every worker was busy
 
     def set(self) -> None:
-        for e in self.events:
-            e.set()
+        if self.resting:
+            self.events[self.resting.pop(0)].set()
+        else:
+            self.missed = True
+
+    async def rest(self, n: int, seconds: float) -> None:
+        """Worker `n` waits until woken or `seconds` pass (no wait if a wake-up was missed)."""
+        if self.missed:
+            self.missed = False
+            return
+        self.events[n].clear()
+        self.resting.append(n)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.events[n].wait(), seconds)
+        finally:
+            if n in self.resting:
+                self.resting.remove(n)
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -108,13 +131,14 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                             settings.family_base_url, settings.link_secret)
         workers = max(1, settings.dispatcher_workers)
         wake = Wakeup(workers)
+        runner.on_claim = wake.set
         log.info("dispatcher started", worker_lock=lock, workers=workers,
                  dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
-                    tg.create_task(_steps(runner, stop, wake.events[n], recover=n == 0))
+                    tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
                 tg.create_task(_hold(holder, stop, settings))
         finally:
@@ -190,7 +214,7 @@ def _dead_letter(raw: bytes, reason: str) -> bytes:
                        datetime.now(UTC))
 
 
-async def _steps(runner: StepRunner, stop: asyncio.Event, wake: asyncio.Event,
+async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
                  recover: bool) -> None:
     loop = asyncio.get_running_loop()
     next_recover = 0.0
@@ -199,14 +223,14 @@ async def _steps(runner: StepRunner, stop: asyncio.Event, wake: asyncio.Event,
             if recover and loop.time() >= next_recover:
                 next_recover = loop.time() + RECOVER_EVERY_S
                 await runner.recover()
-            wake.clear()
             await runner.run_due()
-            pause = await runner.seconds_until_next(0.5)
+            pause = await runner.seconds_until_next(IDLE_LOOK_S)
         except (psycopg.OperationalError, OSError) as exc:
             log.warning("database unavailable; retrying", error=str(exc))
             pause = 1.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), pause)
+        if recover:  # the first worker also looks for the steps of dead dispatchers
+            pause = min(pause, max(0.0, next_recover - loop.time()))
+        await wake.rest(n, pause)
 
 
 async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None:

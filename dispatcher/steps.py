@@ -24,6 +24,7 @@ import asyncio
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -128,20 +129,27 @@ class StepRunner:
         self.lock = worker_lock
         self.worker = f"{socket.gethostname()}:{worker_lock}"
         self.retry = retry or RetryPolicy()
+        # Called after each claim: another worker may take the next due step meanwhile.
+        self.on_claim: Callable[[], None] = lambda: None
 
     async def run_due(self) -> int:
         """Execute every step that is due now; returns how many ran."""
         ran = 0
         while (step := await self._claim()) is not None:
-            try:
-                await self._execute(step)
-            except Exception:  # a bug must not stop the ladder of every other incident
-                log.exception("step crashed", step=step.id)
-                async with self.pool.connection() as conn:
-                    await recovery.recover_steps(conn, self.lock, step.id,
-                                                 give_up=step.attempts >= 5)
+            self.on_claim()
+            await self.run_claimed(step)
             ran += 1
         return ran
+
+    async def run_claimed(self, step: Step) -> None:
+        """Execute a step this process has claimed."""
+        try:
+            await self._execute(step)
+        except Exception:  # a bug must not stop the ladder of every other incident
+            log.exception("step crashed", step=step.id)
+            async with self.pool.connection() as conn:
+                await recovery.recover_steps(conn, self.lock, step.id,
+                                             give_up=step.attempts >= 5)
 
     async def seconds_until_next(self, cap: float) -> float:
         """Time until the next pending step is due, at most `cap`."""
@@ -258,13 +266,17 @@ class StepRunner:
         self, conn: AsyncConnection[Any], step: Step, channel: str, body: str,
     ) -> dict[str, Any] | None:
         """The step's notification row, marked "sending"; None when it must not be sent (again)."""
-        await conn.execute(
+        # The first attempt (nearly always) is one round trip: a new row, already "sending".
+        fresh = await (await conn.execute(
             "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
-            " to_number, recipient, body, dry_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
+            " to_number, recipient, body, dry_run, status, attempts)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'sending', 1)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
              step.target["name"], body, self.channel.dry_run),
-        )
+        )).fetchone()
+        if fresh is not None:
+            return {"id": fresh["id"], "attempts": 1}
         row = await (await conn.execute(
             "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s FOR UPDATE",
             (f"step:{step.id}",),

@@ -161,6 +161,10 @@ class Settings(BaseSettings):
         7200.0, description="An SMS reply acknowledges only an incident that notified its number"
         " within this many seconds")
     demo_sos_after_s: float = Field(30.0, description="Seconds after demo start an SOS is pressed")
+    bench_history: Path = Field(
+        Path("bench-results/history.jsonl"),
+        description="JSON lines file every `eldercare bench` run appends its figures to"
+        " (`eldercare bench report` plots it)")
     log_level: str = Field("INFO", description="Log level")
     metrics_binds: str = Field(
         "detectors=127.0.0.1:9101,dispatcher=127.0.0.1:9102,store=127.0.0.1:9103",

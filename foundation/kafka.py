@@ -16,6 +16,7 @@ from aiokafka.helpers import create_ssl_context
 
 from foundation import logs
 from foundation.config import Settings
+from foundation.wakeup import WakingConsumer, WakingProducer
 
 log = logs.get(__name__)
 
@@ -108,8 +109,10 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas: an event is accepted only once durable.
     `overrides` are further AIOKafkaProducer options (e.g. a bigger `max_batch_size`)."""
     options: dict[str, Any] = {"acks": "all", "linger_ms": 1, "request_timeout_ms": 10_000}
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                            **{**options, **security(settings), **overrides})
+    # Its records wake resting consumers (foundation/wakeup.py).
+    return WakingProducer(database_url=settings.database_url,
+                          bootstrap_servers=settings.kafka_bootstrap,
+                          **{**options, **security(settings), **overrides})
 
 
 def consumer_client_id_prefix(pid: int) -> str:
@@ -121,9 +124,12 @@ def consumer_client_id_prefix(pid: int) -> str:
 def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
     """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
     The session timeout is short so that a killed member's partitions are handed to its
-    replacement within seconds (the group waits for the dead member's session to expire)."""
-    return AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+    replacement within seconds (the group waits for the dead member's session to expire).
+    It rests while no record comes and the platform's producers wake it (foundation/wakeup.py),
+    so an idle platform does not poll the broker 200 times a second per consumer."""
+    return WakingConsumer(
+        *topics, database_url=settings.database_url,
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group,
         client_id=consumer_client_id_prefix(os.getpid()) + group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
         max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,

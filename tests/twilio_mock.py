@@ -53,6 +53,11 @@ class TwilioMock:
     # Statuses to answer instead of Prism, per "To" number, in order: only the test's own
     # numbers fail, whatever other tests' escalations are still calling meanwhile.
     fail: dict[str, list[int]] = field(default_factory=dict)
+    # Benches: answer a request with Prism's first answer to the same method and path, so
+    # Prism (one Node process, a few requests a second on a loaded machine) does not hold the
+    # dispatcher's workers and the bench measures the platform, not the mock's queue.
+    replay: bool = False
+    answers: dict[tuple[str, str], tuple[bytes, int, str | None]] = field(default_factory=dict)
 
     def calls(self, to: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/Calls.json")
@@ -86,6 +91,11 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
             failure = {"code": 20500, "message": "mock failure", "status": status}
             return Response(json.dumps(failure), status_code=status,
                             media_type="application/json")
+        known = mock.answers.get((request.method, path)) if mock.replay else None
+        if known is not None:
+            content, status, media = known
+            mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived))
+            return Response(content, status_code=status, media_type=media)
         async with httpx.AsyncClient() as client:
             answer = await client.request(
                 request.method, f"{upstream}/{path}", content=body,
@@ -93,6 +103,9 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
             )
         mock.requests.append(Recorded(request.method, "/" + path, form, answer.status_code,
                                       arrived))
+        if mock.replay and answer.is_success:
+            mock.answers[(request.method, path)] = (
+                answer.content, answer.status_code, answer.headers.get("content-type"))
         return Response(answer.content, status_code=answer.status_code,
                         media_type=answer.headers.get("content-type"))
 

@@ -1,4 +1,5 @@
-"""`eldercare bench sos|ingest|detect|store|chaos|all [--json] [--quick] [--out DIR]`."""
+"""`eldercare bench sos|ingest|detect|store|idle|chaos|all [--json] [--quick] [--out DIR]`, and
+`eldercare bench report` (the history of every run, plotted over commits)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,24 @@ from typing import Any
 from foundation.config import Settings
 
 
+def _report(args: argparse.Namespace, history_file: Path) -> int:
+    from eldercare.bench import history, report
+
+    entries, unreadable = history.read(history_file)
+    out = report.write(entries, args.report_out or history_file.with_name("report.html"),
+                       unreadable)
+    print(f"{len(entries)} runs from {history_file} -> {out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from eldercare.bench import harness
+    from eldercare.bench import harness, history
+
+    history_file: Path = args.history or settings.bench_history
+    if args.name == "report":
+        return _report(args, history_file)
 
     names = list(harness.BENCHES) if args.name == "all" else [args.name]
     out_dir: Path = args.out or settings.data_dir / "bench"
@@ -49,6 +64,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             result.plot = str(png) if png else ""
         if result.status not in {"missing", "skipped"}:
             harness.write_json(result, env, args.quick, out_dir)
+        if result.status == "ok":
+            history.append(history_file, history.entry(result, env, args.quick))
         progress.print(f"  {name}: {result.status} in {result.seconds:.1f} s"
                        + (f" — {result.error}" if result.error else ""))
         results.append(result)
@@ -77,14 +94,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from eldercare.bench.harness import BENCHES, ON_DEMAND, PACKAGE
 
     p = sub.add_parser("bench", help="run benchmarks: figures, JSON files and plots")
-    p.add_argument("name", choices=[*BENCHES, *ON_DEMAND, "all"],
-                   help=f"which bench (all: every one but {', '.join(ON_DEMAND)})")
+    p.add_argument("name", choices=[*BENCHES, *ON_DEMAND, "all", "report"],
+                   help=f"which bench (all: every one but {', '.join(ON_DEMAND)}; report: plot"
+                   " the history of every run)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, CI)")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for <name>.json and <name>.png (default: DATA_DIR/bench)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per bench")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per bench")
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds `all` may take in total (a bench past it is stopped)")
+    p.add_argument("--history", type=Path, default=None,
+                   help="JSON lines file each run appends to, and `report` reads"
+                   " (default: ELDERCARE_BENCH_HISTORY, bench-results/history.jsonl)")
+    p.add_argument("--report-out", type=Path, default=None,
+                   help="where `report` writes its HTML page (default: report.html next to"
+                   " the history file)")
     p.add_argument("--package", default=PACKAGE, help=argparse.SUPPRESS)  # tests: fake benches
     p.set_defaults(func=_bench)

@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.table import Table
 
-BENCHES = ("sos", "ingest", "detect", "store")
+BENCHES = ("sos", "ingest", "detect", "store", "idle")
 # Run only by name (not by `all`, whose 10-minute promise they would break).
 ON_DEMAND = ("chaos", "replay")
 PACKAGE = "eldercare.bench"
@@ -35,6 +35,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ingest": ("raw_receive_per_s", "workers_1_per_s", "workers_2_per_s"),
     "store": ("raw_copy_per_s", "store_per_s"),
     "detect": ("events_per_s", "elders", "bytes_per_elder"),
+    "idle": ("total_percent_of_one_core", "per_process"),
     "chaos": ("presses", "lost", "duplicated", "max_s", "cases"),
     "replay": ("messages", "msg_per_s", "end_lag", "silent_morning_alert_h"),
 }

@@ -1,0 +1,182 @@
+"""Kafka consumers that stop polling when nothing comes, and producers that wake them.
+
+A consumer polling the broker every few milliseconds is what keeps an SOS fast, and what made an
+idle platform burn a third of a core (each poll is a request the broker and the consumer both
+handle). So a consumer that has seen no record for `ACTIVE_S` pauses its partitions; the
+platform's producers announce new records with a PostgreSQL NOTIFY (`CHANNEL`, payload = the
+topic, at most once per `WAKE_EVERY_S` per topic), and the consumer resumes at once.
+
+Why nothing waits for a slow poll: a producer skips the NOTIFY only within `WAKE_EVERY_S` of the
+previous one, whose record keeps every consumer awake for `ACTIVE_S` > `WAKE_EVERY_S` after it
+arrives. Without the wake-up path (no database configured, the LISTEN connection lost) a
+consumer never pauses; a paused one still looks every `PROBE_EVERY_S` (records written by
+clients outside the platform, a lost notification)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from foundation import logs
+
+log = logs.get(__name__)
+
+CHANNEL = "eldercare_records"
+ACTIVE_S = 5.0  # a consumer keeps polling this long after its last record or wake-up
+WAKE_EVERY_S = 1.0  # a producer notifies a topic at most this often (must be < ACTIVE_S)
+PROBE_EVERY_S = 1.0  # a paused consumer still fetches once this often
+PROBE_S = 0.02  # ... for this long (about one fetch round trip)
+RELISTEN_S = 1.0  # wait before connecting the LISTEN connection again
+
+
+class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """An AIOKafkaConsumer that pauses its partitions while idle and resumes them on a NOTIFY
+    of one of its topics (see the module docstring). Partitions the application paused itself
+    stay paused."""
+
+    def __init__(self, *topics: str, database_url: str = "", **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self._wake_url = database_url
+        self._active_until = 0.0
+        self._listening = False
+        self._rested: set[TopicPartition] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await super().start()
+        self.keep_awake()
+        if self._wake_url:
+            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._rest())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await super().stop()
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Any:
+        batches = await super().getmany(*partitions, timeout_ms=timeout_ms,
+                                        max_records=max_records)
+        if batches:
+            self.keep_awake()
+        return batches
+
+    @property
+    def resting(self) -> bool:
+        """Whether the consumer has paused its partitions for lack of records."""
+        return bool(self._rested)
+
+    def keep_awake(self, seconds: float = ACTIVE_S) -> None:
+        """Poll (again) for at least `seconds`."""
+        self._active_until = max(self._active_until, time.monotonic() + seconds)
+        if self._rested:
+            assigned = self.assignment()
+            self.resume(*(tp for tp in self._rested if tp in assigned))
+            self._rested = set()
+
+    def _pause_all(self) -> None:
+        if self._rested:
+            return
+        own = self.paused()
+        self._rested = {tp for tp in self.assignment() if tp not in own}
+        if self._rested:
+            self.pause(*self._rested)
+
+    async def _rest(self) -> None:
+        """Pause when idle (only while the wake-up path works); look now and then anyway."""
+        while True:
+            left = self._active_until - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            if not self._listening:
+                self.keep_awake()
+                continue
+            self._pause_all()
+            await asyncio.sleep(PROBE_EVERY_S)
+            if time.monotonic() >= self._active_until:
+                self.keep_awake(PROBE_S)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._wake_url, autocommit=True, connect_timeout=5,
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening = True
+                    async for note in conn.notifies():
+                        if note.payload in self.subscription():
+                            self.keep_awake()
+            except (psycopg.Error, OSError) as exc:
+                log.info("record wake-ups unavailable; polling without rest", error=str(exc))
+            finally:
+                self._listening = False
+                self.keep_awake()
+            await asyncio.sleep(RELISTEN_S)
+
+
+class WakingProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """An AIOKafkaProducer that announces new records of a topic to resting consumers (a NOTIFY
+    at most every `WAKE_EVERY_S` per topic, sent beside the record, never delaying it)."""
+
+    def __init__(self, database_url: str = "", **options: Any) -> None:
+        super().__init__(**options)
+        self._wake_url = database_url
+        self._last_wake: dict[str, float] = {}
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        future = await super().send(topic, *args, **kwargs)
+        self._wake(topic)
+        return future
+
+    async def send_batch(self, batch: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
+        future = await super().send_batch(batch, topic, *args, **kwargs)
+        self._wake(topic)
+        return future
+
+    def _wake(self, topic: str) -> None:
+        now = time.monotonic()
+        if self._wake_url and now - self._last_wake.get(topic, -WAKE_EVERY_S) >= WAKE_EVERY_S:
+            self._last_wake[topic] = now
+            task = asyncio.create_task(self._notify(topic))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _notify(self, topic: str) -> None:
+        try:
+            async with self._connecting:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._wake_url, autocommit=True, connect_timeout=2)
+            await self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
+        except (psycopg.Error, OSError) as exc:  # consumers look by themselves meanwhile
+            self._last_wake.pop(topic, None)
+            log.debug("record wake-up not sent", topic=topic, error=str(exc))
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+            self._conn = None
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()
+        finally:
+            if self._pending:
+                await asyncio.wait(self._pending, timeout=2.0)
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+                self._conn = None
