@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 from foundation import logs
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget
-from ingest.mqtt_gateway import SESSION_EXPIRY_S, client_id, subscriptions
+from ingest.mqtt_session import SESSION_EXPIRY_S, client_id, subscriptions
 
 log = logs.get(__name__)
 

@@ -28,7 +28,7 @@ from ingest.gateway_auth import (
     parse_scopes,
     scope_refusal,
 )
-from ingest.mqtt_gateway import Ingest, Outcome
+from ingest.intake import Ingest, Outcome
 from ingest.validate import MAX_DEPTH, decode
 
 log = logs.get(__name__)

@@ -14,8 +14,10 @@ from foundation import kafka, logs
 from foundation.config import Settings
 from ingest.dedup import recall_within
 from ingest.directory import DeviceDirectory
+from ingest.event_batches import KeyPartitioner
 from ingest.http_gateway import create_app
-from ingest.mqtt_gateway import Ingest, KeyPartitioner, consume
+from ingest.intake import Ingest
+from ingest.mqtt_gateway import consume
 
 log = logs.get(__name__)
 

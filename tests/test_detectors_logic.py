@@ -256,7 +256,8 @@ def test_suite_state_round_trips_through_json() -> None:
 
 
 def test_evaluation_on_generated_streams_finds_the_injected_emergencies() -> None:
-    from detectors.evaluation.score import evaluate, format_table
+    from detectors.evaluation.score import format_table
+    from simulators.evaluation import evaluate
 
     result = evaluate(elders=4, scored_days=2, warmup_days=2, seed=3)
     rows = {r["kind"]: r for r in result["rows"]}

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
+from devices.readings.copy_writer import ReadingsWriter
 from devices.registry import save
 from foundation.config import Settings
 from tests.conftest import make_community
@@ -68,7 +69,7 @@ async def test_restart_mid_batch_loses_and_doubles_nothing(infra: Settings) -> N
                              enable_auto_commit=False, auto_offset_reset="earliest")
     await first.start()
     first.assign([TopicPartition(topic, p) for p in (0, 1)])
-    store = await writer.ReadingsWriter.connect(infra.database_url)
+    store = await ReadingsWriter.connect(infra.database_url)
     try:
         batch = await first.getmany(timeout_ms=5000, max_records=300)
         assert await writer.store_batch([store], first, batch) > 0  # stored and committed
@@ -142,7 +143,7 @@ async def test_heartbeats_can_be_kept_as_device_status_only(infra: Settings) -> 
         return json.dumps(e).encode()
 
     settings = infra.model_copy(update={"readings_store_heartbeats": False})
-    store = await writer.ReadingsWriter.connect(infra.database_url,
+    store = await ReadingsWriter.connect(infra.database_url,
                                                 writer.status_only_types(settings))
     try:
         clean = [event(1, "heartbeat", {"battery": 61}), event(2, "hr", {"bpm": 72})]

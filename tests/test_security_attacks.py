@@ -30,7 +30,7 @@ from foundation import kafka, procs
 from foundation.config import Settings, child_env
 from foundation.masking import mask_log_event, mask_phone, mask_text, mask_url
 from foundation.mqtt import MqttTarget, event_topic
-from ingest.mqtt_gateway import client_id
+from ingest.mqtt_session import client_id
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 from tests.test_ingest_service import start_run

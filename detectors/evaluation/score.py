@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from detectors.config import DetectorConfig
-from detectors.evaluation.streams import Stream
+from detectors.evaluation.streams import FallMotions, Stream
 from detectors.suite import ElderState, Suite, build
 from foundation.contracts.alerts import Alert
 
@@ -104,11 +104,12 @@ def score(stream: Stream, detected: list[Detected]) -> dict[str, Any]:
 
 
 def evaluate(elders: int = 12, scored_days: int = 14, warmup_days: int = 21, seed: int = 7,
-             config: DetectorConfig | None = None) -> dict[str, Any]:
-    """Generate the labelled streams, replay them, score them."""
+             config: DetectorConfig | None = None,
+             accel: FallMotions | None = None) -> dict[str, Any]:
+    """Generate the labelled streams, replay them, score them (`accel`: see `generate`)."""
     from detectors.evaluation.streams import generate
 
-    stream = generate(elders, scored_days, warmup_days, seed)
+    stream = generate(elders, scored_days, warmup_days, seed, accel=accel)
     started = time.perf_counter()
     detected = replay(stream, config)
     result = score(stream, detected)

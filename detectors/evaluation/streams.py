@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from detectors.profiles import ProfileRecord
@@ -57,6 +57,23 @@ class Stream:
     scored_from: datetime
     scored_days: int
     traps: list[tuple[str, str, datetime]]   # (elder, trap, when): for the report
+
+
+Samples = list[tuple[float, float, float]]
+
+
+class FallMotions(Protocol):
+    """A cane's accelerometer windows (x, y, z in g per sample), such as `simulators.accel`
+    gives: the simulators sit above the detectors, so their caller passes them in."""
+
+    def fall(self, rate_hz: float = ..., seconds: float = ..., seed: int = ...) -> Samples: ...
+
+    def dropped_cane(self, rate_hz: float = ..., seconds: float = ...,
+                     seed: int = ...) -> Samples: ...
+
+    def lying(self, rate_hz: float, seconds: float, seed: int = ...) -> Samples: ...
+
+    def walking(self, rate_hz: float, seconds: float, seed: int = ...) -> Samples: ...
 
 
 class _Day:
@@ -137,8 +154,9 @@ def _routine(d: _Day, inj: list[str], away: bool, stop_at: float | None,
         d.emit("sos", "ok", d.at(wake + rng.uniform(0.2, 0.9)))
 
 
-def _inject(d: _Day, name: str) -> float | None:
-    """One injected emergency or trap; returns the collapse hour if the elder collapses."""
+def _inject(d: _Day, name: str, accel: FallMotions | None) -> float | None:
+    """One injected emergency or trap; returns the collapse hour if the elder collapses.
+    Without `accel`, the ones made of a cane's accelerometer windows are left out."""
     rng = d.rng
     d.dropped = False
     h = rng.uniform(10.0, 17.0)
@@ -169,9 +187,7 @@ def _inject(d: _Day, name: str) -> float | None:
         d.emit("watch", "fall", t, confidence=0.9)
         d.label("fall", t, name)
     elif name in ("fall_accel", "dropped_cane"):
-        try:
-            from simulators import accel
-        except ImportError:
+        if accel is None:
             return None
         samples = accel.fall(20.0, seed=rng.randint(0, 9999)) if name == "fall_accel" \
             else accel.dropped_cane(20.0, seed=rng.randint(0, 9999))
@@ -238,9 +254,11 @@ def plans(n: int, scored_days: int, warmup_days: int, rng: random.Random) -> lis
 
 
 def generate(elders: int = 12, scored_days: int = 14, warmup_days: int = 21, seed: int = 7,
-             start: date = date(2026, 3, 2)) -> Stream:
+             start: date = date(2026, 3, 2), accel: FallMotions | None = None) -> Stream:
     """The labelled stream: `warmup_days` of normal life (the routine is learned, nothing is
-    scored), then `scored_days` with injections and traps; one holiday away per 4 elders."""
+    scored), then `scored_days` with injections and traps; one holiday away per 4 elders.
+    `accel` makes the cane's falls and dropped canes (`simulators.evaluation` passes the
+    simulators'); without it those are left out."""
     rng = random.Random(seed)
     events: list[CanonicalEvent] = []
     labels: list[Label] = []
@@ -270,7 +288,7 @@ def generate(elders: int = 12, scored_days: int = 14, warmup_days: int = 21, see
             if n in away_days:
                 inj = [i for i in inj if i not in ("collapse", "morning_collapse", "skip_checkin")]
             for name in inj:
-                collapse_at = _inject(d, name)
+                collapse_at = _inject(d, name, accel)
                 if collapse_at is not None:
                     stop = collapse_at if stop is None else min(stop, collapse_at)
                     # Found the next day at noon: the evening and morning stay silent.

@@ -1,15 +1,32 @@
-"""Simulated homes as home logs (`eldercare eval --dataset homes sim:ELDERS:DAYS`): the
-simulator's ordinary days, with the full kit's home sensors (wearables left out, as real kits
-mostly have none), through the same loaders' shape as the real homes."""
+"""Offline evaluation of the detectors on what the simulators make. It lives here, above the
+detectors, because it builds its homes and the cane's motions with the simulators.
+
+- `evaluate`: the labelled event streams (`eldercare eval`), with the simulators' accelerometer
+  windows for the cane's falls and dropped canes.
+- `simulated_homes`: simulated homes as home logs (`eldercare eval --dataset homes
+  sim:ELDERS:DAYS`): the simulator's ordinary days, with the full kit's home sensors (wearables
+  left out, as real kits mostly have none), through the same loaders' shape as the real homes.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from detectors.config import DetectorConfig
 from detectors.evaluation.homes import Home, Reading
 
 SENSOR_KINDS = frozenset({"motion_sensor", "door_contact", "pressure_mat", "toilet_flush",
                           "smart_plug", "water_flow", "cupboard_contact"})
+
+
+def evaluate(elders: int = 12, scored_days: int = 14, warmup_days: int = 21, seed: int = 7,
+             config: DetectorConfig | None = None) -> dict[str, Any]:
+    """The labelled streams, with the simulators' cane motions, replayed and scored."""
+    from detectors.evaluation import score
+    from simulators import accel
+
+    return score.evaluate(elders, scored_days, warmup_days, seed, config, accel=accel)
 
 
 def simulated_homes(spec: str, seed: int = 7) -> list[Home]:

@@ -1,0 +1,78 @@
+"""Ingest's MQTT session: what it subscribes to, its stable client id, and the client that keeps
+a persistent session in the broker (MQTT 5, or 3.1.1 for a broker without 5)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from foundation.config import Settings
+from foundation.mqtt import TOPIC_ROOT, MqttTarget
+from ingest import zigbee
+
+SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/+"  # .../event and .../status; other channels are dead-lettered
+MAX_IN_FLIGHT = 1000  # MQTT 5 Receive Maximum: messages received and not yet acknowledged
+SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our queue this long while no worker is connected
+
+
+def subscriptions(settings: Settings) -> list[str]:
+    """Device topics and Zigbee2MQTT, as MQTT 5 shared subscriptions when a group is set (an
+    MQTT 3.1.1 broker such as amqtt has none: one worker then takes every message)."""
+    group = settings.mqtt_shared_group if settings.mqtt_protocol == "5" else ""
+    plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION, zigbee.AVAILABILITY_SUBSCRIPTION]
+    return [f"$share/{group}/{t}" for t in plain] if group else plain
+
+
+def client_id(settings: Settings) -> str:
+    """Stable per worker, so a restarted worker resumes its broker-side session."""
+    return f"eldercare-ingest-{settings.mqtt_shared_group or 'solo'}-{settings.ingest_worker}"
+
+
+
+def session_client(
+    target: MqttTarget, settings: Settings, queues: list[asyncio.Queue[aiomqtt.Message]],
+) -> aiomqtt.Client:
+    """The consumer's client: a persistent session in MQTT 5 (or 3.1.1 for a broker without 5),
+    its incoming queue remembered in `queues`."""
+    # aiomqtt's own queue is unbounded: a full queue would silently discard messages, which
+    # (never acknowledged) would stall in the broker until the next reconnect.
+    common: dict[str, Any] = {
+        "identifier": client_id(settings), "max_queued_incoming_messages": 0,
+        "queue_type": _inbox_type(queues),
+    }
+    if settings.mqtt_protocol == "3.1.1":
+        # clean_session=False keeps the queue while we are away, as the session expiry does
+        # in MQTT 5; the broker's own in-flight window stands in for Receive Maximum.
+        return target.client(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+                             **common)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    # The broker sends at most this many unacknowledged messages; the rest wait in our session.
+    props.ReceiveMaximum = MAX_IN_FLIGHT
+    return target.client(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                         properties=props, **common)
+
+
+
+def _inbox_type(
+    made: list[asyncio.Queue[aiomqtt.Message]],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming queue, remembered in `made` so the reader can drain it in bursts."""
+
+    class Inbox(asyncio.Queue[aiomqtt.Message]):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__(maxsize)
+            made.append(self)
+
+    return Inbox
+
+
+def refused(granted: int | ReasonCode) -> bool:
+    """A SUBACK code >= 0x80 is a refusal (MQTT 5 reason code or 3.1.1 return code)."""
+    return (granted.value if isinstance(granted, ReasonCode) else granted) >= 0x80
+
