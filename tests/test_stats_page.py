@@ -51,8 +51,9 @@ async def cell(page: Page, month: str, col: str) -> str:
 async def chart_option(page: Page, chart: str) -> dict[str, object]:
     """The ECharts option of a chart: its series names are what the legend shows."""
     option: dict[str, object] = await page.evaluate(
-        "(c) => { const o = echarts.getInstanceByDom(document.querySelector(`[data-chart=\"${c}\"]`))"
-        ".getOption(); return { series: o.series.map((s) => s.name),"
+        "(c) => { const box = document.querySelector(`[data-chart='${c}']`);"
+        " const o = echarts.getInstanceByDom(box).getOption();"
+        " return { series: o.series.map((s) => s.name),"
         " markLine: (o.series[0].markLine || { data: [] }).data.map((d) => d.name) }; }", chart)
     return option
 

@@ -41,7 +41,7 @@ function drawCounts(div, months, rows) {
     ...base(tr("stats.chart.incidents")),
     tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
     xAxis: { type: "category", data: months },
-    yAxis: { type: "value", name: tr("stats.unit.incidents"), minInterval: 1 },
+    yAxis: { type: "value", minInterval: 1 },
     series: ["incidents", "acknowledged", "resolved"].map((k) => ({
       name: tr(`report.${k}`), type: "bar", data: rows.map((r) => (r ? r[k] : 0)),
     })),
@@ -52,7 +52,9 @@ function drawTimes(div, months, rows) {
   const series = [];
   for (const t of TIMINGS) {
     for (const q of ["p50", "p90"]) {
+      // Resolution takes minutes where acknowledgement takes seconds: its own axis on the right.
       series.push({ name: tr(`stats.${t}_${q}`), type: "line", connectNulls: false, symbolSize: 6,
+                    yAxisIndex: t === "resolution" ? 1 : 0,
                     lineStyle: q === "p90" ? { type: "dashed" } : undefined,
                     data: rows.map((r) => (r ? r[`${t}_${q}_s`] : null)) });
     }
@@ -60,9 +62,11 @@ function drawTimes(div, months, rows) {
   newChart(div).setOption({
     ...base(tr("stats.chart.times")),
     legend: { top: 22, left: 0, type: "scroll" },
-    grid: { left: 52, right: 24, top: 72, bottom: 48 },
+    grid: { left: 52, right: 60, top: 72, bottom: 48 },
     xAxis: { type: "category", data: months },
-    yAxis: { type: "value", name: tr("stats.unit.seconds") },
+    yAxis: [{ type: "value", axisLabel: { formatter: `{value} ${tr("stats.unit.seconds")}` } },
+            { type: "value", splitLine: { show: false },
+              axisLabel: { formatter: `{value} ${tr("stats.unit.seconds")}` } }],
     series,
   });
 }
