@@ -36,7 +36,8 @@ test: test-deps lint
 # The console screenshots in docs/screenshots/, taken deliberately (tests write test-artifacts/).
 screenshots: test-deps
 	DOCS_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_console_browser.py tests/test_emergency_browser.py \
-	  tests/test_family_page.py tests/test_reports.py tests/test_console_records.py
+	  tests/test_family_page.py tests/test_reports.py tests/test_console_records.py \
+	  tests/test_stats_page.py
 
 clean:
 	rm -rf $(VENV) .cache .eldercare test-artifacts

@@ -78,6 +78,13 @@ async def reports(principal: MaybePrincipal, request: Request) -> Response:
     return _signed_in(principal, "reports", request)
 
 
+@router.get("/stats", response_model=None)
+async def service_stats(principal: MaybePrincipal, request: Request) -> Response:
+    """Service statistics per month with charts: incidents, response times, the share
+    acknowledged within 60 s and 180 s against the target."""
+    return _signed_in(principal, "stats", request)
+
+
 @router.get("/rules", response_model=None)
 async def rules(principal: MaybePrincipal, request: Request) -> Response:
     """A community's emergency rules: edit as JSON, preview who each ladder reaches, save."""

@@ -85,6 +85,29 @@ function formValues(form) {
   return out;
 }
 
+// Apache ECharts, served by the console itself (/static/echarts.min.js, no CDN); false when
+// it is not installed (the page then says how to install it).
+function loadEcharts() {
+  if (window.echarts) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const script = el("script", { src: "/static/echarts.min.js" });
+    script.onload = () => resolve(true);
+    script.onerror = () => resolve(false);
+    document.head.append(script);
+  });
+}
+
+function newChart(box, group) {
+  const old = echarts.getInstanceByDom(box);
+  if (old) old.dispose();
+  // SVG: crisp on any screen, and the labels are text (read by screen readers and tests).
+  const chart = echarts.init(box, null, { renderer: "svg", locale: lang === "en" ? "EN" : "ZH" });
+  if (group) chart.group = group;
+  // No animation: a duty console shows the state at once (and screenshots show it whole).
+  chart.setOption({ animation: false });
+  return chart;
+}
+
 async function loadTranslations() {
   T = await api(`/api/v1/i18n/${lang}`);
   document.documentElement.lang = lang;
@@ -98,7 +121,7 @@ async function setupPage(active) {
   const nav = el("nav");
   const pages = [["board", "/"], ["elders", "/elders"], ["devices", "/devices"]];
   if (canEdit()) pages.push(["import", "/import"]);
-  pages.push(["reports", "/reports"]);
+  pages.push(["reports", "/reports"], ["stats", "/stats"]);
   if (ME.role === "district_admin") pages.push(["rules", "/rules"], ["admin", "/admin"]);
   for (const [key, href] of pages) {
     nav.append(el("a", { href, class: key === active ? "active" : null }, tr(`console.nav.${key}`)));

@@ -35,27 +35,6 @@ function deviceStatus(d) {
 const RANGES = [1, 7, 30, 90];
 const LIMIT_COLOUR = "#dc2626";
 
-function loadEcharts() {
-  if (window.echarts) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const script = el("script", { src: "/static/echarts.min.js" });
-    script.onload = () => resolve(true);
-    script.onerror = () => resolve(false);
-    document.head.append(script);
-  });
-}
-
-function newChart(box, group) {
-  const old = echarts.getInstanceByDom(box);
-  if (old) old.dispose();
-  // SVG: crisp on any screen, and the labels are text (read by screen readers and tests).
-  const chart = echarts.init(box, null, { renderer: "svg", locale: lang === "en" ? "EN" : "ZH" });
-  if (group) chart.group = group;
-  // No animation: a duty console shows the state at once (and screenshots show it whole).
-  chart.setOption({ animation: false });
-  return chart;
-}
-
 const zoom = [{ type: "inside" }, { type: "slider", height: 16, bottom: 6 }];
 
 function drawVitals(box, data) {
