@@ -1,0 +1,195 @@
+"""`eldercare bench soak`: 1,000,000 events through the embedded stack, with SOS presses.
+
+The stack is the one `eldercare up` runs (embedded PostgreSQL, tansu, mosquitto; ingest,
+detectors and dispatcher under the real `Supervisor`, which rolls the embedded Kafka once a
+partition holds `ELDERCARE_KAFKA_ROLL_RECORDS` records). Watches publish heart-rate readings one
+message at a time, QoS 1 (`mosquitto_pub -l`, as low-rate devices do: nothing batches them
+before ingest), in chunks kept at most `CHUNK` events ahead of what Kafka has accepted (so
+mosquitto's queue stays bounded); meanwhile one fresh elder presses an SOS button every
+`PRESS_EVERY_S`. Reported: events/s, rolls, and press -> incident / first call (p50, max) and
+lost presses over the whole run and for the presses made within `NEAR_S` of a roll."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from devices.catalogue import DeviceKind
+from devices.registry import Community, Device, Elder, save
+from eldercare.bench import chaos
+from eldercare.stack import roll
+from foundation import kafka, procs
+from foundation.config import Settings
+from foundation.mqtt import MqttTarget, event_topic
+
+EVENTS = 1_000_000
+QUICK_EVENTS = 60_000
+WATCHES = 8
+CHUNK = 16_000
+PRESS_EVERY_S = 2.0
+NEAR_S = 5.0  # a press this close to a roll counts as "around a roll"
+SERVICES = ["ingest", "detectors", "dispatcher"]  # the SOS path (the store is benched apart)
+
+
+def _say(msg: str) -> None:
+    print(f"[bench soak] {msg}", file=sys.stderr, flush=True)
+
+
+def watches(n: int) -> Community:
+    """A community of `n` elders wearing a watch (heart-rate readings, no contacts)."""
+    cid = f"soak-{uuid.uuid4().hex[:6]}"
+    people = [Elder(f"{cid}-W{i:03d}", cid, f"浸泡老人{i:03d}", f"浸泡路{i}号",
+                    devices=[Device(f"{cid}-W{i:03d}-watch", DeviceKind.SMART_WATCH, "客厅")])
+              for i in range(n)]
+    return Community(cid, "浸泡社区", "浸泡区", "浸泡街道", "", people, [])
+
+
+def publish_readings(settings: Settings, community: Community, n: int) -> None:
+    """Publish `n` normal heart-rate readings, spread over the community's watches, one MQTT
+    message each (QoS 1); returns once mosquitto has acknowledged them all."""
+    target = MqttTarget.parse(settings.mqtt_url)
+    run, now = uuid.uuid4().hex[:8], time.time()
+    per = max(1, n // len(community.elders))
+    pubs = []
+    for elder in community.elders:
+        lines = "".join(json.dumps({"msg_id": f"{run}-{i}", "ts": now + i * 1e-4, "type": "hr",
+                                    "bpm": 60 + i % 30}) + "\n" for i in range(per))
+        args = ["mosquitto_pub", "-h", target.host, "-p", str(target.port), "-q", "1", "-l",
+                "-t", event_topic(community.id, elder.devices[0].id)]
+        if target.username:
+            args += ["-u", target.username, "-P", target.password or ""]
+        pub = subprocess.Popen(args, stdin=subprocess.PIPE)
+        assert pub.stdin is not None
+        pub.stdin.write(lines.encode())
+        pub.stdin.close()
+        pubs.append(pub)
+    for pub in pubs:
+        if pub.wait(timeout=600) != 0:
+            raise RuntimeError(f"mosquitto_pub exited with {pub.returncode}")
+
+
+def accepted(stack: chaos.ChaosStack) -> int:
+    """Events Kafka has accepted since the start: what the rolls took away plus what the
+    current broker holds (a roll happens only when nothing is in flight)."""
+    assert stack.supervisor is not None and stack.supervisor.roller is not None
+    rolled = stack.supervisor.roller.log.rolled_records.get(kafka.EVENTS, 0)
+    ends = asyncio.run(roll.end_offsets(stack.settings, [kafka.EVENTS]))
+    return rolled + sum(ends.values())
+
+
+async def _presses(stack: chaos.ChaosStack, community: Community, stop: asyncio.Event,
+                   pressed: dict[str, float]) -> None:
+    for elder in community.elders:
+        if stop.is_set():
+            return
+        body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                           "type": "sos"}).encode()
+        pressed[elder.id] = time.perf_counter()
+        await chaos._press(stack, community.id, elder.devices[0].id, body)
+        with_timeout = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([with_timeout], timeout=PRESS_EVERY_S)
+        with_timeout.cancel()
+
+
+async def _until_accepted(stack: chaos.ChaosStack, n: int) -> None:
+    """Poll Kafka (it has no notification) until it has accepted `n` events."""
+    for _ in itertools.count():
+        if await asyncio.to_thread(accepted, stack) >= n:
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _drive(stack: chaos.ChaosStack, readings: Community, sos: Community, total: int,
+                 pressed: dict[str, float]) -> float:
+    """Publish `total` readings while pressing SOS buttons; the seconds the events took."""
+    stop = asyncio.Event()
+    presses = asyncio.create_task(_presses(stack, sos, stop, pressed))
+    started = time.perf_counter()
+    sent = 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        await asyncio.to_thread(publish_readings, stack.settings, readings, n)
+        sent += n // WATCHES * WATCHES
+        await _until_accepted(stack, sent - CHUNK)
+        _say(f"{sent:,} published, rolls {stack.supervisor.roller.log.rolls}"  # type: ignore
+             f", {sent / (time.perf_counter() - started):,.0f} events/s, load "
+             f"{os.getloadavg()[0]:.1f}")
+    await _until_accepted(stack, sent)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await presses
+    return seconds
+
+
+def _near_roll(pressed: dict[str, float], windows: list[tuple[float, float]]) -> set[str]:
+    wall = time.time() - time.perf_counter()
+    return {e for e, t in pressed.items()
+            if any(a - NEAR_S <= t + wall <= b + NEAR_S for a, b in windows)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """The soak (see the module docstring); returns its figures."""
+    sys.path.insert(0, str(chaos.REPO))  # the tests' Twilio mock is reused as is
+    from tests import twilio_mock
+
+    total = QUICK_EVENTS if quick else EVENTS
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+        data = Path(tmp)
+        mock, prism, server = twilio_mock.start(data)
+        try:
+            with chaos.chaos_stack(data, mock.url, services=SERVICES) as stack:
+                assert stack.supervisor is not None and stack.supervisor.roller is not None
+                readings = watches(WATCHES)
+                sos, phones = chaos.population(int(total / 1000) + 50)
+                save(stack.settings.database_url, [readings, sos])
+                asyncio.run(chaos.warm_up(stack, mock.requests, sos, phones, sos.elders[-1]))
+                pressed: dict[str, float] = {}
+                seconds = asyncio.run(_drive(stack, readings, sos, total, pressed))
+                events = accepted(stack)
+                asyncio.run(chaos._wait_for_calls(mock.requests, phones, pressed,
+                                                  chaos.TIMEOUT_S))
+                log = stack.supervisor.roller.log
+                whole = chaos.tally("whole run", stack.settings, mock.requests, phones, pressed)
+                near = _near_roll(pressed, log.windows)
+                around = chaos.tally("around rolls", stack.settings, mock.requests, phones,
+                                     {e: t for e, t in pressed.items() if e in near})
+                largest = roll.largest(asyncio.run(roll.end_offsets(stack.settings)))
+        finally:
+            server.should_exit = True
+            procs.stop(prism)
+    load = (round(load_before, 1), round(os.getloadavg()[0], 1))
+    figures = {
+        "events": events,
+        "events_per_s": round(events / seconds, 1),
+        "seconds": round(seconds, 1),
+        "rolls": log.rolls,
+        "roll_attempts": log.attempts,
+        "roll_pause_s_max": round(max((b - a for a, b in log.windows), default=0.0), 2),
+        "roll_records": stack.settings.kafka_roll_records,
+        "largest_partition_at_end": largest,
+        "presses": whole.presses,
+        "lost": whole.lost,
+        "duplicated": whole.duplicated,
+        "incident_p50_s": whole.incident_p50_s,
+        "incident_max_s": whole.incident_max_s,
+        "first_call_p50_s": whole.p50_s,
+        "first_call_max_s": whole.max_s,
+        "around_rolls": {"presses": around.presses, "lost": around.lost,
+                         "duplicated": around.duplicated,
+                         "incident_p50_s": around.incident_p50_s,
+                         "incident_max_s": around.incident_max_s,
+                         "first_call_max_s": around.max_s},
+        "load_average": load,
+    }
+    _say(json.dumps(figures, ensure_ascii=False))
+    return figures
