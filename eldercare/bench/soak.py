@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Device, Elder, save
 from eldercare.bench import chaos
@@ -81,9 +83,11 @@ def accepted(stack: chaos.ChaosStack) -> int:
     """Events Kafka has accepted since the start: what the rolls took away plus what the
     current broker holds (a roll happens only when nothing is in flight)."""
     assert stack.supervisor is not None and stack.supervisor.roller is not None
-    rolled = stack.supervisor.roller.log.rolled_records.get(kafka.EVENTS, 0)
-    ends = asyncio.run(roll.end_offsets(stack.settings, [kafka.EVENTS]))
-    return rolled + sum(ends.values())
+    try:
+        ends = asyncio.run(roll.end_offsets(stack.settings, [kafka.EVENTS]))
+    except KafkaError:  # being rolled: ask again later
+        return 0
+    return stack.supervisor.roller.log.rolled_records.get(kafka.EVENTS, 0) + sum(ends.values())
 
 
 async def _presses(stack: chaos.ChaosStack, community: Community, stop: asyncio.Event,

@@ -69,8 +69,9 @@ async def end_offsets(settings: Settings, topics: Iterable[str] = WATCHED
                               **kafka.security(settings))
     await asyncio.wait_for(reader.start(), 10)
     try:
+        await reader.topics()  # fetches the metadata partitions_for_topic reads
         parts = [TopicPartition(t, p) for t in topics
-                 for p in sorted(await reader.partitions_for_topic(t) or [])]
+                 for p in sorted(reader.partitions_for_topic(t) or [])]
         return dict(await reader.end_offsets(parts)) if parts else {}
     finally:
         await reader.stop()
@@ -172,6 +173,7 @@ class Roller:
             ends = self._caught_up(incarnation)
             if ends is None:
                 return False
+            caught_up_s = time.time() - started
             detectors = self._paused(("detectors",))
             # The detectors may have emitted an alert (a timer) as they were stopped.
             final = asyncio.run(end_offsets(self.settings))
@@ -179,7 +181,9 @@ class Roller:
             if final != ends or late:
                 log.info("embedded kafka roll put off: new records", behind=late)
                 return False
+            replacing = time.time()
             self.replace()
+            replaced_s = time.time() - replacing
         finally:
             _signal(detectors + producers, signal.SIGCONT)
         self.log.rolls += 1
@@ -187,7 +191,8 @@ class Roller:
             self.log.rolled_records[tp.topic] = self.log.rolled_records.get(tp.topic, 0) + end
         self.log.windows.append((started, time.time()))
         log.info("embedded kafka rolled", records=largest(ends), paused_s=round(
-            time.time() - started, 2), rolls=self.log.rolls)
+            time.time() - started, 2), caught_up_s=round(caught_up_s, 2),
+            replaced_s=round(replaced_s, 2), rolls=self.log.rolls)
         return True
 
     def _caught_up(self, incarnation: str) -> dict[TopicPartition, int] | None:

@@ -148,8 +148,9 @@ class Supervisor:
 
     def _replace(self, svc: embedded.EmbeddedService | None) -> None:
         """A fresh embedded Kafka on the same port, with the platform's topics."""
-        assert svc is not None
-        svc.stop()
+        assert svc is not None and svc.proc is not None
+        svc.proc.kill()  # nothing in it is still needed: every consumer has caught up
+        svc.proc.wait()
         svc.restart()
         asyncio.run(kafka.ensure_topics(self.settings))
 
