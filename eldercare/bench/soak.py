@@ -104,17 +104,22 @@ async def _presses(stack: chaos.ChaosStack, community: Community, stop: asyncio.
         with_timeout.cancel()
 
 
-async def _until_accepted(stack: chaos.ChaosStack, n: int) -> None:
-    """Poll Kafka (it has no notification) until it has accepted `n` events."""
+async def _until_accepted(stack: chaos.ChaosStack, n: int, timeout_s: float = 300.0) -> int:
+    """Poll Kafka (it has no notification) until it has accepted `n` events, for at most
+    `timeout_s`; returns how many it has."""
+    deadline = time.monotonic() + timeout_s
     for _ in itertools.count():
-        if await asyncio.to_thread(accepted, stack) >= n:
-            return
+        have = await asyncio.to_thread(accepted, stack)
+        if have >= n or time.monotonic() > deadline:
+            return have
         await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def _drive(stack: chaos.ChaosStack, readings: Community, sos: Community, total: int,
-                 pressed: dict[str, float]) -> float:
-    """Publish `total` readings while pressing SOS buttons; the seconds the events took."""
+                 pressed: dict[str, float]) -> tuple[float, int]:
+    """Publish `total` readings while pressing SOS buttons; the seconds the events took to
+    reach Kafka, and how many did not (within a minute of the last)."""
     stop = asyncio.Event()
     presses = asyncio.create_task(_presses(stack, sos, stop, pressed))
     started = time.perf_counter()
@@ -127,11 +132,14 @@ async def _drive(stack: chaos.ChaosStack, readings: Community, sos: Community, t
         _say(f"{sent:,} published, rolls {stack.supervisor.roller.log.rolls}"  # type: ignore
              f", {sent / (time.perf_counter() - started):,.0f} events/s, load "
              f"{os.getloadavg()[0]:.1f}")
-    await _until_accepted(stack, sent)
-    seconds = time.perf_counter() - started
     stop.set()
     await presses
-    return seconds
+    expected = sent + len(pressed)  # readings and SOS presses
+    have = await _until_accepted(stack, expected, 60.0)
+    seconds = time.perf_counter() - started
+    if have < expected:
+        _say(f"only {have:,} of {expected:,} events reached Kafka")
+    return seconds, expected - have
 
 
 def _near_roll(pressed: dict[str, float], windows: list[tuple[float, float]]) -> set[str]:
@@ -158,7 +166,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 save(stack.settings.database_url, [readings, sos])
                 asyncio.run(chaos.warm_up(stack, mock.requests, sos, phones, sos.elders[-1]))
                 pressed: dict[str, float] = {}
-                seconds = asyncio.run(_drive(stack, readings, sos, total, pressed))
+                seconds, missing = asyncio.run(_drive(stack, readings, sos, total, pressed))
                 events = accepted(stack)
                 asyncio.run(chaos._wait_for_calls(mock.requests, phones, pressed,
                                                   chaos.TIMEOUT_S))
@@ -176,6 +184,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "events": events,
         "events_per_s": round(events / seconds, 1),
         "seconds": round(seconds, 1),
+        "events_missing": missing,
         "rolls": log.rolls,
         "roll_attempts": log.attempts,
         "roll_pause_s_max": round(max((b - a for a, b in log.windows), default=0.0), 2),

@@ -39,6 +39,7 @@ from foundation.config import Settings
 log = logs.get(__name__)
 
 CATCH_UP_S = 10.0  # longest pause of ingest while waiting for the consumers
+RETRY_S = 10.0  # after a put-off roll: let ingest run this long before pausing it again
 POLL_S = 0.2
 DETECTORS_GROUP = "eldercare-detectors"
 # service -> (consumer group, topic) whose progress must reach the end before a roll
@@ -153,7 +154,10 @@ class Roller:
             ends = asyncio.run(end_offsets(self.settings))
             if largest(ends) < self.settings.kafka_roll_records:
                 return False
-            return self._roll()
+            if not self._roll():
+                self._next_look = time.monotonic() + RETRY_S
+                return False
+            return True
         except Exception:
             log.exception("embedded kafka roll check failed")
             return False
