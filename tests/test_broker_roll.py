@@ -8,12 +8,16 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from devices.registry import Community, save
 from eldercare.bench import chaos, soak
+from eldercare.stack import embedded, roll
 from foundation import kafka
+from foundation.config import Settings
 from tests.twilio_mock import TwilioMock
 
 THRESHOLD = 300
@@ -73,3 +77,28 @@ def test_a_full_embedded_kafka_is_rolled_and_sos_around_the_roll_is_called_once(
 
         # The fresh broker keeps delivering: one more press after the roll is called.
         asyncio.run(chaos.warm_up(stack, twilio.requests, sos, phones, sos.elders[-2], 60.0))
+
+
+def test_end_offsets_count_the_last_batch_whole(tmp_path: Path) -> None:
+    """tansu 0.6 reports a partition's end as the last batch's first offset + 1; the roll
+    must count every record of that batch, or it would discard records nobody read."""
+    svc = embedded.start_kafka(tmp_path)
+    settings = Settings(kafka_bootstrap=svc.url)
+
+    async def scenario() -> dict[TopicPartition, int]:
+        await kafka.ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=svc.url, linger_ms=50)
+        await producer.start()
+        try:
+            sent = [await producer.send(kafka.EVENTS, b"{}", partition=0) for _ in range(10)]
+            await asyncio.gather(*sent)  # one batch: linger 50 ms
+        finally:
+            await producer.stop()
+        return await roll.end_offsets(settings, [kafka.EVENTS])
+
+    try:
+        ends = asyncio.run(scenario())
+    finally:
+        svc.stop()
+    assert ends[TopicPartition(kafka.EVENTS, 0)] == 10
+    assert ends[TopicPartition(kafka.EVENTS, 1)] == 0

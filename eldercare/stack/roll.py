@@ -62,18 +62,35 @@ class RollLog:
     attempts: int = 0
 
 
-async def end_offsets(settings: Settings, topics: Iterable[str] = WATCHED
-                      ) -> dict[TopicPartition, int]:
-    """The end offset of every partition of `topics` (records stored, in a memory broker)."""
+async def end_offsets(settings: Settings, topics: Iterable[str] = WATCHED,
+                      timeout_s: float = 5.0) -> dict[TopicPartition, int]:
+    """The end offset (last record's offset + 1) of every partition of `topics`.
+
+    tansu 0.6 answers ListOffsets with the *first* offset of the last batch + 1 (a batch of 5
+    records at offsets 11-15 gives 12, not 16), so the last batch of every partition is read
+    to find its true end: trusting the broker's figure would roll away a batch nobody read."""
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                               enable_auto_commit=False, request_timeout_ms=5000,
-                              **kafka.security(settings))
+                              fetch_max_wait_ms=5, **kafka.security(settings))
     await asyncio.wait_for(reader.start(), 10)
     try:
         await reader.topics()  # fetches the metadata partitions_for_topic reads
         parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(reader.partitions_for_topic(t) or [])]
-        return dict(await reader.end_offsets(parts)) if parts else {}
+        ends: dict[TopicPartition, int] = dict(await reader.end_offsets(parts)) if parts else {}
+        unread = {tp for tp, end in ends.items() if end > 0}
+        reader.assign(list(unread))
+        for tp in unread:
+            reader.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + timeout_s
+        while unread:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"last batches of {sorted(map(str, unread))} not read")
+            for tp, records in (await reader.getmany(*unread, timeout_ms=200)).items():
+                if records:
+                    ends[tp] = max(ends[tp], records[-1].offset + 1)
+                    unread.discard(tp)
+        return ends
     finally:
         await reader.stop()
 
