@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiokafka.errors import KafkaError
 
 from devices.catalogue import DeviceKind
@@ -39,6 +40,7 @@ QUICK_EVENTS = 60_000
 WATCHES = 8
 CHUNK = 3_000  # published at once; the next chunk waits until Kafka has them all
 PRESS_EVERY_S = 2.0
+ROUND_S = 30.0  # a ladder round repeats a call 60 s or more later: not a duplicate
 NEAR_S = 5.0  # a press this close to a roll counts as "around a roll"
 SERVICES = ["ingest", "detectors", "dispatcher"]  # the SOS path (the store is benched apart)
 
@@ -145,6 +147,26 @@ async def _drive(stack: chaos.ChaosStack, readings: Community, sos: Community, t
     return seconds, expected - have
 
 
+def duplicates(settings: Settings, requests: list[Any], phones: dict[str, str],
+               pressed: dict[str, float]) -> int:
+    """Presses with more than one incident, or two calls to the first contact less than
+    `ROUND_S` apart. (`chaos.tally` counts any second call; over a long run that is the
+    ladder's next round, 60 s after the first, for a call nobody answers at the mock.)"""
+    with psycopg.connect(settings.database_url) as conn:
+        twice = {str(e) for e, in conn.execute(
+            "SELECT elder_id FROM incidents WHERE elder_id = ANY(%s) GROUP BY elder_id"
+            " HAVING count(*) > 1", (list(pressed),)).fetchall()}
+    calls: dict[str, list[float]] = {}
+    for r in list(requests):
+        if r.path.endswith("/Calls.json"):
+            calls.setdefault(r.form.get("To", [""])[0], []).append(r.arrived)
+    for elder in pressed:
+        times = sorted(calls.get(phones[elder], []))
+        if any(b - a < ROUND_S for a, b in itertools.pairwise(times)):
+            twice.add(elder)
+    return len(twice)
+
+
 def _near_roll(pressed: dict[str, float], windows: list[tuple[float, float]]) -> set[str]:
     wall = time.time() - time.perf_counter()
     return {e for e, t in pressed.items()
@@ -180,6 +202,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                                    {e: t for e, t in pressed.items() if e not in near})
                 around = chaos.tally("around rolls", stack.settings, mock.requests, phones,
                                      {e: t for e, t in pressed.items() if e in near})
+                dup = duplicates(stack.settings, mock.requests, phones, pressed)
+                dup_near = duplicates(stack.settings, mock.requests, phones,
+                                      {e: t for e, t in pressed.items() if e in near})
                 largest = roll.largest(asyncio.run(roll.end_offsets(stack.settings)))
         finally:
             server.should_exit = True
@@ -197,13 +222,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "largest_partition_at_end": largest,
         "presses": whole.presses,
         "lost": whole.lost,
-        "duplicated": whole.duplicated,
+        "incidents": whole.incidents,
+        "duplicated": dup,
         "incident_p50_s": whole.incident_p50_s,
         "incident_max_s": whole.incident_max_s,
         "first_call_p50_s": whole.p50_s,
         "first_call_max_s": whole.max_s,
         "around_rolls": {"presses": around.presses, "lost": around.lost,
-                         "duplicated": around.duplicated,
+                         "incidents": around.incidents, "duplicated": dup_near,
                          "incident_p50_s": around.incident_p50_s,
                          "incident_max_s": around.incident_max_s,
                          "first_call_max_s": around.max_s},
