@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         "of it (rounded up to whole seconds)")
     kafka_heartbeat_interval_ms: int = Field(
         400, description="Consumer heartbeat interval (well below the session timeout)")
+    kafka_roll_records: int = Field(
+        8000, description="Embedded Kafka only: once a partition of the events, alerts or "
+        "dead-letter topic holds this many records, the supervisor replaces the broker by a "
+        "fresh one as soon as every consumer has caught up (tansu 0.6 slows down past ~10,000 "
+        "stored batches per partition and keeps no retention); 0: never")
+    kafka_roll_check_s: float = Field(
+        1.0, description="Seconds between the supervisor's looks at the embedded Kafka's size")
     operator_phone: str = Field(
         "", description="E.164 number told by SMS when the platform's database is unreachable"
         " (sent through the notification channel, so it needs no database)")

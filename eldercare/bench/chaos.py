@@ -95,8 +95,10 @@ class ChaosStack:
     long-lived thread. Every child is started from that thread (or the main thread): Linux
     sends a child its parent-death signal when the *thread* that started it ends."""
 
-    def __init__(self, base: Settings, data_dir: Path) -> None:
+    def __init__(self, base: Settings, data_dir: Path, services: list[str] | None = None
+                 ) -> None:
         self.base = base.model_copy(update={"data_dir": data_dir})
+        self.services = services or SERVICES
         self.stack = Stack(self.base)
         self.settings = self.base
         self.supervisor: Supervisor | None = None
@@ -116,7 +118,7 @@ class ChaosStack:
         self.stack = Stack(self.base)
         self.settings = self.stack.start_embedded()
         self.stack.prepare()
-        self.supervisor = Supervisor(self.settings, SERVICES, self.stack)
+        self.supervisor = Supervisor(self.settings, self.services, self.stack)
         self.supervisor.start()
 
     def _stop_stack(self) -> None:
@@ -312,9 +314,11 @@ async def warm_up(stack: ChaosStack, requests: list[Any], community: Community,
 
 
 @contextmanager
-def chaos_stack(data_dir: Path, twilio_url: str, **overrides: Any) -> Iterator[ChaosStack]:
-    """A fresh stack under the supervisor, configured against the Twilio mock at
-    `twilio_url` (and `overrides` of the settings), stopped on exit."""
+def chaos_stack(data_dir: Path, twilio_url: str, services: list[str] | None = None,
+                **overrides: Any) -> Iterator[ChaosStack]:
+    """A fresh stack under the supervisor running `services` (default: SERVICES), configured
+    against the Twilio mock at `twilio_url` (and `overrides` of the settings), stopped on
+    exit."""
     base = Settings(
         data_dir=data_dir, metrics_binds="", log_level="INFO",
         console_bind=f"127.0.0.1:{procs.free_port()}",
@@ -324,7 +328,7 @@ def chaos_stack(data_dir: Path, twilio_url: str, **overrides: Any) -> Iterator[C
         twilio_from_number="+15017122661", twilio_api_base_url=twilio_url,
         mqtt_shared_group=f"chaos-{uuid.uuid4().hex[:6]}",
     ).model_copy(update=overrides)
-    stack = ChaosStack(base, data_dir)
+    stack = ChaosStack(base, data_dir, services)
     try:
         stack.start()
         yield stack

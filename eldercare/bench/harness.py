@@ -26,7 +26,7 @@ from rich.table import Table
 
 BENCHES = ("sos", "ingest", "detect", "store", "idle")
 # Run only by name (not by `all`, whose 10-minute promise they would break).
-ON_DEMAND = ("chaos", "replay")
+ON_DEMAND = ("chaos", "replay", "soak")
 PACKAGE = "eldercare.bench"
 
 # The keys each bench promises (issue 10's contract for scripts); `baseline` for all of them.
@@ -37,6 +37,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "detect": ("events_per_s", "elders", "bytes_per_elder"),
     "idle": ("total_percent_of_one_core", "per_process"),
     "chaos": ("presses", "lost", "duplicated", "max_s", "cases"),
+    "soak": ("events", "events_per_s", "rolls", "presses", "lost", "incident_max_s"),
     "replay": ("messages", "msg_per_s", "end_lag", "silent_morning_alert_h"),
 }
 

@@ -16,7 +16,7 @@ from types import FrameType
 from rich.console import Console
 
 from eldercare.services import SERVICES
-from eldercare.stack import embedded, evict
+from eldercare.stack import embedded, evict, roll
 from foundation import db, kafka, logs, procs
 from foundation import stack_state as state
 from foundation.config import Settings, child_env
@@ -137,6 +137,22 @@ class Supervisor:
         self.standby: dict[str, subprocess.Popen[bytes]] = {}
         self._infra_retry_at: dict[str, float] = {}
         self.infra_restarts: dict[str, int] = {}  # embedded service name -> times restarted
+        kafka_svc = next((s for s in stack.embedded if s.name == "kafka"), None) if stack else None
+        # Only the embedded broker is rolled: a real Kafka has retention.
+        self.roller = roll.Roller(settings, names, self._pid, lambda: self._replace(kafka_svc)) \
+            if kafka_svc is not None else None
+
+    def _pid(self, name: str) -> int | None:
+        child = self.children.get(name)
+        return child.proc.pid if child is not None and child.proc.poll() is None else None
+
+    def _replace(self, svc: embedded.EmbeddedService | None) -> None:
+        """A fresh embedded Kafka on the same port, with the platform's topics."""
+        assert svc is not None and svc.proc is not None
+        svc.proc.kill()  # nothing in it is still needed: every consumer has caught up
+        svc.proc.wait()
+        svc.restart()
+        asyncio.run(kafka.ensure_topics(self.settings))
 
     def start(self) -> None:
         self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
@@ -178,6 +194,8 @@ class Supervisor:
             child.proc = self._replacement(child.name)
             child.started = time.monotonic()
             child.exited = None
+        if self.roller is not None and self.roller.due():
+            self.roller.check()
 
     def _restart_infra(self, svc: embedded.EmbeddedService) -> None:
         if time.monotonic() < self._infra_retry_at.get(svc.name, 0.0):
