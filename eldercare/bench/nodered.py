@@ -41,6 +41,13 @@ def run(presses: int, interval_s: float, rates: list[float], quick: bool) -> dic
     if bench is None:
         _say("not run (no ../shared/peers/nodered/bench.py, or ELDERCARE_BENCH_NODERED=off)")
         return None
+    setup = bench.parent / "setup.sh"
+    if setup.exists():  # idempotent: installs Node-RED and paho-mqtt once, under ~/.cache
+        _say("setting up (once): " + str(setup))
+        if subprocess.run(["bash", str(setup)], stdout=sys.stderr, stdin=subprocess.DEVNULL,
+                          timeout=600, check=False).returncode != 0:
+            _say("setup failed: not run")
+            return None
     with tempfile.TemporaryDirectory(prefix="bench-nodered-") as tmp:
         cmd = ["python3", str(bench), "--latency-count", str(presses),
                "--latency-interval-ms", str(round(interval_s * 1000)),
