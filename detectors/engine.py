@@ -47,6 +47,8 @@ log = logs.get(__name__)
 
 GROUP = "eldercare-detectors"
 EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a gap in the data
+# One elder's own sweeps after a gap in that elder's data (a silent morning is hours long).
+ELDER_TIMER_CATCHUP = timedelta(hours=24)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -83,6 +85,7 @@ class Engine:
         self._mirroring: asyncio.Task[None] | None = None
         self._mirrored_at = 0.0
         self._next_timer: dict[int, datetime] = {}  # partition -> next event-time sweep
+        self._elder_next_timer: dict[str, datetime] = {}  # elder -> next sweep on its own clock
         self._timer_step = timedelta(seconds=config.event_timer_s)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -221,10 +224,12 @@ class Engine:
             counted += 1
             elder_id, t = event.elder_id, event.event_time
             try:
-                profile = profiles.get(elder_id, event.community_id).at(t, part.rearmed_at)
                 state = part.elders.get(elder_id)
                 if state is None:
                     state = part.elders[elder_id] = self.suite.initial()
+                await self._elder_timers(part, elder_id, event.community_id, state,
+                                         t - lateness)
+                profile = profiles.get(elder_id, event.community_id).at(t, part.rearmed_at)
                 _, alerts, changed = on_event(state, event, profile)
             except Exception as exc:  # the detectors are pure: this event fails every time
                 if is_transient(exc):
@@ -308,6 +313,38 @@ class Engine:
             await self._fire(part, due)
             due += step
         self._next_timer[part.partition] = due
+
+    async def _elder_timers(self, part: PartitionState, elder_id: str, community_id: str,
+                            state: Any, clock: datetime) -> None:
+        """Fire one elder's timers at each sweep its own event time (`clock`, its newest event
+        minus the allowed lateness) has passed, before its next event is applied. The
+        partition's sweeps follow the partition's newest event: an elder replayed into a stack
+        whose partition already runs at today's time would otherwise have its past silent
+        mornings judged only at its newest event, when the elder is up again."""
+        step = self._timer_step
+        if step <= timedelta(0):
+            return
+        due = self._elder_next_timer.get(elder_id)
+        if due is None or due > clock:
+            if due is None:
+                self._elder_next_timer[elder_id] = _ceil(clock, step)
+            return
+        if clock - due > ELDER_TIMER_CATCHUP:
+            due = _ceil(clock - ELDER_TIMER_CATCHUP, step)
+        profiles = self.profiles.get(elder_id, community_id)
+        while due <= clock:
+            try:
+                _, alerts, changed = self.suite.on_timer(state, due,
+                                                         profiles.at(due, part.rearmed_at))
+            except Exception:  # as in _fire: a broken timer must not cost the event
+                log.exception("timer failed for one elder; skipped", elder=elder_id)
+                break
+            if changed:
+                part.dirty.add(elder_id)
+            if alerts:
+                await self._emit(alerts)
+            due += step
+        self._elder_next_timer[elder_id] = due
 
     def _forget_quiet(self, part: PartitionState, wall_mono: float) -> None:
         """Keep in `part.recent` only elders whose events are still arriving (within

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from devices.registry import save
 from eldercare.bench.replay import recorded_month
+from foundation import kafka
 from foundation.config import Settings, child_env
+from foundation.contracts.events import CanonicalEvent
 from simulators import population
 from simulators.clock import LOCAL, local_midnight
 from tests.helpers import eventually
@@ -33,11 +37,42 @@ def _no_wakeup_alerts(database_url: str, elder_id: str) -> list[dict[str, Any]]:
     return [r[0] for r in rows if r[0]["evidence"][0].get("rule") == "no_wakeup"]
 
 
+def _partition(elder_id: str, count: int) -> int:
+    return (murmur2(elder_id.encode()) & 0x7FFFFFFF) % count
+
+
+async def _live_event_on_the_partition_of(settings: Settings, elder_id: str) -> None:
+    """A live event of another elder (event time: now) on the replayed elder's partition, as a
+    stack in use has: that partition's event time is then today, ahead of the whole replay."""
+    count = settings.kafka_partitions
+    for n in range(200):
+        pops, sims = population.build(f"lv{secrets.token_hex(3)}", [], 1, 12, seed=n)
+        same = [s for s in sims if _partition(s.elder.id, count) == _partition(elder_id, count)]
+        if same:
+            break
+    save(settings.database_url, pops)
+    other = same[0].elder
+    device = other.devices[0]
+    now = datetime.now(LOCAL)
+    event = CanonicalEvent(event_id=f"live-{secrets.token_hex(4)}", elder_id=other.id,
+                           community_id=other.community_id, device_id=device.id,
+                           device_kind=device.kind.value, type="heartbeat", event_time=now,
+                           received_at=now, data={"battery": 90})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(kafka.EVENTS, event.model_dump_json().encode(),
+                                     key=other.id.encode())
+    finally:
+        await producer.stop()
+
+
 async def test_a_replayed_silent_morning_is_alerted_on_that_morning(
     platform: Settings, tmp_path: Path,
 ) -> None:
     pops, sims = population.build(f"rp{secrets.token_hex(3)}", [], 1, 2, seed=3)
     save(platform.database_url, pops)
+    await _live_event_on_the_partition_of(platform, sims[0].elder.id)
     start = local_midnight(datetime(2026, 1, 1, 12, tzinfo=LOCAL).timestamp())
     day = start + SILENT_DAY * 86400.0
     week = recorded_month(sims, start, DAYS, 3, (sims[0].key, day + 4 * 3600, day + 16 * 3600))
