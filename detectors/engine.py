@@ -283,17 +283,25 @@ class Engine:
         """Every elder's timers of this partition at event time `at` (an elder whose own
         events are still arriving behind it: at its newest event time)."""
         for elder_id, state in part.elders.items():
-            profile = self.profiles.get(elder_id).at(at, part.rearmed_at)
             seen = part.recent.get(elder_id)
             now = at if seen is None else min(at, seen[0])
-            try:
-                _, alerts, changed = self.suite.on_timer(state, now, profile)
-            except Exception:  # one elder's broken state must not stop everyone's timers
-                log.exception("timer failed for one elder; skipped", elder=elder_id)
-                continue
-            if changed:
-                part.dirty.add(elder_id)
+            await self._timer(part, elder_id, state, now,
+                              self.profiles.get(elder_id).at(at, part.rearmed_at))
+
+    async def _timer(self, part: PartitionState, elder_id: str, state: Any, now: datetime,
+                     profile: Any) -> bool:
+        """One elder's timers at `now`; False when they failed (logged and skipped: one
+        elder's broken state must not stop everyone's timers, nor cost an event)."""
+        try:
+            _, alerts, changed = self.suite.on_timer(state, now, profile)
+        except Exception:
+            log.exception("timer failed for one elder; skipped", elder=elder_id)
+            return False
+        if changed:
+            part.dirty.add(elder_id)
+        if alerts:
             await self._emit(alerts)
+        return True
 
     async def _event_time_timers(self, part: PartitionState, watermark: datetime) -> None:
         """Fire the timers at each multiple of `event_timer_s` the partition's event time has
@@ -333,16 +341,9 @@ class Engine:
             due = _ceil(clock - ELDER_TIMER_CATCHUP, step)
         profiles = self.profiles.get(elder_id, community_id)
         while due <= clock:
-            try:
-                _, alerts, changed = self.suite.on_timer(state, due,
-                                                         profiles.at(due, part.rearmed_at))
-            except Exception:  # as in _fire: a broken timer must not cost the event
-                log.exception("timer failed for one elder; skipped", elder=elder_id)
+            if not await self._timer(part, elder_id, state, due,
+                                     profiles.at(due, part.rearmed_at)):
                 break
-            if changed:
-                part.dirty.add(elder_id)
-            if alerts:
-                await self._emit(alerts)
             due += step
         self._elder_next_timer[elder_id] = due
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from devices.registry import save
 from eldercare.bench.replay import recorded_month
 from foundation import kafka
 from foundation.config import Settings, child_env
 from foundation.contracts.events import CanonicalEvent
+from ingest.event_batches import KeyPartitioner
 from simulators import population
 from simulators.clock import LOCAL, local_midnight
 from tests.helpers import eventually
@@ -38,7 +38,9 @@ def _no_wakeup_alerts(database_url: str, elder_id: str) -> list[dict[str, Any]]:
 
 
 def _partition(elder_id: str, count: int) -> int:
-    return (murmur2(elder_id.encode()) & 0x7FFFFFFF) % count
+    """The partition ingest produces this elder's events to."""
+    partitions = list(range(count))
+    return KeyPartitioner()(elder_id.encode(), partitions, partitions)
 
 
 async def _live_event_on_the_partition_of(settings: Settings, elder_id: str) -> None:
