@@ -38,11 +38,12 @@ _UPSERT_STATE = (
     " SET partition = EXCLUDED.partition, state = EXCLUDED.state, updated_at = now()")
 _UPSERT_OFFSET = (
     "INSERT INTO detector_checkpoints (group_id, topic, partition,"
-    " next_offset, watermark, rearmed_at, incarnation)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    " next_offset, watermark, rearmed_at, rearm_since, incarnation)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (group_id, topic, partition) DO UPDATE SET"
     " next_offset = EXCLUDED.next_offset, watermark = EXCLUDED.watermark,"
-    " rearmed_at = EXCLUDED.rearmed_at, incarnation = EXCLUDED.incarnation,"
+    " rearmed_at = EXCLUDED.rearmed_at, rearm_since = EXCLUDED.rearm_since,"
+    " incarnation = EXCLUDED.incarnation,"
     " saved_at = now()")
 
 
@@ -56,6 +57,7 @@ class _Cut:
     next_offset: int | None
     watermark: datetime | None
     rearmed_at: datetime | None
+    rearm_since: datetime | None
     incarnation: str
 
 
@@ -120,7 +122,7 @@ class Checkpoint:
             rows = [(e, p.partition, self.suite.dump_json(p.elders[e]))
                     for e in elders if e in p.elders]
             cuts.append(_Cut(p, elders, rows, p.next_offset, p.watermark, p.rearmed_at,
-                             p.incarnation))
+                             p.rearm_since, p.incarnation))
         return cuts, sends
 
     async def _write(self, cuts: list[_Cut], sends: list[asyncio.Future[Any]]) -> None:
@@ -142,7 +144,7 @@ class Checkpoint:
                     if c.next_offset is not None:
                         await conn.execute(_UPSERT_OFFSET, (
                             self.group, self.topic, c.part.partition, c.next_offset,
-                            c.watermark, c.rearmed_at, c.incarnation))
+                            c.watermark, c.rearmed_at, c.rearm_since, c.incarnation))
         except BaseException:
             for c in cuts:  # not saved: the next checkpoint writes these elders again
                 c.part.dirty |= c.elders

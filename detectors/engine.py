@@ -11,7 +11,8 @@ newest event time until they stop. Timers also fire in event time: each time a p
 watermark passes a multiple of `event_timer_s`, at that instant, so a replay played at any speed
 has its silences judged when they happened, not at the next wall-clock sweep. After the
 detectors or ingest were down, silence is re-armed from the resume time plus a grace period
-(see `DetectorConfig`).
+(see `DetectorConfig`), for judgments at event times from the outage on: a replay or a buffered
+upload of earlier days is judged as it happened.
 
 The parts live in their own modules: `store` (per-elder state), `checkpoint` (state and offsets
 in one transaction), `profiles` (registry), `suite` and the detector modules (pure logic)."""
@@ -160,7 +161,7 @@ class Engine:
                                                 tp.partition, incarnation, ends.get(tp))
                     gap = timedelta(seconds=self.config.outage_gap_s)
                     if part.saved_at is not None and wall - part.saved_at > gap:
-                        part.rearmed_at = self._rearm_time(wall)
+                        part.rearm(part.saved_at, self._rearm_time(wall))
                         log.info("partition resumed after an outage: silence re-armed",
                                  partition=tp.partition, down_since=part.saved_at.isoformat())
                     part.last_event_wall = time.monotonic()
@@ -208,9 +209,11 @@ class Engine:
         wall = time.monotonic()
         if decoded and self.outage:
             self.outage = False
-            rearm = self._rearm_time(datetime.now(UTC))
+            now = datetime.now(UTC)
+            since = now - timedelta(seconds=wall - self.last_event_wall)
+            rearm = self._rearm_time(now)
             for p in self.parts.values():
-                p.rearmed_at = rearm
+                p.rearm(since, rearm)
             log.info("events are flowing again: silence re-armed", until=rearm.isoformat())
         self.last_event_wall = wall
         on_event, profiles = self.suite.on_event, self.profiles
@@ -229,7 +232,7 @@ class Engine:
                     state = part.elders[elder_id] = self.suite.initial()
                 await self._elder_timers(part, elder_id, event.community_id, state,
                                          t - lateness)
-                profile = profiles.get(elder_id, event.community_id).at(t, part.rearmed_at)
+                profile = profiles.get(elder_id, event.community_id).at(t, part.rearm_for(t))
                 _, alerts, changed = on_event(state, event, profile)
             except Exception as exc:  # the detectors are pure: this event fails every time
                 if is_transient(exc):
@@ -286,7 +289,7 @@ class Engine:
             seen = part.recent.get(elder_id)
             now = at if seen is None else min(at, seen[0])
             await self._timer(part, elder_id, state, now,
-                              self.profiles.get(elder_id).at(at, part.rearmed_at))
+                              self.profiles.get(elder_id).at(now, part.rearm_for(now)))
 
     async def _timer(self, part: PartitionState, elder_id: str, state: Any, now: datetime,
                      profile: Any) -> bool:
@@ -342,7 +345,7 @@ class Engine:
         profiles = self.profiles.get(elder_id, community_id)
         while due <= clock:
             if not await self._timer(part, elder_id, state, due,
-                                     profiles.at(due, part.rearmed_at)):
+                                     profiles.at(due, part.rearm_for(due))):
                 break
             due += step
         self._elder_next_timer[elder_id] = due

@@ -32,11 +32,24 @@ class PartitionState:
     watermark: datetime | None = None
     max_event_time: datetime | None = None
     rearmed_at: datetime | None = None
+    rearm_since: datetime | None = None  # when the outage behind `rearmed_at` began
     saved_at: datetime | None = None
     incarnation: str = ""  # the broker incarnation `next_offset` counts in
     last_event_wall: float = 0.0
     # Each elder's newest event time and the wall clock (monotonic) it arrived at.
     recent: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+
+    def rearm(self, since: datetime, until: datetime) -> None:
+        """The platform missed this partition's events from `since` (it was down): silence
+        judged at event times from then on counts from `until` at the earliest."""
+        self.rearm_since, self.rearmed_at = since, until
+
+    def rearm_for(self, t: datetime) -> datetime | None:
+        """The re-arm that applies to a judgment at event time `t`: none before the outage
+        began (a replay, or a watch's buffered upload, of days the platform did not miss)."""
+        if self.rearmed_at is None or (self.rearm_since is not None and t < self.rearm_since):
+            return None
+        return self.rearmed_at
 
     def advance(self, t: datetime) -> None:
         """Move the watermark forward only (it never goes back)."""
@@ -57,12 +70,13 @@ async def load_partition(
     is kept, since it is about the elders, not the log."""
     part = PartitionState(partition, incarnation=incarnation)
     row = await (await conn.execute(
-        "SELECT next_offset, watermark, rearmed_at, saved_at, incarnation"
+        "SELECT next_offset, watermark, rearmed_at, rearm_since, saved_at, incarnation"
         " FROM detector_checkpoints WHERE group_id = %s AND topic = %s AND partition = %s",
         (group, topic, partition),
     )).fetchone()
     if row is not None:
         part.watermark, part.rearmed_at = row["watermark"], row["rearmed_at"]
+        part.rearm_since = row["rearm_since"]
         part.saved_at = row["saved_at"]
         offset, stored = int(row["next_offset"]), str(row["incarnation"])
         if offset_still_valid(offset, stored, incarnation, log_end):

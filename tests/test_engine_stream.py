@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from aiokafka import AIOKafkaProducer
@@ -263,3 +264,41 @@ async def test_kill_mid_stream_loses_no_alert_and_repeats_keep_their_ids(
     ids = {r["alert_id"] for r in alerts_of(elder.id, replayed)}
     assert ids == {r["alert_id"] for r in alerts_of(elder.id, records)}
 
+
+
+async def test_a_replay_of_earlier_days_is_judged_though_a_restart_re_armed_silence(
+    infra: Settings,
+) -> None:
+    """Detectors restarted after a while re-arm silence from now (they missed the live events
+    of the gap), yet a recording of January replayed into them minutes later still has its
+    silent morning alerted: the re-arm covers event times from the outage on, not before."""
+    c = make_community(elders=2)
+    save(infra.database_url, [c])
+    replayed, live = c.elders
+    topic = await new_topic(infra, partitions=1)
+    group = f"g-{topic}"
+    tz = ZoneInfo("Asia/Shanghai")
+    async with Publisher(infra, topic) as pub:
+        async with engine(infra, topic=topic, group=group):
+            await pub.send(live, "motion_sensor", "heartbeat")
+            await eventually(lambda: _checkpointed(infra.database_url, group), 30,
+                             "the live partition's checkpoint")
+        # Checkpointed longer ago than outage_gap_s (0 here): on assignment, silence is
+        # re-armed from now plus the grace.
+        async with engine(infra, topic=topic, group=group, outage_gap_s=0.0):
+            first = datetime(2026, 1, 5, tzinfo=tz)
+            silent = first + timedelta(days=3)
+            for half_hour in range(4 * 48):
+                at = first + timedelta(minutes=30 * half_hour)
+                await pub.send(replayed, "motion_sensor", "heartbeat", at)
+                mornings_silent = at >= silent and at.hour < 16
+                if 7 <= at.hour < 21 and not mornings_silent:
+                    await pub.send(replayed, "motion_sensor", "motion", at)
+            records = await read_topic(
+                infra.kafka_bootstrap, kafka.ALERTS,
+                lambda rs: any(r["evidence"][0].get("rule") == "no_wakeup"
+                               for r in alerts_of(replayed.id, rs, "inactivity")), 60)
+    alert = next(r for r in alerts_of(replayed.id, records, "inactivity")
+                 if r["evidence"][0].get("rule") == "no_wakeup")
+    since = datetime.fromisoformat(alert["evidence"][0]["silent_since"]).astimezone(tz)
+    assert since.date() == silent.date()
