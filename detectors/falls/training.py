@@ -66,9 +66,9 @@ INNER_FOLDS = 4
 # around gravity scaled by 0.8-1.2 (a looser strap, a heavier or lighter wearer) and its time
 # stretched by 0.85-1.15 (slower or quicker movements). Held-out subjects are always judged on
 # their windows as recorded. Measured on three draws of the subject folds (model card): wrist
-# +1-2 points of sensitivity at 0.977 specificity, neck +0.5-1 point of sensitivity and
-# specificity; the waist (whose goal is 0.995 specificity) lost up to a point of sensitivity
-# there, so it is not augmented.
+# +1-2 points of sensitivity at 0.977 specificity, the neck better on every draw; the waist
+# (whose goal is 0.995 specificity) lost up to 1.5 points of sensitivity there, so it is not
+# augmented.
 AUGMENTED_POSITIONS = frozenset({"wrist", "neck"})
 AUGMENT_TURN_RAD = 0.35
 AUGMENT_SCALE = (0.8, 1.2)
@@ -85,7 +85,8 @@ class WindowTable:
     x: Array  # (windows, features)
     rec: npt.NDArray[np.int64]  # recording index of each window
     train_label: npt.NDArray[np.int8]  # 1 fall, 0 not, -1 left out of training
-    # The features of each window turned and scaled (training only); None: not augmented.
+    # The features of each window turned, scaled and stretched (training only); None: not
+    # augmented.
     x_augmented: Array | None = None
 
     def training_rows(self, rows: npt.NDArray[np.bool_]) -> tuple[Array, npt.NDArray[np.int8]]:
