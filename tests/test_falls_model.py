@@ -184,6 +184,10 @@ def test_train_falls_runs_end_to_end_and_the_detector_uses_its_model(
     assert set(report["positions"]) == {"wrist", "waist"}  # no neck data: no neck model
     waist = report["positions"]["waist"]
     assert waist["datasets"] == ["fallalld", "mobifall"] and waist["subjects"] == 8
+    # Watches learn from windows turned, scaled and stretched a little too; canes do not.
+    assert report["positions"]["wrist"]["augmented"] == {
+        "turn_rad": 0.35, "scale": [0.8, 1.2], "stretch": [0.85, 1.15]}
+    assert waist["augmented"] is None
     assert sum(len(f) for f in waist["folds"]) == 8  # every subject held out exactly once
     cv = waist["cross_validated"]["all"]
     assert cv["recordings"] == 40 and cv["falls"] == 20
