@@ -128,12 +128,13 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
         retry = RetryPolicy(settings.dispatcher_retry_attempts, settings.dispatcher_retry_backoff_s,
                             settings.dispatcher_twilio_timeout_s)
         runner = StepRunner(pool, channel, settings.public_base_url, lock, retry,
-                            settings.family_base_url, settings.link_secret)
+                            settings.family_base_url, settings.link_secret,
+                            settings.dispatcher_requests)
         workers = max(1, settings.dispatcher_workers)
         wake = Wakeup(workers)
-        runner.on_claim = wake.set
+        runner.on_claim = runner.on_done = wake.set
         log.info("dispatcher started", worker_lock=lock, workers=workers,
-                 dry_run=channel.dry_run)
+                 requests=settings.dispatcher_requests, dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
@@ -142,6 +143,9 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
                 tg.create_task(_hold(holder, stop, settings))
         finally:
+            # Requests in flight settle their steps before the pool goes; one that outlives
+            # this is recovered by another process (never repeated if Twilio may have it).
+            await runner.drain(settings.dispatcher_twilio_timeout_s + 2.0)
             await pool.close()
 
 

@@ -57,7 +57,7 @@ UPDATE escalation_steps s SET status = 'running', claimed_by = %(worker)s, claim
 WHERE s.id = (
     SELECT id FROM escalation_steps
     WHERE status = 'pending' AND due_at <= now()
-    ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY round, seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
 RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts,
           s.purpose
@@ -116,11 +116,17 @@ def new_worker_lock() -> int:
 
 class StepRunner:
     """Claims and executes due steps for one dispatcher process (`worker_lock` must be held by
-    that process on a connection that lives as long as it does)."""
+    that process on a connection that lives as long as it does).
+
+    A claimed step runs in a task of its own, so a slow Twilio answer holds one of `requests`
+    slots, never the claimer: under a backlog every due step is claimed and its request sent at
+    once, up to `requests` in flight. Earlier rungs are claimed first (round, then the step's
+    place in its ladder), so a new incident's first call and staff alert never queue behind
+    the SMS or later rungs of other incidents."""
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
                  retry: RetryPolicy | None = None, family_base_url: str = "",
-                 link_secret: str = "") -> None:
+                 link_secret: str = "", requests: int = 64) -> None:
         self.pool = pool
         self.channel = channel
         self.base = public_base_url.rstrip("/")
@@ -131,15 +137,46 @@ class StepRunner:
         self.retry = retry or RetryPolicy()
         # Called after each claim: another worker may take the next due step meanwhile.
         self.on_claim: Callable[[], None] = lambda: None
+        # Called after each step: a retry it rescheduled is announced to no one else.
+        self.on_done: Callable[[], None] = lambda: None
+        self.slots = asyncio.Semaphore(max(1, requests))
+        self.in_flight: set[asyncio.Task[None]] = set()
 
     async def run_due(self) -> int:
-        """Execute every step that is due now; returns how many ran."""
+        """Claim every step that is due now, each run in a task of its own (at most `requests`
+        at once: the claim waits for a free slot, so nothing is claimed that cannot start);
+        returns how many were claimed."""
         ran = 0
-        while (step := await self._claim()) is not None:
+        while True:
+            await self.slots.acquire()
+            try:
+                step = await self._claim()
+            except BaseException:
+                self.slots.release()
+                raise
+            if step is None:
+                self.slots.release()
+                return ran
             self.on_claim()
-            await self.run_claimed(step)
+            task = asyncio.create_task(self._run_in_slot(step))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
             ran += 1
-        return ran
+
+    async def _run_in_slot(self, step: Step) -> None:
+        try:
+            await self.run_claimed(step)
+        except Exception:  # e.g. the database lost while recovering: the step stays
+            # "running" under this process's lock, recovered by another once it has exited
+            log.exception("step not settled", step=step.id)
+        finally:
+            self.slots.release()
+            self.on_done()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the steps in flight, e.g. before the pool closes."""
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=timeout)
 
     async def run_claimed(self, step: Step) -> None:
         """Execute a step this process has claimed."""

@@ -45,6 +45,28 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _deadletters(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from foundation import deadletter_archive
+
+    rows = deadletter_archive.recent(settings.database_url, args.limit, args.source)
+    for row in rows:
+        original = bytes(row.pop("payload"))
+        if args.json:
+            row["payload"] = original.decode("utf-8", errors="backslashreplace")
+            print(json.dumps(row, ensure_ascii=False, default=str))
+            continue
+        when = row["received_at"] or row["archived_at"]
+        cut = " (truncated)" if row["payload_truncated"] else ""
+        print(f"{when:%Y-%m-%d %H:%M:%S%z}  {row['source']}  {row['reason']}  {row['topic']}"
+              f"  {row['payload_size']} B{cut}\n    {row['detail'][:300]}\n"
+              f"    {original[:200]!r}")
+    if not args.json:
+        print(f"{len(rows)} dead letter(s), newest first", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=_db_upgrade, needs_database=True)
     sub.add_parser("seed-demo", help="write the demo community into the database")\
         .set_defaults(func=_seed_demo)
+    dead = sub.add_parser("deadletters", help="the latest dead letters (messages that were not"
+                          " accepted, with the reason), from the database")
+    dead.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    dead.add_argument("--source", default=None, help="only from this source (e.g. mqtt, http,"
+                      " dispatcher, detectors, store)")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead.set_defaults(func=_deadletters, needs_database=True)
     # Each package adds its own subcommands (one module each, so they never collide).
     from console import cli as console_cli
     from detectors import cli as detectors_cli

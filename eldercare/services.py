@@ -37,8 +37,11 @@ def _registry() -> dict[str, ServiceMain]:
 
     async def store(settings: Settings, stop: asyncio.Event) -> None:
         from devices.readings import writer
+        from foundation import deadletter_archive
 
-        await writer.run(settings, stop)
+        async with asyncio.TaskGroup() as tg:  # readings, and the dead letters kept for good
+            tg.create_task(writer.run(settings, stop))
+            tg.create_task(deadletter_archive.run(settings, stop))
 
     return {
         "store": store,

@@ -163,7 +163,12 @@ class Settings(BaseSettings):
         1.0, description="First retry delay; doubles per attempt (with jitter)"
     )
     dispatcher_twilio_timeout_s: float = Field(10.0, description="Timeout of one Twilio request")
-    dispatcher_workers: int = Field(8, description="Steps one dispatcher process runs at once")
+    dispatcher_workers: int = Field(
+        8, description="Step claimers of one dispatcher process (each uses a database connection"
+        " for moments; none waits for Twilio)")
+    dispatcher_requests: int = Field(
+        64, ge=1, description="Twilio requests one dispatcher process has in flight at once: a"
+        " slow answer holds one of these, never a claimer or a database connection")
     dispatcher_sms_reply_window_s: float = Field(
         7200.0, description="An SMS reply acknowledges only an incident that notified its number"
         " within this many seconds")

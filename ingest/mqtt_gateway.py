@@ -22,18 +22,31 @@ from ingest.mqtt_session import client_id, refused, session_client, subscription
 
 log = logs.get(__name__)
 
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 1.0
+STEADY_S = 5.0  # a connection that lasted this long resets the reconnection backoff
 BURST_WAIT_S = 0.001  # under load the reader lets messages gather this long between bursts
 
 
 async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> None:
-    """Consume device messages until `stop` is set; reconnects when the broker goes away."""
+    """Consume device messages until `stop` is set; reconnects when the broker goes away.
+
+    Every connection subscribes again, whether or not the broker still has ingest's session:
+    a broker restarted without persistence (or without its database) knows no subscription,
+    and what devices publish before ingest subscribes reaches nobody. So the first retry comes
+    at once (RECONNECT_FIRST_S), then less often (up to RECONNECT_MAX_S)."""
     target = MqttTarget.parse(settings.mqtt_url)
+    loop = asyncio.get_running_loop()
+    delay = RECONNECT_FIRST_S
     while not stop.is_set():
+        connected = loop.time()
         try:
             await _consume(target, settings, ingest, stop)
         except aiomqtt.MqttError as exc:
-            log.warning("mqtt connection lost; reconnecting", error=str(exc))
-            await asyncio.sleep(1)
+            if loop.time() - connected > STEADY_S:  # it was running: a fresh outage
+                delay = RECONNECT_FIRST_S
+            log.warning("mqtt connection lost; reconnecting", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(RECONNECT_MAX_S, delay * 2)
 
 
 async def _consume(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +18,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from devices.registry import Community, save
 from eldercare.bench import chaos, soak
 from eldercare.stack import embedded, roll
-from foundation import kafka
-from foundation.config import Settings
+from foundation import deadletter_archive, kafka
+from foundation.config import Settings, child_env
+from tests.helpers import eventually
 from tests.twilio_mock import TwilioMock
 
 THRESHOLD = 300
@@ -102,3 +105,38 @@ def test_end_offsets_count_the_last_batch_whole(tmp_path: Path) -> None:
         svc.stop()
     assert ends[TopicPartition(kafka.EVENTS, 0)] == 10
     assert ends[TopicPartition(kafka.EVENTS, 1)] == 0
+
+
+def test_a_dead_letter_made_before_a_roll_is_kept_after_it(
+    tmp_path_factory: pytest.TempPathFactory, twilio: TwilioMock,
+) -> None:
+    """Nobody but the store reads the dead-letter topic: it archives every record into
+    PostgreSQL, and the roll waits for it as for the other consumers, so a device's bad
+    message dead-lettered before a roll is still there for the operator after it (the
+    table, and `eldercare deadletters`)."""
+    data = tmp_path_factory.mktemp("roll-deadletter")
+    with chaos.chaos_stack(data, twilio.url, services=["ingest", "store"],
+                           kafka_roll_records=THRESHOLD, kafka_roll_check_s=0.5) as stack:
+        readings = soak.watches(2)
+        save(stack.settings.database_url, [readings])
+        device = readings.elders[0].devices[0].id
+        bad = json.dumps({"msg_id": f"bad-{uuid.uuid4().hex[:8]}", "ts": time.time(),
+                          "type": "heart_rate", "bpm": "fast"}).encode()
+        asyncio.run(chaos._press(stack, readings.id, device, bad))
+        before = asyncio.run(kafka.incarnation(stack.settings))
+
+        soak.publish_readings(stack.settings, readings, READINGS)
+        assert stack.supervisor is not None and stack.supervisor.roller is not None
+        log = stack.supervisor.roller.log
+        asyncio.run(eventually(lambda: log.rolls >= 1, 120, "a roll"))
+        assert asyncio.run(kafka.incarnation(stack.settings)) != before
+
+        kept = [r for r in deadletter_archive.recent(stack.settings.database_url, 100)
+                if bytes(r["payload"]) == bad]
+        assert len(kept) == 1, "archived once, before the roll"
+        assert kept[0]["source"] == "mqtt" and kept[0]["topic"].endswith(f"/{device}/event")
+        listed = subprocess.run(
+            [sys.executable, "-m", "eldercare.cli", "deadletters", "--json", "--limit", "100"],
+            env=child_env(stack.settings), capture_output=True, text=True, check=True).stdout
+        mine = [json.loads(line) for line in listed.splitlines() if "bad-" in line]
+        assert [m["reason"] for m in mine] == [kept[0]["reason"]]

@@ -573,3 +573,86 @@ async def test_service_statistics_per_community_and_month(
     assert row["acknowledged_within_180s"] == pytest.approx(2 / 3, abs=1e-3)
     other = Principal("someone", "duty_staff", frozenset({"c-elsewhere"}))
     assert await service_stats(conn, other, community=c.id) == []
+
+
+# -- a backlog behind a slow Twilio ---------------------------------------------------------
+
+async def _alerts(stack: Settings, community: Community) -> None:
+    """One SOS alert per elder of `community`, at once (one producer)."""
+    now = datetime.now(UTC)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for elder in community.elders:
+            alert = Alert(alert_id=uuid.uuid4().hex, elder_id=elder.id,
+                          community_id=community.id, kind="sos", severity=Severity.CRITICAL,
+                          event_time=now, detected_at=now, device_id=f"{elder.id}-sos_button")
+            await producer.send(kafka.ALERTS, alert.model_dump_json().encode(), alert.key())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _sorted_if_two(requests: list[Any], numbers: set[str]) -> list[float] | None:
+    """When the requests to `numbers` have arrived, the times they did, sorted."""
+    times = sorted(r.arrived for r in requests if r.form["To"][0] in numbers)
+    return times if len(times) >= 2 else None
+
+
+def _only(fleet: Fleet, settings: Settings | None = None) -> Fleet:
+    """Exactly one dispatcher process (of `settings`, default the module's)."""
+    for proc in fleet.alive():
+        procs.stop(proc)
+    fleet.settings = settings or fleet.settings
+    fleet.start()
+    return fleet
+
+
+async def test_a_backlog_behind_a_slow_twilio_has_every_first_call_requested_at_once(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """40 elders press at once and Twilio takes 3 s to answer each call: one dispatcher process
+    asks for every first call within seconds. (When a step worker waited for Twilio's answer,
+    8 workers made 8 calls per 3 s: the last first call was asked for 12 s after the first.)"""
+    c = _community(stack, elders=40)
+    for e in c.elders:
+        _policy(stack, e.id, [("console", "console", 0), ("call", "contact:1", 0)])
+    phones = {e.contacts[0].phone for e in c.elders}
+    twilio.delay.update(dict.fromkeys(phones, 3.0))
+    _only(fleet)
+    await _alerts(stack, c)
+    await eventually(lambda: set(_to(twilio.calls(), phones)) == phones, 90, "every first call")
+    asked = sorted(r.arrived for r in twilio.calls() if r.form["To"][0] in phones)
+    assert len(asked) == len(phones), "each first call exactly once"
+    assert asked[-1] - asked[0] < 6.0, f"first calls asked over {asked[-1] - asked[0]:.1f} s"
+
+
+async def test_a_new_incidents_first_call_goes_before_later_rungs_of_others(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """One Twilio request at a time, each answered in 1.5 s: three incidents' calls and their
+    family SMS (all due at once) queue. A new SOS made meanwhile is called next, not after the
+    SMS that came due before it."""
+    old, new = _community(stack, elders=3), _community(stack)
+    for e in old.elders:
+        _policy(stack, e.id, [("console", "console", 0), ("call", "contact:1", 0),
+                              ("sms", "contacts", 0)])
+    _policy(stack, new.elders[0].id, [("console", "console", 0), ("call", "contact:1", 0)])
+    texted = {ct.phone for e in old.elders for ct in e.contacts}
+    called = new.elders[0].contacts[0].phone
+    twilio.delay.update(dict.fromkeys([*texted, called], 1.5))
+    one_at_a_time = stack.model_copy(update={"dispatcher_requests": 1, "dispatcher_workers": 1})
+    try:
+        _only(fleet, one_at_a_time)
+        await _alerts(stack, old)
+        await eventually(lambda: _rows(  # (the mock lists a request once it has answered)
+            stack, "SELECT 1 FROM notifications WHERE channel = 'sms' AND to_number = ANY(%s)",
+            list(texted)), 60, "the first family SMS under way")
+        await _alerts(stack, new)  # due after every SMS of the others
+        await eventually(lambda: twilio.calls(called), 60, "the new incident's call")
+        later = await eventually(lambda: _sorted_if_two(twilio.messages(), texted), 60,
+                                 "a second family SMS")
+        assert twilio.calls(called)[0].arrived < later[1], \
+            "the new first call is the next request after the SMS already under way"
+    finally:
+        _only(fleet, stack)

@@ -110,7 +110,11 @@ async def _run_steps(settings: Settings, url: str) -> int:
         try:
             runner = StepRunner(pool, channel, settings.public_base_url, lock,
                                 RetryPolicy(2, 0.1, 10))
-            return await runner.run_due()
+            ran = 0
+            while claimed := await runner.run_due():  # and the steps they made due now
+                await runner.drain(30)
+                ran += claimed
+            return ran
         finally:
             await channel.close()
             await pool.close()

@@ -427,3 +427,32 @@ async def test_sigkill_during_a_qos1_flood_loses_no_acknowledged_message(
         assert len(acked) == total and set(got) == want
     finally:
         run.stop()
+
+
+async def test_a_broker_restarted_without_persistence_gets_the_subscriptions_back(
+    infra: Settings, home: Community, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """deploy/'s mosquitto restarted without its database (or any broker without persistence)
+    no longer knows ingest's session or subscriptions: ingest reconnects, subscribes again,
+    and a press made after that still becomes an event on Kafka."""
+    run = start_run(infra, tmp_path_factory.mktemp("ingest-broker-restart"))
+    try:
+        await run.ready()
+        run.broker.kill()  # no persistence in this broker's config: everything is forgotten
+        run.broker.wait()
+        run._subscribed = run.log.read_text().count("ingest subscribed")
+        port = MqttTarget.parse(run.settings.mqtt_url).port
+        run.broker = procs.spawn(["/usr/sbin/mosquitto", "-c", str(run.workdir / "mosquitto.conf")],
+                                 run.workdir / "mosquitto.log")
+        procs.wait_for_port(port, run.broker)
+        await run.ready()  # subscribed again on the fresh broker
+        button = dev(home, "sos_button")
+        msg_id = f"after-restart-{uuid.uuid4().hex[:8]}"
+        async with MqttTarget.parse(run.settings.mqtt_url).client(identifier=button) as device:
+            await device.publish(f"eldercare/v1/{home.id}/{button}/event", json.dumps(
+                {"msg_id": msg_id, "ts": time.time(), "type": "sos"}), qos=1)
+        await read_topic(infra.kafka_bootstrap, kafka.EVENTS,
+                         lambda rs: any(r.get("device_id") == button
+                                        and msg_id in str(r.get("event_id", "")) for r in rs))
+    finally:
+        run.stop()

@@ -3,6 +3,7 @@ assert on what really reached "Twilio" (Prism answers fixed examples and records
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -53,6 +54,9 @@ class TwilioMock:
     # Statuses to answer instead of Prism, per "To" number, in order: only the test's own
     # numbers fail, whatever other tests' escalations are still calling meanwhile.
     fail: dict[str, list[int]] = field(default_factory=dict)
+    # Seconds to hold a request to this "To" number before answering: a slow Twilio (or one
+    # queueing under a flood) for the test's own numbers only.
+    delay: dict[str, float] = field(default_factory=dict)
     # Benches: answer a request with Prism's first answer to the same method and path, so
     # Prism (one Node process, a few requests a second on a loaded machine) does not hold the
     # dispatcher's workers and the bench measures the platform, not the mock's queue.
@@ -85,6 +89,8 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
         body = await request.body()
         form = parse_qs(body.decode()) if body else {}
         to = form.get("To", [""])[0]
+        if mock.delay.get(to):
+            await asyncio.sleep(mock.delay[to])
         if mock.fail.get(to):
             status = mock.fail[to].pop(0)
             mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived))

@@ -58,7 +58,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             result = harness.BenchResult(name, "skipped",
                                          error=f"not run: the {args.budget:.0f} s budget is spent")
         else:
-            result = harness.run_one(name, args.quick, args.package, min(args.timeout, left))
+            result = harness.run_one(name, args.quick, args.package, min(args.timeout, left),
+                                     *((args.cases, args.twilio_delay) if name == "chaos"
+                                       else ()))
         if result.status == "ok":
             png = harness.plot(result, out_dir)
             result.plot = str(png) if png else ""
@@ -89,6 +91,18 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return max((r.exit_code for r in results), default=0)
 
 
+def _cases(value: str) -> str:
+    """`--cases`: a comma list of chaos cases, each one `eldercare bench chaos` knows."""
+    from eldercare.bench.chaos import CASES
+
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [c for c in names if c not in ("none", *CASES)]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown case {', '.join(unknown)}; known: none, {', '.join(CASES)}")
+    return ",".join(names)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `bench` to the `eldercare` parser."""
     from eldercare.bench.harness import BENCHES, ON_DEMAND, PACKAGE
@@ -101,6 +115,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quick", action="store_true", help="short runs (smoke test, CI)")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for <name>.json and <name>.png (default: DATA_DIR/bench)")
+    p.add_argument("--cases", default="", type=_cases,
+                   help="chaos only: the cases to run, a comma list (e.g. none,dispatcher,ingest;"
+                   " default: every case, after the baseline `none`)")
+    p.add_argument("--twilio-delay", type=float, default=0.0, metavar="S",
+                   help="chaos only: the Twilio mock answers each request S seconds late (a"
+                   " slow or queueing provider)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per bench")
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds `all` may take in total (a bench past it is stopped)")

@@ -129,15 +129,20 @@ def available(name: str, package: str = PACKAGE) -> bool:
         return False
 
 
-def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600.0) -> BenchResult:
-    """Run one bench in a child process; its stdout goes to our stderr (progress)."""
+def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600.0,
+            cases: str = "", twilio_delay_s: float = 0.0) -> BenchResult:
+    """Run one bench in a child process; its stdout goes to our stderr (progress). `cases`
+    (a comma list) limits a bench that has cases (chaos) to those; `twilio_delay_s` makes its
+    Twilio mock answer that much later."""
     if not available(name, package):
         return BenchResult(name, "missing", error=f"no module {package}.{name} (not written yet)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         out_file = Path(tmp) / "figures.json"
         cmd = [sys.executable, "-m", "eldercare.bench.harness", name, str(out_file),
-               "--package", package] + (["--quick"] if quick else [])
+               "--package", package] + (["--quick"] if quick else []) \
+            + (["--cases", cases] if cases else []) \
+            + (["--twilio-delay", str(twilio_delay_s)] if twilio_delay_s else [])
         try:
             proc = subprocess.run(cmd, stdout=sys.stderr, stdin=subprocess.DEVNULL,
                                   timeout=timeout, check=False)
@@ -274,9 +279,16 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("out_file", type=Path)
     parser.add_argument("--package", default=PACKAGE)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", default="")
+    parser.add_argument("--twilio-delay", type=float, default=0.0)
     args = parser.parse_args(argv)
     module = importlib.import_module(f"{args.package}.{args.name}")
-    figures = module.run(quick=args.quick)
+    options: dict[str, Any] = {}  # only a bench with cases (chaos) takes these
+    if args.cases:
+        options["cases"] = tuple(c.strip() for c in args.cases.split(",") if c.strip())
+    if args.twilio_delay:
+        options["twilio_delay_s"] = args.twilio_delay
+    figures = module.run(quick=args.quick, **options)
     args.out_file.write_text(json.dumps(figures, default=str))
     return 0
 

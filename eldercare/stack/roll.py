@@ -9,7 +9,7 @@ count bounds the batch count from above), the supervisor:
 1. pauses ingest (SIGSTOP: devices' messages wait, unacknowledged, in mosquitto) and waits,
    for at most `CATCH_UP_S`, until every consumer group has consumed up to the end (the
    detectors' offsets are their checkpoints in PostgreSQL, the dispatcher's and the store's
-   their Kafka commits);
+   their Kafka commits; the store's include the dead letters it archives into PostgreSQL);
 2. pauses the detectors too (their timers may emit alerts) and checks once more that nothing is
    left unconsumed and nothing more arrived;
 3. replaces tansu by a fresh process on the same port and re-creates the topics (a new broker
@@ -33,7 +33,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from foundation import kafka, logs
+from foundation import deadletter_archive, kafka, logs
 from foundation.config import Settings
 
 log = logs.get(__name__)
@@ -42,11 +42,13 @@ CATCH_UP_S = 10.0  # longest pause of ingest while waiting for the consumers
 RETRY_S = 10.0  # after a put-off roll: let ingest run this long before pausing it again
 POLL_S = 0.2
 DETECTORS_GROUP = "eldercare-detectors"
-# service -> (consumer group, topic) whose progress must reach the end before a roll
-CONSUMERS: dict[str, tuple[str, str]] = {
-    "detectors": (DETECTORS_GROUP, kafka.EVENTS),
-    "dispatcher": ("eldercare-dispatcher", kafka.ALERTS),
-    "store": ("eldercare-store", kafka.EVENTS),
+# service -> the (consumer group, topic) pairs whose progress must reach the end before a
+# roll. The store also archives the dead letters into PostgreSQL (foundation.deadletter_archive):
+# nobody else reads them, and a roll would throw them away.
+CONSUMERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "detectors": ((DETECTORS_GROUP, kafka.EVENTS),),
+    "dispatcher": (("eldercare-dispatcher", kafka.ALERTS),),
+    "store": (("eldercare-store", kafka.EVENTS), (deadletter_archive.GROUP, kafka.DEADLETTER)),
 }
 WATCHED = (kafka.EVENTS, kafka.ALERTS, kafka.DEADLETTER)  # what fills the broker up
 
@@ -128,14 +130,12 @@ async def behind(settings: Settings, services: Iterable[str], incarnation: str,
     """The consumers (`service:topic:partition`) that have not consumed up to `ends`."""
     late = []
     for service in services:
-        if service not in CONSUMERS:
-            continue
-        group, topic = CONSUMERS[service]
-        done = (await asyncio.to_thread(_checkpointed, settings, incarnation)
-                if service == "detectors"
-                else await _kafka_committed(settings, group, topic, ends))
-        late += [f"{service}:{topic}:{tp.partition}" for tp, end in ends.items()
-                 if tp.topic == topic and end > 0 and done.get(tp.partition, 0) < end]
+        for group, topic in CONSUMERS.get(service, ()):
+            done = (await asyncio.to_thread(_checkpointed, settings, incarnation)
+                    if group == DETECTORS_GROUP
+                    else await _kafka_committed(settings, group, topic, ends))
+            late += [f"{service}:{topic}:{tp.partition}" for tp, end in ends.items()
+                     if tp.topic == topic and end > 0 and done.get(tp.partition, 0) < end]
     return late
 
 
