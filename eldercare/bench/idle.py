@@ -101,6 +101,7 @@ class SupervisorLooks(threading.Thread):
                 self.roller.check()
             self._cpu_s = time.thread_time()
             self.stopping.wait(0.1)
+        self.roller.close()
 
     def cpu_s(self) -> float:
         """This thread's CPU seconds so far (as of its last round, at most 0.1 s old)."""
