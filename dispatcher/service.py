@@ -235,7 +235,7 @@ async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
 
 async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None:
     """Other dispatcher processes announce new steps with NOTIFY escalation_due."""
-    async with await psycopg.AsyncConnection.connect(
+    async with await db.ListenConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
         await conn.execute("LISTEN escalation_due")

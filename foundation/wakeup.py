@@ -23,6 +23,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from foundation import logs
+from foundation.db import ListenConnection
 
 log = logs.get(__name__)
 
@@ -114,7 +115,7 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def _listen(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
+                async with await ListenConnection.connect(
                     self._wake_url, autocommit=True, connect_timeout=5,
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
