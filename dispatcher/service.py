@@ -152,7 +152,8 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
     drain_until: float | None = None
     try:
         while True:
-            batches = await consumer.getmany(timeout_ms=200)
+            # Records end the wait at once; it only bounds how late a stop is seen.
+            batches = await consumer.getmany(timeout_ms=500)
             if stop.is_set():  # stopping: first record what is already on the topic (the
                 # embedded broker forgets it when it stops), for at most DRAIN_S
                 drain_until = drain_until or asyncio.get_running_loop().time() + DRAIN_S
