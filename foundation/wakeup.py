@@ -11,7 +11,7 @@ previous one, whose record keeps every consumer awake for `ACTIVE_S` > `WAKE_EVE
 arrives. Without the wake-up path (no database configured, the LISTEN connection lost) a
 consumer never pauses; a paused one still asks the broker for its partitions' end offsets every
 `PROBE_EVERY_S` and polls again when records wait (written by clients outside the platform, or
-a lost notification)."""
+a lost notification), and fetches briefly every `FETCH_EVERY_LOOKS`-th time."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ ACTIVE_S = 0.6
 WAKE_EVERY_S = 0.1
 PROBE_EVERY_S = 1.0  # a paused consumer still asks for its partitions' end offsets this often
 PROBE_TIMEOUT_S = 2.0  # ... and polls if the broker does not answer within this
+# Every FETCH_EVERY_LOOKS-th look is a short fetch instead (as every look once was): it does not
+# trust the position, which a fetch corrects (e.g. past the end of a freshly rolled broker).
+FETCH_EVERY_LOOKS = 5
+FETCH_PROBE_S = 0.02  # about one fetch round trip
 RELISTEN_S = 1.0  # wait before connecting the LISTEN connection again
 
 
@@ -100,6 +104,7 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
 
     async def _rest(self) -> None:
         """Pause when idle (only while the wake-up path works); look now and then anyway."""
+        looks = 0
         while True:
             left = self._active_until - time.monotonic()
             if left > 0:
@@ -110,8 +115,12 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 continue
             self._pause_all()
             await asyncio.sleep(PROBE_EVERY_S)
-            if time.monotonic() >= self._active_until and await self._unread():
-                self.keep_awake()
+            if time.monotonic() >= self._active_until:
+                looks += 1
+                if looks % FETCH_EVERY_LOOKS == 0:
+                    self.keep_awake(FETCH_PROBE_S)
+                elif await self._unread():
+                    self.keep_awake()
 
     async def _unread(self) -> bool:
         """Whether a resting partition has records past this consumer's position: one
