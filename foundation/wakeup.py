@@ -246,6 +246,18 @@ class Announcements:
             self._retry_at = time.monotonic() + RELISTEN_S
             return None
 
+    def announce(self, topics: tuple[str, ...]) -> None:
+        """Wake every resting consumer of `topics` for `ACTIVE_S`, as a producer would (best
+        effort: without the database the consumers do not rest anyway)."""
+        if not self._url:
+            return
+        try:
+            with psycopg.connect(self._url, autocommit=True, connect_timeout=2) as conn:
+                for topic in topics:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
+        except (psycopg.Error, OSError) as exc:
+            log.info("record wake-up not sent", error=str(exc))
+
     def close(self) -> None:
         """Drop the LISTEN connection (the next call connects again)."""
         if self._conn is not None:
