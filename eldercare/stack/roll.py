@@ -209,7 +209,7 @@ class Roller:
         """Keep every consumer polling through the roll, as they did before they could rest:
         with consumers resting during a roll, test_broker_roll lost SOS presses made around
         it (2 runs in 4 under load: the dispatcher skipped alerts written to the new broker;
-        the exact race was not pinned down). Polling through it, 0 in 7."""
+        the exact race was not pinned down). Polling through it, 0 runs in 4."""
         self._announcements.announce(WATCHED)
 
     def close(self) -> None:
