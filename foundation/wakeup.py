@@ -31,11 +31,11 @@ log = logs.get(__name__)
 CHANNEL = "eldercare_records"
 # A consumer keeps polling this long after its last record or wake-up. Awake, it fetches ~100
 # times a second, so this window is most of what one lone record (a device's heartbeat) costs.
-ACTIVE_S = 0.6
+ACTIVE_S = 0.4
 # A producer notifies a topic at most this often. ACTIVE_S - WAKE_EVERY_S is the time an
-# unannounced record has to reach the broker before the consumers it follows rest (0.5 s: the
+# unannounced record has to reach the broker before the consumers it follows rest (0.35 s: the
 # SOS p99 under 4,000 msg/s is ~0.23 s, and under load records keep every consumer awake).
-WAKE_EVERY_S = 0.1
+WAKE_EVERY_S = 0.05
 PROBE_EVERY_S = 1.0  # a paused consumer still asks for its partitions' end offsets this often
 PROBE_TIMEOUT_S = 2.0  # ... and polls if the broker does not answer within this
 # Every FETCH_EVERY_LOOKS-th look is a short fetch instead (as every look once was): it does not
