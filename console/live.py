@@ -100,7 +100,7 @@ class Fanout:
     async def _run(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
+                async with await db.ListenConnection.connect(
                     self.url, autocommit=True,
                 ) as listener:
                     await listener.execute("LISTEN incident_timeline")

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         "fresh one as soon as every consumer has caught up (tansu 0.6 slows down past ~10,000 "
         "stored batches per partition and keeps no retention); 0: never")
     kafka_roll_check_s: float = Field(
-        1.0, description="Seconds between the supervisor's looks at the embedded Kafka's size")
+        1.0, description="Seconds between the supervisor's looks at the embedded Kafka's size "
+        "while the platform's producers announce records (every 30 s when none are)")
     operator_phone: str = Field(
         "", description="E.164 number told by SMS when the platform's database is unreachable"
         " (sent through the notification channel, so it needs no database)")

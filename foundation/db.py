@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg.abc import PQGen
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -59,6 +61,22 @@ def pool(url: str, min_size: int = 1, max_size: int = 5) -> Pool:
         connection_class=psycopg.AsyncConnection[DictRow],
         kwargs={"autocommit": False, "row_factory": dict_row},
     )
+
+
+RV = TypeVar("RV")
+# psycopg wakes every waiting async connection 10 times a second (its 0.1 s wait interval: a
+# chance for Ctrl-C in blocking code; asyncio cancels a waiting task without it). A LISTEN
+# connection waits all the time, so each one was a 10 Hz timer in an otherwise idle process.
+LISTEN_WAIT_INTERVAL_S = 60.0
+
+
+class ListenConnection(psycopg.AsyncConnection[Any]):
+    """An async connection for LISTEN and `notifies()`: it sleeps until its socket has
+    something to read (a notification, the server going away) instead of every 0.1 s."""
+
+    async def wait(self, gen: PQGen[RV], interval: float = LISTEN_WAIT_INTERVAL_S,
+                   timeout: float | None = None) -> RV:
+        return await super().wait(gen, interval=interval, timeout=timeout)
 
 
 async def check(url: str) -> None:

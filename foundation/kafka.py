@@ -133,6 +133,10 @@ def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
         client_id=consumer_client_id_prefix(os.getpid()) + group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
         max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
+        # The background fetcher's longest sleep (aiokafka: 200 ms). It wakes at once for a
+        # resumed partition, a fetch answered or a new assignment: this only bounds how often a
+        # resting consumer's fetcher looks for nothing.
+        consumer_timeout_ms=1000,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),
     )
 

@@ -236,6 +236,8 @@ class Supervisor:
         for spare in self.standby.values():
             procs.stop(spare, timeout=5)
         self.standby.clear()
+        if self.roller is not None:
+            self.roller.close()
 
 
 def supervise(settings: Settings, names: list[str], on_ready: str = "",
