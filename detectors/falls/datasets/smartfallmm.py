@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.falls.datasets import Recording
+from detectors.falls.datasets import Recording, each_recording
 from detectors.falls.datasets.units import in_g, parse_time, seconds
 from detectors.falls.signal import resample
 
@@ -43,18 +43,8 @@ def load(path: Path, rate_hz: float = 50.0, positions: Iterable[str] | None = No
     file raises ValueError, or, when `skipped` is given, is listed there with the reason and
     left out."""
     wanted = set(positions) if positions is not None else None
-    for file in find_files(path):
-        if wanted is not None and DEVICES[_device(file)] not in wanted:
-            continue
-        try:
-            rec = load_file(file, rate_hz)
-        except ValueError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
-            continue
-        if rec is not None:
-            yield rec
+    files = [f for f in find_files(path) if wanted is None or DEVICES[_device(f)] in wanted]
+    yield from each_recording(files, lambda f: load_file(f, rate_hz), skipped)
 
 
 def load_file(file: Path, rate_hz: float = 50.0) -> Recording | None:
