@@ -84,7 +84,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
             while True:
-                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                # Records end the wait at once; it only bounds how late a stop is seen.
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if stop.is_set():  # stopping: first archive what is on the topic (the
                     # embedded broker forgets it when it stops), for at most DRAIN_S
                     drain_until = drain_until or loop.time() + DRAIN_S
