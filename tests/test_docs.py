@@ -46,3 +46,15 @@ def test_manual_builds_strict_with_generated_api_reference(tmp_path: Path) -> No
     assert "/api/v1/incidents" in api and "/api/v1/login" in api
     guide = (site / "zh" / "duty-staff" / "index.html").read_text("utf-8")
     assert "值班人员指南" in guide
+
+
+def test_readme_renders_the_architecture_picture_as_one_block() -> None:
+    import markdown
+
+    html = markdown.markdown(README, extensions=["fenced_code", "tables"])
+    headings = re.findall(r"<h2>(.*?)</h2>", html)
+    assert headings[:2] == ["Quick start", "What it does"] and "Documentation" in headings, headings
+    assert html.count("<table>") >= 3, "a fence left open swallows the README's tables"
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", html, re.S)
+    assert all(block.strip() for block in blocks), "an empty code block: a fence doubled"
+    assert any("devices ──MQTT──▶ ingest" in block for block in blocks), "no picture block"
