@@ -21,7 +21,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Device, Elder, save
@@ -29,6 +32,7 @@ from eldercare.stack import embedded
 from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from foundation.mqtt import MqttTarget, event_topic
+from ingest.mqtt_session import MAX_IN_FLIGHT, SESSION_EXPIRY_S
 
 PUBLISHERS = 4
 
@@ -67,16 +71,29 @@ def _publish(settings: Settings, community: Community, n: int, run: str) -> floa
     return started
 
 
-async def _raw(settings: Settings, community: Community, n: int) -> float:
-    """One bare aiomqtt subscriber (QoS 1, library acks) draining a backlog: messages/s."""
+def _raw_client(target: MqttTarget, ident: str, v5: bool, **kw: Any) -> aiomqtt.Client:
+    """The bare subscriber's client: MQTT 3.1.1 with a persistent session, or MQTT 5 with the
+    session expiry and Receive Maximum ingest's own session uses (`ingest.mqtt_session`)."""
+    if not v5:
+        return target.client(identifier=ident, clean_session=False, **kw)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    props.ReceiveMaximum = MAX_IN_FLIGHT
+    return target.client(identifier=ident, protocol=aiomqtt.ProtocolVersion.V5,
+                         clean_start=False, properties=props, **kw)
+
+
+async def _raw(settings: Settings, community: Community, n: int, v5: bool = False) -> float:
+    """One bare aiomqtt subscriber (QoS 1, library acks) draining a backlog: messages/s. With
+    `v5`, it speaks MQTT 5 with a shared subscription, as ingest does, and does nothing else."""
     target = MqttTarget.parse(settings.mqtt_url)
     total = (n // PUBLISHERS) * PUBLISHERS
     ident = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    async with target.client(identifier=ident, clean_session=False) as client:
-        await client.subscribe("eldercare/v1/+/+/+", qos=1)
+    topic = f"$share/{ident}/eldercare/v1/+/+/+" if v5 else "eldercare/v1/+/+/+"
+    async with _raw_client(target, ident, v5) as client:
+        await client.subscribe(topic, qos=1)
     await asyncio.to_thread(_publish, settings, community, n, "raw")  # queued in the session
-    async with target.client(identifier=ident, clean_session=False,
-                             max_queued_incoming_messages=200_000) as client:
+    async with _raw_client(target, ident, v5, max_queued_incoming_messages=200_000) as client:
         started = time.monotonic()
         got = 0
         async for _ in client.messages:
@@ -175,7 +192,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             save(settings.database_url, [community])
             _progress(f"raw aiomqtt subscriber, {n} messages")
             raw = asyncio.run(_raw(settings, community, n))
-            _progress(f"raw {raw:.0f}/s; 1 ingest worker")
+            _progress(f"raw {raw:.0f}/s; the same over MQTT 5 as ingest speaks it")
+            raw5 = asyncio.run(_raw(settings, community, n, v5=True))
+            _progress(f"raw MQTT 5 {raw5:.0f}/s; 1 ingest worker")
             one = _ingest_rate(settings, community, n, 1, workdir)
             _progress(f"1 worker {one:.0f}/s; 2 ingest workers")
             two = _ingest_rate(settings, community, n, 2, workdir)
@@ -188,9 +207,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "messages": n, "publishers": PUBLISHERS,
         "raw_receive_per_s": round(raw), "workers_1_per_s": round(one),
         "workers_2_per_s": round(two),
-        "workers_1_vs_raw": round(one / raw, 2), "workers_2_vs_1": round(two / one, 2),
+        "raw_v5_receive_per_s": round(raw5),
+        "workers_1_vs_raw": round(one / raw, 2), "workers_1_vs_raw_v5": round(one / raw5, 2),
+        "workers_2_vs_1": round(two / one, 2),
         "baseline": {"raw_receive_per_s": round(raw),
-                     "what": "one bare aiomqtt subscriber, QoS 1, same broker and backlog"},
+                     "what": "one bare aiomqtt subscriber, QoS 1, same broker and backlog",
+                     "raw_v5_receive_per_s": round(raw5),
+                     "what_v5": "the same over MQTT 5 with ingest's shared subscription, "
+                                "session expiry and Receive Maximum"},
         "cpus": os.cpu_count(),
     }
 
