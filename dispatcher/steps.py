@@ -44,8 +44,8 @@ from dispatcher.messages import (
     voice_twiml,
 )
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
-from dispatcher.progress import alarm_if_all_channels_failed, schedule_next
-from dispatcher.recovery import settle_unknown
+from dispatcher.progress import RUNS_WHILE, alarm_if_all_channels_failed, schedule_next
+from dispatcher.recovery import Reconciling, settle_unknown
 from dispatcher.whereabouts import where_words
 from foundation import db, logs
 
@@ -73,16 +73,6 @@ WHERE i.id = %s FOR NO KEY UPDATE OF i
 # Statuses of a notification that mean "reached Twilio (or would have, in a dry run)".
 ACCEPTED = ("sent", "dry_run")
 CALL_NOT_ANSWERED = frozenset({"no-answer", "busy", "failed", "canceled"})
-
-# The incident statuses in which a step of each purpose still makes sense; otherwise it is
-# cancelled when it comes due. The ladder stops once someone takes responsibility; a re-alert
-# and a reminder only concern an incident someone holds; the outcome is told after resolution.
-RUNS_WHILE: dict[str, tuple[str, ...]] = {
-    "ladder": ("open", "notifying"),
-    "realert": ("acknowledged",),
-    "reminder": ("acknowledged",),
-    "outcome": ("resolved",),
-}
 
 
 @dataclass(frozen=True)
@@ -126,7 +116,8 @@ class StepRunner:
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
                  retry: RetryPolicy | None = None, family_base_url: str = "",
-                 link_secret: str = "", requests: int = 64) -> None:
+                 link_secret: str = "", requests: int = 64,
+                 reconciling: Reconciling | None = None) -> None:
         self.pool = pool
         self.channel = channel
         self.base = public_base_url.rstrip("/")
@@ -135,6 +126,7 @@ class StepRunner:
         self.lock = worker_lock
         self.worker = f"{socket.gethostname()}:{worker_lock}"
         self.retry = retry or RetryPolicy()
+        self.reconciling = reconciling or Reconciling(timeout_s=self.retry.timeout_s)
         # Called after each claim: another worker may take the next due step meanwhile.
         self.on_claim: Callable[[], None] = lambda: None
         # Called after each step: a retry it rescheduled is announced to no one else.
@@ -185,8 +177,12 @@ class StepRunner:
         except Exception:  # a bug must not stop the ladder of every other incident
             log.exception("step crashed", step=step.id)
             async with self.pool.connection() as conn:
-                await recovery.recover_steps(conn, self.lock, step.id,
-                                             give_up=step.attempts >= 5)
+                _, questions = await recovery.recover_steps(conn, self.lock, self.lock, step.id,
+                                                            give_up=step.attempts >= 5)
+                await conn.commit()
+            for q in questions:  # the request may or may not have gone out: ask
+                await recovery.reconcile(self.pool, self.channel, q, self.lock,
+                                         self.reconciling)
 
     async def seconds_until_next(self, cap: float) -> float:
         """Time until the next pending step is due, at most `cap`."""
@@ -395,4 +391,4 @@ class StepRunner:
 
     async def recover(self) -> int:
         """Steps left running by dead dispatcher processes: resume or settle them."""
-        return await recovery.recover(self.pool, self.lock)
+        return await recovery.recover(self.pool, self.lock, self.channel, self.reconciling)

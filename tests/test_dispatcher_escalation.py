@@ -52,6 +52,7 @@ def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
         "public_base_url": f"http://127.0.0.1:{port}", "data_dir": here,
         "dispatcher_retry_backoff_s": 0.2, "dispatcher_retry_attempts": 2,
         "metrics_binds": "",  # the observability endpoint delays SIGTERM by ~12 s
+        "dispatcher_reconcile_retry_s": 1.0,
     })
     db.upgrade(own.database_url)
     asyncio.run(kafka.ensure_topics(own))
@@ -505,18 +506,22 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
 
-async def test_claimed_step_with_unknown_outcome_is_never_repeated(
-    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
-) -> None:
-    """A dispatcher died during the Twilio request of contact 1's call: nobody knows whether the
-    call was placed. A live dispatcher marks the step unknown for staff and moves the ladder on."""
+async def _left_sending(stack: Settings, conn: db.Connection, action: str = "call",
+                        fail: tuple[TwilioMock, list[int]] | None = None,
+                        ) -> tuple[Any, int, str, str]:
+    """What a dispatcher SIGKILLed right after committing contact 1's notification leaves: the
+    step "running" under a worker lock nobody holds, the row "sending" (attempt 1), no SID.
+    Returns the incident, the step, contact 1's and contact 2's numbers. `fail`: statuses the
+    Twilio mock answers for contact 1 from the start."""
     from dispatcher.incidents import record_alert
     from dispatcher.steps import new_worker_lock
 
     c = _community(stack)
     elder = c.elders[0]
     c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
-    _policy(stack, elder.id, [("call", "contact:1", 0), ("call", "contact:2", 0.2)])
+    if fail is not None:
+        fail[0].fail[c1] = fail[1]
+    _policy(stack, elder.id, [(action, "contact:1", 0), ("call", "contact:2", 0.2)])
     now = datetime.now(UTC)
     incident = await record_alert(conn, Alert(
         alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=c.id, kind="fall",
@@ -528,21 +533,132 @@ async def test_claimed_step_with_unknown_outcome_is_never_repeated(
     assert step is not None
     await conn.execute(
         "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel, to_number,"
-        " body, status, attempts) VALUES (%s, %s, %s, 'voice', %s, '<Response/>', 'sending', 1)",
-        (f"step:{step['id']}", incident, step["id"], c1))
+        " recipient, body, status, attempts) VALUES (%s, %s, %s, %s, %s, 'c1', '<Response/>',"
+        " 'sending', 1)", (f"step:{step['id']}", incident, step["id"],
+                           "voice" if action == "call" else "sms", c1))
     await conn.commit()
+    return incident, step["id"], c1, c2
 
+
+async def _sent(conn: db.Connection, step_id: int) -> dict[str, Any] | None:
+    return await (await conn.execute(
+        "SELECT s.status, n.status AS sent, n.provider_sid FROM escalation_steps s"
+        " JOIN notifications n ON n.step_id = s.id WHERE s.id = %s", (step_id,))).fetchone()
+
+
+async def test_a_call_that_never_left_a_dead_dispatcher_is_made_once_after_recovery(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dispatcher died between committing contact 1's call and asking Twilio. The live
+    dispatcher asks Twilio, which has no such call: contact 1 is called, once, then the ladder
+    goes on. (Before: marked unknown and never made, a first call lost.)"""
+    incident, step, c1, c2 = await _left_sending(stack, conn)
     await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
-    assert not twilio.calls(c1), "never repeated"
-    assert len(twilio.calls(c2)) == 1, "the ladder moved on"
-    rows = await (await conn.execute(
-        "SELECT s.status, n.status AS sent FROM escalation_steps s JOIN notifications n"
-        " ON n.step_id = s.id WHERE s.id = %s", (step["id"],))).fetchone()
-    assert rows == {"status": "unknown", "sent": "unknown"}
+    assert [r.status for r in twilio.calls(c1)] == [201], "contact 1 called exactly once"
+    assert twilio.lists(c1), "Twilio was asked"
+    assert len(twilio.calls(c2)) == 1
+    row = await _sent(conn, step)
+    assert row is not None and row["status"] == "done" and row["sent"] == "sent"
+    assert row["provider_sid"] in {c["sid"] for c in twilio.listed("Calls", c1, None)}
+    kinds = [r["kind"] for r in await (await conn.execute(
+        "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
+    )).fetchall()]
+    assert "step_resumed" in kinds and "outcome_unknown" not in kinds
+
+
+async def test_a_call_twilio_already_has_is_adopted_not_made_again(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dispatcher died after its request reached Twilio, before recording the answer: the
+    live dispatcher finds the call at Twilio and adopts its SID; contact 1 is not called twice."""
+    from dispatcher.channels import TwilioChannel
+
+    _, step, c1, c2 = await _left_sending(stack, conn)
+    dead = TwilioChannel(stack)  # the dead process's request, right after its commit
+    try:
+        sid = await dead.call(c1, "<Response/>", None)
+    finally:
+        await dead.close()
+    await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
+    assert len(twilio.calls(c1)) == 1, "contact 1 called once, by the dead process"
+    row = await _sent(conn, step)
+    assert row == {"status": "done", "sent": "sent", "provider_sid": sid}
+
+
+async def test_an_sms_twilio_already_has_is_adopted_and_one_it_lacks_is_sent(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The same question for SMS: adopted when Twilio has it (no duplicate text)."""
+    from dispatcher.channels import TwilioChannel
+
+    _, had, to_had, _ = await _left_sending(stack, conn, "sms")
+    _, lacked, to_lacked, _ = await _left_sending(stack, conn, "sms")
+    dead = TwilioChannel(stack)
+    try:
+        sid = await dead.sms(to_had, "text", None)
+    finally:
+        await dead.close()
+    await eventually(lambda: twilio.messages(to_lacked), 30, "the SMS Twilio lacked")
+    await eventually(lambda: _rows(stack, "SELECT 1 FROM notifications WHERE step_id = %s"
+                                   " AND status = 'sent'", had), 30, "the SMS adopted")
+    assert len(twilio.messages(to_had)) == 1 and len(twilio.messages(to_lacked)) == 1
+    assert (await _sent(conn, had)) == {"status": "done", "sent": "sent", "provider_sid": sid}
+    assert (await _sent(conn, lacked) or {}).get("sent") == "sent"
+
+
+async def test_a_request_twilio_received_but_has_not_created_yet_is_not_doubled(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dead process's request reached Twilio just before it died and Twilio lists the call
+    only 0.6 s later. Recovery run at once still waits until the row is `settle_s` (1 s) old
+    before asking, so it finds the call instead of making a second one."""
+    from dispatcher.channels import TwilioChannel
+    from dispatcher.recovery import Reconciling
+    from dispatcher.steps import StepRunner, new_worker_lock
+
+    for proc in fleet.alive():  # this test's recovery runs here, at a moment it chooses
+        procs.stop(proc)
+    try:
+        _, step, c1, _ = await _left_sending(stack, conn)
+        twilio.lag[c1] = 0.6
+        channel = TwilioChannel(stack)
+        pool = db.pool(stack.database_url, max_size=3)
+        await pool.open()
+        runner = StepRunner(pool, channel, stack.public_base_url, new_worker_lock(),
+                            reconciling=Reconciling(settle_s=1.0, timeout_s=5.0))
+        try:
+            await channel.call(c1, "<Response/>", None)  # the dead process's request
+            await runner.recover()
+            await runner.run_due()  # what a recovered step would do next
+            await runner.drain(10)
+        finally:
+            await pool.close()
+            await channel.close()
+        assert len(twilio.calls(c1)) == 1, "called once, not twice"
+        row = await _sent(conn, step)
+        assert row is not None and row["sent"] == "sent"
+    finally:
+        fleet.start()
+
+
+async def test_an_outcome_twilio_cannot_be_asked_about_is_unknown_then_settled(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """Twilio cannot be asked (503) when the dead dispatcher's step is recovered: as before,
+    staff see "outcome unknown" and the ladder moves on. Asked again later, Twilio has no such
+    call, the incident is still unanswered: contact 1 is called then, exactly once."""
+    incident, step, c1, c2 = await _left_sending(stack, conn, fail=(twilio, [503]))
+    await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
     kinds = [r["kind"] for r in await (await conn.execute(
         "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
     )).fetchall()]
     assert "outcome_unknown" in kinds
+    await eventually(lambda: twilio.calls(c1), 30, "contact 1 called once Twilio answers")
+    await eventually(lambda: _rows(stack, "SELECT 1 FROM notifications WHERE step_id = %s"
+                                   " AND status = 'sent'", step), 10, "the call recorded")
+    assert [r.status for r in twilio.lists(c1)][:1] == [503]
+    assert [r.status for r in twilio.calls(c1)] == [201]
+    assert len(twilio.calls(c2)) == 1
 
 
 async def test_service_statistics_per_community_and_month(
