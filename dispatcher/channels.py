@@ -29,11 +29,13 @@ Kind = Literal["call", "sms"]
 
 @dataclass(frozen=True)
 class Sent:
-    """A call or SMS the provider has: its SID, status (e.g. queued) and creation time."""
+    """A call or SMS the provider has: its SID, status (e.g. queued), creation time and, for
+    an SMS, its text (None when the provider does not tell)."""
 
     sid: str
     status: str
     created: datetime
+    body: str | None = None
 
 
 class Channel(Protocol):
@@ -163,7 +165,7 @@ class TwilioChannel:
         listing = self._client.calls if kind == "call" else self._client.messages
         found = await listing.list_async(to=to, from_=self._from, limit=20)
         return [Sent(str(r.sid), str(getattr(r.status, "value", r.status) or ""),
-                     r.date_created)
+                     r.date_created, getattr(r, "body", None))
                 for r in found if r.date_created is not None and r.date_created >= since]
 
     async def close(self) -> None:

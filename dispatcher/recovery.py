@@ -43,6 +43,8 @@ log = logs.get(__name__)
 SKEW = timedelta(seconds=30)
 # How long an unknown outcome is asked about again; later, staff have long decided.
 UNKNOWN_FOR = timedelta(hours=1)
+# The error of a row the provider was just asked about and lacks: its retry is not asked again.
+ABSENT = "not at the provider after the dispatcher stopped: sent again"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Question:
     action: str
     notification_id: int
     to_number: str
+    body: str
     created_at: datetime
     provider_sid: str | None
     age_s: float  # how long ago the row was last written (the request's commit)
@@ -98,9 +101,25 @@ async def recover(pool: db.Pool, own_lock: int, channel: Channel,
             recovered += n
             questions += asks
     if questions:
-        await asyncio.gather(*(reconcile(pool, channel, q, own_lock, how) for q in questions))
+        await reconcile_all(pool, channel, questions, own_lock, how)
     await reconcile_unknown(pool, channel, how)
     return recovered
+
+
+async def reconcile_all(pool: db.Pool, channel: Channel, questions: list[Question],
+                        owner: int, how: Reconciling) -> None:
+    """`reconcile` each question: the numbers side by side, each number's rows one after the
+    other in the order they were written, so each adopts the oldest record nobody holds (the
+    requests left in that order)."""
+    by_number: dict[str, list[Question]] = {}
+    for q in sorted(questions, key=lambda q: q.created_at):
+        by_number.setdefault(q.to_number, []).append(q)
+
+    async def one_number(qs: list[Question]) -> None:
+        for q in qs:
+            await reconcile(pool, channel, q, owner, how)
+
+    await asyncio.gather(*(one_number(qs) for qs in by_number.values()))
 
 
 async def recover_steps(conn: AsyncConnection[Any], key: int, owner: int,
@@ -117,7 +136,7 @@ async def recover_steps(conn: AsyncConnection[Any], key: int, owner: int,
     questions = []
     for s in steps:
         n = await (await conn.execute(
-            "SELECT id, status, attempts, to_number, created_at, provider_sid,"
+            "SELECT id, status, attempts, to_number, body, created_at, provider_sid,"
             " extract(epoch FROM now() - updated_at)::float8 AS age_s"
             " FROM notifications WHERE idempotency_key = %s FOR UPDATE", (f"step:{s['id']}",),
         )).fetchone()
@@ -138,7 +157,8 @@ async def recover_steps(conn: AsyncConnection[Any], key: int, owner: int,
                     " WHERE id = %s", (owner, s["id"]))
                 questions.append(Question(
                     s["id"], s["incident_id"], s["seq"], s["round"], s["action"], n["id"],
-                    n["to_number"], n["created_at"], n["provider_sid"], n["age_s"]))
+                    n["to_number"], n["body"], n["created_at"], n["provider_sid"], n["age_s"]))
+                log.warning("step of a dead dispatcher: asking the provider", step=s["id"])
                 continue
             # Nothing reached Twilio: run it again.
             await _resume(conn, s["id"], s["incident_id"], s["action"])
@@ -177,7 +197,7 @@ async def reconcile(pool: db.Pool, channel: Channel, q: Question, owner: int,
             (q.notification_id, q.step_id, owner))).fetchone()
         if mine is None:  # settled meanwhile (e.g. by this process's own runner)
             return
-        sent = await _unclaimed(conn, q.notification_id, found)
+        sent = await unclaimed(conn, q.notification_id, q.to_number, q.body, found)
         if mine["provider_sid"] is not None or sent is not None:
             await _adopt(conn, q.notification_id, q.incident_id, mine["target"], kind,
                          mine["provider_sid"], sent, channel.dry_run)
@@ -186,8 +206,7 @@ async def reconcile(pool: db.Pool, channel: Channel, q: Question, owner: int,
         elif error is None:
             await conn.execute(
                 "UPDATE notifications SET status = 'retrying', error = %s, updated_at = now()"
-                " WHERE id = %s", ("not at the provider after the dispatcher stopped: sent again",
-                                   q.notification_id))
+                " WHERE id = %s", (ABSENT, q.notification_id))
             await _resume(conn, q.step_id, q.incident_id, q.action)
             await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
             RECONCILED.labels(kind, "resent").inc()
@@ -210,8 +229,9 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
     send again what it never got, if the incident still wants it. Returns how many settled."""
     async with pool.connection() as conn:
         rows = await (await conn.execute(
-            "SELECT n.id, n.step_id, n.incident_id, n.channel, n.to_number, n.created_at,"
-            " n.provider_sid FROM notifications n JOIN escalation_steps s ON s.id = n.step_id"
+            "SELECT n.id, n.step_id, n.incident_id, n.channel, n.to_number, n.body,"
+            " n.created_at, n.provider_sid"
+            " FROM notifications n JOIN escalation_steps s ON s.id = n.step_id"
             " WHERE n.status = 'unknown' AND s.status = 'unknown' AND n.created_at > now() - %s"
             " AND n.updated_at < now() - make_interval(secs => %s)"
             " ORDER BY n.updated_at LIMIT 10", (UNKNOWN_FOR, how.retry_s),
@@ -241,7 +261,7 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
                 (r["id"], r["step_id"]))).fetchone()
             if step is None:
                 continue  # settled by another worker meanwhile
-            sent = await _unclaimed(conn, r["id"], found)
+            sent = await unclaimed(conn, r["id"], r["to_number"], r["body"], found)
             if step["provider_sid"] is not None or sent is not None:
                 await _adopt(conn, r["id"], r["incident_id"], step["target"], kind,
                              step["provider_sid"], sent, channel.dry_run)
@@ -253,7 +273,7 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
                 await conn.execute(
                     "UPDATE notifications SET status = 'retrying', error = %s,"
                     " updated_at = now() WHERE id = %s",
-                    ("not at the provider: sent again", r["id"]))
+                    (ABSENT, r["id"]))
                 await _resume(conn, r["step_id"], r["incident_id"], step["action"])
                 await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
                 RECONCILED.labels(kind, "resent").inc()
@@ -268,9 +288,14 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
     return settled
 
 
-async def _unclaimed(conn: AsyncConnection[Any], notification_id: int,
-                     found: list[Sent]) -> Sent | None:
-    """The oldest record the provider has that no other notification row holds."""
+async def unclaimed(conn: AsyncConnection[Any], notification_id: int, to_number: str,
+                     body: str, found: list[Sent]) -> Sent | None:
+    """The oldest record the provider has that no other notification row holds (an SMS: with
+    this row's text). Takes a transaction lock on the number: two rows to one number (two
+    elders with the same contact) never adopt the same record."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       (f"reconcile:{to_number}",))
+    found = [f for f in found if f.body is None or f.body == body]
     if not found:
         return None
     held = {r["provider_sid"] for r in await (await conn.execute(

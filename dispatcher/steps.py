@@ -209,6 +209,8 @@ class StepRunner:
             return
         notification, body = prepared
         voice = step.action == "call"
+        if notification.get("ask") and await self._adopted(step, notification, voice):
+            return
         # No database connection is held while Twilio answers.
         callback = f"{self.base}/twilio/status?step={step.id}"
         sid, error, failure = None, None, None
@@ -224,6 +226,29 @@ class StepRunner:
         async with self.pool.connection() as conn:
             await self._outcome(conn, step, notification, voice, sid, failure, error)
             await conn.commit()
+
+    async def _adopted(self, step: Step, notification: dict[str, Any], voice: bool) -> bool:
+        """Before a retry: did an earlier attempt reach the provider after all (a timeout, a
+        5xx from a proxy)? Then its record is adopted and nothing is sent again. If the
+        provider cannot be asked, the retry goes ahead (a duplicate beats a missing one)."""
+        try:
+            async with asyncio.timeout(self.reconciling.timeout_s):
+                found = await self.channel.sent("call" if voice else "sms", step.target["phone"],
+                                                notification["created_at"] - recovery.SKEW)
+        except Exception as exc:
+            log.warning("provider not asked before a retry", step=step.id, error=str(exc))
+            return False
+        if not found:
+            return False
+        async with self.pool.connection() as conn:
+            sent = await recovery.unclaimed(conn, notification["id"], step.target["phone"],
+                                            notification["body"], found)
+            if sent is not None:
+                log.warning("an earlier attempt reached the provider: adopted", step=step.id,
+                            sid=sent.sid)
+                await self._outcome(conn, step, notification, voice, sent.sid, None, None)
+            await conn.commit()
+        return sent is not None
 
     async def _prepare(
         self, conn: AsyncConnection[Any], step: Step,
@@ -311,8 +336,8 @@ class StepRunner:
         if fresh is not None:
             return {"id": fresh["id"], "attempts": 1}
         row = await (await conn.execute(
-            "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s FOR UPDATE",
-            (f"step:{step.id}",),
+            "SELECT id, status, attempts, body, created_at, error FROM notifications"
+            " WHERE idempotency_key = %s FOR UPDATE", (f"step:{step.id}",),
         )).fetchone()
         assert row is not None
         if row["status"] not in ("sending", "retrying") or (
@@ -326,7 +351,9 @@ class StepRunner:
             "UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
             " updated_at = now() WHERE id = %s", (row["id"],),
         )
-        return {"id": row["id"], "attempts": row["attempts"] + 1}
+        # A retry asks the provider first, unless recovery has just asked it.
+        return {"id": row["id"], "attempts": row["attempts"] + 1, "body": row["body"],
+                "created_at": row["created_at"], "ask": row["error"] != recovery.ABSENT}
 
     async def _outcome(
         self, conn: AsyncConnection[Any], step: Step, notification: dict[str, Any], voice: bool,

@@ -506,6 +506,9 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
 
+SMS_TEXT = "[社区关爱] 测试短信"  # the text of a "sending" SMS row (`_left_sending`)
+
+
 async def _left_sending(stack: Settings, conn: db.Connection, action: str = "call",
                         fail: tuple[TwilioMock, list[int]] | None = None,
                         ) -> tuple[Any, int, str, str]:
@@ -520,7 +523,7 @@ async def _left_sending(stack: Settings, conn: db.Connection, action: str = "cal
     elder = c.elders[0]
     c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
     if fail is not None:
-        fail[0].fail[c1] = fail[1]
+        fail[0].fail_lists[c1] = fail[1]
     _policy(stack, elder.id, [(action, "contact:1", 0), ("call", "contact:2", 0.2)])
     now = datetime.now(UTC)
     incident = await record_alert(conn, Alert(
@@ -533,9 +536,9 @@ async def _left_sending(stack: Settings, conn: db.Connection, action: str = "cal
     assert step is not None
     await conn.execute(
         "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel, to_number,"
-        " recipient, body, status, attempts) VALUES (%s, %s, %s, %s, %s, 'c1', '<Response/>',"
-        " 'sending', 1)", (f"step:{step['id']}", incident, step["id"],
-                           "voice" if action == "call" else "sms", c1))
+        " recipient, body, status, attempts) VALUES (%s, %s, %s, %s, %s, 'c1', %s, 'sending', 1)",
+        (f"step:{step['id']}", incident, step["id"], "voice" if action == "call" else "sms", c1,
+         "<Response/>" if action == "call" else SMS_TEXT))
     await conn.commit()
     return incident, step["id"], c1, c2
 
@@ -595,7 +598,7 @@ async def test_an_sms_twilio_already_has_is_adopted_and_one_it_lacks_is_sent(
     _, lacked, to_lacked, _ = await _left_sending(stack, conn, "sms")
     dead = TwilioChannel(stack)
     try:
-        sid = await dead.sms(to_had, "text", None)
+        sid = await dead.sms(to_had, SMS_TEXT, None)
     finally:
         await dead.close()
     await eventually(lambda: twilio.messages(to_lacked), 30, "the SMS Twilio lacked")
@@ -639,6 +642,73 @@ async def test_a_request_twilio_received_but_has_not_created_yet_is_not_doubled(
         assert row is not None and row["sent"] == "sent"
     finally:
         fleet.start()
+
+
+async def test_the_dry_run_channel_answers_the_same_question(
+    stack: Settings, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """ELDERCARE_NOTIFY=dry-run: the channel keeps what it "sent" (table dry_run_sent), so
+    recovery behaves as with Twilio: a "send" it has is adopted, one it lacks is made once."""
+    from dispatcher.channels import DryRunChannel
+    from dispatcher.recovery import Reconciling
+    from dispatcher.steps import StepRunner, new_worker_lock
+
+    for proc in fleet.alive():  # no Twilio dispatcher takes these steps
+        procs.stop(proc)
+    try:
+        _, had, to_had, _ = await _left_sending(stack, conn)
+        _, lacked, to_lacked, _ = await _left_sending(stack, conn)
+        channel = DryRunChannel(stack.database_url)
+        sid = await channel.call(to_had, "<Response/>", None)  # the dead process's "send"
+        pool = db.pool(stack.database_url, max_size=3)
+        await pool.open()
+        runner = StepRunner(pool, channel, stack.public_base_url, new_worker_lock(),
+                            reconciling=Reconciling(settle_s=0.2, timeout_s=5.0))
+        try:
+            await runner.recover()
+            await runner.run_due()
+            await runner.drain(10)
+        finally:
+            await pool.close()
+            await channel.close()
+        sent = {r["to_number"]: r["n"] for r in _rows(
+            stack, "SELECT to_number, count(*) AS n FROM dry_run_sent WHERE kind = 'call'"
+            " AND to_number = ANY(%s) GROUP BY to_number", [to_had, to_lacked])}
+        assert sent == {to_had: 1, to_lacked: 1}, "each call \"sent\" exactly once"
+        assert (await _sent(conn, had)) == {"status": "done", "sent": "dry_run",
+                                            "provider_sid": sid}
+        assert (await _sent(conn, lacked) or {}).get("sent") == "dry_run"
+    finally:
+        fleet.start()
+
+
+async def test_requests_that_timed_out_but_reached_twilio_are_adopted_not_repeated(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """Twilio takes 2 s to answer, the dispatcher waits 1 s. The SMS is retried, but Twilio is
+    asked first: it has the text, which is adopted (one SMS, not two). The call (unknown, never
+    repeated) is settled by asking too: it is recorded as sent with Twilio's SID."""
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("sms", "contact:1", 0), ("call", "contact:2", 0)])
+    twilio.delay.update({c1: 2.0, c2: 2.0})
+    impatient = stack.model_copy(update={"dispatcher_twilio_timeout_s": 1.0})
+    try:
+        _only(fleet, impatient)
+        await _alert(stack, c)
+        rows = await eventually(lambda: [r for r in _rows(
+            stack, "SELECT to_number, status, provider_sid FROM notifications"
+            " WHERE to_number = ANY(%s) AND status = 'sent'", [c1, c2])] if len(_rows(
+            stack, "SELECT 1 FROM notifications WHERE to_number = ANY(%s) AND status = 'sent'",
+            [c1, c2])) == 2 else None, 60, "both recorded as sent")
+    finally:
+        _only(fleet, stack)
+    assert len(twilio.messages(c1)) == 1, "the text was not sent twice"
+    assert len(twilio.calls(c2)) == 1
+    sids = {r["to_number"]: r["provider_sid"] for r in rows}
+    assert sids[c1] == twilio.listed("Messages", c1, None)[0]["sid"]
+    assert sids[c2] == twilio.listed("Calls", c2, None)[0]["sid"]
 
 
 async def test_an_outcome_twilio_cannot_be_asked_about_is_unknown_then_settled(

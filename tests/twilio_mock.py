@@ -73,11 +73,15 @@ class TwilioMock:
     url: str
     requests: list[Recorded] = field(default_factory=list)
     # Statuses to answer instead of Prism, per "To" number, in order: only the test's own
-    # numbers fail, whatever other tests' escalations are still calling meanwhile.
+    # numbers fail, whatever other tests' escalations are still calling meanwhile. `fail`
+    # answers creates (POST), `fail_lists` list requests (GET: Twilio cannot be asked).
     fail: dict[str, list[int]] = field(default_factory=dict)
+    fail_lists: dict[str, list[int]] = field(default_factory=dict)
     # Seconds to hold a request to this "To" number before answering: a slow Twilio (or one
-    # queueing under a flood) for the test's own numbers only.
+    # queueing under a flood) for the test's own numbers only. `delay` holds creates (POST),
+    # `delay_lists` list requests (GET).
     delay: dict[str, float] = field(default_factory=dict)
+    delay_lists: dict[str, float] = field(default_factory=dict)
     # Benches: answer a request with Prism's first answer to the same method and path, so
     # Prism (one Node process, a few requests a second on a loaded machine) does not hold the
     # dispatcher's workers and the bench measures the platform, not the mock's queue.
@@ -120,6 +124,7 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
     mock = TwilioMock(f"http://127.0.0.1:{proxy_port}")
     app = FastAPI()
     upstream = f"http://127.0.0.1:{prism_port}"
+    clients: list[httpx.AsyncClient] = []
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
     async def proxy(path: str, request: Request) -> Response:
@@ -128,9 +133,11 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
         form = parse_qs(body.decode()) if body else {}
         query = parse_qs(request.url.query)
         to = (form or query).get("To", [""])[0]
-        if mock.fail.get(to):
-            status = mock.fail[to].pop(0)
-            await asyncio.sleep(mock.delay.get(to, 0.0))
+        failing = mock.fail if request.method == "POST" else mock.fail_lists
+        holding = mock.delay if request.method == "POST" else mock.delay_lists
+        if failing.get(to):
+            status = failing[to].pop(0)
+            await asyncio.sleep(holding.get(to, 0.0))
             mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived,
                                           query))
             failure = {"code": 20500, "message": "mock failure", "status": status}
@@ -140,21 +147,22 @@ def start(log_dir: Path) -> tuple[TwilioMock, subprocess.Popen[bytes], uvicorn.S
         if known is not None:
             content, status, media = known
         else:
-            async with httpx.AsyncClient() as client:
-                answer = await client.request(
-                    request.method, f"{upstream}/{path}", content=body,
-                    params=request.url.query or None,
-                    headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                )
+            if not clients:  # one client for the server's life (each new one loads CA files)
+                clients.append(httpx.AsyncClient(timeout=60))
+            answer = await clients[0].request(
+                request.method, f"{upstream}/{path}", content=body,
+                params=request.url.query or None,
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            )
             content, status = answer.content, answer.status_code
             media = answer.headers.get("content-type")
-            if mock.replay and answer.is_success and request.method == "POST":
+            if mock.replay and answer.is_success:
                 mock.answers[(request.method, path)] = (content, status, media)
         kind = path.rsplit("/", 1)[-1].removesuffix(".json")
         if 200 <= status < 300 and kind in ("Calls", "Messages"):
             # Twilio's state: created on arrival (held back `lag`), listed by To/From.
             content = _stateful(mock, request.method, kind, content, form, query, arrived)
-        await asyncio.sleep(mock.delay.get(to, 0.0))
+        await asyncio.sleep(holding.get(to, 0.0))
         mock.requests.append(Recorded(request.method, "/" + path, form, status, arrived, query))
         return Response(content, status_code=status, media_type=media)
 
