@@ -47,7 +47,7 @@ from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
 from dispatcher.progress import RUNS_WHILE, alarm_if_all_channels_failed, schedule_next
 from dispatcher.recovery import Reconciling, settle_unknown
 from dispatcher.whereabouts import where_words
-from foundation import db, logs
+from foundation import db, faults, logs
 
 log = logs.get(__name__)
 
@@ -211,6 +211,7 @@ class StepRunner:
         voice = step.action == "call"
         if notification.get("ask") and await self._adopted(step, notification, voice):
             return
+        faults.kill_point("before_request", step.target["phone"])  # tests: the crash window
         # No database connection is held while Twilio answers.
         callback = f"{self.base}/twilio/status?step={step.id}"
         sid, error, failure = None, None, None

@@ -68,9 +68,10 @@ def _env(settings: Settings) -> dict[str, str]:
     return child_env(settings)
 
 
-def _spawn(settings: Settings, service: str, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, service: str, log: Path, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[bytes]:
     return procs.spawn([sys.executable, "-m", "eldercare.cli", "service", service], log,
-                       env=_env(settings))
+                       env={**_env(settings), **(env or {})})
 
 
 @dataclasses.dataclass
@@ -81,8 +82,9 @@ class Fleet:
     settings: Settings
     procs: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
 
-    def start(self) -> subprocess.Popen[bytes]:
-        proc = _spawn(self.settings, "dispatcher", self.settings.data_dir / "dispatcher.log")
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = _spawn(self.settings, "dispatcher", self.settings.data_dir / "dispatcher.log",
+                      env)
         self.procs.append(proc)
         return proc
 
@@ -567,6 +569,33 @@ async def test_a_call_that_never_left_a_dead_dispatcher_is_made_once_after_recov
         "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
     )).fetchall()]
     assert "step_resumed" in kinds and "outcome_unknown" not in kinds
+
+
+async def test_a_dispatcher_killed_between_commit_and_request_loses_no_call(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """A real dispatcher process is SIGKILLed at the worst moment: contact 1's call committed as
+    "sending", its request not yet written. A second process recovers the step, finds nothing
+    at Twilio and makes the call: exactly one call to contact 1, then the ladder goes on."""
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("call", "contact:1", 0), ("call", "contact:2", 0.2)])
+    for proc in fleet.alive():
+        procs.stop(proc)
+    doomed = fleet.start({"ELDERCARE_FAULT_KILL_BEFORE_REQUEST": c1})
+    try:
+        await _alert(stack, c)
+        await eventually(lambda: doomed.poll() is not None, 60, "the dispatcher killed")
+        assert doomed.returncode == -9
+        assert not twilio.calls(c1), "the request never left the killed process"
+        assert _rows(stack, "SELECT 1 FROM notifications WHERE to_number = %s"
+                     " AND status = 'sending'", c1), "left committed as sending"
+    finally:
+        fleet.start()
+    await eventually(lambda: twilio.calls(c2), 60, "the ladder moving on to contact 2")
+    assert [r.status for r in twilio.calls(c1)] == [201], "contact 1 called exactly once"
+    assert len(twilio.calls(c2)) == 1
 
 
 async def test_a_call_twilio_already_has_is_adopted_not_made_again(
