@@ -76,8 +76,8 @@ class Question:
 async def recover(pool: db.Pool, own_lock: int, channel: Channel,
                   how: Reconciling | None = None) -> int:
     """Steps left running by dead dispatcher processes (every worker lock but `own_lock` that is
-    free): resume them, or ask the provider what became of them. Then ask again about the
-    unknown outcomes that could not be asked before. Returns how many steps were recovered."""
+    free): resume them, or ask the provider what became of them. Returns how many steps were
+    recovered. (`reconcile_unknown` runs beside it: see `StepRunner.recover`.)"""
     how = how or Reconciling()
     recovered = 0
     questions: list[Question] = []
@@ -102,7 +102,6 @@ async def recover(pool: db.Pool, own_lock: int, channel: Channel,
             questions += asks
     if questions:
         await reconcile_all(pool, channel, questions, own_lock, how)
-    await reconcile_unknown(pool, channel, how)
     return recovered
 
 
@@ -244,18 +243,22 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
             try:
                 async with asyncio.timeout(how.timeout_s):
                     found = await channel.sent(kind, r["to_number"], r["created_at"] - SKEW)
-            except Exception as exc:
+            except Exception as exc:  # still down: the rest of the batch waits too
                 log.warning("provider still cannot be asked", notification=r["id"],
                             error=f"{type(exc).__name__}: {exc}")
                 async with pool.connection() as conn:
                     await conn.execute("UPDATE notifications SET updated_at = now()"
-                                       " WHERE id = %s AND status = 'unknown'", (r["id"],))
+                                       " WHERE id = ANY(%s) AND status = 'unknown'",
+                                       ([x["id"] for x in rows],))
                     await conn.commit()
-                continue
+                break
         async with pool.connection() as conn:
             step = await (await conn.execute(
                 "SELECT s.id, s.target, s.purpose, s.action, n.provider_sid, i.status"
-                " AS incident_status FROM escalation_steps s JOIN notifications n ON n.id = %s"
+                " AS incident_status, EXISTS (SELECT 1 FROM notifications later"
+                "   WHERE later.incident_id = n.incident_id AND later.to_number = n.to_number"
+                "   AND later.id > n.id AND later.status IN ('sent', 'dry_run')) AS reached"
+                " FROM escalation_steps s JOIN notifications n ON n.id = %s"
                 " JOIN incidents i ON i.id = s.incident_id WHERE s.id = %s"
                 " AND s.status = 'unknown' AND n.status = 'unknown' FOR UPDATE OF s, n",
                 (r["id"], r["step_id"]))).fetchone()
@@ -268,8 +271,10 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
                 await conn.execute("UPDATE escalation_steps SET status = 'done', result = 'done'"
                                    " WHERE id = %s", (r["step_id"],))
                 RECONCILED.labels(kind, "adopted").inc()
-            elif step["incident_status"] in RUNS_WHILE.get(step["purpose"], ()):
-                # Never reached the provider and still wanted: sent now (late beats never).
+            elif step["incident_status"] in RUNS_WHILE.get(step["purpose"], ()) \
+                    and not step["reached"]:
+                # Never reached the provider and still wanted (nobody responsible, the number
+                # not reached by a later rung or round): sent now, late beats never.
                 await conn.execute(
                     "UPDATE notifications SET status = 'retrying', error = %s,"
                     " updated_at = now() WHERE id = %s",
@@ -280,8 +285,10 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
             else:
                 await conn.execute(
                     "UPDATE notifications SET status = 'failed', error = %s, updated_at = now()"
-                    " WHERE id = %s", (f"never reached the provider; not sent now: the incident"
-                                       f" is {step['incident_status']}", r["id"]))
+                    " WHERE id = %s", ("never reached the provider; not sent now: "
+                                       + ("the number was reached since" if step["reached"]
+                                          else f"the incident is {step['incident_status']}"),
+                                       r["id"]))
                 RECONCILED.labels(kind, "dropped").inc()
             await conn.commit()
             settled += 1

@@ -133,6 +133,7 @@ class StepRunner:
         self.on_done: Callable[[], None] = lambda: None
         self.slots = asyncio.Semaphore(max(1, requests))
         self.in_flight: set[asyncio.Task[None]] = set()
+        self._unknowns: asyncio.Task[None] | None = None
 
     async def run_due(self) -> int:
         """Claim every step that is due now, each run in a task of its own (at most `requests`
@@ -418,5 +419,17 @@ class StepRunner:
             await schedule_next(conn, step.incident_id, step.seq, step.round)
 
     async def recover(self) -> int:
-        """Steps left running by dead dispatcher processes: resume or settle them."""
+        """Steps left running by dead dispatcher processes: resume or settle them. Outcomes
+        still unknown are asked about in a task of their own, so a provider that times out
+        never holds up the recovery of a dead process's steps."""
+        if self._unknowns is None or self._unknowns.done():
+            self._unknowns = asyncio.create_task(self._reconcile_unknown())
+            self.in_flight.add(self._unknowns)
+            self._unknowns.add_done_callback(self.in_flight.discard)
         return await recovery.recover(self.pool, self.lock, self.channel, self.reconciling)
+
+    async def _reconcile_unknown(self) -> None:
+        try:
+            await recovery.reconcile_unknown(self.pool, self.channel, self.reconciling)
+        except Exception:  # e.g. the database lost: asked again at the next recovery
+            log.exception("unknown outcomes not reconciled")
