@@ -190,12 +190,14 @@ def failure_kind(exc: BaseException) -> Failure:
     return "failed"
 
 
-def channel_for(settings: Settings) -> Channel:
-    """The channel ELDERCARE_NOTIFY names; the settings refuse `twilio` without credentials."""
+def channel_for(settings: Settings, keep_dry_runs: bool = True) -> Channel:
+    """The channel ELDERCARE_NOTIFY names; the settings refuse `twilio` without credentials.
+    `keep_dry_runs=False`: a dry run remembers in memory only (the operator alarm about the
+    database being down must not need the database)."""
     if not settings.dry_run:
         return TwilioChannel(settings)
     log.warning(
         "ELDERCARE_NOTIFY=dry-run: calls and SMS are recorded, NOT sent. "
         "Set ELDERCARE_NOTIFY=twilio and the ELDERCARE_TWILIO_* credentials to send for real."
     )
-    return DryRunChannel(settings.database_url)
+    return DryRunChannel(settings.database_url if keep_dry_runs else None)
