@@ -76,6 +76,10 @@ async def enforce_retention(conn: AsyncConn, settings: Settings) -> dict[str, in
         "DELETE FROM notifications n USING incidents i WHERE i.id = n.incident_id"
         " AND i.status = 'resolved' AND n.created_at < now() - %s",
         (days(settings.notifications_retention_days),))).rowcount
+    # What the dry-run channel "sent" names phone numbers too (table of migration 0019).
+    done["dry_run_sent"] = (await conn.execute(
+        "DELETE FROM dry_run_sent WHERE created_at < now() - %s",
+        (days(settings.notifications_retention_days),))).rowcount
     old = await (await conn.execute(
         "SELECT id FROM incidents WHERE status = 'resolved' AND anonymised_at IS NULL"
         " AND resolved_at < now() - %s", (days(settings.incidents_retention_days),),

@@ -1,12 +1,19 @@
-"""Ways to reach people: Twilio voice and SMS, or a dry run that records what would be sent."""
+"""Ways to reach people: Twilio voice and SMS, or a dry run that records what would be sent.
+
+Each channel also answers "what did you send to this number since then?" (`Channel.sent`):
+after a crash the dispatcher asks instead of guessing (`dispatcher.recovery`)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import psycopg
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -17,6 +24,20 @@ from foundation.config import Settings
 log = logs.get(__name__)
 
 
+Kind = Literal["call", "sms"]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A call or SMS the provider has: its SID, status (e.g. queued), creation time and, for
+    an SMS, its text (None when the provider does not tell)."""
+
+    sid: str
+    status: str
+    created: datetime
+    body: str | None = None
+
+
 class Channel(Protocol):
     dry_run: bool
 
@@ -24,17 +45,70 @@ class Channel(Protocol):
 
     async def call(self, to: str, twiml: str, status_callback: str | None) -> str: ...
 
+    async def sent(self, kind: Kind, to: str, since: datetime) -> list[Sent]:
+        """Calls or SMS to `to` the provider created at or after `since`, newest first;
+        raises when the provider cannot be asked."""
+        ...
+
 
 class DryRunChannel:
-    """Sends nothing. The dispatcher still records every message, marked dry-run."""
+    """Sends nothing. The dispatcher still records every message, marked dry-run.
+
+    With a `database_url` it also keeps what it "sent" (table `dry_run_sent`, migration 0019),
+    so it answers `sent` as Twilio would and crash recovery behaves the same in a dry run;
+    without one (a unit test) it remembers in memory."""
 
     dry_run = True
 
+    def __init__(self, database_url: str | None = None) -> None:
+        self._url = database_url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+        self._memory: list[tuple[Kind, str, Sent]] = []
+
     async def sms(self, to: str, body: str, status_callback: str | None) -> str:
-        return f"DRYRUN-SM{uuid.uuid4().hex}"
+        return await self._send("sms", to, f"DRYRUN-SM{uuid.uuid4().hex}")
 
     async def call(self, to: str, twiml: str, status_callback: str | None) -> str:
-        return f"DRYRUN-CA{uuid.uuid4().hex}"
+        return await self._send("call", to, f"DRYRUN-CA{uuid.uuid4().hex}")
+
+    async def sent(self, kind: Kind, to: str, since: datetime) -> list[Sent]:
+        if self._url is None:
+            return [s for k, n, s in reversed(self._memory)
+                    if k == kind and n == to and s.created >= since]
+        rows = await self._execute(
+            "SELECT sid, created_at FROM dry_run_sent WHERE kind = %s AND to_number = %s"
+            " AND created_at >= %s ORDER BY created_at DESC LIMIT 20", (kind, to, since))
+        return [Sent(str(sid), "queued", created) for sid, created in rows]
+
+    async def _send(self, kind: Kind, to: str, sid: str) -> str:
+        if self._url is None:
+            self._memory.append((kind, to, Sent(sid, "queued", datetime.now(UTC))))
+        else:
+            await self._execute("INSERT INTO dry_run_sent (sid, kind, to_number)"
+                                " VALUES (%s, %s, %s)", (sid, kind, to))
+        return sid
+
+    async def _execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One statement on this channel's own autocommit connection (opened on first use,
+        dropped when lost: a failed send is retried, as with no connection to Twilio)."""
+        assert self._url is not None
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=2)
+                cur = await self._conn.execute(sql, args)
+                return await cur.fetchall() if cur.description else []
+            except psycopg.OperationalError:
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = None
+                raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -84,6 +158,16 @@ class TwilioChannel:
         call = await self._client.calls.create_async(**kw)
         return str(call.sid)
 
+    async def sent(self, kind: Kind, to: str, since: datetime) -> list[Sent]:
+        # No date filter in the query: Twilio filters calls by StartTime (a whole day, and
+        # empty while a call is still queued) and messages by DateSent (empty while queued).
+        # The newest 20 from our number to theirs, newest first, are filtered here instead.
+        listing = self._client.calls if kind == "call" else self._client.messages
+        found = await listing.list_async(to=to, from_=self._from, limit=20)
+        return [Sent(str(r.sid), str(getattr(r.status, "value", r.status) or ""),
+                     r.date_created, getattr(r, "body", None))
+                for r in found if r.date_created is not None and r.date_created >= since]
+
     async def close(self) -> None:
         await self._http.close()
 
@@ -99,19 +183,21 @@ def failure_kind(exc: BaseException) -> Failure:
     "failed": Twilio refused it for good (4xx: bad number, bad request)."""
     if isinstance(exc, TwilioRestException):
         return "retry" if exc.status == 429 or exc.status >= 500 else "failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "retry"
+    if isinstance(exc, aiohttp.ClientConnectorError | psycopg.OperationalError):
+        return "retry"  # the dry run's record not written: nothing was "sent"
     if isinstance(exc, TimeoutError | aiohttp.ClientError):
         return "unknown"
     return "failed"
 
 
-def channel_for(settings: Settings) -> Channel:
-    """The channel ELDERCARE_NOTIFY names; the settings refuse `twilio` without credentials."""
+def channel_for(settings: Settings, keep_dry_runs: bool = True) -> Channel:
+    """The channel ELDERCARE_NOTIFY names; the settings refuse `twilio` without credentials.
+    `keep_dry_runs=False`: a dry run remembers in memory only (the operator alarm about the
+    database being down must not need the database)."""
     if not settings.dry_run:
         return TwilioChannel(settings)
     log.warning(
         "ELDERCARE_NOTIFY=dry-run: calls and SMS are recorded, NOT sent. "
         "Set ELDERCARE_NOTIFY=twilio and the ELDERCARE_TWILIO_* credentials to send for real."
     )
-    return DryRunChannel()
+    return DryRunChannel(settings.database_url if keep_dry_runs else None)

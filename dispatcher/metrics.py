@@ -5,6 +5,12 @@ from prometheus_client import Counter, Histogram
 NOTIFICATIONS = Counter(
     "eldercare_dispatcher_notifications_total", "Calls and SMS by outcome", ["channel", "status"]
 )
+RECONCILED = Counter(
+    "eldercare_dispatcher_reconciled_total",
+    "Notifications whose outcome a crash left open, settled by asking the provider: adopted"
+    " (it had it), resent (it never got it), unknown (it could not be asked), dropped (never"
+    " got it and no longer wanted)", ["kind", "outcome"],
+)
 INCIDENTS = Counter(
     "eldercare_dispatcher_incidents_total", "Incidents opened", ["kind", "severity"]
 )

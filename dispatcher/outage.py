@@ -75,7 +75,7 @@ class DatabaseOutage:
             return
         # A channel of its own, closed at once: a pooled connection left idle through the
         # outage would be stale (reset by the server) when the first call goes out after it.
-        channel = channel_for(self.settings)
+        channel = channel_for(self.settings, keep_dry_runs=False)
         try:
             sid = await channel.sms(phone, body, None)
         except Exception as exc:  # the alarm must never stop the waiting

@@ -13,6 +13,16 @@ from foundation import logs
 
 log = logs.get(__name__)
 
+# The incident statuses in which a step of each purpose still makes sense; otherwise it is
+# cancelled when it comes due. The ladder stops once someone takes responsibility; a re-alert
+# and a reminder only concern an incident someone holds; the outcome is told after resolution.
+RUNS_WHILE: dict[str, tuple[str, ...]] = {
+    "ladder": ("open", "notifying"),
+    "realert": ("acknowledged",),
+    "reminder": ("acknowledged",),
+    "outcome": ("resolved",),
+}
+
 
 async def schedule_next(
     conn: AsyncConnection[Any], incident_id: Any, seq: int, round_no: int,

@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 from psycopg_pool import PoolTimeout
 
-from dispatcher.channels import Channel, TwilioChannel, channel_for
+from dispatcher.channels import Channel, DryRunChannel, TwilioChannel, channel_for
 from dispatcher.incidents import record_alert
 from dispatcher.outage import DatabaseOutage
+from dispatcher.recovery import Reconciling
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
 from foundation import db, kafka, logs, observability
 from foundation.config import Settings
@@ -96,7 +97,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(intake.consumer.stop(), 3.0)
-        if isinstance(channel, TwilioChannel):
+        if isinstance(channel, TwilioChannel | DryRunChannel):
             await channel.close()
 
 
@@ -130,7 +131,10 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                             settings.dispatcher_twilio_timeout_s)
         runner = StepRunner(pool, channel, settings.public_base_url, lock, retry,
                             settings.family_base_url, settings.link_secret,
-                            settings.dispatcher_requests)
+                            settings.dispatcher_requests,
+                            Reconciling(settings.dispatcher_reconcile_settle_s,
+                                        settings.dispatcher_reconcile_retry_s,
+                                        settings.dispatcher_twilio_timeout_s))
         workers = max(1, settings.dispatcher_workers)
         wake = Wakeup(workers)
         runner.on_claim = runner.on_done = wake.set

@@ -44,10 +44,10 @@ from dispatcher.messages import (
     voice_twiml,
 )
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
-from dispatcher.progress import alarm_if_all_channels_failed, schedule_next
-from dispatcher.recovery import settle_unknown
+from dispatcher.progress import RUNS_WHILE, alarm_if_all_channels_failed, schedule_next
+from dispatcher.recovery import Reconciling, settle_unknown
 from dispatcher.whereabouts import where_words
-from foundation import db, logs
+from foundation import db, faults, logs
 
 log = logs.get(__name__)
 
@@ -73,16 +73,6 @@ WHERE i.id = %s FOR NO KEY UPDATE OF i
 # Statuses of a notification that mean "reached Twilio (or would have, in a dry run)".
 ACCEPTED = ("sent", "dry_run")
 CALL_NOT_ANSWERED = frozenset({"no-answer", "busy", "failed", "canceled"})
-
-# The incident statuses in which a step of each purpose still makes sense; otherwise it is
-# cancelled when it comes due. The ladder stops once someone takes responsibility; a re-alert
-# and a reminder only concern an incident someone holds; the outcome is told after resolution.
-RUNS_WHILE: dict[str, tuple[str, ...]] = {
-    "ladder": ("open", "notifying"),
-    "realert": ("acknowledged",),
-    "reminder": ("acknowledged",),
-    "outcome": ("resolved",),
-}
 
 
 @dataclass(frozen=True)
@@ -126,7 +116,8 @@ class StepRunner:
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
                  retry: RetryPolicy | None = None, family_base_url: str = "",
-                 link_secret: str = "", requests: int = 64) -> None:
+                 link_secret: str = "", requests: int = 64,
+                 reconciling: Reconciling | None = None) -> None:
         self.pool = pool
         self.channel = channel
         self.base = public_base_url.rstrip("/")
@@ -135,12 +126,14 @@ class StepRunner:
         self.lock = worker_lock
         self.worker = f"{socket.gethostname()}:{worker_lock}"
         self.retry = retry or RetryPolicy()
+        self.reconciling = reconciling or Reconciling(timeout_s=self.retry.timeout_s)
         # Called after each claim: another worker may take the next due step meanwhile.
         self.on_claim: Callable[[], None] = lambda: None
         # Called after each step: a retry it rescheduled is announced to no one else.
         self.on_done: Callable[[], None] = lambda: None
         self.slots = asyncio.Semaphore(max(1, requests))
         self.in_flight: set[asyncio.Task[None]] = set()
+        self._unknowns: asyncio.Task[None] | None = None
 
     async def run_due(self) -> int:
         """Claim every step that is due now, each run in a task of its own (at most `requests`
@@ -185,8 +178,12 @@ class StepRunner:
         except Exception:  # a bug must not stop the ladder of every other incident
             log.exception("step crashed", step=step.id)
             async with self.pool.connection() as conn:
-                await recovery.recover_steps(conn, self.lock, step.id,
-                                             give_up=step.attempts >= 5)
+                _, questions = await recovery.recover_steps(conn, self.lock, self.lock, step.id,
+                                                            give_up=step.attempts >= 5)
+                await conn.commit()
+            for q in questions:  # the request may or may not have gone out: ask
+                await recovery.reconcile(self.pool, self.channel, q, self.lock,
+                                         self.reconciling)
 
     async def seconds_until_next(self, cap: float) -> float:
         """Time until the next pending step is due, at most `cap`."""
@@ -213,6 +210,9 @@ class StepRunner:
             return
         notification, body = prepared
         voice = step.action == "call"
+        if notification.get("ask") and await self._adopted(step, notification, voice):
+            return
+        faults.kill_point("before_request", step.target["phone"])  # tests: the crash window
         # No database connection is held while Twilio answers.
         callback = f"{self.base}/twilio/status?step={step.id}"
         sid, error, failure = None, None, None
@@ -228,6 +228,29 @@ class StepRunner:
         async with self.pool.connection() as conn:
             await self._outcome(conn, step, notification, voice, sid, failure, error)
             await conn.commit()
+
+    async def _adopted(self, step: Step, notification: dict[str, Any], voice: bool) -> bool:
+        """Before a retry: did an earlier attempt reach the provider after all (a timeout, a
+        5xx from a proxy)? Then its record is adopted and nothing is sent again. If the
+        provider cannot be asked, the retry goes ahead (a duplicate beats a missing one)."""
+        try:
+            async with asyncio.timeout(self.reconciling.timeout_s):
+                found = await self.channel.sent("call" if voice else "sms", step.target["phone"],
+                                                notification["created_at"] - recovery.SKEW)
+        except Exception as exc:
+            log.warning("provider not asked before a retry", step=step.id, error=str(exc))
+            return False
+        if not found:
+            return False
+        async with self.pool.connection() as conn:
+            sent = await recovery.unclaimed(conn, notification["id"], step.target["phone"],
+                                            notification["body"], found)
+            if sent is not None:
+                log.warning("an earlier attempt reached the provider: adopted", step=step.id,
+                            sid=sent.sid)
+                await self._outcome(conn, step, notification, voice, sent.sid, None, None)
+            await conn.commit()
+        return sent is not None
 
     async def _prepare(
         self, conn: AsyncConnection[Any], step: Step,
@@ -315,8 +338,8 @@ class StepRunner:
         if fresh is not None:
             return {"id": fresh["id"], "attempts": 1}
         row = await (await conn.execute(
-            "SELECT id, status, attempts FROM notifications WHERE idempotency_key = %s FOR UPDATE",
-            (f"step:{step.id}",),
+            "SELECT id, status, attempts, body, created_at, error FROM notifications"
+            " WHERE idempotency_key = %s FOR UPDATE", (f"step:{step.id}",),
         )).fetchone()
         assert row is not None
         if row["status"] not in ("sending", "retrying") or (
@@ -330,7 +353,9 @@ class StepRunner:
             "UPDATE notifications SET status = 'sending', attempts = attempts + 1,"
             " updated_at = now() WHERE id = %s", (row["id"],),
         )
-        return {"id": row["id"], "attempts": row["attempts"] + 1}
+        # A retry asks the provider first, unless recovery has just asked it.
+        return {"id": row["id"], "attempts": row["attempts"] + 1, "body": row["body"],
+                "created_at": row["created_at"], "ask": row["error"] != recovery.ABSENT}
 
     async def _outcome(
         self, conn: AsyncConnection[Any], step: Step, notification: dict[str, Any], voice: bool,
@@ -394,5 +419,17 @@ class StepRunner:
             await schedule_next(conn, step.incident_id, step.seq, step.round)
 
     async def recover(self) -> int:
-        """Steps left running by dead dispatcher processes: resume or settle them."""
-        return await recovery.recover(self.pool, self.lock)
+        """Steps left running by dead dispatcher processes: resume or settle them. Outcomes
+        still unknown are asked about in a task of their own, so a provider that times out
+        never holds up the recovery of a dead process's steps."""
+        if self._unknowns is None or self._unknowns.done():
+            self._unknowns = asyncio.create_task(self._reconcile_unknown())
+            self.in_flight.add(self._unknowns)
+            self._unknowns.add_done_callback(self.in_flight.discard)
+        return await recovery.recover(self.pool, self.lock, self.channel, self.reconciling)
+
+    async def _reconcile_unknown(self) -> None:
+        try:
+            await recovery.reconcile_unknown(self.pool, self.channel, self.reconciling)
+        except Exception:  # e.g. the database lost: asked again at the next recovery
+            log.exception("unknown outcomes not reconciled")

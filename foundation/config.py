@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         1.0, description="First retry delay; doubles per attempt (with jitter)"
     )
     dispatcher_twilio_timeout_s: float = Field(10.0, description="Timeout of one Twilio request")
+    dispatcher_reconcile_settle_s: float = Field(
+        1.0, ge=0, description="After a dispatcher died during a Twilio request, Twilio is asked"
+        " whether it has the call/SMS once the request is this old (a request it received but had"
+        " not created yet would otherwise be sent twice)")
+    dispatcher_reconcile_retry_s: float = Field(
+        15.0, gt=0, description="An outcome Twilio could not be asked about (outage, timeout) is"
+        " asked about again this often, for an hour")
     dispatcher_workers: int = Field(
         8, description="Step claimers of one dispatcher process (each uses a database connection"
         " for moments; none waits for Twilio)")

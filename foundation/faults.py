@@ -1,8 +1,11 @@
 """Which failures are the infrastructure's (retry: the message stays unacknowledged or
-uncommitted) and which are the message's own (dead-letter it and move on)."""
+uncommitted) and which are the message's own (dead-letter it and move on); and crash points
+where tests kill a real process at an exact moment."""
 
 from __future__ import annotations
 
+import os
+import signal
 import traceback
 
 import psycopg
@@ -24,3 +27,13 @@ def describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def kill_point(point: str, key: str) -> None:
+    """Fault injection for tests: SIGKILL this very process at `point` when the environment
+    variable ELDERCARE_FAULT_KILL_<POINT> (a comma list) names `key`, e.g.
+    ELDERCARE_FAULT_KILL_BEFORE_REQUEST=+8613800000001 kills a dispatcher that has committed a
+    notification to that number, before its Twilio request. Unset in production: a no-op."""
+    wanted = os.environ.get(f"ELDERCARE_FAULT_KILL_{point.upper()}")
+    if wanted and key in wanted.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)

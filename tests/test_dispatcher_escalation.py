@@ -52,6 +52,7 @@ def stack(settings: Settings, workdir: Path) -> Iterator[Settings]:
         "public_base_url": f"http://127.0.0.1:{port}", "data_dir": here,
         "dispatcher_retry_backoff_s": 0.2, "dispatcher_retry_attempts": 2,
         "metrics_binds": "",  # the observability endpoint delays SIGTERM by ~12 s
+        "dispatcher_reconcile_retry_s": 1.0,
     })
     db.upgrade(own.database_url)
     asyncio.run(kafka.ensure_topics(own))
@@ -67,9 +68,10 @@ def _env(settings: Settings) -> dict[str, str]:
     return child_env(settings)
 
 
-def _spawn(settings: Settings, service: str, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, service: str, log: Path, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[bytes]:
     return procs.spawn([sys.executable, "-m", "eldercare.cli", "service", service], log,
-                       env=_env(settings))
+                       env={**_env(settings), **(env or {})})
 
 
 @dataclasses.dataclass
@@ -80,8 +82,9 @@ class Fleet:
     settings: Settings
     procs: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
 
-    def start(self) -> subprocess.Popen[bytes]:
-        proc = _spawn(self.settings, "dispatcher", self.settings.data_dir / "dispatcher.log")
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = _spawn(self.settings, "dispatcher", self.settings.data_dir / "dispatcher.log",
+                      env)
         self.procs.append(proc)
         return proc
 
@@ -505,18 +508,25 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
 
-async def test_claimed_step_with_unknown_outcome_is_never_repeated(
-    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
-) -> None:
-    """A dispatcher died during the Twilio request of contact 1's call: nobody knows whether the
-    call was placed. A live dispatcher marks the step unknown for staff and moves the ladder on."""
+SMS_TEXT = "[社区关爱] 测试短信"  # the text of a "sending" SMS row (`_left_sending`)
+
+
+async def _left_sending(stack: Settings, conn: db.Connection, action: str = "call",
+                        fail: tuple[TwilioMock, list[int]] | None = None,
+                        ) -> tuple[Any, int, str, str]:
+    """What a dispatcher SIGKILLed right after committing contact 1's notification leaves: the
+    step "running" under a worker lock nobody holds, the row "sending" (attempt 1), no SID.
+    Returns the incident, the step, contact 1's and contact 2's numbers. `fail`: statuses the
+    Twilio mock answers for contact 1 from the start."""
     from dispatcher.incidents import record_alert
     from dispatcher.steps import new_worker_lock
 
     c = _community(stack)
     elder = c.elders[0]
     c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
-    _policy(stack, elder.id, [("call", "contact:1", 0), ("call", "contact:2", 0.2)])
+    if fail is not None:
+        fail[0].fail_lists[c1] = fail[1]
+    _policy(stack, elder.id, [(action, "contact:1", 0), ("call", "contact:2", 0.2)])
     now = datetime.now(UTC)
     incident = await record_alert(conn, Alert(
         alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=c.id, kind="fall",
@@ -528,21 +538,226 @@ async def test_claimed_step_with_unknown_outcome_is_never_repeated(
     assert step is not None
     await conn.execute(
         "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel, to_number,"
-        " body, status, attempts) VALUES (%s, %s, %s, 'voice', %s, '<Response/>', 'sending', 1)",
-        (f"step:{step['id']}", incident, step["id"], c1))
+        " recipient, body, status, attempts) VALUES (%s, %s, %s, %s, %s, 'c1', %s, 'sending', 1)",
+        (f"step:{step['id']}", incident, step["id"], "voice" if action == "call" else "sms", c1,
+         "<Response/>" if action == "call" else SMS_TEXT))
     await conn.commit()
+    return incident, step["id"], c1, c2
 
+
+async def _sent(conn: db.Connection, step_id: int) -> dict[str, Any] | None:
+    return await (await conn.execute(
+        "SELECT s.status, n.status AS sent, n.provider_sid FROM escalation_steps s"
+        " JOIN notifications n ON n.step_id = s.id WHERE s.id = %s", (step_id,))).fetchone()
+
+
+async def test_a_call_that_never_left_a_dead_dispatcher_is_made_once_after_recovery(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dispatcher died between committing contact 1's call and asking Twilio. The live
+    dispatcher asks Twilio, which has no such call: contact 1 is called, once, then the ladder
+    goes on. (Before: marked unknown and never made, a first call lost.)"""
+    incident, step, c1, c2 = await _left_sending(stack, conn)
     await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
-    assert not twilio.calls(c1), "never repeated"
-    assert len(twilio.calls(c2)) == 1, "the ladder moved on"
-    rows = await (await conn.execute(
-        "SELECT s.status, n.status AS sent FROM escalation_steps s JOIN notifications n"
-        " ON n.step_id = s.id WHERE s.id = %s", (step["id"],))).fetchone()
-    assert rows == {"status": "unknown", "sent": "unknown"}
+    assert [r.status for r in twilio.calls(c1)] == [201], "contact 1 called exactly once"
+    assert twilio.lists(c1), "Twilio was asked"
+    assert len(twilio.calls(c2)) == 1
+    row = await _sent(conn, step)
+    assert row is not None and row["status"] == "done" and row["sent"] == "sent"
+    assert row["provider_sid"] in {c["sid"] for c in twilio.listed("Calls", c1, None)}
+    kinds = [r["kind"] for r in await (await conn.execute(
+        "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
+    )).fetchall()]
+    assert "step_resumed" in kinds and "outcome_unknown" not in kinds
+
+
+async def test_a_dispatcher_killed_between_commit_and_request_loses_no_call(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """A real dispatcher process is SIGKILLed at the worst moment: contact 1's call committed as
+    "sending", its request not yet written. A second process recovers the step, finds nothing
+    at Twilio and makes the call: exactly one call to contact 1, then the ladder goes on."""
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("call", "contact:1", 0), ("call", "contact:2", 0.2)])
+    for proc in fleet.alive():
+        procs.stop(proc)
+    doomed = fleet.start({"ELDERCARE_FAULT_KILL_BEFORE_REQUEST": c1})
+    try:
+        await _alert(stack, c)
+        await eventually(lambda: doomed.poll() is not None, 60, "the dispatcher killed")
+        assert doomed.returncode == -9
+        assert not twilio.calls(c1), "the request never left the killed process"
+        assert _rows(stack, "SELECT 1 FROM notifications WHERE to_number = %s"
+                     " AND status = 'sending'", c1), "left committed as sending"
+    finally:
+        fleet.start()
+    await eventually(lambda: twilio.calls(c2), 60, "the ladder moving on to contact 2")
+    assert [r.status for r in twilio.calls(c1)] == [201], "contact 1 called exactly once"
+    assert len(twilio.calls(c2)) == 1
+
+
+async def test_a_call_twilio_already_has_is_adopted_not_made_again(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dispatcher died after its request reached Twilio, before recording the answer: the
+    live dispatcher finds the call at Twilio and adopts its SID; contact 1 is not called twice."""
+    from dispatcher.channels import TwilioChannel
+
+    _, step, c1, c2 = await _left_sending(stack, conn)
+    dead = TwilioChannel(stack)  # the dead process's request, right after its commit
+    try:
+        sid = await dead.call(c1, "<Response/>", None)
+    finally:
+        await dead.close()
+    await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
+    assert len(twilio.calls(c1)) == 1, "contact 1 called once, by the dead process"
+    row = await _sent(conn, step)
+    assert row == {"status": "done", "sent": "sent", "provider_sid": sid}
+
+
+async def test_an_sms_twilio_already_has_is_adopted_and_one_it_lacks_is_sent(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The same question for SMS: adopted when Twilio has it (no duplicate text)."""
+    from dispatcher.channels import TwilioChannel
+
+    _, had, to_had, _ = await _left_sending(stack, conn, "sms")
+    _, lacked, to_lacked, _ = await _left_sending(stack, conn, "sms")
+    dead = TwilioChannel(stack)
+    try:
+        sid = await dead.sms(to_had, SMS_TEXT, None)
+    finally:
+        await dead.close()
+    await eventually(lambda: twilio.messages(to_lacked), 30, "the SMS Twilio lacked")
+    await eventually(lambda: _rows(stack, "SELECT 1 FROM notifications WHERE step_id = %s"
+                                   " AND status = 'sent'", had), 30, "the SMS adopted")
+    assert len(twilio.messages(to_had)) == 1 and len(twilio.messages(to_lacked)) == 1
+    assert (await _sent(conn, had)) == {"status": "done", "sent": "sent", "provider_sid": sid}
+    assert (await _sent(conn, lacked) or {}).get("sent") == "sent"
+
+
+async def test_a_request_twilio_received_but_has_not_created_yet_is_not_doubled(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """The dead process's request reached Twilio just before it died and Twilio lists the call
+    only 0.6 s later. Recovery run at once still waits until the row is `settle_s` (1 s) old
+    before asking, so it finds the call instead of making a second one."""
+    from dispatcher.channels import TwilioChannel
+    from dispatcher.recovery import Reconciling
+    from dispatcher.steps import StepRunner, new_worker_lock
+
+    for proc in fleet.alive():  # this test's recovery runs here, at a moment it chooses
+        procs.stop(proc)
+    try:
+        _, step, c1, _ = await _left_sending(stack, conn)
+        twilio.lag[c1] = 0.6
+        channel = TwilioChannel(stack)
+        pool = db.pool(stack.database_url, max_size=3)
+        await pool.open()
+        runner = StepRunner(pool, channel, stack.public_base_url, new_worker_lock(),
+                            reconciling=Reconciling(settle_s=1.0, timeout_s=5.0))
+        try:
+            await channel.call(c1, "<Response/>", None)  # the dead process's request
+            await runner.recover()
+            await runner.run_due()  # what a recovered step would do next
+            await runner.drain(10)
+        finally:
+            await pool.close()
+            await channel.close()
+        assert len(twilio.calls(c1)) == 1, "called once, not twice"
+        row = await _sent(conn, step)
+        assert row is not None and row["sent"] == "sent"
+    finally:
+        fleet.start()
+
+
+async def test_the_dry_run_channel_answers_the_same_question(
+    stack: Settings, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """ELDERCARE_NOTIFY=dry-run: the channel keeps what it "sent" (table dry_run_sent), so
+    recovery behaves as with Twilio: a "send" it has is adopted, one it lacks is made once."""
+    from dispatcher.channels import DryRunChannel
+    from dispatcher.recovery import Reconciling
+    from dispatcher.steps import StepRunner, new_worker_lock
+
+    for proc in fleet.alive():  # no Twilio dispatcher takes these steps
+        procs.stop(proc)
+    try:
+        _, had, to_had, _ = await _left_sending(stack, conn)
+        _, lacked, to_lacked, _ = await _left_sending(stack, conn)
+        channel = DryRunChannel(stack.database_url)
+        sid = await channel.call(to_had, "<Response/>", None)  # the dead process's "send"
+        pool = db.pool(stack.database_url, max_size=3)
+        await pool.open()
+        runner = StepRunner(pool, channel, stack.public_base_url, new_worker_lock(),
+                            reconciling=Reconciling(settle_s=0.2, timeout_s=5.0))
+        try:
+            await runner.recover()
+            await runner.run_due()
+            await runner.drain(10)
+        finally:
+            await pool.close()
+            await channel.close()
+        sent = {r["to_number"]: r["n"] for r in _rows(
+            stack, "SELECT to_number, count(*) AS n FROM dry_run_sent WHERE kind = 'call'"
+            " AND to_number = ANY(%s) GROUP BY to_number", [to_had, to_lacked])}
+        assert sent == {to_had: 1, to_lacked: 1}, "each call \"sent\" exactly once"
+        assert (await _sent(conn, had)) == {"status": "done", "sent": "dry_run",
+                                            "provider_sid": sid}
+        assert (await _sent(conn, lacked) or {}).get("sent") == "dry_run"
+    finally:
+        fleet.start()
+
+
+async def test_requests_that_timed_out_but_reached_twilio_are_adopted_not_repeated(
+    stack: Settings, twilio: TwilioMock, fleet: Fleet,
+) -> None:
+    """Twilio takes 2 s to answer, the dispatcher waits 1 s. The SMS is retried, but Twilio is
+    asked first: it has the text, which is adopted (one SMS, not two). The call (unknown, never
+    repeated) is settled by asking too: it is recorded as sent with Twilio's SID."""
+    c = _community(stack)
+    elder = c.elders[0]
+    c1, c2 = elder.contacts[0].phone, elder.contacts[1].phone
+    _policy(stack, elder.id, [("sms", "contact:1", 0), ("call", "contact:2", 0)])
+    twilio.delay.update({c1: 2.0, c2: 2.0})
+    impatient = stack.model_copy(update={"dispatcher_twilio_timeout_s": 1.0})
+    try:
+        _only(fleet, impatient)
+        await _alert(stack, c)
+        rows = await eventually(lambda: [r for r in _rows(
+            stack, "SELECT to_number, status, provider_sid FROM notifications"
+            " WHERE to_number = ANY(%s) AND status = 'sent'", [c1, c2])] if len(_rows(
+            stack, "SELECT 1 FROM notifications WHERE to_number = ANY(%s) AND status = 'sent'",
+            [c1, c2])) == 2 else None, 60, "both recorded as sent")
+    finally:
+        _only(fleet, stack)
+    assert len(twilio.messages(c1)) == 1, "the text was not sent twice"
+    assert len(twilio.calls(c2)) == 1
+    sids = {r["to_number"]: r["provider_sid"] for r in rows}
+    assert sids[c1] == twilio.listed("Messages", c1, None)[0]["sid"]
+    assert sids[c2] == twilio.listed("Calls", c2, None)[0]["sid"]
+
+
+async def test_an_outcome_twilio_cannot_be_asked_about_is_unknown_then_settled(
+    stack: Settings, twilio: TwilioMock, conn: db.Connection, fleet: Fleet,
+) -> None:
+    """Twilio cannot be asked (503) when the dead dispatcher's step is recovered: as before,
+    staff see "outcome unknown" and the ladder moves on. Asked again later, Twilio has no such
+    call, the incident is still unanswered: contact 1 is called then, exactly once."""
+    incident, step, c1, c2 = await _left_sending(stack, conn, fail=(twilio, [503]))
+    await eventually(lambda: twilio.calls(c2), 30, "the ladder moving on to contact 2")
     kinds = [r["kind"] for r in await (await conn.execute(
         "SELECT kind FROM incident_timeline WHERE incident_id = %s ORDER BY id", (incident,)
     )).fetchall()]
     assert "outcome_unknown" in kinds
+    await eventually(lambda: twilio.calls(c1), 30, "contact 1 called once Twilio answers")
+    await eventually(lambda: _rows(stack, "SELECT 1 FROM notifications WHERE step_id = %s"
+                                   " AND status = 'sent'", step), 10, "the call recorded")
+    assert [r.status for r in twilio.lists(c1)][:1] == [503]
+    assert [r.status for r in twilio.calls(c1)] == [201]
+    assert len(twilio.calls(c2)) == 1
 
 
 async def test_service_statistics_per_community_and_month(

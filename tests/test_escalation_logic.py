@@ -235,3 +235,23 @@ def test_notify_twilio_without_credentials_refuses_to_start(
     monkeypatch.setenv("ELDERCARE_NOTIFY", "twillio")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+async def test_the_dry_run_channel_without_a_database_remembers_what_it_sent() -> None:
+    """The operator alarm's dry-run channel needs no database (it runs while it is down), and
+    still answers "what did you send to this number since then?"."""
+    from datetime import UTC, datetime, timedelta
+
+    from dispatcher.channels import DryRunChannel, channel_for
+    from foundation.config import Settings
+
+    channel = DryRunChannel()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    sid = await channel.call("+8613800000001", "<Response/>", None)
+    await channel.sms("+8613800000001", "hi", None)
+    assert [s.sid for s in await channel.sent("call", "+8613800000001", since)] == [sid]
+    assert await channel.sent("call", "+8613800000002", since) == []
+    assert await channel.sent("call", "+8613800000001", datetime.now(UTC) + timedelta(1)) == []
+    alarm = channel_for(Settings(_env_file=None, notify="dry-run"),  # type: ignore[call-arg]
+                        keep_dry_runs=False)
+    assert alarm.dry_run and await alarm.sms("+8613800000003", "db down", None)

@@ -356,6 +356,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
                 community, phones = population(per_case * len(cases) + 1)
                 save(stack.settings.database_url, [community])
                 mock.delay.update(dict.fromkeys(phones.values(), twilio_delay_s))
+                mock.delay_lists.update(dict.fromkeys(phones.values(), twilio_delay_s))
                 asyncio.run(warm_up(stack, mock.requests, community, phones,
                                     community.elders[-1]))
                 for n, case in enumerate(cases):
