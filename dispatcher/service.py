@@ -38,6 +38,7 @@ RECOVER_EVERY_S = 2.0
 IDLE_LOOK_S = 10.0
 EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
 DRAIN_S = 5.0
+DRAIN_WAIT_MS = 200  # an empty fetch this long, once the detectors have stopped: drained
 
 
 class Wakeup:
@@ -49,6 +50,14 @@ class Wakeup:
         self.events = [asyncio.Event() for _ in range(n)]
         self.resting: list[int] = []
         self.missed = False  # a wake-up came while every worker was busy
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Wake every resting worker, and let none rest any more (the process is stopping: a
+        worker resting up to IDLE_LOOK_S held up every stop of the stack)."""
+        self.stopping = True
+        for n in self.resting:
+            self.events[n].set()
 
     def set(self) -> None:
         if self.resting:
@@ -58,6 +67,8 @@ class Wakeup:
 
     async def rest(self, n: int, seconds: float) -> None:
         """Worker `n` waits until woken or `seconds` pass (no wait if a wake-up was missed)."""
+        if self.stopping:
+            return
         if self.missed:
             self.missed = False
             return
@@ -143,6 +154,7 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                     tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
                 tg.create_task(_hold(holder, stop, settings))
+                tg.create_task(_wake_on_stop(stop, wake))
         finally:
             # Requests in flight settle their steps before the pool goes; one that outlives
             # this is recovered by another process (never repeated if Twilio may have it).
@@ -150,20 +162,29 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             await pool.close()
 
 
+async def _wake_on_stop(stop: asyncio.Event, wake: Wakeup) -> None:
+    await stop.wait()
+    wake.stop()
+
+
 async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
     consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
-    drain_until: float | None = None
+    drain_until = 0.0  # set once the stop is seen
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            # Records end the wait at once; it only bounds how late a stop is seen.
-            batches = await consumer.getmany(timeout_ms=500)
-            if stop.is_set():  # stopping: first record what is already on the topic (the
-                # embedded broker forgets it when it stops), for at most DRAIN_S
-                drain_until = drain_until or asyncio.get_running_loop().time() + DRAIN_S
-                if not batches or asyncio.get_running_loop().time() > drain_until:
-                    break
+            draining = stop.is_set()
+            if draining and not drain_until:  # stopping: first record what is already
+                # on the topic (the embedded broker forgets it when it stops), for at most
+                # DRAIN_S; the detectors have stopped, so one empty fetch means none is left
+                drain_until = loop.time() + DRAIN_S
+                kafka.keep_awake(consumer, DRAIN_S)
+            # Records end the wait at once, and so does a stop (then the drain fetches).
+            batches = await kafka.fetch(consumer, stop, DRAIN_WAIT_MS if draining else 500)
+            if draining and (not batches or loop.time() > drain_until):
+                break
             if not batches:
                 continue
             async with pool.connection() as conn:
@@ -247,14 +268,28 @@ async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
 
 
 async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None:
-    """Other dispatcher processes announce new steps with NOTIFY escalation_due."""
+    """Other dispatcher processes announce new steps with NOTIFY escalation_due. Ends as soon
+    as `stop` is set; a lost connection raises."""
     async with await db.ListenConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
         await conn.execute("LISTEN escalation_due")
-        while not stop.is_set():
-            async for _ in conn.notifies(timeout=1.0):
+
+        async def relay() -> None:
+            async for _ in conn.notifies():
                 wake.set()
+
+        relaying = asyncio.create_task(relay())
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({relaying, stopped},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            relaying.cancel()
+            stopped.cancel()
+            await asyncio.gather(relaying, stopped, return_exceptions=True)
+        if relaying in done:
+            relaying.result()  # the connection was lost: raised for _or_exit
 
 
 async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event,

@@ -118,6 +118,10 @@ def _activate(standby: subprocess.Popen[bytes]) -> bool:
 # Services with a warm spare: a killed one is replaced without a cold start (imports alone take
 # 1-3 s on a busy 2-core machine). The console and the demo are not worth the memory.
 STANDBY = frozenset({"ingest", "detectors", "dispatcher", "store"})
+# The spares are started this long after the services: a start of the whole stack spawns 4-8
+# Python processes at once on a 2-core machine, and the services' own imports waited for the
+# spares' (3.0 s to the first service's log instead of ~1.5 s).
+STANDBY_AFTER_S = 5.0
 RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
 HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
 # Stopped in this order (the rest last): producers before their consumers.
@@ -135,6 +139,7 @@ class Supervisor:
         self.stack = stack
         self.children: dict[str, Child] = {}
         self.standby: dict[str, subprocess.Popen[bytes]] = {}
+        self._spares_due: float | None = None  # when to start the spares (see STANDBY_AFTER_S)
         self._infra_retry_at: dict[str, float] = {}
         self.infra_restarts: dict[str, int] = {}  # embedded service name -> times restarted
         kafka_svc = next((s for s in stack.embedded if s.name == "kafka"), None) if stack else None
@@ -156,13 +161,18 @@ class Supervisor:
 
     def start(self) -> None:
         self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
-        for name in STANDBY.intersection(self.names):
+        self._spares_due = time.monotonic() + STANDBY_AFTER_S
+
+    def _start_spares(self) -> None:
+        """A warm spare for every service that has none (a replacement took it meanwhile)."""
+        self._spares_due = None
+        for name in sorted(STANDBY.intersection(self.names) - set(self.standby)):
             self.standby[name] = spawn_service(name, self.settings, standby=True)
 
     def _replacement(self, name: str) -> subprocess.Popen[bytes]:
         """The warm spare if there is one (and a new spare behind it), else a cold start."""
         spare = self.standby.pop(name, None)
-        if name in STANDBY:
+        if name in STANDBY and self._spares_due is None:  # else the spares are still to come
             self.standby[name] = spawn_service(name, self.settings, standby=True)
         if spare is not None and _activate(spare):
             return spare
@@ -174,6 +184,8 @@ class Supervisor:
             if not svc.alive():
                 self._restart_infra(svc)
         now = time.monotonic()
+        if self._spares_due is not None and now >= self._spares_due:
+            self._start_spares()
         for child in self.children.values():
             code = child.proc.poll()
             if code is None:
