@@ -138,8 +138,9 @@ def run_service(name: str, settings: Settings) -> None:
 def main(argv: list[str]) -> int:
     """`python -m eldercare.services NAME [--standby]`: what the supervisor starts. Lighter than
     the `eldercare` CLI, whose other commands import much more. With --standby the process
-    imports its service, then waits for a line on stdin before it runs it: a warm spare the
-    supervisor starts in place of a dead process (EOF: exit without running)."""
+    imports its service, then waits for a line on stdin ("go", or "go" and the settings as
+    JSON) before it runs it: a warm spare the supervisor starts in place of a dead process,
+    or a service started before the brokers it needs (EOF: exit without running)."""
     import sys
 
     from foundation.config import get_settings
@@ -147,10 +148,23 @@ def main(argv: list[str]) -> int:
     name, standby = argv[0], "--standby" in argv[1:]
     if standby:
         _warm(name)
-        if not sys.stdin.readline():
+        line = sys.stdin.readline()
+        if not line:
             return 0
+        _take_settings(line)
     run_service(name, get_settings())
     return 0
+
+
+def _take_settings(line: str) -> None:
+    """ "go" may carry the settings as JSON (ELDERCARE_ variables): a process started before
+    the embedded brokers and database, whose addresses it learns now."""
+    import json
+    import os
+
+    _, _, carried = line.strip().partition(" ")
+    if carried:
+        os.environ.update({str(k): str(v) for k, v in json.loads(carried).items()})
 
 
 def _warm(name: str) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -48,27 +50,37 @@ class Stack:
         self.embedded: list[embedded.EmbeddedService] = []
 
     def start_embedded(self) -> Settings:
+        """Start an embedded PostgreSQL, Kafka and MQTT broker for each unset URL. They do
+        not depend on one another: PostgreSQL (the slow one: 0.2-25 s on a busy machine)
+        starts in a thread while the brokers start here (they must be spawned from this
+        thread: a child gets its parent-death signal when the thread that started it ends;
+        pg_ctl's server is detached)."""
         s = self.settings
         data_dir = s.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         changes: dict[str, object] = {}
-        if not s.database_url:
-            svc = embedded.start_postgres(data_dir)
-            self.embedded.append(svc)
-            changes["database_url"] = svc.url
-        if not s.kafka_bootstrap:
-            svc = embedded.start_kafka(data_dir)
-            self.embedded.append(svc)
-            changes["kafka_bootstrap"] = svc.url
-        if not s.mqtt_url:
-            svc = embedded.start_mqtt(data_dir, broker=s.embedded_mqtt)
-            self.embedded.append(svc)
-            changes["mqtt_url"] = svc.url
-            changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
-            changes["mqtt_device_url"] = svc.extra.get("device_url", "")
-            if svc.extra.get("broker") == "amqtt":  # MQTT 3.1.1 only: no shared subscriptions
-                changes["mqtt_shared_group"] = ""
-                changes["mqtt_protocol"] = "3.1.1"
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres") as pool:
+            postgres = pool.submit(embedded.start_postgres, data_dir) \
+                if not s.database_url else None
+            try:
+                if not s.kafka_bootstrap:
+                    svc = embedded.start_kafka(data_dir)
+                    self.embedded.append(svc)
+                    changes["kafka_bootstrap"] = svc.url
+                if not s.mqtt_url:
+                    svc = embedded.start_mqtt(data_dir, broker=s.embedded_mqtt)
+                    self.embedded.append(svc)
+                    changes["mqtt_url"] = svc.url
+                    changes["mqtt_auth_dir"] = svc.extra.get("auth_dir", "")
+                    changes["mqtt_device_url"] = svc.extra.get("device_url", "")
+                    if svc.extra.get("broker") == "amqtt":  # MQTT 3.1.1 only: no shared subs
+                        changes["mqtt_shared_group"] = ""
+                        changes["mqtt_protocol"] = "3.1.1"
+            finally:
+                if postgres is not None:  # also when a broker failed: stopped with the rest
+                    svc = postgres.result()
+                    self.embedded.insert(0, svc)  # stopped last
+                    changes["database_url"] = svc.url
         self.settings = s.model_copy(update=changes)
         if self._embedded_mosquitto():
             from ingest.broker_session import rearm_now
@@ -89,8 +101,16 @@ class Stack:
         asyncio.run(kafka.ensure_topics(self.settings))
 
     def stop(self) -> None:
-        for svc in reversed(self.embedded):
-            svc.stop()
+        """Stop the brokers and the database, all at once (nothing depends on another now:
+        the services have stopped)."""
+        postgres = [svc for svc in self.embedded if svc.handle is not None]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres") as pool:
+            stopping = [pool.submit(svc.stop) for svc in postgres]  # pg_ctl waits ~1 s
+            for svc in reversed(self.embedded):
+                if svc not in postgres:
+                    svc.stop()
+            for done in stopping:
+                done.result()
         self.embedded.clear()
 
 
@@ -103,16 +123,51 @@ def spawn_service(name: str, settings: Settings, standby: bool = False
                        stdin=subprocess.PIPE if standby else subprocess.DEVNULL)
 
 
-def _activate(standby: subprocess.Popen[bytes]) -> bool:
-    """Tell a standby process to run its service; False if it is gone."""
+def _activate(standby: subprocess.Popen[bytes], settings: Settings | None = None) -> bool:
+    """Tell a standby process to run its service (with `settings`, if it was started before
+    they were known); False if it is gone."""
     if standby.poll() is not None or standby.stdin is None:
         return False
+    line = b"go\n" if settings is None else \
+        b"go " + json.dumps(settings_env(settings)).encode() + b"\n"
     try:
-        standby.stdin.write(b"go\n")
+        standby.stdin.write(line)
         standby.stdin.flush()
     except OSError:
         return False
     return True
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ELDERCARE_ variables that carry `settings` to a child."""
+    return {k: v for k, v in child_env(settings).items() if k.startswith("ELDERCARE_")}
+
+
+class EarlyServices:
+    """Service processes started before the embedded brokers and database: each imports its
+    code (1-2 s of a whole-stack start on a busy 2-core machine) while PostgreSQL, tansu and
+    mosquitto start, then waits, like a warm spare, for "go" with the settings that point at
+    them (`Supervisor.start`)."""
+
+    def __init__(self, settings: Settings, names: list[str]) -> None:
+        settings.data_dir.resolve().mkdir(parents=True, exist_ok=True)  # their logs
+        self.procs = {n: spawn_service(n, settings, standby=True) for n in names}
+
+    def run(self, name: str, settings: Settings) -> subprocess.Popen[bytes] | None:
+        """The early process of `name`, told to run with `settings`; None if there is none
+        (or it died: then the caller starts one)."""
+        proc = self.procs.pop(name, None)
+        return proc if proc is not None and _activate(proc, settings) else None
+
+    def close(self) -> None:
+        """Those not taken exit (EOF on stdin: a standby exits without running)."""
+        for proc in self.procs.values():
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in self.procs.values():
+            procs.stop(proc, timeout=5)
+        self.procs.clear()
 
 
 # Services with a warm spare: a killed one is replaced without a cold start (imports alone take
@@ -133,8 +188,10 @@ class Supervisor:
     exits is started again (at once the first time, then with a short backoff), a broker or
     database that died is started again on the same address with the same data."""
 
-    def __init__(self, settings: Settings, names: list[str], stack: Stack | None = None) -> None:
+    def __init__(self, settings: Settings, names: list[str], stack: Stack | None = None,
+                 early: EarlyServices | None = None) -> None:
         self.settings = settings
+        self.early = early
         self.names = names
         self.stack = stack
         self.children: dict[str, Child] = {}
@@ -160,8 +217,14 @@ class Supervisor:
         asyncio.run(kafka.ensure_topics(self.settings))
 
     def start(self) -> None:
-        self.children = {n: Child(n, spawn_service(n, self.settings)) for n in self.names}
+        self.children = {n: Child(n, self._first(n)) for n in self.names}
+        if self.early is not None:
+            self.early.close()
         self._spares_due = time.monotonic() + STANDBY_AFTER_S
+
+    def _first(self, name: str) -> subprocess.Popen[bytes]:
+        early = self.early.run(name, self.settings) if self.early is not None else None
+        return early or spawn_service(name, self.settings)
 
     def _start_spares(self) -> None:
         """A warm spare for every service that has none (a replacement took it meanwhile)."""
@@ -253,9 +316,9 @@ class Supervisor:
 
 
 def supervise(settings: Settings, names: list[str], on_ready: str = "",
-              stack: Stack | None = None) -> int:
-    """Run the named services until SIGINT/SIGTERM; restart any that crash, and the embedded
-    brokers and database of `stack` if they die."""
+              stack: Stack | None = None, early: EarlyServices | None = None) -> int:
+    """Run the named services until SIGINT/SIGTERM (those of `early` already started);
+    restart any that crash, and the embedded brokers and database of `stack` if they die."""
     stopping = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -264,7 +327,7 @@ def supervise(settings: Settings, names: list[str], on_ready: str = "",
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, _stop)
-    supervisor = Supervisor(settings, names, stack)
+    supervisor = Supervisor(settings, names, stack, early)
     supervisor.start()
     try:
         _say(on_ready)
@@ -286,17 +349,17 @@ def _say(text: str) -> None:
 
 def up(settings: Settings, demo: bool = False) -> int:
     stack = Stack(settings)
+    names = list(SERVICES) + (["demo-life"] if demo else [])
+    early = EarlyServices(settings, names)  # importing while the brokers and database start
     try:
         settings = stack.start_embedded()
         stack.prepare()
         state.write(settings, {s.name: s.proc.pid for s in stack.embedded if s.proc})
-        names = list(SERVICES)
         if demo:
             from devices.demo import demo_population
             from devices.registry import save
 
             save(settings.database_url, demo_population())
-            names.append("demo-life")
         url = f"http://{settings.console_host}:{settings.console_port}/"
         channel = "Twilio" if not settings.dry_run else \
             "[bold yellow]DRY-RUN (ELDERCARE_NOTIFY=dry-run: nothing is really sent)[/bold yellow]"
@@ -315,7 +378,8 @@ def up(settings: Settings, demo: bool = False) -> int:
             logins = ", ".join(a.username for a in ensure_demo_accounts(settings.database_url))
             banner += (f"  Console login: [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "
                        f"(also {logins.removeprefix('admin, ')}; same password)\n")
-        return supervise(settings, names, banner, stack)
+        return supervise(settings, names, banner, stack, early)
     finally:
+        early.close()  # those not taken: a start that failed
         state.remove(settings.data_dir)
         stack.stop()
