@@ -53,8 +53,8 @@ class Wakeup:
         self.stopping = False
 
     def stop(self) -> None:
-        """Wake every resting worker, and let none rest any more (the process is stopping: a
-        worker resting up to IDLE_LOOK_S held up every stop of the stack)."""
+        """Wake every resting worker, and let none rest or claim any more (the process is
+        stopping: a worker resting up to IDLE_LOOK_S held up every stop of the stack)."""
         self.stopping = True
         for n in self.resting:
             self.events[n].set()
@@ -90,19 +90,26 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     outage = DatabaseOutage(settings)
     # One consumer for the life of the process: it stays in the group (heartbeats) through a
     # database outage, and rewinds to its last commit afterwards.
-    intake = _Intake(kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings))
-    await intake.producer.start()
-    await intake.consumer.start()
+    consumer, producer = kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings)
+    await producer.start()
+    # Joining the group takes a second or more (tansu holds a join about half the session
+    # timeout): the step runners start meanwhile, so steps already due (the first calls of
+    # alerts recorded just before a restart) are claimed at once.
+    intake = _Intake(consumer, producer, asyncio.create_task(consumer.start()))
     try:
         while not stop.is_set():
             try:
                 await _run(settings, stop, channel, intake)
             except* (psycopg.OperationalError, PoolTimeout, OSError) as group:
                 await outage.wait_until_up(stop, str(group.exceptions[0]))
-                await _rewind(intake.consumer)
+                await _rewind(intake)
             else:
                 return
     finally:
+        if not intake.joined.done():
+            intake.joined.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await intake.joined
         await intake.producer.stop()
         # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
         with contextlib.suppress(TimeoutError):
@@ -111,8 +118,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await channel.close()
 
 
-async def _rewind(consumer: AIOKafkaConsumer) -> None:
+async def _rewind(intake: _Intake) -> None:
     """Back to the last committed offsets: alerts fetched but not recorded are read again."""
+    consumer = await intake.ready()
     for tp in consumer.assignment():
         committed = await consumer.committed(tp)
         if committed is None:
@@ -125,6 +133,13 @@ async def _rewind(consumer: AIOKafkaConsumer) -> None:
 class _Intake:
     consumer: AIOKafkaConsumer
     producer: AIOKafkaProducer  # dead letters
+    joined: asyncio.Task[None]  # the consumer's start: its group join
+
+    async def ready(self) -> AIOKafkaConsumer:
+        """The consumer, once it has joined its group (a caller cancelled meanwhile does not
+        cancel the join)."""
+        await asyncio.shield(self.joined)
+        return self.consumer
 
 
 async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
@@ -151,10 +166,9 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
-                    tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
+                    tg.create_task(_steps(runner, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
                 tg.create_task(_hold(holder, stop, settings))
-                tg.create_task(_wake_on_stop(stop, wake))
         finally:
             # Requests in flight settle their steps before the pool goes; one that outlives
             # this is recovered by another process (never repeated if Twilio may have it).
@@ -162,14 +176,9 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             await pool.close()
 
 
-async def _wake_on_stop(stop: asyncio.Event, wake: Wakeup) -> None:
-    await stop.wait()
-    wake.stop()
-
-
 async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
-    consumer, producer = intake.consumer, intake.producer
+    consumer, producer = await intake.ready(), intake.producer
     observability.mark_subscribed("alerts")
     drain_until = 0.0  # set once the stop is seen
     loop = asyncio.get_running_loop()
@@ -218,6 +227,9 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             error=str(exc))
     finally:
         observability.mark_unsubscribed("alerts")  # /readyz: no alert is recorded now
+        # The step workers ran the first calls of the alerts recorded while draining; now
+        # they stop claiming (those still due are claimed by the next dispatcher at once).
+        wake.stop()
 
 
 async def _record(conn: db.Connection, alert: Alert) -> object:
@@ -248,11 +260,10 @@ def _dead_letter(raw: bytes, reason: str) -> bytes:
                        datetime.now(UTC))
 
 
-async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
-                 recover: bool) -> None:
+async def _steps(runner: StepRunner, wake: Wakeup, n: int, recover: bool) -> None:
     loop = asyncio.get_running_loop()
     next_recover = 0.0
-    while not stop.is_set():
+    while not wake.stopping:  # set once the intake has stopped (after its drain)
         try:
             if recover and loop.time() >= next_recover:
                 next_recover = loop.time() + RECOVER_EVERY_S

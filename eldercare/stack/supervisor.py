@@ -144,14 +144,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class EarlyServices:
-    """Service processes started before the embedded brokers and database: each imports its
-    code (1-2 s of a whole-stack start on a busy 2-core machine) while PostgreSQL, tansu and
-    mosquitto start, then waits, like a warm spare, for "go" with the settings that point at
-    them (`Supervisor.start`)."""
+    """The SOS path's service processes started before the embedded brokers and database: each
+    imports its code (1-2 s of a whole-stack start on a busy 2-core machine) while PostgreSQL,
+    tansu and mosquitto start, then waits, like a warm spare, for "go" with the settings that
+    point at them (`Supervisor.start`)."""
 
     def __init__(self, settings: Settings, names: list[str]) -> None:
         settings.data_dir.resolve().mkdir(parents=True, exist_ok=True)  # their logs
-        self.procs = {n: spawn_service(n, settings, standby=True) for n in names}
+        self.procs = {n: spawn_service(n, settings, standby=True) for n in names
+                      if n in SOS_PATH}  # the others start later (Supervisor.start)
 
     def run(self, name: str, settings: Settings) -> subprocess.Popen[bytes] | None:
         """The early process of `name`, told to run with `settings`; None if there is none
@@ -176,7 +177,12 @@ STANDBY = frozenset({"ingest", "detectors", "dispatcher", "store"})
 # The spares are started this long after the services: a start of the whole stack spawns 4-8
 # Python processes at once on a 2-core machine, and the services' own imports waited for the
 # spares' (3.0 s to the first service's log instead of ~1.5 s).
-STANDBY_AFTER_S = 5.0
+STANDBY_AFTER_S = 6.0
+# An SOS goes through these; the other services (store, console, demo) start LATER_AFTER_S
+# after them, so that a start of the stack gives its CPU to the path of a call first (a backlog
+# of presses made while the stack was down waits for it).
+SOS_PATH = frozenset({"ingest", "detectors", "dispatcher"})
+LATER_AFTER_S = 3.0
 RESTART_BACKOFF_MAX_S = 5.0  # a crash-looping service is retried at least this often
 HEALTHY_AFTER_S = 30.0  # a service that ran this long before exiting starts again at once
 # Stopped in this order (the rest last): producers before their consumers.
@@ -197,6 +203,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.standby: dict[str, subprocess.Popen[bytes]] = {}
         self._spares_due: float | None = None  # when to start the spares (see STANDBY_AFTER_S)
+        self._later_due: float | None = None  # ... and the services off the SOS path
         self._infra_retry_at: dict[str, float] = {}
         self.infra_restarts: dict[str, int] = {}  # embedded service name -> times restarted
         kafka_svc = next((s for s in stack.embedded if s.name == "kafka"), None) if stack else None
@@ -217,10 +224,20 @@ class Supervisor:
         asyncio.run(kafka.ensure_topics(self.settings))
 
     def start(self) -> None:
-        self.children = {n: Child(n, self._first(n)) for n in self.names}
+        """The services on the SOS path now, the others LATER_AFTER_S later (`check`)."""
+        first = [n for n in self.names if n in SOS_PATH] or self.names
+        self.children = {n: Child(n, self._first(n)) for n in first}
         if self.early is not None:
             self.early.close()
-        self._spares_due = time.monotonic() + STANDBY_AFTER_S
+        now = time.monotonic()
+        self._spares_due = now + STANDBY_AFTER_S
+        self._later_due = now + LATER_AFTER_S if len(first) < len(self.names) else None
+
+    def _start_later(self) -> None:
+        self._later_due = None
+        for name in self.names:
+            if name not in self.children:
+                self.children[name] = Child(name, spawn_service(name, self.settings))
 
     def _first(self, name: str) -> subprocess.Popen[bytes]:
         early = self.early.run(name, self.settings) if self.early is not None else None
@@ -247,6 +264,8 @@ class Supervisor:
             if not svc.alive():
                 self._restart_infra(svc)
         now = time.monotonic()
+        if self._later_due is not None and now >= self._later_due:
+            self._start_later()
         if self._spares_due is not None and now >= self._spares_due:
             self._start_spares()
         for child in self.children.values():
