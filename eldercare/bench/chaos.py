@@ -109,6 +109,7 @@ class ChaosStack:
         self._restarted = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_restart: tuple[float, float] | None = None
+        self.last_stop_s = 0.0  # of the last restart: the stop's share
 
     def start(self) -> Settings:
         self._start_stack()
@@ -138,7 +139,9 @@ class ChaosStack:
     def _watch(self) -> None:
         while not self._stop.is_set():
             if self._restart.is_set():
+                began = time.perf_counter()
                 self._stop_stack()
+                self.last_stop_s = time.perf_counter() - began
                 self._start_stack()
                 self._restart.clear()
                 self._restarted.set()
@@ -315,7 +318,8 @@ def run_restart(stack: ChaosStack, requests: list[Any], community: Community,
     asked, up = stack.last_restart
     during = {e: t for e, t in pressed.items() if asked <= t < up}
     after = {e: t for e, t in pressed.items() if t >= up}
-    _say(f"  restart: stopped and started again in {up - asked:.2f} s")
+    _say(f"  restart: stopped and started again in {up - asked:.2f} s (stopped in "
+         f"{stack.last_stop_s:.2f} s)")
     return [row, tally(RESTART_DURING, stack.settings, requests, phones, during),
             tally(RESTART_AFTER, stack.settings, requests, phones, after)]
 
