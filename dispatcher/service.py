@@ -178,7 +178,19 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
 
 async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
-    consumer, producer = await intake.ready(), intake.producer
+    joining = asyncio.ensure_future(intake.ready())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({joining, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        joined = joining.done()
+        if not joined:  # stopped (or cancelled) before the group was joined
+            joining.cancel()
+            wake.stop()
+    if not joined:
+        return  # nothing was read: nothing to drain
+    consumer, producer = joining.result(), intake.producer
     observability.mark_subscribed("alerts")
     drain_until = 0.0  # set once the stop is seen
     loop = asyncio.get_running_loop()
