@@ -51,6 +51,7 @@ PRESS_INTERVAL_S = 0.2  # 50 presses in 10 s
 KILL_AFTER_PRESSES = 10
 OPERATOR_PHONE = "+8613600000000"
 TIMEOUT_S = 60.0  # a press with no call after this long counts as lost
+PUBACK_WAIT_S = 1.0  # mosquitto acknowledges within milliseconds, even with ingest away
 
 
 def _say(msg: str) -> None:
@@ -194,12 +195,15 @@ class ChaosStack:
 
 async def _press(stack: ChaosStack, community_id: str, device_id: str, body: bytes) -> None:
     """Publish like a device: QoS 1, reconnecting and retrying until the broker acknowledges
-    (the broker, or the whole stack, may be restarting)."""
+    (the broker, or the whole stack, may be restarting). A press not acknowledged within
+    PUBACK_WAIT_S is sent again, as a device does when its connection drops: aiomqtt leaves
+    a pending publish waiting for its whole timeout then (a press in flight as mosquitto
+    stopped waited 5 s before it was sent again; the platform recognises the repeat)."""
     while True:
         try:
             async with MqttTarget.parse(stack.settings.mqtt_url).client(timeout=5) as client:
                 await client.publish(event_topic(community_id, device_id), body, qos=1,
-                                     timeout=5)
+                                     timeout=PUBACK_WAIT_S)
                 return
         except (aiomqtt.MqttError, OSError, TimeoutError):
             await asyncio.sleep(0.2)
