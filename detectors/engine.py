@@ -51,7 +51,7 @@ EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a
 # One elder's own sweeps after a gap in that elder's data (a silent morning is hours long).
 ELDER_TIMER_CATCHUP = timedelta(hours=24)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-IDLE_WAIT_S = 0.5  # longest wait for records: how late an idle engine notices a stop
+IDLE_WAIT_S = 0.5  # longest wait for records (a stop ends it at once)
 
 
 def _ceil(t: datetime, step: timedelta) -> datetime:
@@ -107,12 +107,12 @@ class Engine:
         last_tick = last_checkpoint = time.monotonic()
         try:
             while not stop.is_set():
-                # Records end the wait at once; it only bounds how late the next timer sweep,
-                # checkpoint or stop is seen (an idle loop woke 10 times a second).
+                # Records (and a stop) end the wait at once; it only bounds how late the next
+                # timer sweep or checkpoint is seen (an idle loop woke 10 times a second).
                 due = min(last_tick + self.config.timer_tick_s,
                           last_checkpoint + self.config.checkpoint_interval_s)
                 wait_s = min(IDLE_WAIT_S, max(0.0, due - time.monotonic()))
-                batches = await self.consumer.getmany(timeout_ms=round(wait_s * 1000))
+                batches = await kafka.fetch(self.consumer, stop, round(wait_s * 1000))
                 async with self.lock:
                     if batches:
                         await self._process(batches)
@@ -141,6 +141,7 @@ class Engine:
         before us). The embedded broker forgets everything when it stops, so events left
         unread would be lost with it."""
         deadline = time.monotonic() + limit_s
+        kafka.keep_awake(self.consumer, limit_s)  # a resting consumer would fetch nothing
         while time.monotonic() < deadline:
             batches = await self.consumer.getmany(timeout_ms=200)
             if not batches:

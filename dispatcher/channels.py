@@ -6,6 +6,7 @@ after a crash the dispatcher asks instead of guessing (`dispatcher.recovery`).""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,11 +112,18 @@ class DryRunChannel:
             await self._conn.close()
 
 
+_SDK_LOG = logging.getLogger("twilio.async_http_client")
+
+
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     """twilio-python has no base-URL option: swap scheme and host, keep the path."""
 
     def __init__(self, base_url: str, **kw: Any) -> None:
-        super().__init__(pool_connections=False, **kw)
+        # The SDK logs every request, its headers and the answer's at INFO (12 lines a call:
+        # 93 % of the dispatcher's log in a flood, and CPU a backlog of calls after a restart
+        # waits for); the dispatcher logs each step itself.
+        _SDK_LOG.setLevel(logging.WARNING)
+        super().__init__(pool_connections=False, logger=_SDK_LOG, **kw)
         # Pooled connections idle for 4 s are closed by us, before a server drops them (uvicorn
         # after 5 s): a request sent on a connection the server has closed fails with
         # "connection reset", which is an "unknown" failure (never retried): a call lost.

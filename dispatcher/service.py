@@ -39,6 +39,7 @@ RECOVER_EVERY_S = 2.0
 IDLE_LOOK_S = 10.0
 EXIT_DATABASE_LOST = 75  # EX_TEMPFAIL
 DRAIN_S = 5.0
+DRAIN_WAIT_MS = 200  # an empty fetch this long, once the detectors have stopped: drained
 
 
 class Wakeup:
@@ -50,6 +51,14 @@ class Wakeup:
         self.events = [asyncio.Event() for _ in range(n)]
         self.resting: list[int] = []
         self.missed = False  # a wake-up came while every worker was busy
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Wake every resting worker, and let none rest or claim any more (the process is
+        stopping: a worker resting up to IDLE_LOOK_S held up every stop of the stack)."""
+        self.stopping = True
+        for n in self.resting:
+            self.events[n].set()
 
     def set(self) -> None:
         if self.resting:
@@ -59,6 +68,8 @@ class Wakeup:
 
     async def rest(self, n: int, seconds: float) -> None:
         """Worker `n` waits until woken or `seconds` pass (no wait if a wake-up was missed)."""
+        if self.stopping:
+            return
         if self.missed:
             self.missed = False
             return
@@ -80,19 +91,26 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     outage = DatabaseOutage(settings)
     # One consumer for the life of the process: it stays in the group (heartbeats) through a
     # database outage, and rewinds to its last commit afterwards.
-    intake = _Intake(kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings))
-    await intake.producer.start()
-    await intake.consumer.start()
+    consumer, producer = kafka.consumer(settings, GROUP, kafka.ALERTS), kafka.producer(settings)
+    await producer.start()
+    # Joining the group takes a second or more (tansu holds a join about half the session
+    # timeout): the step runners start meanwhile, so steps already due (the first calls of
+    # alerts recorded just before a restart) are claimed at once.
+    intake = _Intake(consumer, producer, asyncio.create_task(consumer.start()))
     try:
         while not stop.is_set():
             try:
                 await _run(settings, stop, channel, intake)
             except* (psycopg.OperationalError, PoolTimeout, OSError) as group:
                 await outage.wait_until_up(stop, str(group.exceptions[0]))
-                await _rewind(intake.consumer)
+                await _rewind(intake)
             else:
                 return
     finally:
+        if not intake.joined.done():
+            intake.joined.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await intake.joined
         await intake.producer.stop()
         # Leaving the group can hang in a rebalance; uncommitted alerts are redelivered anyway.
         with contextlib.suppress(TimeoutError):
@@ -101,8 +119,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await channel.close()
 
 
-async def _rewind(consumer: AIOKafkaConsumer) -> None:
+async def _rewind(intake: _Intake) -> None:
     """Back to the last committed offsets: alerts fetched but not recorded are read again."""
+    consumer = await intake.ready()
     for tp in consumer.assignment():
         committed = await consumer.committed(tp)
         if committed is None:
@@ -115,6 +134,13 @@ async def _rewind(consumer: AIOKafkaConsumer) -> None:
 class _Intake:
     consumer: AIOKafkaConsumer
     producer: AIOKafkaProducer  # dead letters
+    joined: asyncio.Task[None]  # the consumer's start: its group join
+
+    async def ready(self) -> AIOKafkaConsumer:
+        """The consumer, once it has joined its group (a caller cancelled meanwhile does not
+        cancel the join)."""
+        await asyncio.shield(self.joined)
+        return self.consumer
 
 
 async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
@@ -144,7 +170,7 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
                 for n in range(workers):
-                    tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
+                    tg.create_task(_steps(runner, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
                 tg.create_task(_hold(holder, stop, settings))
         finally:
@@ -156,18 +182,34 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
 
 async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
     """Alerts -> incidents; the offset is committed only after the database transaction."""
-    consumer, producer = intake.consumer, intake.producer
+    joining = asyncio.ensure_future(intake.ready())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({joining, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        joined = joining.done()
+        if not joined:  # stopped (or cancelled) before the group was joined
+            joining.cancel()
+            wake.stop()
+    if not joined:
+        return  # nothing was read: nothing to drain
+    consumer, producer = joining.result(), intake.producer
     observability.mark_subscribed("alerts")
-    drain_until: float | None = None
+    drain_until = 0.0  # set once the stop is seen
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            # Records end the wait at once; it only bounds how late a stop is seen.
-            batches = await consumer.getmany(timeout_ms=500)
-            if stop.is_set():  # stopping: first record what is already on the topic (the
-                # embedded broker forgets it when it stops), for at most DRAIN_S
-                drain_until = drain_until or asyncio.get_running_loop().time() + DRAIN_S
-                if not batches or asyncio.get_running_loop().time() > drain_until:
-                    break
+            draining = stop.is_set()
+            if draining and not drain_until:  # stopping: first record what is already
+                # on the topic (the embedded broker forgets it when it stops), for at most
+                # DRAIN_S; the detectors have stopped, so one empty fetch means none is left
+                drain_until = loop.time() + DRAIN_S
+                kafka.keep_awake(consumer, DRAIN_S)
+            # Records end the wait at once, and so does a stop (then the drain fetches).
+            batches = await kafka.fetch(consumer, stop, DRAIN_WAIT_MS if draining else 500)
+            if draining and (not batches or loop.time() > drain_until):
+                break
             if not batches:
                 continue
             async with pool.connection() as conn:
@@ -201,6 +243,9 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             error=str(exc))
     finally:
         observability.mark_unsubscribed("alerts")  # /readyz: no alert is recorded now
+        # The step workers ran the first calls of the alerts recorded while draining; now
+        # they stop claiming (those still due are claimed by the next dispatcher at once).
+        wake.stop()
 
 
 async def _record(conn: db.Connection, alert: Alert) -> object:
@@ -231,11 +276,10 @@ def _dead_letter(raw: bytes, reason: str) -> bytes:
                        datetime.now(UTC))
 
 
-async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
-                 recover: bool) -> None:
+async def _steps(runner: StepRunner, wake: Wakeup, n: int, recover: bool) -> None:
     loop = asyncio.get_running_loop()
     next_recover = 0.0
-    while not stop.is_set():
+    while not wake.stopping:  # set once the intake has stopped (after its drain)
         try:
             if recover and loop.time() >= next_recover:
                 next_recover = loop.time() + RECOVER_EVERY_S
@@ -251,14 +295,28 @@ async def _steps(runner: StepRunner, stop: asyncio.Event, wake: Wakeup, n: int,
 
 
 async def _listen(settings: Settings, stop: asyncio.Event, wake: Wakeup) -> None:
-    """Other dispatcher processes announce new steps with NOTIFY escalation_due."""
+    """Other dispatcher processes announce new steps with NOTIFY escalation_due. Ends as soon
+    as `stop` is set; a lost connection raises."""
     async with await db.ListenConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
         await conn.execute("LISTEN escalation_due")
-        while not stop.is_set():
-            async for _ in conn.notifies(timeout=1.0):
+
+        async def relay() -> None:
+            async for _ in conn.notifies():
                 wake.set()
+
+        relaying = asyncio.create_task(relay())
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({relaying, stopped},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            relaying.cancel()
+            stopped.cancel()
+            await asyncio.gather(relaying, stopped, return_exceptions=True)
+        if relaying in done:
+            relaying.result()  # the connection was lost: raised for _or_exit
 
 
 async def _hold(holder: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event,

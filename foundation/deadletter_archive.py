@@ -80,17 +80,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     consumer = kafka.consumer(settings, GROUP, kafka.DEADLETTER)
     await consumer.start()
     loop = asyncio.get_running_loop()
-    drain_until: float | None = None
+    drain_until = 0.0  # set once the stop is seen
     try:
         async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
             while True:
-                # Records end the wait at once; it only bounds how late a stop is seen.
-                batch = await consumer.getmany(timeout_ms=500, max_records=500)
-                if stop.is_set():  # stopping: first archive what is on the topic (the
-                    # embedded broker forgets it when it stops), for at most DRAIN_S
-                    drain_until = drain_until or loop.time() + DRAIN_S
-                    if not batch or loop.time() > drain_until:
-                        break
+                draining = stop.is_set()
+                if draining and not drain_until:  # stopping: first archive what is on the
+                    # topic (the embedded broker forgets it when it stops), for at most DRAIN_S
+                    drain_until = loop.time() + DRAIN_S
+                    kafka.keep_awake(consumer, DRAIN_S)
+                # Records end the wait at once, and so does a stop (then the drain fetches).
+                batch = await kafka.fetch(consumer, stop, 200 if draining else 500,
+                                          max_records=500)
+                if draining and (not batch or loop.time() > drain_until):
+                    break
                 if not batch:
                     continue
                 async with conn.transaction():

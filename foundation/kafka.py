@@ -141,6 +141,38 @@ def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
     )
 
 
+async def fetch(consumer: AIOKafkaConsumer, stop: asyncio.Event, timeout_ms: int,
+                max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+    """`consumer.getmany`, whose wait for records also ends (empty) when `stop` is set: a
+    stopping service does not sit out its poll wait (each stage of a stack's stop paid up to
+    0.5 s). aiokafka hands records over only when getmany returns, so ending the wait loses
+    none. Once `stop` is set, a plain getmany (a draining fetch)."""
+    if stop.is_set():
+        return dict(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+    fetching = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms,
+                                                      max_records=max_records))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fetching, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        fetching.cancel()  # no-op once it has returned its records: they are returned below
+    try:
+        return dict(await fetching)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return {}
+
+
+def keep_awake(consumer: AIOKafkaConsumer, seconds: float) -> None:
+    """Before a draining fetch: a resting consumer (foundation/wakeup.py) has paused its
+    partitions and would fetch nothing."""
+    if isinstance(consumer, WakingConsumer):
+        consumer.keep_awake(seconds)
+
+
 async def check(bootstrap: str, settings: Settings | None = None) -> None:
     """Raise unless a broker answers a metadata request (with `settings`' TLS and SASL)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,

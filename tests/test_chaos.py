@@ -19,6 +19,10 @@ PER_CASE = 15
 CASES = ("detectors", "dispatcher", "postgres", "restart", "restart-then-press",
          "mosquitto-then-press")
 GENEROUS_S = 45.0  # a press with no call after this long would be a failure, not slowness
+# Press -> call started (the platform's own time) when the whole stack restarts under the
+# flood: 11-15 s before the restart was made fast (issue 14), 4.6-7.4 s since, at load 6-9
+# (`eldercare bench chaos --cases none,restart`, docs/reliability-stack.md).
+RESTART_BOUND_S = 10.0
 OPERATOR = "+8613600009999"
 
 
@@ -78,8 +82,9 @@ def test_whole_stack_restart_keeps_detecting_without_a_crash_loop(
 ) -> None:
     """Ctrl-C and `eldercare up` again on the same data directory: the embedded Kafka starts
     empty while the detectors' checkpoints in PostgreSQL remain (issue 14: "offset ... went
-    backwards", a crash loop)."""
-    _case("restart", stack, twilio, people)
+    backwards", a crash loop). Every press made meanwhile is called once, within seconds."""
+    row = _case("restart", stack, twilio, people)
+    assert row.pipeline_max_s is not None and row.pipeline_max_s < RESTART_BOUND_S, row
     assert stack.supervisor is not None
     assert stack.supervisor.children["detectors"].restarts == 0
     # Pressed after the restart, with the detectors' first checkpoints of the new broker made.

@@ -107,8 +107,8 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
     maintained = time.monotonic()
     try:
         while not stop.is_set():
-            # Records end the wait at once; it only bounds how late a stop is seen.
-            batch = await c.getmany(timeout_ms=500, max_records=batch_size)
+            # Records end the wait at once, and so does a stop.
+            batch = await kafka.fetch(c, stop, 500, max_records=batch_size)
             if batch:
                 with BATCH_SECONDS.time():
                     await store_batch(writers, c, batch, producer)

@@ -35,7 +35,7 @@ import psycopg
 
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, save
-from eldercare.stack.supervisor import Stack, Supervisor
+from eldercare.stack.supervisor import EarlyServices, Stack, Supervisor
 from foundation import procs
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget, event_topic
@@ -44,11 +44,14 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest", "detectors", "dispatcher", "store"]
 CASES = ("detectors", "dispatcher", "ingest", "store", "mosquitto", "postgres", "kafka",
          "restart")
+# Rows of the `restart` case's presses, by when they were made (see `run_restart`).
+RESTART_DURING, RESTART_AFTER = "restart: pressed while restarting", "restart: pressed once up"
 PRESSES = 50
 PRESS_INTERVAL_S = 0.2  # 50 presses in 10 s
 KILL_AFTER_PRESSES = 10
 OPERATOR_PHONE = "+8613600000000"
 TIMEOUT_S = 60.0  # a press with no call after this long counts as lost
+PUBACK_WAIT_S = 1.0  # mosquitto acknowledges within milliseconds, even with ingest away
 
 
 def _say(msg: str) -> None:
@@ -106,6 +109,8 @@ class ChaosStack:
         self._restart = threading.Event()
         self._restarted = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_restart: tuple[float, float] | None = None
+        self.last_stop_s = 0.0  # of the last restart: the stop's share
 
     def start(self) -> Settings:
         self._start_stack()
@@ -115,11 +120,16 @@ class ChaosStack:
         return self.settings
 
     def _start_stack(self) -> None:
+        """What `eldercare up` does (`eldercare.stack.supervisor.up`)."""
         self.stack = Stack(self.base)
-        self.settings = self.stack.start_embedded()
-        self.stack.prepare()
-        self.supervisor = Supervisor(self.settings, self.services, self.stack)
-        self.supervisor.start()
+        early = EarlyServices(self.base, self.services)
+        try:
+            self.settings = self.stack.start_embedded()
+            self.stack.prepare()
+            self.supervisor = Supervisor(self.settings, self.services, self.stack, early)
+            self.supervisor.start()
+        finally:
+            early.close()
 
     def _stop_stack(self) -> None:
         """What Ctrl-C does: services first, then the brokers and the database."""
@@ -130,7 +140,9 @@ class ChaosStack:
     def _watch(self) -> None:
         while not self._stop.is_set():
             if self._restart.is_set():
+                began = time.perf_counter()
                 self._stop_stack()
+                self.last_stop_s = time.perf_counter() - began
                 self._start_stack()
                 self._restart.clear()
                 self._restarted.set()
@@ -139,10 +151,14 @@ class ChaosStack:
             self._stop.wait(0.1)
 
     def restart(self) -> None:
-        """Ctrl-C and `eldercare up` again on the same data directory; returns when up."""
+        """Ctrl-C and `eldercare up` again on the same data directory; returns when up (when
+        `eldercare up` prints its banner: every process started). `last_restart` is then
+        (asked, up) in perf_counter seconds."""
+        asked = time.perf_counter()
         self._restarted.clear()
         self._restart.set()
         self._restarted.wait()
+        self.last_restart = (asked, time.perf_counter())
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,12 +195,15 @@ class ChaosStack:
 
 async def _press(stack: ChaosStack, community_id: str, device_id: str, body: bytes) -> None:
     """Publish like a device: QoS 1, reconnecting and retrying until the broker acknowledges
-    (the broker, or the whole stack, may be restarting)."""
+    (the broker, or the whole stack, may be restarting). A press not acknowledged within
+    PUBACK_WAIT_S is sent again, as a device does when its connection drops: aiomqtt leaves
+    a pending publish waiting for its whole timeout then (a press in flight as mosquitto
+    stopped waited 5 s before it was sent again; the platform recognises the repeat)."""
     while True:
         try:
             async with MqttTarget.parse(stack.settings.mqtt_url).client(timeout=5) as client:
                 await client.publish(event_topic(community_id, device_id), body, qos=1,
-                                     timeout=5)
+                                     timeout=PUBACK_WAIT_S)
                 return
         except (aiomqtt.MqttError, OSError, TimeoutError):
             await asyncio.sleep(0.2)
@@ -281,9 +300,32 @@ def run_case(case: str, stack: ChaosStack, requests: list[Any], community: Commu
             stack.kill(case)
             _say(f"{case} killed at {datetime.now(UTC).isoformat()}")
 
+    return _flood_and_tally(case, stack, requests, community, phones, elders, disrupt)[0]
+
+
+def _flood_and_tally(case: str, stack: ChaosStack, requests: list[Any], community: Community,
+                     phones: dict[str, str], elders: list[Elder],
+                     disrupt: Callable[[], None]) -> tuple[CaseResult, dict[str, float]]:
     pressed = asyncio.run(flood(stack, community, elders, disrupt))
     asyncio.run(_wait_for_calls(requests, phones, pressed, TIMEOUT_S))
-    return tally(case, stack.settings, requests, phones, pressed)
+    return tally(case, stack.settings, requests, phones, pressed), pressed
+
+
+def run_restart(stack: ChaosStack, requests: list[Any], community: Community,
+                phones: dict[str, str], elders: list[Elder]) -> list[CaseResult]:
+    """The `restart` case: its row, then one for the presses made while the stack restarted
+    (from the stop until `eldercare up` has started every process, when it prints its
+    banner) and one for those made after (the services may still be starting)."""
+    row, pressed = _flood_and_tally("restart", stack, requests, community, phones, elders,
+                                    stack.restart)
+    assert stack.last_restart is not None
+    asked, up = stack.last_restart
+    during = {e: t for e, t in pressed.items() if asked <= t < up}
+    after = {e: t for e, t in pressed.items() if t >= up}
+    _say(f"  restart: stopped and started again in {up - asked:.2f} s (stopped in "
+         f"{stack.last_stop_s:.2f} s)")
+    return [row, tally(RESTART_DURING, stack.settings, requests, phones, during),
+            tally(RESTART_AFTER, stack.settings, requests, phones, after)]
 
 
 def press_after(case: str, stack: ChaosStack, requests: list[Any], community: Community,
@@ -363,9 +405,12 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
                     elders = community.elders[n * per_case:(n + 1) * per_case]
                     _say(f"{case}: {per_case} presses, SIGKILL after {KILL_AFTER_PRESSES}"
                          if case != "restart" else f"{case}: whole stack stopped and started")
-                    row = run_case(case, stack, mock.requests, community, phones, elders)
-                    _say(f"  -> {asdict(row)}")
-                    rows.append(row)
+                    found = run_restart(stack, mock.requests, community, phones, elders) \
+                        if case == "restart" else \
+                        [run_case(case, stack, mock.requests, community, phones, elders)]
+                    for row in found:
+                        _say(f"  -> {asdict(row)}")
+                    rows.extend(found)
         finally:
             server.should_exit = True
             procs.stop(prism)
@@ -373,7 +418,8 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
     _say(f"\nload average (1 min) {load[0]} at the start, {load[1]} at the end; Twilio mock"
          f" answering {twilio_delay_s:g} s late\n"
          + format_table(rows))
-    baseline, chaos = rows[0], rows[1:]
+    baseline = rows[0]
+    chaos = [r for r in rows[1:] if r.case in CASES]  # without the restart's split rows
     return {
         "presses": sum(r.presses for r in chaos),
         "lost": sum(r.lost for r in chaos),
@@ -381,7 +427,8 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
         "max_s": max((r.max_s for r in chaos if r.max_s is not None), default=None),
         "incident_max_s": max((r.incident_max_s for r in chaos
                                if r.incident_max_s is not None), default=None),
-        "cases": {r.case: {k: v for k, v in asdict(r).items() if k != "case"} for r in chaos},
+        "cases": {r.case: {k: v for k, v in asdict(r).items() if k != "case"}
+                  for r in rows[1:]},
         "baseline": {k: v for k, v in asdict(baseline).items() if k != "case"},
         "load_average": load,
         "twilio_delay_s": twilio_delay_s,
