@@ -13,7 +13,7 @@ import pytest
 
 from detectors.falls import cnn_compare
 from detectors.falls.datasets import Recording
-from detectors.falls.training import window_table
+from detectors.falls.training import rotation, window_table
 from eldercare.cli import main as eldercare
 from tests.test_falls_model import synthetic_fall, synthetic_walk, tiny_datasets  # noqa: F401
 
@@ -31,13 +31,26 @@ def test_the_cnn_sees_the_windows_the_trainer_measures_row_for_row() -> None:
                        (rate, rng), rate) for i, rate in enumerate((25.0, 50.0, 100.0, 50.0))]
     table = window_table(recs, augment=True)
     raw = cnn_compare.raw_table(recs, augment=True)
-    assert raw.x.shape == (table.x.shape[0], cnn_compare.CHANNELS, cnn_compare.LENGTH)
+    assert raw.x.shape == (table.x.shape[0], 3, cnn_compare.LENGTH)
     assert raw.x_augmented is not None and raw.x_augmented.shape == raw.x.shape
-    # Whatever the device rate, the impact (the highest magnitude) sits at the same index,
-    # and the fourth channel is the magnitude of the first three.
-    assert (raw.x[:, 3].argmax(axis=1) == cnn_compare.BEFORE).all()
-    assert raw.x[:, 3] == pytest.approx(np.linalg.norm(raw.x[:, :3], axis=1), abs=1e-5)
+    # Whatever the device rate, the impact (the highest magnitude) sits at the same index;
+    # along and across gravity split the magnitude.
+    assert (raw.x[:, 0].argmax(axis=1) == cnn_compare.BEFORE).all()
+    assert np.hypot(raw.x[:, 1], raw.x[:, 2]) == pytest.approx(raw.x[:, 0], abs=1e-4)
     assert not np.allclose(raw.x_augmented, raw.x)  # learned a second time, worn differently
+
+
+def test_the_cnn_input_does_not_depend_on_how_the_device_is_worn() -> None:
+    window = synthetic_fall(50.0, np.random.default_rng(6))
+    turned = window @ rotation(np.array([0.9, -0.4, 2.0])).T
+    assert cnn_compare.raw_window(turned, 50.0) == pytest.approx(
+        cnn_compare.raw_window(window, 50.0), abs=1e-4)
+    # Standing, the first second's gravity is straight down: all of it along, none across.
+    x = cnn_compare.raw_window(window, 50.0)
+    assert x[1, :25].mean() == pytest.approx(1.0, abs=0.05)
+    # The watch keeps the device's axes (how the arm lies is a clue), with the magnitude.
+    axes = cnn_compare.raw_window(window, 50.0, device_axes=True)
+    assert axes.shape == (4, cnn_compare.LENGTH) and axes[3] == pytest.approx(x[0])
 
 
 def test_a_short_window_repeats_its_edges_rather_than_inventing_a_signal() -> None:
@@ -45,7 +58,7 @@ def test_a_short_window_repeats_its_edges_rather_than_inventing_a_signal() -> No
     peak = int(np.linalg.norm(window, axis=1).argmax())
     short = window[peak - 50:peak + 100]  # 1 s before the impact, 2 s after
     x = cnn_compare.raw_window(short, 50.0)
-    assert x.shape == (cnn_compare.CHANNELS, cnn_compare.LENGTH)
+    assert x.shape == (3, cnn_compare.LENGTH)
     before = cnn_compare.BEFORE - 50
     assert (x[:, :before] == x[:, before:before + 1]).all()
     assert (x[:, cnn_compare.BEFORE + 100:] == x[:, cnn_compare.BEFORE + 99:
@@ -55,15 +68,17 @@ def test_a_short_window_repeats_its_edges_rather_than_inventing_a_signal() -> No
 def test_the_numpy_forward_pass_is_the_strided_convolution_it_claims() -> None:
     rng = np.random.default_rng(5)
     weights = {}
-    for i, (c_in, c_out, k) in enumerate(cnn_compare.CONV):
+    c_in = 4
+    for i, (c_out, k) in enumerate(cnn_compare.CONV):
         weights[f"conv{i}.w"] = rng.normal(0, 0.3, (c_out, c_in, k))
         weights[f"conv{i}.b"] = rng.normal(0, 0.1, c_out)
-    weights["head.w"] = rng.normal(0, 0.3, 2 * cnn_compare.CONV[-1][1])
+        c_in = c_out
+    weights["head.w"] = rng.normal(0, 0.3, 2 * cnn_compare.CONV[-1][0])
     weights["head.b"] = np.array([0.1])
-    x = rng.normal(0, 1, (2, cnn_compare.CHANNELS, cnn_compare.LENGTH)).astype(np.float32)
+    x = rng.normal(0, 1, (2, 4, cnn_compare.LENGTH)).astype(np.float32)
 
     def reference(h: np.ndarray) -> float:  # one window, written out loop by loop
-        for i, (_, c_out, k) in enumerate(cnn_compare.CONV):
+        for i, (c_out, k) in enumerate(cnn_compare.CONV):
             w, b, pad = weights[f"conv{i}.w"], weights[f"conv{i}.b"], k // 2
             hp = np.pad(h, ((0, 0), (pad, pad)))
             n_out = (h.shape[1] + 2 * pad - k) // 2 + 1
