@@ -14,13 +14,15 @@ after the fact on the pooled out-of-fold scores (a ranking aid, optimistic). It 
 window through the CNN (a numpy forward pass, and onnxruntime when installed).
 
 Nothing here ships: the model card says why (docs/falls-model-card.md). It needs PyTorch, which
-is not a dependency of eldercare (`pip install torch`, CPU wheel); it is imported only here."""
+is not a dependency of eldercare (`pip install -e '.[cnn-compare]'`, CPU wheel: see the model
+card); it is imported only here."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
 import io
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ AFTER = round(5.0 * MODEL_RATE_HZ)
 LENGTH = BEFORE + AFTER + 1
 DEVICE_AXES_POSITIONS = frozenset({"wrist"})
 # A few strided convolutions (output channels, kernel), then the mean and the maximum over
-# time (about 9,000 weights).
+# time (about 11,000 weights).
 CONV = ((16, 7), (32, 5), (32, 5), (32, 3))
 EPOCHS = 20
 BATCH = 128
@@ -378,17 +380,18 @@ def _onnx_session(weights: dict[str, Array]) -> tuple[Any, int]:
             conv.bias.copy_(torch.from_numpy(weights[f"conv{i}.b"].astype(np.float32)))
         net.head.weight.copy_(torch.from_numpy(weights["head.w"][None].astype(np.float32)))
         net.head.bias.copy_(torch.from_numpy(weights["head.b"].astype(np.float32)))
-    path = Path("/tmp") / f"eldercare-falls-cnn-{id(net)}.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-        torch.onnx.export(net, torch.zeros(1, ins[0], LENGTH), str(path),
-                          input_names=["window"], output_names=["p_fall"],
-                          dynamic_axes={"window": {0: "n"}})
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    size = path.stat().st_size
-    path.unlink()
+    with tempfile.TemporaryDirectory(prefix="eldercare-falls-cnn-") as tmp:
+        path = Path(tmp) / "falls-cnn.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            torch.onnx.export(net, torch.zeros(1, ins[0], LENGTH), str(path),
+                              input_names=["window"], output_names=["p_fall"],
+                              dynamic_axes={"window": {0: "n"}})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        # The exporter may keep the weights in a file beside the graph: count both.
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
     return session, size
 
 
