@@ -103,5 +103,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     falls.add_argument("--positions", default=None, metavar="LIST",
                        help="with --compare-only: comma-separated positions (default all)")
     falls.add_argument("--epochs", type=int, default=None,
-                       help="with --compare-only: CNN training epochs (default 8)")
+                       help="with --compare-only: CNN training epochs (default 20)")
     falls.set_defaults(func=_train_falls)
