@@ -23,6 +23,13 @@ def _train_falls(args: argparse.Namespace, settings: object) -> int:
         print("give at least one dataset: --fallalld PATH, --mobifall PATH, --umafall PATH",
               file=sys.stderr)
         return 2
+    if args.compare_only:
+        return _compare_falls(args, sources)
+    if args.classifier != "hgb":
+        print(f"--model {args.classifier} is an experiment that does not ship (its measured "
+              "comparison is in docs/falls-model-card.md): run it with --compare-only",
+              file=sys.stderr)
+        return 2
     try:
         result = training.train(
             sources, args.out or training.SHIPPED_MODEL,
@@ -37,6 +44,32 @@ def _train_falls(args: argparse.Namespace, settings: object) -> int:
         print(f"cannot train the fall model: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else training.format_report(result))
+    return 0
+
+
+def _compare_falls(args: argparse.Namespace, sources: dict[str, Path]) -> int:
+    """`--compare-only`: the shipped trees against a small 1-D CNN and their ensemble on the
+    trainer's folds; writes no model file."""
+    from detectors.falls import cnn_compare, training
+
+    positions = args.positions.split(",") if args.positions else list(training.MODEL_POSITIONS)
+    unknown = sorted(set(positions) - set(training.MODEL_POSITIONS))
+    if unknown:
+        print(f"unknown position(s) {', '.join(unknown)}; known: "
+              f"{', '.join(training.MODEL_POSITIONS)}", file=sys.stderr)
+        return 2
+    try:
+        report = cnn_compare.compare(
+            sources, positions, seed=training.SEED if args.seed is None else args.seed,
+            folds=training.FOLDS if args.folds is None else args.folds,
+            epochs=args.epochs or cnn_compare.EPOCHS)
+    except (RuntimeError, ImportError) as exc:
+        print(f"the comparison needs scikit-learn and PyTorch: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"cannot compare the fall models: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else cnn_compare.format_comparison(report))
     return 0
 
 
@@ -59,4 +92,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="skip replaying each fold's model through the streaming detector "
                        "on its held-out subjects (faster; the model file is the same)")
     falls.add_argument("--json", action="store_true", help="JSON report instead of a table")
+    falls.add_argument("--model", dest="classifier",
+                       choices=("hgb", "cnn", "ensemble"), default="hgb",
+                       help="hgb: the shipped gradient-boosted trees (default); cnn, ensemble: "
+                       "a small 1-D CNN on the raw window, alone or averaged with the trees, "
+                       "measured with --compare-only (needs PyTorch; nothing ships)")
+    falls.add_argument("--compare-only", action="store_true",
+                       help="measure the trees, the CNN and their ensemble on the same "
+                       "subject folds and write no model file")
+    falls.add_argument("--positions", default=None, metavar="LIST",
+                       help="with --compare-only: comma-separated positions (default all)")
+    falls.add_argument("--epochs", type=int, default=None,
+                       help="with --compare-only: CNN training epochs (default 20)")
     falls.set_defaults(func=_train_falls)
