@@ -247,6 +247,7 @@ async def materialise(
     first = seq + 1
     carry = 0.0  # the wait of a rung without recipients passes to the next one
     leading = True  # still in the prefix of steps without any wait
+    rows: list[tuple[object, ...]] = []
     for round_no in range(1, policy.rounds + 1):
         if round_no > 1:
             carry += policy.round_wait_s
@@ -260,15 +261,16 @@ async def materialise(
                 reached.add(key)
                 seq += 1
                 leading = leading and carry == 0 and round_no == 1
-                await conn.execute(
-                    "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
-                    " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                    " CASE WHEN %s THEN now() + make_interval(secs => %s) END)",
-                    (str(incident_id), seq, round_no, rung.action,
-                     json.dumps(target, ensure_ascii=False), carry, purpose,
-                     seq == first or leading, carry),
-                )
+                rows.append((str(incident_id), seq, round_no, rung.action,
+                             json.dumps(target, ensure_ascii=False), carry, purpose,
+                             seq == first or leading, carry))
                 carry = 0.0
+    # One pipelined batch, not a round trip per step: the first call waits for this.
+    await conn.cursor().executemany(
+        "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
+        " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN now() + make_interval(secs => %s) END)", rows,
+    )
     if seq >= first:
         await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
     return seq - first + 1

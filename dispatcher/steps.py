@@ -57,7 +57,7 @@ UPDATE escalation_steps s SET status = 'running', claimed_by = %(worker)s, claim
 WHERE s.id = (
     SELECT id FROM escalation_steps
     WHERE status = 'pending' AND due_at <= now()
-    ORDER BY round, seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY round, action <> 'call', seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
 RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts,
           s.purpose
@@ -122,7 +122,9 @@ class StepRunner:
     slots, never the claimer: under a backlog every due step is claimed and its request sent at
     once, up to `requests` in flight. Earlier rungs are claimed first (round, then the step's
     place in its ladder), so a new incident's first call and staff alert never queue behind
-    the SMS or later rungs of other incidents."""
+    the SMS or later rungs of other incidents; within a round calls come first, so the first
+    call does not wait for the incident's console entry and staff SMS prepared beside it (they
+    take turns on the incident's row)."""
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
                  retry: RetryPolicy | None = None, family_base_url: str = "",
@@ -201,6 +203,10 @@ class StepRunner:
 
     async def _claim(self) -> Step | None:
         async with self.pool.connection() as conn:
+            # Not waited for: only the notification row's synchronous commit (`_prepare`), which
+            # flushes this one too, lets anything leave the database. Lost in a crash, the step
+            # is pending again, and nothing was sent.
+            await conn.execute(db.COMMIT_UNFLUSHED)
             row = await (await conn.execute(
                 _CLAIM, {"worker": self.worker, "lock": self.lock}
             )).fetchone()
