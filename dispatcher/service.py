@@ -138,7 +138,8 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                  requests=settings.dispatcher_requests, dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake, runner), stop,
+                                        settings))
                 for n in range(workers):
                     tg.create_task(_steps(runner, stop, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
@@ -150,8 +151,10 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             await pool.close()
 
 
-async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
-    """Alerts -> incidents; the offset is committed only once the incidents are on disk."""
+async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup,
+                  runner: StepRunner) -> None:
+    """Alerts -> incidents; the offset is committed only once the incidents are on disk. An
+    incident's first step is started here at once; the workers take the others."""
     consumer, producer = intake.consumer, intake.producer
     observability.mark_subscribed("alerts")
     drain_until: float | None = None
@@ -182,7 +185,8 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             else:
                                 log.info("alert recorded", alert_id=alert.alert_id,
                                          incident_id=str(incident) if incident else None)
-                                wake.set()
+                                if incident is None or not await runner.start_first(incident):
+                                    wake.set()
                                 continue
                         log.error("alert dead-lettered", reason=why)
                         await producer.send_and_wait(
