@@ -94,6 +94,9 @@ async def flush_commits(conn: Connection) -> None:
     """Return once every transaction committed before this call is on disk (and on synchronous
     standbys): a synchronous commit of a transaction that wrote one WAL record (a logical
     message nobody decodes), which flushes the WAL up to its own commit and so past every
-    earlier one. For transactions committed with `COMMIT_UNFLUSHED`."""
+    earlier one. For transactions committed with `COMMIT_UNFLUSHED`. `conn` must not be in a
+    transaction (this one would then be a savepoint, committing nothing)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("flush_commits needs a connection outside any transaction")
     async with conn.transaction():
         await conn.execute("SELECT pg_logical_emit_message(true, 'eldercare.flush', '')")
