@@ -234,13 +234,12 @@ class StepRunner:
         async with self.pool.connection() as conn:
             # Not waited for: only the notification row's synchronous commit (`_prepare`), which
             # flushes this one too, lets anything leave the database. Lost in a crash, the step
-            # is pending again, and nothing was sent. (Both in one round trip.)
-            async with conn.pipeline():
-                await conn.execute(db.COMMIT_UNFLUSHED)
-                row = await (await conn.execute(
-                    _CLAIM_ANY if incident_id is None else _CLAIM_OF_INCIDENT,
-                    {"worker": self.worker, "lock": self.lock, "incident": incident_id},
-                )).fetchone()
+            # is pending again, and nothing was sent.
+            await conn.execute(db.COMMIT_UNFLUSHED)
+            row = await (await conn.execute(
+                _CLAIM_ANY if incident_id is None else _CLAIM_OF_INCIDENT,
+                {"worker": self.worker, "lock": self.lock, "incident": incident_id},
+            )).fetchone()
             return Step(**row) if row else None
 
     async def _execute(self, step: Step, on_prepared: Callable[[], None] | None = None
