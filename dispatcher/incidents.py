@@ -107,11 +107,9 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
         await conn.execute("DELETE FROM incidents WHERE id = %s", (incident_id,))
         log.warning("alert already recorded for another elder; ignored", alert_id=alert.alert_id)
         return None
-    async with conn.pipeline():
-        await timeline(conn, incident_id, "incident_opened", kind=alert.kind,
-                       severity=alert.severity, alert_id=alert.alert_id,
-                       device_id=alert.device_id, room=alert.room)
-        await remember_position(conn, str(incident_id), alert.model_dump(mode="json"))
+    await timeline(conn, incident_id, "incident_opened", kind=alert.kind, severity=alert.severity,
+                   alert_id=alert.alert_id, device_id=alert.device_id, room=alert.room)
+    await remember_position(conn, str(incident_id), alert.model_dump(mode="json"))
     await materialise(conn, incident_id, alert.elder_id, alert.community_id, policy)
     INCIDENTS.labels(alert.kind, alert.severity.value).inc()
     return incident_id
