@@ -81,7 +81,8 @@ class Engine:
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer = kafka.consumer(settings, self.group)
         self.ready = asyncio.Event()  # set once partitions are assigned (for tests and tools)
-        self.producer: AIOKafkaProducer = kafka.producer(settings)
+        # Alerts are few and each one is someone waiting for help: sent without lingering.
+        self.producer: AIOKafkaProducer = kafka.producer(settings, linger_ms=0)
         self.last_event_wall = time.monotonic()
         self.outage = False
         self._mirroring: asyncio.Task[None] | None = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from foundation.contracts.alerts import Alert, Severity, alert_id
-from foundation.contracts.events import CanonicalEvent
+from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
 
-_KINDS = {"sos": "sos", "fall": "fall", "smoke": "smoke", "gas": "gas", "heat": "heat"}
+_KINDS = {kind: kind for kind in URGENT_TYPES}  # the alert kind is the event type
 
 
 def immediate_alert(event: CanonicalEvent, now: datetime) -> Alert | None:

@@ -72,22 +72,25 @@ class ProfileCache:
                 self.get(e).made = None
             return
         async with self.pool.connection() as conn:
-            elders = await (await conn.execute(
-                "SELECT id, to_jsonb(e) AS row FROM elders e WHERE id = ANY(%s)", (elder_ids,)
-            )).fetchall()
-            devices = await (await conn.execute(
-                "SELECT id, elder_id, heartbeat_interval_s FROM devices"
-                " WHERE elder_id = ANY(%s) AND active", (elder_ids,))).fetchall()
-            away: list[dict[str, Any]] = []
             if self._has_away is None:
                 row = await (await conn.execute(
                     "SELECT to_regclass('elder_away_periods') IS NOT NULL AS ok")).fetchone()
                 self._has_away = bool(row and row["ok"])
-            if self._has_away:
-                away = await (await conn.execute(
+            # One round trip for the three reads: an SOS of an elder not seen lately waits
+            # for them before its alert.
+            async with conn.pipeline():
+                elders_read = await conn.execute(
+                    "SELECT id, to_jsonb(e) AS row FROM elders e WHERE id = ANY(%s)", (elder_ids,))
+                devices_read = await conn.execute(
+                    "SELECT id, elder_id, heartbeat_interval_s FROM devices"
+                    " WHERE elder_id = ANY(%s) AND active", (elder_ids,))
+                away_read = await conn.execute(
                     "SELECT elder_id, starts_at, ends_at FROM elder_away_periods"
                     " WHERE elder_id = ANY(%s) AND (ends_at IS NULL OR ends_at > now()"
-                    " - interval '7 days')", (elder_ids,))).fetchall()
+                    " - interval '7 days')", (elder_ids,)) if self._has_away else None
+            elders = await elders_read.fetchall()
+            devices = await devices_read.fetchall()
+            away: list[dict[str, Any]] = await away_read.fetchall() if away_read else []
         now = time.monotonic()
         for e in elder_ids:
             r = self.get(e)

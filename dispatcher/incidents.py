@@ -59,23 +59,26 @@ async def timeline(
 
 async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | None:
     """Open or join an incident for `alert`; None if this alert was already recorded."""
-    # One elder at a time: the lookup below and the insert cannot interleave with another
+    # Sent together, answered in one round trip (each one costs the first call), executed in
+    # this order. One elder at a time: the lookups and the insert cannot interleave with another
     # dispatcher's, so neither a redelivered alert nor a second alert opens a second incident.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 16))",
-                       (f"elder:{alert.elder_id}",))
-    seen = await (await conn.execute(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert.alert_id,),
-    )).fetchone()
-    if seen is not None:
+    async with conn.pipeline():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 16))",
+                           (f"elder:{alert.elder_id}",))
+        seen_read = await conn.execute(
+            "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert.alert_id,),
+        )
+        candidates_read = await conn.execute(
+            "SELECT id, kind, maintenance, severity, status,"
+            " extract(epoch FROM now() - coalesce(last_alert_at, opened_at)) AS idle_s"
+            " FROM incidents WHERE elder_id = %s AND status <> 'resolved'"
+            " ORDER BY opened_at DESC FOR UPDATE",
+            (alert.elder_id,),
+        )
+        rules = await rules_for(conn, alert.community_id)
+    if await seen_read.fetchone() is not None:
         return None
-    rules = await rules_for(conn, alert.community_id)
-    candidates = await (await conn.execute(
-        "SELECT id, kind, maintenance, severity, status,"
-        " extract(epoch FROM now() - coalesce(last_alert_at, opened_at)) AS idle_s"
-        " FROM incidents WHERE elder_id = %s AND status <> 'resolved'"
-        " ORDER BY opened_at DESC FOR UPDATE",
-        (alert.elder_id,),
-    )).fetchall()
+    candidates = await candidates_read.fetchall()
     for row in candidates:
         window = grouping_window(rules, row["kind"], row["maintenance"], alert.kind,
                                  alert.maintenance)
@@ -90,14 +93,16 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
 
     incident_id = uuid.uuid4()
     policy = await policy_for(conn, alert, rules)
-    await conn.execute(
-        "INSERT INTO incidents (id, elder_id, community_id, kind, severity, status, event_time,"
-        " alert_at, maintenance, ladder, last_alert_at)"
-        " VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, now())",
-        (incident_id, alert.elder_id, alert.community_id, alert.kind, alert.severity,
-         alert.event_time, alert.detected_at, alert.maintenance, policy.model_dump_json()),
-    )
-    if not await _claim_alert(conn, alert, incident_id):
+    async with conn.pipeline():
+        await conn.execute(
+            "INSERT INTO incidents (id, elder_id, community_id, kind, severity, status,"
+            " event_time, alert_at, maintenance, ladder, last_alert_at)"
+            " VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, now())",
+            (incident_id, alert.elder_id, alert.community_id, alert.kind, alert.severity,
+             alert.event_time, alert.detected_at, alert.maintenance, policy.model_dump_json()),
+        )
+        claim = await conn.execute(_CLAIM_ALERT, _claim_params(alert, incident_id))
+    if claim.rowcount != 1:  # known once the pipeline has synced
         # The same alert id under another elder's lock (never two presses: ids are per event).
         await conn.execute("DELETE FROM incidents WHERE id = %s", (incident_id,))
         log.warning("alert already recorded for another elder; ignored", alert_id=alert.alert_id)
@@ -196,12 +201,16 @@ async def _escalate(
     await materialise(conn, incident_id, alert.elder_id, alert.community_id, policy)
 
 
+_CLAIM_ALERT = ("INSERT INTO incident_alerts (alert_id, incident_id, alert) VALUES (%s, %s, %s)"
+                " ON CONFLICT (alert_id) DO NOTHING")
+
+
+def _claim_params(alert: Alert, incident_id: uuid.UUID) -> tuple[str, uuid.UUID, str]:
+    return (alert.alert_id, incident_id, alert.model_dump_json())
+
+
 async def _claim_alert(conn: AsyncConnection[Any], alert: Alert, incident_id: uuid.UUID) -> bool:
-    cur = await conn.execute(
-        "INSERT INTO incident_alerts (alert_id, incident_id, alert) VALUES (%s, %s, %s)"
-        " ON CONFLICT (alert_id) DO NOTHING",
-        (alert.alert_id, incident_id, alert.model_dump_json()),
-    )
+    cur = await conn.execute(_CLAIM_ALERT, _claim_params(alert, incident_id))
     return cur.rowcount == 1
 
 
@@ -214,23 +223,34 @@ async def materialise(
     does not wait for the staff SMS); each later step is scheduled when the one before it
     finishes. Staff are those on shift now in the community's time zone (dispatcher/roster.py);
     with nobody on shift at any level the timeline says so."""
-    contacts = await (await conn.execute(
-        "SELECT priority, name, phone, can_sms, language, channels FROM contacts"
-        " WHERE elder_id = %s ORDER BY priority", (elder_id,),
-    )).fetchall()
-    staff, level = await roster.on_duty(conn, community_id)
+    # The reads are independent: sent together, answered in one round trip (the first call
+    # waits for this transaction).
+    async with conn.pipeline():
+        contacts_read = await conn.execute(
+            "SELECT priority, name, phone, can_sms, language, channels FROM contacts"
+            " WHERE elder_id = %s ORDER BY priority", (elder_id,),
+        )
+        community_read = await conn.execute(
+            "SELECT name, emergency_line FROM communities WHERE id = %s", (community_id,),
+        )
+        who_read = await conn.execute(
+            "SELECT e.name, e.phone, e.language, i.acknowledged_by, i.acknowledged_phone"
+            " FROM elders e LEFT JOIN incidents i ON i.id = %s WHERE e.id = %s",
+            (str(incident_id), elder_id),
+        )
+        last_read = await conn.execute(
+            "SELECT coalesce(max(seq), 0) AS seq FROM escalation_steps WHERE incident_id = %s",
+            (str(incident_id),),
+        )
+        staff, level = await roster.on_duty(conn, community_id)
+    contacts = await contacts_read.fetchall()
+    community = await community_read.fetchone()
+    who = await who_read.fetchone()
+    last = await last_read.fetchone()
     if level != "community" and any(r.target in ("staff", "duty_lead") for r in policy.rungs):
         await timeline(conn, incident_id, "duty_level", level=level,
                        staff=[s["name"] for s in staff])
-    community = await (await conn.execute(
-        "SELECT name, emergency_line FROM communities WHERE id = %s", (community_id,),
-    )).fetchone()
     line = community["emergency_line"] if community else ""
-    who = await (await conn.execute(
-        "SELECT e.name, e.phone, e.language, i.acknowledged_by, i.acknowledged_phone"
-        " FROM elders e LEFT JOIN incidents i ON i.id = %s WHERE e.id = %s",
-        (str(incident_id), elder_id),
-    )).fetchone()
     people = People(
         contacts=contacts, staff=staff, emergency_line=line,
         elder={"name": who["name"], "phone": who["phone"], "language": who["language"]}
@@ -239,14 +259,11 @@ async def materialise(
         if who and who["acknowledged_phone"] else None,
         lead=roster.duty_lead(staff),
     )
-    last = await (await conn.execute(
-        "SELECT coalesce(max(seq), 0) AS seq FROM escalation_steps WHERE incident_id = %s",
-        (str(incident_id),),
-    )).fetchone()
     seq = int(last["seq"]) if last else 0
     first = seq + 1
     carry = 0.0  # the wait of a rung without recipients passes to the next one
     leading = True  # still in the prefix of steps without any wait
+    rows: list[tuple[object, ...]] = []
     for round_no in range(1, policy.rounds + 1):
         if round_no > 1:
             carry += policy.round_wait_s
@@ -260,15 +277,16 @@ async def materialise(
                 reached.add(key)
                 seq += 1
                 leading = leading and carry == 0 and round_no == 1
-                await conn.execute(
-                    "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
-                    " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                    " CASE WHEN %s THEN now() + make_interval(secs => %s) END)",
-                    (str(incident_id), seq, round_no, rung.action,
-                     json.dumps(target, ensure_ascii=False), carry, purpose,
-                     seq == first or leading, carry),
-                )
+                rows.append((str(incident_id), seq, round_no, rung.action,
+                             json.dumps(target, ensure_ascii=False), carry, purpose,
+                             seq == first or leading, carry))
                 carry = 0.0
+    # One pipelined batch, not a round trip per step: the first call waits for this.
+    await conn.cursor().executemany(
+        "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
+        " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN now() + make_interval(secs => %s) END)", rows,
+    )
     if seq >= first:
         await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
     return seq - first + 1

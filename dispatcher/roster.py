@@ -46,7 +46,7 @@ def on_shift(roster: list[dict[str, Any]], local: datetime) -> bool:
 
 
 _CANDIDATES = """
-SELECT s.id, s.name, s.phone, s.role, s.scope, s.duty_roster,
+SELECT s.id, s.name, s.phone, s.role, s.scope, s.duty_roster, c.time_zone,
        CASE WHEN s.community_id = c.id AND s.scope = 'community' THEN 0
             WHEN s.scope = 'street' AND s.street <> '' AND s.street = c.street THEN 1
             ELSE 2 END AS level
@@ -67,8 +67,11 @@ async def on_duty(
 ) -> tuple[list[dict[str, Any]], str]:
     """The staff to reach now and their level ("community", "street", "district"); an empty
     list with level "none" when nobody at any level is on shift."""
-    local = (now or datetime.now(UTC)).astimezone(await community_zone(conn, community_id))
+    # One read: the community's time zone comes with each candidate (no candidate, no shift).
     rows = await (await conn.execute(_CANDIDATES, (community_id,))).fetchall()
+    if not rows:
+        return [], "none"
+    local = (now or datetime.now(UTC)).astimezone(zone(rows[0]["time_zone"]))
     for level in range(len(LEVELS)):
         people = [r for r in rows if r["level"] == level and on_shift(r["duty_roster"], local)]
         if people:
@@ -81,10 +84,3 @@ def duty_lead(staff: list[dict[str, Any]]) -> list[dict[str, Any]]:
     leads = [s for s in staff if s["role"] in ("street_supervisor", "district_admin")]
     return (leads or staff)[:1]
 
-
-async def community_zone(conn: AsyncConnection[Any], community_id: str) -> ZoneInfo:
-    """The community's time zone (the default if the community is unknown)."""
-    row = await (await conn.execute(
-        "SELECT time_zone FROM communities WHERE id = %s", (community_id,),
-    )).fetchone()
-    return zone(row["time_zone"] if row else None)

@@ -168,7 +168,8 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                  requests=settings.dispatcher_requests, dry_run=channel.dry_run)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_or_exit(_intake(intake, pool, stop, wake), stop, settings))
+                tg.create_task(_or_exit(_intake(intake, pool, stop, wake, runner), stop,
+                                        settings))
                 for n in range(workers):
                     tg.create_task(_steps(runner, wake, n, recover=n == 0))
                 tg.create_task(_or_exit(_listen(settings, stop, wake), stop, settings))
@@ -180,8 +181,10 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
             await pool.close()
 
 
-async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup) -> None:
-    """Alerts -> incidents; the offset is committed only after the database transaction."""
+async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wakeup,
+                  runner: StepRunner) -> None:
+    """Alerts -> incidents; the offset is committed only once the incidents are on disk. An
+    incident's first step is started here at once; the workers take the others."""
     joining = asyncio.ensure_future(intake.ready())
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -228,11 +231,14 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             else:
                                 log.info("alert recorded", alert_id=alert.alert_id,
                                          incident_id=str(incident) if incident else None)
-                                wake.set()
+                                if incident is None or not await runner.start_first(incident):
+                                    wake.set()
                                 continue
                         log.error("alert dead-lettered", reason=why)
                         await producer.send_and_wait(
                             kafka.DEADLETTER, _dead_letter(record.value or b"", why))
+                # The incidents were committed without waiting for the disk (`_record`).
+                await db.flush_commits(conn)
             try:
                 await consumer.commit()
             except CommitFailedError as exc:
@@ -250,9 +256,15 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
 
 async def _record(conn: db.Connection, alert: Alert) -> object:
     """`record_alert` in its own transaction, tried twice: a conflict with a concurrent writer
-    passes on the second try, a fault of the alert itself fails both."""
+    passes on the second try, a fault of the alert itself fails both.
+
+    The commit does not wait for the disk (`db.COMMIT_UNFLUSHED`): nothing outside the
+    database acts on the incident before a synchronous commit has flushed it too, i.e. the
+    first step's notification row (steps.py) or `db.flush_commits` before the alerts' offsets
+    are committed. So the first call waits for one flush instead of two (plus the claim's)."""
     try:
         async with conn.transaction():
+            await conn.execute(db.COMMIT_UNFLUSHED)
             return await record_alert(conn, alert)
     except Exception as exc:
         if is_transient(exc):
@@ -260,6 +272,7 @@ async def _record(conn: db.Connection, alert: Alert) -> object:
         log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
                     exc_info=exc)
     async with conn.transaction():
+        await conn.execute(db.COMMIT_UNFLUSHED)
         return await record_alert(conn, alert)
 
 

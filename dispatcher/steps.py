@@ -56,12 +56,14 @@ UPDATE escalation_steps s SET status = 'running', claimed_by = %(worker)s, claim
        worker_lock = %(lock)s, attempts = attempts + 1
 WHERE s.id = (
     SELECT id FROM escalation_steps
-    WHERE status = 'pending' AND due_at <= now()
-    ORDER BY round, seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    WHERE status = 'pending' AND due_at <= now() {incident}
+    ORDER BY round, action <> 'call', seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
 RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts,
           s.purpose
 """
+_CLAIM_ANY = _CLAIM.format(incident="")
+_CLAIM_OF_INCIDENT = _CLAIM.format(incident="AND incident_id = %(incident)s")
 
 _FACTS = """
 SELECT e.name AS elder, e.address, c.name AS community, c.time_zone, i.kind, i.event_time,
@@ -112,7 +114,9 @@ class StepRunner:
     slots, never the claimer: under a backlog every due step is claimed and its request sent at
     once, up to `requests` in flight. Earlier rungs are claimed first (round, then the step's
     place in its ladder), so a new incident's first call and staff alert never queue behind
-    the SMS or later rungs of other incidents."""
+    the SMS or later rungs of other incidents; within a round calls come first, so the first
+    call does not wait for the incident's console entry and staff SMS prepared beside it (they
+    take turns on the incident's row)."""
 
     def __init__(self, pool: db.Pool, channel: Channel, public_base_url: str, worker_lock: int,
                  retry: RetryPolicy | None = None, family_base_url: str = "",
@@ -151,14 +155,38 @@ class StepRunner:
                 self.slots.release()
                 return ran
             self.on_claim()
-            task = asyncio.create_task(self._run_in_slot(step))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
+            self._start(step)
             ran += 1
 
-    async def _run_in_slot(self, step: Step) -> None:
+    async def start_first(self, incident_id: Any) -> bool:
+        """Claim the step a new incident starts with (its first call: calls come first) and
+        start it at once, without the round trip through a resting worker; the workers are
+        woken (`on_claim`) once its notification row is committed, so the incident's other
+        steps do not compete with it until then. False (nothing claimed) when no step of the
+        incident is due or no request slot is free: the workers take it as usual."""
+        if self.slots.locked():
+            return False
+        await self.slots.acquire()
         try:
-            await self.run_claimed(step)
+            step = await self._claim(incident_id)
+        except BaseException:
+            self.slots.release()
+            raise
+        if step is None:
+            self.slots.release()
+            return False
+        self._start(step, on_prepared=self.on_claim)
+        return True
+
+    def _start(self, step: Step, on_prepared: Callable[[], None] | None = None) -> None:
+        task = asyncio.create_task(self._run_in_slot(step, on_prepared))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _run_in_slot(self, step: Step, on_prepared: Callable[[], None] | None = None
+                           ) -> None:
+        try:
+            await self.run_claimed(step, on_prepared)
         except Exception:  # e.g. the database lost while recovering: the step stays
             # "running" under this process's lock, recovered by another once it has exited
             log.exception("step not settled", step=step.id)
@@ -171,10 +199,12 @@ class StepRunner:
         if self.in_flight:
             await asyncio.wait(set(self.in_flight), timeout=timeout)
 
-    async def run_claimed(self, step: Step) -> None:
-        """Execute a step this process has claimed."""
+    async def run_claimed(self, step: Step, on_prepared: Callable[[], None] | None = None
+                          ) -> None:
+        """Execute a step this process has claimed (`on_prepared`: called once everything
+        before the Twilio request is committed)."""
         try:
-            await self._execute(step)
+            await self._execute(step, on_prepared)
         except Exception:  # a bug must not stop the ladder of every other incident
             log.exception("step crashed", step=step.id)
             async with self.pool.connection() as conn:
@@ -196,16 +226,25 @@ class StepRunner:
             return cap
         return max(0.0, min(cap, float(row["s"])))
 
-    async def _claim(self) -> Step | None:
+    async def _claim(self, incident_id: Any = None) -> Step | None:
+        """The next due step (of one incident, if given), claimed by this process."""
         async with self.pool.connection() as conn:
+            # Not waited for: only the notification row's synchronous commit (`_prepare`), which
+            # flushes this one too, lets anything leave the database. Lost in a crash, the step
+            # is pending again, and nothing was sent.
+            await conn.execute(db.COMMIT_UNFLUSHED)
             row = await (await conn.execute(
-                _CLAIM, {"worker": self.worker, "lock": self.lock}
+                _CLAIM_ANY if incident_id is None else _CLAIM_OF_INCIDENT,
+                {"worker": self.worker, "lock": self.lock, "incident": incident_id},
             )).fetchone()
             return Step(**row) if row else None
 
-    async def _execute(self, step: Step) -> None:
+    async def _execute(self, step: Step, on_prepared: Callable[[], None] | None = None
+                       ) -> None:
         async with self.pool.connection() as conn:
             prepared = await self._prepare(conn, step)
+        if on_prepared is not None:
+            on_prepared()
         if prepared is None:
             return
         notification, body = prepared

@@ -83,3 +83,20 @@ async def check(url: str) -> None:
     """Raise unless the database answers."""
     async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
         await conn.execute("SELECT 1")
+
+
+# A commit that is not waited for (synchronous_commit = off) is on disk once any later
+# synchronous commit that wrote WAL has returned: the WAL is one stream, flushed in order.
+COMMIT_UNFLUSHED = "SET LOCAL synchronous_commit = off"
+
+
+async def flush_commits(conn: Connection) -> None:
+    """Return once every transaction committed before this call is on disk (and on synchronous
+    standbys): a synchronous commit of a transaction that wrote one WAL record (a logical
+    message nobody decodes), which flushes the WAL up to its own commit and so past every
+    earlier one. For transactions committed with `COMMIT_UNFLUSHED`. `conn` must not be in a
+    transaction (this one would then be a savepoint, committing nothing)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("flush_commits needs a connection outside any transaction")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_logical_emit_message(true, 'eldercare.flush', '')")

@@ -61,6 +61,7 @@ class EventBatches:
         self._partitioner = KeyPartitioner()
         self._partitions: list[int] = []
         self._open: dict[int, tuple[BatchBuilder, list[_Waiting]]] = {}
+        self._urgent: set[int] = set()  # partitions whose open batch holds an urgent event
         self.waiting = 0  # events gathered or handed over, not yet acknowledged
         self.sent = 0  # batches handed over, not yet acknowledged (counted in `pending`)
 
@@ -83,6 +84,8 @@ class EventBatches:
                 opened = self._open[partition] = (self._producer.create_batch(), [])
                 if opened[0].append(timestamp=None, key=key, value=value) is None:
                     raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
+            if event.urgent:
+                self._urgent.add(partition)
         except BaseException:
             self._ingest.release(claimed)
             raise
@@ -101,13 +104,19 @@ class EventBatches:
                 self._ingest.release(w.key)
             self.waiting -= len(waiting)
         self._open.clear()
+        self._urgent.clear()
 
     async def _send(self, partition: int) -> None:
         builder, waiting = self._open[partition]
+        if partition in self._urgent:
+            # A closed batch is sent at once: the producer's linger (fuller requests under
+            # load) is no wait for an SOS. (aiokafka lingers only on a batch still open.)
+            builder.close()
         # Waits while this partition's previous batch is still queued in the producer (so
         # the next one grows meanwhile); cancelled or failed, the batch stays open: `abandon`.
         durable = await self._producer.send_batch(builder, kafka.EVENTS, partition=partition)
         del self._open[partition]
+        self._urgent.discard(partition)
         self._pending.add(durable)
         self.sent += 1
         durable.add_done_callback(functools.partial(self._done, waiting))

@@ -221,26 +221,35 @@ async def _series(settings: Settings, pop: Population, requests: list[Any], rate
 
 
 _STAGES = """
-SELECT extract(epoch FROM (a.alert->>'detected_at')::timestamptz - i.event_time) AS detect,
+SELECT extract(epoch FROM (a.alert->'evidence'->0->>'received_at')::timestamptz - i.event_time)
+         AS ingest,
+       extract(epoch FROM (a.alert->>'detected_at')::timestamptz
+                          - (a.alert->'evidence'->0->>'received_at')::timestamptz) AS detect,
        extract(epoch FROM a.received_at - (a.alert->>'detected_at')::timestamptz) AS record,
-       extract(epoch FROM n.created_at - a.received_at) AS step,
+       extract(epoch FROM s.claimed_at - a.received_at) AS claim,
+       extract(epoch FROM n.created_at - s.claimed_at) AS prepare,
        extract(epoch FROM n.updated_at - n.created_at) AS twilio
 FROM incidents i
 JOIN LATERAL (SELECT * FROM incident_alerts x WHERE x.incident_id = i.id
               ORDER BY received_at LIMIT 1) a ON true
 JOIN LATERAL (SELECT * FROM notifications y WHERE y.incident_id = i.id AND y.channel = 'voice'
               ORDER BY id LIMIT 1) n ON true
+JOIN escalation_steps s ON s.id = n.step_id
 WHERE i.community_id = %s AND i.status <> 'resolved'
 """
 
 
 def _stages(settings: Settings, community_id: str) -> dict[str, float | None]:
-    """Median time per stage (database clock = this machine's clock): press -> alert detected
-    (ingest + detectors), -> incident recorded (dispatcher intake), -> call recorded (step
-    runner), -> Twilio answered (SDK + proxy + Prism)."""
+    """Median time per stage (database clock = this machine's clock; a database time is the
+    start of the transaction that wrote it): press -> event received by ingest (MQTT), ->
+    alert detected (ingest's produce, Kafka, the detectors' fetch), -> alert recorded
+    (detectors' produce, Kafka, the dispatcher's fetch), -> first call step claimed (the step
+    runner woken), -> call recorded (incident facts, the message rendered), -> Twilio answered
+    (SDK + proxy + Prism)."""
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(_STAGES, (community_id,)).fetchall()
-    names = ("press_to_alert", "alert_to_incident", "incident_to_call_row", "twilio_request")
+    names = ("press_to_ingest", "ingest_to_alert", "alert_to_incident", "incident_to_claim",
+             "claim_to_call_row", "twilio_request")
     if not rows:
         return dict.fromkeys(names)
     arr = np.array([[float(v or 0) for v in r] for r in rows]) * 1000

@@ -7,6 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+# Event types that are an alert by themselves (detectors/immediate.py): an SOS press, a
+# sounding alarm, a device's own fall flag. Ingest hands them to Kafka without lingering.
+URGENT_TYPES = frozenset({"sos", "fall", "smoke", "gas", "heat"})
+
 
 class CanonicalEvent(BaseModel):
     """One validated, normalised device message, resolved to its elder. Keyed by elder on Kafka."""
@@ -28,3 +32,9 @@ class CanonicalEvent(BaseModel):
 
     def key(self) -> bytes:
         return self.elder_id.encode()
+
+    @property
+    def urgent(self) -> bool:
+        """Whether this event is an alert by itself (`URGENT_TYPES`, unless an alarm reports
+        it stopped sounding)."""
+        return self.type in URGENT_TYPES and self.data.get("state") is not False
