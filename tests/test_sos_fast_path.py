@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from aiokafka import AIOKafkaProducer
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from devices.registry import Community
+from devices.registry import save
 from dispatcher.channels import DryRunChannel
 from dispatcher.incidents import record_alert
 from dispatcher.steps import StepRunner, new_worker_lock
@@ -23,6 +25,7 @@ from foundation.config import Settings
 from foundation.contracts.alerts import Alert, Severity
 from foundation.contracts.events import CanonicalEvent
 from ingest.event_batches import EventBatches
+from tests.conftest import make_community
 
 
 async def test_commits_not_waited_for_are_on_disk_once_flush_commits_returns(
@@ -50,9 +53,24 @@ def _steps(settings: Settings, incident: object) -> list[tuple[str, str]]:
             " AND due_at IS NOT NULL ORDER BY seq", (incident,))]
 
 
+@pytest.fixture(scope="module")
+def own_db(infra: Settings) -> Settings:
+    """A database of the test's own: no dispatcher of the shared stack claims its steps."""
+    name = f"fastpath_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(infra.database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    own = infra.model_copy(update={"database_url": make_conninfo(infra.database_url,
+                                                                 dbname=name)})
+    db.upgrade(own.database_url)
+    return own
+
+
 async def test_a_new_incident_starts_with_its_first_call_and_leaves_the_rest_to_the_workers(
-    infra: Settings, community: Community,
+    own_db: Settings,
 ) -> None:
+    infra = own_db
+    community = make_community()
+    save(infra.database_url, [community])
     elder = community.elders[0]
     now = datetime.now(UTC)
     pool = db.pool(infra.database_url, max_size=4)
