@@ -183,8 +183,7 @@ async def reconcile(pool: db.Pool, channel: Channel, q: Question, owner: int,
     error = None
     if q.provider_sid is None:  # a status callback may already have told us the SID
         try:
-            async with asyncio.timeout(how.timeout_s):
-                found = await channel.sent(kind, q.to_number, q.created_at - SKEW)
+            found = await ask(channel, kind, q.to_number, q.created_at, how.timeout_s)
         except Exception as exc:  # an outage: unknown for now, asked again later
             error = f"{type(exc).__name__}: {exc}"
     async with pool.connection() as conn:
@@ -203,12 +202,7 @@ async def reconcile(pool: db.Pool, channel: Channel, q: Question, owner: int,
             await _finish(conn, q, "done")
             RECONCILED.labels(kind, "adopted").inc()
         elif error is None:
-            await conn.execute(
-                "UPDATE notifications SET status = 'retrying', error = %s, updated_at = now()"
-                " WHERE id = %s", (ABSENT, q.notification_id))
-            await _resume(conn, q.step_id, q.incident_id, q.action)
-            await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
-            RECONCILED.labels(kind, "resent").inc()
+            await _send_again(conn, q.notification_id, q.step_id, q.incident_id, q.action, kind)
         else:
             log.warning("provider cannot be asked; outcome unknown for now", step=q.step_id,
                         error=error)
@@ -241,8 +235,7 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
         found: list[Sent] = []
         if r["provider_sid"] is None:
             try:
-                async with asyncio.timeout(how.timeout_s):
-                    found = await channel.sent(kind, r["to_number"], r["created_at"] - SKEW)
+                found = await ask(channel, kind, r["to_number"], r["created_at"], how.timeout_s)
             except Exception as exc:  # still down: the rest of the batch waits too
                 log.warning("provider still cannot be asked", notification=r["id"],
                             error=f"{type(exc).__name__}: {exc}")
@@ -275,13 +268,8 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
                     and not step["reached"]:
                 # Never reached the provider and still wanted (nobody responsible, the number
                 # not reached by a later rung or round): sent now, late beats never.
-                await conn.execute(
-                    "UPDATE notifications SET status = 'retrying', error = %s,"
-                    " updated_at = now() WHERE id = %s",
-                    (ABSENT, r["id"]))
-                await _resume(conn, r["step_id"], r["incident_id"], step["action"])
-                await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
-                RECONCILED.labels(kind, "resent").inc()
+                await _send_again(conn, r["id"], r["step_id"], r["incident_id"], step["action"],
+                                  kind)
             else:
                 await conn.execute(
                     "UPDATE notifications SET status = 'failed', error = %s, updated_at = now()"
@@ -293,6 +281,26 @@ async def reconcile_unknown(pool: db.Pool, channel: Channel, how: Reconciling) -
             await conn.commit()
             settled += 1
     return settled
+
+
+async def ask(channel: Channel, kind: Kind, to_number: str, created_at: datetime,
+              timeout_s: float) -> list[Sent]:
+    """What the provider has sent to `to_number` since a row written at `created_at` (less the
+    clock skew allowed); raises when it cannot be asked within `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        return await channel.sent(kind, to_number, created_at - SKEW)
+
+
+async def _send_again(conn: AsyncConnection[Any], notification_id: int, step_id: int,
+                      incident_id: Any, action: str, kind: Kind) -> None:
+    """The provider never got it: the step runs again, and its retry does not ask again
+    (`ABSENT`: it has just been asked)."""
+    await conn.execute(
+        "UPDATE notifications SET status = 'retrying', error = %s, updated_at = now()"
+        " WHERE id = %s", (ABSENT, notification_id))
+    await _resume(conn, step_id, incident_id, action)
+    await conn.execute("SELECT pg_notify('escalation_due', 'recovered')")
+    RECONCILED.labels(kind, "resent").inc()
 
 
 async def unclaimed(conn: AsyncConnection[Any], notification_id: int, to_number: str,

@@ -145,14 +145,8 @@ class StepRunner:
         returns how many were claimed."""
         ran = 0
         while True:
-            await self.slots.acquire()
-            try:
-                step = await self._claim()
-            except BaseException:
-                self.slots.release()
-                raise
+            step = await self._claim_in_slot()
             if step is None:
-                self.slots.release()
                 return ran
             self.on_claim()
             self._start(step)
@@ -166,6 +160,15 @@ class StepRunner:
         incident is due or no request slot is free: the workers take it as usual."""
         if self.slots.locked():
             return False
+        step = await self._claim_in_slot(incident_id)
+        if step is None:
+            return False
+        self._start(step, on_prepared=self.on_claim)
+        return True
+
+    async def _claim_in_slot(self, incident_id: Any = None) -> Step | None:
+        """`_claim` holding a request slot, which the claimed step keeps (released by
+        `_run_in_slot`); no step, no slot held."""
         await self.slots.acquire()
         try:
             step = await self._claim(incident_id)
@@ -174,9 +177,7 @@ class StepRunner:
             raise
         if step is None:
             self.slots.release()
-            return False
-        self._start(step, on_prepared=self.on_claim)
-        return True
+        return step
 
     def _start(self, step: Step, on_prepared: Callable[[], None] | None = None) -> None:
         task = asyncio.create_task(self._run_in_slot(step, on_prepared))
@@ -273,9 +274,9 @@ class StepRunner:
         5xx from a proxy)? Then its record is adopted and nothing is sent again. If the
         provider cannot be asked, the retry goes ahead (a duplicate beats a missing one)."""
         try:
-            async with asyncio.timeout(self.reconciling.timeout_s):
-                found = await self.channel.sent("call" if voice else "sms", step.target["phone"],
-                                                notification["created_at"] - recovery.SKEW)
+            found = await recovery.ask(self.channel, "call" if voice else "sms",
+                                       step.target["phone"], notification["created_at"],
+                                       self.reconciling.timeout_s)
         except Exception as exc:
             log.warning("provider not asked before a retry", step=step.id, error=str(exc))
             return False
