@@ -9,11 +9,31 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.client import DisconnectFlags
+from paho.mqtt.reasoncodes import ReasonCode
 
 TOPIC_ROOT = "eldercare/v1"
 
 
 PROTOCOLS = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client, except that a connection the broker closes before its CONNACK fails
+    the connection attempt at once. aiomqtt ignores that close and waits for its whole
+    `timeout`: a broker killed or restarting mid-handshake held a device's press, or ingest's
+    reconnect, for 5-10 s (issue 14's chaos runs), where any device's MQTT stack tries again at
+    once."""
+
+    def _on_disconnect(self, client: object, userdata: object, flags: DisconnectFlags,
+                       reason_code: ReasonCode, properties: object = None) -> None:
+        if not self._connected.done():
+            self._connected.set_exception(aiomqtt.MqttError(
+                f"the broker closed the connection before accepting it ({reason_code})"))
+            self._connected.exception()  # awaited by __aenter__: no "never retrieved" log
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code,  # type: ignore[arg-type]
+                               properties)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -46,8 +66,8 @@ class MqttTarget:
         """The MQTT version of this target, for clients that ask for a version explicitly."""
         return PROTOCOLS[self.version]
 
-    def client(self, identifier: str | None = None, **kw: object) -> aiomqtt.Client:
-        return aiomqtt.Client(
+    def client(self, identifier: str | None = None, **kw: object) -> Client:
+        return Client(
             self.host, self.port, username=self.username, password=self.password,
             identifier=identifier, tls_context=self.tls_context(),
             **kw,  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ again when ingest connects (at-least-once; ingest recognises duplicates)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -52,11 +53,22 @@ async def rearm(settings: Settings, timeout_s: float = 10.0) -> None:
              subscriptions=subscriptions(settings))
 
 
-def rearm_now(settings: Settings) -> None:
-    """`rearm` from synchronous code (the stack and its supervisor); a failure is logged, not
-    raised: ingest's own connection re-arms the session too, only later."""
-    try:
-        asyncio.run(rearm(settings))
-    except Exception:
-        log.exception("ingest's broker session not re-armed: presses made before ingest "
-                      "reconnects may be lost")
+def rearm_now(settings: Settings, within_s: float = 5.0) -> None:
+    """`rearm` from synchronous code (the stack and its supervisor), tried again for
+    `within_s` when the broker refuses or drops the connection (it may still be starting, or
+    ingest's own reconnect took the session over): every failed attempt leaves devices' presses
+    unrouted. A final failure is logged, not raised: ingest's own connection re-arms the
+    session too, only later."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            asyncio.run(rearm(settings, timeout_s=max(0.5, deadline - time.monotonic())))
+            return
+        except Exception:
+            if time.monotonic() >= deadline:
+                log.exception("ingest's broker session not re-armed: presses made before "
+                              "ingest reconnects may be lost")
+                return
+            log.warning("ingest's broker session not re-armed yet; trying again",
+                        exc_info=True)
+            time.sleep(0.05)

@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from foundation.mqtt import Client as MqttClient
 from simulators.payloads import MessageIds
 from simulators.timeline import DeviceRef
 
@@ -81,7 +82,7 @@ class VirtualDevice:
         topic = status_topic(self.ref.community_id, self.ref.device_id)
         will = aiomqtt.Will(topic, json.dumps({"online": False}), qos=1, retain=True)
         for attempt in range(6):  # freshly provisioned logins work once the broker has reloaded
-            client = aiomqtt.Client(
+            client = MqttClient(
                 self._target.host, self._target.port, username=user, password=password,
                 identifier=f"sim-{self.ref.device_id}", protocol=self._target.protocol,
                 will=will, keepalive=self._keepalive, timeout=10,
