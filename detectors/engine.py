@@ -176,9 +176,11 @@ class Engine:
                     self.parts[tp.partition] = part
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
+                        part.seeked_to = part.next_offset
                     else:  # never checkpointed, or offsets of a lost log: read it all (the
                         # group's offsets in Kafka are only a mirror for lag tools)
                         await self.consumer.seek_to_beginning(tp)
+                        part.seeked_to = await self.consumer.position(tp)
                     log.info("partition assigned", partition=tp.partition,
                              elders=len(part.elders), offset=part.next_offset)
             await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])
@@ -199,7 +201,7 @@ class Engine:
         decoded: list[tuple[PartitionState, int, CanonicalEvent | None, bytes]] = []
         for tp, records in batches.items():
             part = self.parts.get(tp.partition)
-            if part is None:
+            if part is None or (records and self._stale(tp, part, records[0].offset)):
                 continue
             done = part.next_offset
             for r in records:
@@ -265,6 +267,29 @@ class Engine:
             if part.max_event_time is not None:
                 part.advance(part.max_event_time - lateness)
         metrics.PROCESSING.observe(time.perf_counter() - started)
+
+    def _stale(self, tp: TopicPartition, part: PartitionState, first: int) -> bool:
+        """Whether a batch starting at offset `first` was fetched from where the consumer
+        read before this partition's latest assignment (the rebalance ran while the batch
+        waited for the engine's lock). Processed, it would move the partition past every
+        record between the seek and `first`, which were then skipped as already processed:
+        after a roll of the embedded Kafka, the old position pointed into the new log and
+        SOS presses were lost that way. Such a batch is dropped and the partition read again
+        from where this process expects it. The platform's topics are neither compacted
+        nor transactional, so a batch starts at or below that offset; a real gap in a log
+        is accepted the second time it is met."""
+        expected = part.next_offset if part.next_offset is not None else part.seeked_to
+        if expected is None or first <= expected:
+            return False
+        if part.gap == (expected, first):
+            log.warning("gap in the log: reading on", partition=tp.partition,
+                        expected=expected, found=first)
+            return False
+        part.gap = (expected, first)
+        log.warning("records fetched before a rebalance dropped; reading again",
+                    partition=tp.partition, expected=expected, found=first)
+        self.consumer.seek(tp, expected)
+        return True
 
     async def _tick(self) -> None:
         """Advance idle watermarks by the wall clock and fire every elder's timers."""

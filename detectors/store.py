@@ -36,6 +36,10 @@ class PartitionState:
     saved_at: datetime | None = None
     incarnation: str = ""  # the broker incarnation `next_offset` counts in
     last_event_wall: float = 0.0
+    # Where the consumer was last sent for this partition (the seek of its assignment), for
+    # as long as nothing is processed: a batch starting past it was fetched before that seek.
+    seeked_to: int | None = None
+    gap: tuple[int, int] | None = None  # (expected, found): a gap in the log seen once
     # Each elder's newest event time and the wall clock (monotonic) it arrived at.
     recent: dict[str, tuple[datetime, float]] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 from psycopg_pool import PoolTimeout
 
@@ -29,6 +29,7 @@ from foundation.config import Settings
 from foundation.contracts.alerts import Alert
 from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe, is_transient
+from foundation.group_consumer import GroupConsumer
 
 log = logs.get(__name__)
 
@@ -122,21 +123,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 async def _rewind(intake: _Intake) -> None:
     """Back to the last committed offsets: alerts fetched but not recorded are read again."""
     consumer = await intake.ready()
-    for tp in consumer.assignment():
-        committed = await consumer.committed(tp)
-        if committed is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, committed)
+    await consumer.place(consumer.assignment())
 
 
 @dataclass
 class _Intake:
-    consumer: AIOKafkaConsumer
+    consumer: GroupConsumer
     producer: AIOKafkaProducer  # dead letters
     joined: asyncio.Task[None]  # the consumer's start: its group join
 
-    async def ready(self) -> AIOKafkaConsumer:
+    async def ready(self) -> GroupConsumer:
         """The consumer, once it has joined its group (a caller cancelled meanwhile does not
         cancel the join)."""
         await asyncio.shield(self.joined)

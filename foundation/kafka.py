@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,6 +17,9 @@ from aiokafka.helpers import create_ssl_context
 from foundation import logs
 from foundation.config import Settings
 from foundation.wakeup import WakingConsumer, WakingProducer
+
+if TYPE_CHECKING:
+    from foundation.group_consumer import GroupConsumer
 
 log = logs.get(__name__)
 
@@ -121,14 +124,17 @@ def consumer_client_id_prefix(pid: int) -> str:
     return f"eldercare-pid{pid}-"
 
 
-def consumer(settings: Settings, group: str, *topics: str) -> AIOKafkaConsumer:
+def consumer(settings: Settings, group: str, *topics: str) -> GroupConsumer:
     """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
     The session timeout is short so that a killed member's partitions are handed to its
     replacement within seconds (the group waits for the dead member's session to expire).
     It rests while no record comes and the platform's producers wake it (foundation/wakeup.py),
-    so an idle platform does not poll the broker 200 times a second per consumer."""
-    return WakingConsumer(
-        *topics, database_url=settings.database_url,
+    so an idle platform does not poll the broker 200 times a second per consumer. Its commits
+    say which broker incarnation they count in (foundation/group_consumer.py)."""
+    from foundation.group_consumer import GroupConsumer
+
+    return GroupConsumer(
+        *topics, settings=settings, database_url=settings.database_url,
         bootstrap_servers=settings.kafka_bootstrap, group_id=group,
         client_id=consumer_client_id_prefix(os.getpid()) + group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,

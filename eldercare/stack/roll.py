@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from foundation import deadletter_archive, kafka, logs
+from foundation import deadletter_archive, group_consumer, kafka, logs
 from foundation.config import Settings
 from foundation.wakeup import Announcements
 
@@ -111,17 +110,15 @@ def largest(ends: dict[TopicPartition, int]) -> int:
     return max(ends.values(), default=0)
 
 
-async def _kafka_committed(settings: Settings, group: str, topic: str,
+async def _kafka_committed(settings: Settings, group: str, topic: str, incarnation: str,
                            ends: dict[TopicPartition, int]) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=5000, **kafka.security(settings))
-    await asyncio.wait_for(admin.start(), 10)
-    try:
-        offsets = await admin.list_consumer_group_offsets(
-            group, partitions=[tp for tp in ends if tp.topic == topic])
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    """`group`'s committed offsets of `topic` that count in `incarnation`: a commit of
+    positions in the log before the last roll, which reached the new broker late, is no sign
+    of having read the new one (a roll trusting it threw away an alert nobody had read)."""
+    found = await asyncio.wait_for(
+        group_consumer.committed(settings, group, [tp for tp in ends if tp.topic == topic]), 10)
+    return {tp.partition: meta.offset for tp, meta in found.items()
+            if group_consumer.counts_in(meta, incarnation)}
 
 
 def _checkpointed(settings: Settings, incarnation: str) -> dict[int, int]:
@@ -142,10 +139,17 @@ async def behind(settings: Settings, services: Iterable[str], incarnation: str,
         for group, topic in CONSUMERS.get(service, ()):
             done = (await asyncio.to_thread(_checkpointed, settings, incarnation)
                     if group == DETECTORS_GROUP
-                    else await _kafka_committed(settings, group, topic, ends))
-            late += [f"{service}:{topic}:{tp.partition}" for tp, end in ends.items()
-                     if tp.topic == topic and end > 0 and done.get(tp.partition, 0) < end]
+                    else await _kafka_committed(settings, group, topic, incarnation, ends))
+            late += [f"{service}:{topic}:{p}" for p in unread(done, topic, ends)]
     return late
+
+
+def unread(done: dict[int, int], topic: str, ends: dict[TopicPartition, int]) -> list[int]:
+    """The partitions of `topic` not consumed up to `ends`, given each one's next offset to
+    consume. Past the end counts as not consumed: a late commit of the log before the last
+    roll, no sign of having read this one (the consumer commits over it once it has)."""
+    return [tp.partition for tp, end in ends.items()
+            if tp.topic == topic and end > 0 and done.get(tp.partition, 0) != end]
 
 
 def _signal(pids: Iterable[int], sig: signal.Signals) -> None:
