@@ -29,6 +29,11 @@ from foundation.deadletter import dead_letter
 log = logs.get(__name__)
 
 GROUP = "eldercare-store"
+# Records per fetched batch at most. Under a backlog a bigger batch means fewer rollup rows per
+# reading (one per device, hour, type and field per batch), fewer transactions and fewer offset
+# commits: 20,000 stored ~1.3x as fast as 5,000 in `eldercare bench store`. A live feed's
+# batches are as small as what has arrived since the last one.
+BATCH_SIZE = 20_000
 BATCH_SECONDS = Histogram("eldercare_store_batch_seconds", "Time to store one batch")
 
 
@@ -91,7 +96,7 @@ def status_only_types(settings: Settings) -> frozenset[str]:
 
 
 async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
-              batch_size: int = 5000, topic: str = kafka.EVENTS, parallel: int = 2) -> None:
+              batch_size: int = BATCH_SIZE, topic: str = kafka.EVENTS, parallel: int = 2) -> None:
     """The `store` service: consume the events topic until `stop` is set."""
     await partitions.maintain(settings.database_url, settings.readings_retention_days,
                               settings.readings_days_ahead)

@@ -100,7 +100,7 @@ async def _store(settings: Settings, topic: str, n: int) -> float:
         stored = 0
         started = 0.0
         while stored < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=1000, max_records=writer.BATCH_SIZE)
             if batch and not started:
                 started = time.perf_counter()
             stored += await writer.store_batch(writers, consumer, batch) if batch else 0
