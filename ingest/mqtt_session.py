@@ -54,9 +54,10 @@ def session_client(
         "identifier": client_id(settings), "max_queued_incoming_messages": 0,
         "queue_type": _inbox_type(queues),
     }
-    if settings.mqtt_protocol == "3.1.1":
+    if session_protocol(settings) == "3.1.1":
         # clean_session=False keeps the queue while we are away, as the session expiry does
-        # in MQTT 5; the broker's own in-flight window stands in for Receive Maximum.
+        # in MQTT 5; the broker's own in-flight window (mosquitto's max_inflight_messages,
+        # 1000 in deploy/ and the embedded broker) stands in for Receive Maximum.
         return target.client(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
                              **common)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -60,6 +60,11 @@ async def test_shared_workers_take_each_message_once(
         for line in subscribed():
             assert line["mqtt"] == session
             assert line["subscriptions"][0].startswith(f"$share/{settings.mqtt_shared_group}/")
+        # The broker's own view: "(p2, ..." is a 3.1.1 connection, "(p5, ..." an MQTT 5 one.
+        level = {"3.1.1": "p2", "5": "p5"}[session]
+        workers = [f"as {line['client_id']} ({level}," for line in subscribed()]
+        broker_log = (workdir / "mosquitto.log").read_text()
+        assert all(w in broker_log for w in workers), broker_log[-2000:]
 
         tag, total = uuid.uuid4().hex[:6], 400
         topic = event_topic(home.id, dev(home, "smart_watch"))
