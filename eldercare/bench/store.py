@@ -93,6 +93,7 @@ async def _raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
 
 async def _store(settings: Settings, topic: str, n: int) -> float:
     """The writer draining the topic; rows/s from the first fetched batch to the last commit."""
+    writer.collect_less_often()  # as the store service does
     consumer = writer.consumer(settings, f"bench-{uuid.uuid4().hex[:6]}", topic)
     writers = await writer.connect_writers(settings.database_url, 2)
     await consumer.start()
