@@ -32,8 +32,9 @@ log = logs.get(__name__)
 GROUP = "eldercare-store"
 # Records per fetched batch at most. Under a backlog a bigger batch means fewer rollup rows per
 # reading (one per device, hour, type and field per batch), fewer transactions and fewer offset
-# commits: 20,000 stored ~1.3x as fast as 5,000 in `eldercare bench store`. A live feed's
-# batches are as small as what has arrived since the last one.
+# commits: in `eldercare bench store` 20,000 rather than 5,000 halved the rollup rows per
+# reading (0.13 -> 0.06) and cut the database's CPU by ~13 %. A live feed's batches are as
+# small as what has arrived since the last one.
 BATCH_SIZE = 20_000
 BATCH_SECONDS = Histogram("eldercare_store_batch_seconds", "Time to store one batch")
 
