@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from foundation import logs
 from foundation.config import Settings
 from foundation.mqtt import MqttTarget
-from ingest.mqtt_session import SESSION_EXPIRY_S, client_id, subscriptions
+from ingest.mqtt_session import SESSION_EXPIRY_S, client_id, session_protocol, subscriptions
 
 log = logs.get(__name__)
 
@@ -35,7 +35,7 @@ async def rearm(settings: Settings, timeout_s: float = 10.0) -> None:
     """Connect as ingest worker `settings.ingest_worker` (session kept, nothing acknowledged),
     subscribe as ingest does, and leave: the broker queues for ingest from now on."""
     target = MqttTarget.parse(settings.mqtt_url)
-    if settings.mqtt_protocol == "3.1.1":
+    if session_protocol(settings) == "3.1.1":
         client = target.client(identifier=client_id(settings), clean_session=False,
                                protocol=aiomqtt.ProtocolVersion.V311, timeout=timeout_s)
     else:

@@ -18,7 +18,13 @@ from ingest import metrics, zigbee
 from ingest.dedup import identity
 from ingest.event_batches import EventBatches
 from ingest.intake import Ingest, Submitted
-from ingest.mqtt_session import client_id, refused, session_client, subscriptions
+from ingest.mqtt_session import (
+    client_id,
+    refused,
+    session_client,
+    session_protocol,
+    subscriptions,
+)
 
 log = logs.get(__name__)
 
@@ -73,7 +79,7 @@ async def _consume(
 
         observability.mark_subscribed()
         log.info("ingest subscribed", subscriptions=subscriptions(settings),
-                 client_id=client_id(settings), mqtt=settings.mqtt_protocol)
+                 client_id=client_id(settings), mqtt=session_protocol(settings))
 
         async def burst(first: aiomqtt.Message | None) -> None:
             """The messages queued up, validated and gathered into one batch per partition,

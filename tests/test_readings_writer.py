@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
 from devices.readings.copy_writer import ReadingsWriter
+from devices.readings.event_times import earlier
 from devices.registry import save
 from foundation.config import Settings
 from tests.conftest import make_community
@@ -161,3 +162,16 @@ async def test_heartbeats_can_be_kept_as_device_status_only(infra: Settings) -> 
     assert await _scalar(infra, "SELECT battery FROM devices WHERE id = %s", watch) == 58
     assert await _scalar(infra, "SELECT last_seen FROM devices WHERE id = %s", watch) == \
         now - timedelta(minutes=26)
+
+
+def test_event_times_compare_as_text_only_when_written_alike() -> None:
+    """A device's newest sighting: UTC times spelt alike compare as text (the fast way, for
+    ingest's "Z" and Python's "+00:00"); anything else is compared as the instant it names."""
+    assert earlier("2026-11-30T10:00:00.1Z", "2026-11-30T10:00:00.2Z")
+    assert earlier("2026-11-30T10:00:00.100000+00:00", "2026-11-30T10:00:00.200000+00:00")
+    assert not earlier("2026-11-30T10:00:00.2+00:00", "2026-11-30T10:00:00.1+00:00")
+    # Same length, other offsets: 11:00+01:00 is 10:00 UTC, not after 10:30 UTC.
+    assert earlier("2026-11-30T11:00:00+01:00", "2026-11-30T10:30:00+00:00")
+    assert not earlier("2026-11-30T10:30:00+00:00", "2026-11-30T11:00:00+01:00")
+    assert earlier("2026-11-30T09:59:00Z", "2026-11-30T10:00:00+00:00")
+    assert earlier("2026-11-30T09:59:00", "2026-11-30T10:00:00Z")  # no offset: UTC

@@ -13,7 +13,8 @@ def utc(at: str) -> datetime:
 
 def earlier(a: str, b: str) -> bool:
     """Whether event time `a` is before `b`. Two UTC times written alike (ingest writes them all
-    the same way) compare as text; anything else is parsed."""
-    if len(a) == len(b) and a[-1] == b[-1] == "Z":
+    the same way, ending in "Z"; Python's `isoformat` ends them in "+00:00") compare as text;
+    anything else is parsed."""
+    if len(a) == len(b) and a.endswith(("Z", "+00:00")) and a[-6:] == b[-6:]:
         return a < b
     return utc(a) < utc(b)

@@ -9,6 +9,7 @@ inserts nothing and adds nothing to the rollups: no row is lost and none is coun
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,21 @@ from foundation.deadletter import dead_letter
 log = logs.get(__name__)
 
 GROUP = "eldercare-store"
+# Records per fetched batch at most. Under a backlog a bigger batch means fewer rollup rows per
+# reading (one per device, hour, type and field per batch), fewer transactions and fewer offset
+# commits: in `eldercare bench store` 20,000 rather than 5,000 halved the rollup rows per
+# reading (0.13 -> 0.06) and cut the database's CPU by ~13 %. A live feed's batches are as
+# small as what has arrived since the last one.
+BATCH_SIZE = 20_000
 BATCH_SECONDS = Histogram("eldercare_store_batch_seconds", "Time to store one batch")
+
+
+def collect_less_often() -> None:
+    """Fewer garbage collections in the store's process. Each batch brings up to `BATCH_SIZE`
+    Kafka records that live until the batch is stored, and decoding them allocates a few
+    dicts per record: with the default thresholds the collector walks the batch's records
+    again and again (measured by `eldercare bench store`: ~10 % of the writer's CPU)."""
+    gc.set_threshold(20_000, 50, 100)
 
 
 def rows_of(records: Iterable[Any]) -> list[tuple[Any, ...]]:
@@ -91,8 +106,9 @@ def status_only_types(settings: Settings) -> frozenset[str]:
 
 
 async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
-              batch_size: int = 5000, topic: str = kafka.EVENTS, parallel: int = 2) -> None:
+              batch_size: int = BATCH_SIZE, topic: str = kafka.EVENTS, parallel: int = 2) -> None:
     """The `store` service: consume the events topic until `stop` is set."""
+    collect_less_often()
     await partitions.maintain(settings.database_url, settings.readings_retention_days,
                               settings.readings_days_ahead)
     writers = await connect_writers(settings.database_url, parallel,

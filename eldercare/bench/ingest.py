@@ -32,7 +32,7 @@ from eldercare.stack import embedded
 from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
 from foundation.mqtt import MqttTarget, event_topic
-from ingest.mqtt_session import MAX_IN_FLIGHT, SESSION_EXPIRY_S
+from ingest.mqtt_session import MAX_IN_FLIGHT, SESSION_EXPIRY_S, session_protocol
 
 PUBLISHERS = 4
 
@@ -210,6 +210,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "raw_v5_receive_per_s": round(raw5),
         "workers_1_vs_raw": round(one / raw, 2), "workers_1_vs_raw_v5": round(one / raw5, 2),
         "workers_2_vs_1": round(two / one, 2),
+        # MQTT version of the workers' own session (`ELDERCARE_INGEST_MQTT_SESSION`)
+        "ingest_mqtt_session": session_protocol(settings),
         "baseline": {"raw_receive_per_s": round(raw),
                      "what": "one bare aiomqtt subscriber, QoS 1, same broker and backlog",
                      "raw_v5_receive_per_s": round(raw5),

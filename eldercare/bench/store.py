@@ -4,7 +4,10 @@ next to a plain COPY of the same rows into the same table in the same run (the b
 Both write into an empty `readings` table (daily partitions already made, same indexes). The
 writer's rate runs from its first fetched batch to the last row committed (a consumer group
 join, seconds on tansu, is not counted); it includes Kafka fetches, JSON decoding, the staging
-COPY, the idempotent INSERT and the hourly rollups, and offset commits."""
+COPY, the idempotent INSERT and the hourly rollups, and offset commits.
+
+Each side's CPU is reported too (`cpu_s`: the bench process's own, its PostgreSQL's with the
+backends, its tansu's), which moves less with the machine's load than the rates do."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
+from eldercare.bench.idle import tree_cpu_s
 from eldercare.stack import embedded
 from foundation import db
 from foundation.config import Settings
@@ -93,6 +97,7 @@ async def _raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
 
 async def _store(settings: Settings, topic: str, n: int) -> float:
     """The writer draining the topic; rows/s from the first fetched batch to the last commit."""
+    writer.collect_less_often()  # as the store service does
     consumer = writer.consumer(settings, f"bench-{uuid.uuid4().hex[:6]}", topic)
     writers = await writer.connect_writers(settings.database_url, 2)
     await consumer.start()
@@ -100,7 +105,7 @@ async def _store(settings: Settings, topic: str, n: int) -> float:
         stored = 0
         started = 0.0
         while stored < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=1000, max_records=writer.BATCH_SIZE)
             if batch and not started:
                 started = time.perf_counter()
             stored += await writer.store_batch(writers, consumer, batch) if batch else 0
@@ -128,18 +133,44 @@ def run(quick: bool = False) -> dict[str, Any]:
             asyncio.run(_produce(settings, topic, events))
             asyncio.run(_reset(pg.url))
             _progress("baseline: plain COPY of the same rows")
-            raw = asyncio.run(_raw_copy(pg.url, rows))
+            with _Cpu(pg.pid, kf.pid) as raw_cpu:
+                raw = asyncio.run(_raw_copy(pg.url, rows))
             asyncio.run(_reset(pg.url))
             _progress("store writer draining the topic")
-            store = asyncio.run(_store(settings, topic, n))
+            with _Cpu(pg.pid, kf.pid) as store_cpu:
+                store = asyncio.run(_store(settings, topic, n))
         finally:
             for svc in reversed(services):
                 svc.stop()
-    _progress(f"raw COPY {raw:,.0f}/s, store {store:,.0f}/s, ratio {store / raw:.2f}")
+    _progress(f"raw COPY {raw:,.0f}/s, store {store:,.0f}/s, ratio {store / raw:.2f};"
+              f" CPU s raw {raw_cpu.spent}, store {store_cpu.spent}")
     return {
         "readings": n, "raw_copy_per_s": round(raw), "store_per_s": round(store),
         "ratio": round(store / raw, 3), "baseline": {"raw_copy_per_s": round(raw)},
+        "cpu_s": {"raw_copy": raw_cpu.spent, "store": store_cpu.spent},
     }
+
+
+class _Cpu:
+    """CPU seconds spent while the block runs: this process, PostgreSQL, the Kafka broker."""
+
+    def __init__(self, postgres: int | None, kafka: int | None) -> None:
+        self._trees = {"postgres": postgres, "kafka": kafka}
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {"python": time.process_time()}
+        for name, pid in self._trees.items():
+            now[name] = tree_cpu_s(pid) if pid else 0.0
+        return now
+
+    def __enter__(self) -> _Cpu:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end = self._now()
+        self.spent = {k: round(end[k] - self._start[k], 2) for k in end}
 
 
 class _Record:
