@@ -44,6 +44,14 @@ asyncio.run(main())
 def test_a_killed_consumers_partitions_change_hands_before_its_session_expires(
     infra: Settings,
 ) -> None:
+    partitions_change_hands_before_the_session_expires(infra)
+
+
+def partitions_change_hands_before_the_session_expires(infra: Settings) -> None:
+    """Kill a consumer process holding every partition of a new topic, evict it as the
+    supervisor does, and assert that exactly its member was removed and that a new consumer
+    gets the partitions well before the dead member's session would have expired (also
+    `tests/test_external_kafka.py`, against a Kafka of your own)."""
     topic, group = f"failover-{uuid.uuid4().hex[:8]}", f"failover-{uuid.uuid4().hex[:8]}"
 
     async def create() -> None:

@@ -388,6 +388,11 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
     per_case = 20 if quick else PRESSES
     # The baseline first: the same flood, nothing killed (once, even if named in `cases`).
     cases = ("none", *(c for c in cases if c != "none"))
+    external = Settings().kafka_bootstrap  # ELDERCARE_KAFKA_BOOTSTRAP: a Kafka not ours to kill
+    if external and "kafka" in cases:
+        _say(f"kafka: skipped (the stack runs against the Kafka at {external}, not an embedded"
+             " one)")
+        cases = tuple(c for c in cases if c != "kafka")
     load_before = os.getloadavg()[0]  # the machine is shared: figures include CPU waits
     rows: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
@@ -416,7 +421,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
             procs.stop(prism)
     load = (round(load_before, 1), round(os.getloadavg()[0], 1))
     _say(f"\nload average (1 min) {load[0]} at the start, {load[1]} at the end; Twilio mock"
-         f" answering {twilio_delay_s:g} s late\n"
+         f" answering {twilio_delay_s:g} s late; Kafka: {external or 'embedded tansu'}\n"
          + format_table(rows))
     baseline = rows[0]
     chaos = [r for r in rows[1:] if r.case in CASES]  # without the restart's split rows
@@ -432,6 +437,7 @@ def run(quick: bool = False, cases: tuple[str, ...] = CASES, twilio_delay_s: flo
         "baseline": {k: v for k, v in asdict(baseline).items() if k != "case"},
         "load_average": load,
         "twilio_delay_s": twilio_delay_s,
+        "kafka": f"external {external}" if external else "embedded tansu",
     }
 
 

@@ -6,13 +6,19 @@ through one more rebalance. The supervisor sees the death at once (it is the par
 asks the group coordinator to remove the dead member, as the member itself would on a clean
 stop (LeaveGroup). Members are found by their member id, which brokers (Apache Kafka and
 tansu alike) begin with the consumer's client id, and every consumer of the platform names
-itself with its process id (`foundation.kafka.consumer_client_id_prefix`)."""
+itself with its process id (`foundation.kafka.consumer_client_id_prefix`).
+
+The request version is negotiated per connection (ApiVersions): aiokafka knows LeaveGroup v0
+and v1, and v1 is what tansu 0.6 and Apache Kafka 4.x (which still accepts v0-v5: KIP-896 left
+LeaveGroup alone) are sent. A broker's refusal of one member (the member already gone, the
+group rebalancing elsewhere) is logged and that member is not reported as evicted."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from aiokafka import errors
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.group import LeaveGroupRequest
 
@@ -35,6 +41,17 @@ def _members(description: Any) -> list[tuple[str, str]]:
     return found
 
 
+def _accepted(answer: Any, group: str, member: str) -> bool:
+    """Whether the broker's LeaveGroup answer says `member` left `group`; a refusal is logged
+    with the broker's reason and the version it was asked in."""
+    if answer.error_code == 0:
+        return True
+    log.warning("broker refused to remove a dead member from its group", group=group,
+                member=member, leave_group_version=answer.API_VERSION,
+                error=errors.for_code(answer.error_code).__name__)
+    return False
+
+
 async def evict(settings: Settings, pid: int, groups: tuple[str, ...] = PLATFORM_GROUPS,
                 timeout_s: float = 3.0) -> list[str]:
     """Remove the members of process `pid` from `groups` and every group the broker lists;
@@ -52,8 +69,10 @@ async def evict(settings: Settings, pid: int, groups: tuple[str, ...] = PLATFORM
             for description in await admin.describe_consumer_groups([group], node):
                 for name, member in _members(description):
                     if name == group and member.startswith(prefix):
-                        await admin._send_request_to_node(node, LeaveGroupRequest(group, member))
-                        evicted.append(member)
+                        answer = await admin._send_request_to_node(
+                            node, LeaveGroupRequest(group, member))
+                        if _accepted(answer, group, member):
+                            evicted.append(member)
     finally:
         await admin.close()
     return evicted
