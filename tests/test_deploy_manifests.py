@@ -87,6 +87,27 @@ def test_compose_is_valid_and_production_like(compose_config: dict[str, Any]) ->
         assert services[name]["deploy"]["replicas"] >= 2
 
 
+def test_the_shipped_kafka_accepts_the_platforms_consumer_session(
+    compose_config: dict[str, Any],
+) -> None:
+    """Apache Kafka refuses a group member whose session timeout is below
+    group.min.session.timeout.ms (default 6 s) with INVALID_SESSION_TIMEOUT, and aiokafka takes
+    that as fatal: every consumer service would crash-loop. The platform's 2 s session (fail-over
+    in seconds) must be allowed by the brokers it ships, in Compose and in Kubernetes."""
+    from foundation.config import Settings
+
+    session = Settings().kafka_session_timeout_ms
+    for name, broker in compose_config["services"].items():
+        if name.startswith("kafka-"):
+            env = broker["environment"]
+            assert int(env["KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS"]) <= session, name
+            assert int(env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"]) == 0, name
+    cluster = next(d for _, d in _documents() if d.get("kind") == "Kafka")
+    config = cluster["spec"]["kafka"]["config"]
+    assert int(config["group.min.session.timeout.ms"]) <= session
+    assert int(config["group.initial.rebalance.delay.ms"]) == 0
+
+
 def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
