@@ -52,6 +52,7 @@ EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a
 ELDER_TIMER_CATCHUP = timedelta(hours=24)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 IDLE_WAIT_S = 0.5  # longest wait for records (a stop ends it at once)
+CAUGHT_UP_CHECKPOINT_S = 0.1  # a caught-up engine checkpoints this soon after its last one
 
 
 def _ceil(t: datetime, step: timedelta) -> datetime:
@@ -126,6 +127,12 @@ class Engine:
                         # In the background: the next events are processed meanwhile.
                         self.checkpoint.begin(list(self.parts.values()))
                         self._mirror_offsets()
+                    elif not batches and now - last_checkpoint >= CAUGHT_UP_CHECKPOINT_S:
+                        # Caught up: what was processed is checkpointed now, not up to a
+                        # second later (a roll of the embedded Kafka waits for it, with
+                        # ingest paused). Nothing changed, nothing is written.
+                        last_checkpoint = now
+                        self.checkpoint.begin(list(self.parts.values()))
             await self._drain()
             async with self.lock:
                 await self.checkpoint.commit(list(self.parts.values()))

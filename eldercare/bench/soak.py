@@ -88,7 +88,7 @@ def accepted(stack: chaos.ChaosStack) -> int:
     assert stack.supervisor is not None and stack.supervisor.roller is not None
     try:
         ends = asyncio.run(roll.end_offsets(stack.settings, [kafka.EVENTS]))
-    except KafkaError:  # being rolled: ask again later
+    except (KafkaError, TimeoutError):  # being rolled: ask again later
         return 0
     return stack.supervisor.roller.log.rolled_records.get(kafka.EVENTS, 0) + sum(ends.values())
 

@@ -47,7 +47,7 @@ log = logs.get(__name__)
 
 CATCH_UP_S = 10.0  # longest pause of ingest while waiting for the consumers
 RETRY_S = 10.0  # after a put-off roll: let ingest run this long before pausing it again
-POLL_S = 0.2
+POLL_S = 0.1
 QUIET_LOOK_S = 30.0  # longest time between looks while nothing was announced
 DETECTORS_GROUP = "eldercare-detectors"
 # service -> the (consumer group, topic) pairs whose progress must reach the end before a
@@ -261,18 +261,17 @@ class Roller:
         return True
 
     def _caught_up(self, incarnation: str) -> dict[TopicPartition, int] | None:
-        """With the producers paused: the end offsets once every consumer has reached them
-        (and they held still for one poll), or None after CATCH_UP_S."""
+        """With the producers paused: the end offsets once every consumer has reached them,
+        or None after CATCH_UP_S. (A produce request still in flight when the producers were
+        paused that lands later moves an end: the check after the detectors are paused sees
+        it and puts the roll off.)"""
         deadline = time.monotonic() + CATCH_UP_S
-        previous: dict[TopicPartition, int] | None = None
         late: list[str] = []
         while time.monotonic() < deadline:
             ends = asyncio.run(end_offsets(self.settings))
-            if ends == previous:
-                late = asyncio.run(behind(self.settings, self.services, incarnation, ends))
-                if not late:
-                    return ends
-            previous = ends
+            late = asyncio.run(behind(self.settings, self.services, incarnation, ends))
+            if not late:
+                return ends
             self._awake()
             time.sleep(POLL_S)
         log.warning("embedded kafka roll put off: consumers behind", behind=late[:10],
