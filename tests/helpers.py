@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 T = TypeVar("T")
 
@@ -29,6 +30,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def new_topic(bootstrap: str, partitions: int = 2, prefix: str = "test.events") -> str:
+    """A fresh topic of its own for a test (the session's broker is shared); its name."""
+    name = f"{prefix}.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                            replication_factor=1)])
+    finally:
+        await admin.close()
+    return name
 
 
 async def read_topic(

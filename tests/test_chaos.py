@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.registry import Community, save
+from devices.registry import Community
 from eldercare.bench import chaos
 from tests.twilio_mock import TwilioMock
 
@@ -36,10 +36,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, twilio: TwilioMock
 
 @pytest.fixture(scope="module")
 def people(stack: chaos.ChaosStack, twilio: TwilioMock) -> tuple[Community, dict[str, str]]:
-    community, phones = chaos.population(PER_CASE * len(CASES) + 2)  # + 2 probes
-    save(stack.settings.database_url, [community])
-    asyncio.run(chaos.warm_up(stack, twilio.requests, community, phones, community.elders[-1]))
-    return community, phones
+    return chaos.warmed_population(stack, twilio.requests,
+                                   PER_CASE * len(CASES) + 2)  # + 2 probes
 
 
 def _case(case: str, stack: chaos.ChaosStack, twilio: TwilioMock,

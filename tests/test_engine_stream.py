@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from detectors.config import DetectorConfig
@@ -30,6 +29,7 @@ from foundation import kafka
 from foundation.config import Settings, child_env
 from foundation.contracts.events import CanonicalEvent
 from simulators import accel
+from tests import helpers
 from tests.conftest import make_community
 from tests.helpers import eventually, read_topic
 
@@ -38,14 +38,7 @@ FAST = {"timer_tick_s": 0.2, "checkpoint_interval_s": 0.2, "allowed_lateness_s":
 
 
 async def new_topic(settings: Settings, partitions: int = 2) -> str:
-    name = f"test.events.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
-    return name
+    return await helpers.new_topic(settings.kafka_bootstrap, partitions)
 
 
 @contextlib.asynccontextmanager

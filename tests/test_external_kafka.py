@@ -10,14 +10,13 @@ shows; use a fresh broker per run (the platform's consumer groups and topics are
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devices.registry import Community, save
+from devices.registry import Community
 from eldercare.bench import chaos
 from foundation.config import Settings
 from tests.test_failover import partitions_change_hands_before_the_session_expires
@@ -47,10 +46,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, twilio: TwilioMock
 
 @pytest.fixture(scope="module")
 def people(stack: chaos.ChaosStack, twilio: TwilioMock) -> tuple[Community, dict[str, str]]:
-    community, phones = chaos.population(PER_CASE * len(CASES) + 1)  # + 1 probe
-    save(stack.settings.database_url, [community])
-    asyncio.run(chaos.warm_up(stack, twilio.requests, community, phones, community.elders[-1]))
-    return community, phones
+    return chaos.warmed_population(stack, twilio.requests,
+                                   PER_CASE * len(CASES) + 1)  # + 1 probe
 
 
 @pytest.mark.parametrize("case", CASES)

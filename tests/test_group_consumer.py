@@ -6,23 +6,17 @@ from __future__ import annotations
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from eldercare.stack import roll
 from foundation import group_consumer, kafka
 from foundation.config import Settings
 from foundation.group_consumer import GroupConsumer
+from tests.helpers import new_topic
 
 
 async def _topic_with(settings: Settings, records: int) -> TopicPartition:
-    name = f"test.group.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    name = await new_topic(settings.kafka_bootstrap, 1, "test.group")
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
 from devices.readings.copy_writer import ReadingsWriter
@@ -21,7 +20,7 @@ from devices.readings.event_times import earlier
 from devices.registry import save
 from foundation.config import Settings
 from tests.conftest import make_community
-from tests.helpers import eventually
+from tests.helpers import eventually, new_topic
 
 
 def _event(device: str, elder: str, n: int, at: datetime) -> dict[str, Any]:
@@ -32,14 +31,7 @@ def _event(device: str, elder: str, n: int, at: datetime) -> dict[str, Any]:
 
 
 async def _topic(settings: Settings) -> str:
-    name = f"test.readings.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
-    return name
+    return await new_topic(settings.kafka_bootstrap, 2, "test.readings")
 
 
 async def _scalar(settings: Settings, sql: str, *args: Any) -> Any:

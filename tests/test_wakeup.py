@@ -11,24 +11,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from foundation import kafka, wakeup
 from foundation.config import Settings
 from foundation.wakeup import WakingConsumer
-from tests.helpers import eventually
+from tests.helpers import eventually, new_topic
 
 
 @pytest.fixture
 async def topic(infra: Settings) -> str:
-    name = f"test.wakeup.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1)])
-    finally:
-        await admin.close()
-    return name
+    return await new_topic(infra.kafka_bootstrap, 2, "test.wakeup")
 
 
 @pytest.fixture

@@ -355,6 +355,16 @@ async def warm_up(stack: ChaosStack, requests: list[Any], community: Community,
     raise RuntimeError(f"no call within {timeout:.0f} s of the warm-up press")
 
 
+def warmed_population(stack: ChaosStack, requests: list[Any], n: int
+                      ) -> tuple[Community, dict[str, str]]:
+    """`population(n)` saved in the stack's registry, the stack warmed up by a press of its
+    last elder (the tests' chaos fixtures)."""
+    community, phones = population(n)
+    save(stack.settings.database_url, [community])
+    asyncio.run(warm_up(stack, requests, community, phones, community.elders[-1]))
+    return community, phones
+
+
 @contextmanager
 def chaos_stack(data_dir: Path, twilio_url: str, services: list[str] | None = None,
                 **overrides: Any) -> Iterator[ChaosStack]:
