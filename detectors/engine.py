@@ -183,7 +183,6 @@ class Engine:
                     self.parts[tp.partition] = part
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
-                        part.seeked_to = part.next_offset
                     else:  # never checkpointed, or offsets of a lost log: read it all (the
                         # group's offsets in Kafka are only a mirror for lag tools)
                         await self.consumer.seek_to_beginning(tp)

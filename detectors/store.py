@@ -36,8 +36,8 @@ class PartitionState:
     saved_at: datetime | None = None
     incarnation: str = ""  # the broker incarnation `next_offset` counts in
     last_event_wall: float = 0.0
-    # Where the consumer was last sent for this partition (the seek of its assignment), for
-    # as long as nothing is processed: a batch starting past it was fetched before that seek.
+    # The start of the log, where the assignment sent the consumer when it had no offset to
+    # resume from (`next_offset` None): a batch starting past it was fetched before that seek.
     seeked_to: int | None = None
     gap: tuple[int, int] | None = None  # (expected, found): a gap in the log seen once
     # Each elder's newest event time and the wall clock (monotonic) it arrived at.
