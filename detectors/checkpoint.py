@@ -74,18 +74,19 @@ class Checkpoint:
         """An alert in flight; the next checkpoint waits for its acknowledgement."""
         self.sends.append(send)
 
-    def begin(self, parts: list[PartitionState]) -> None:
+    def begin(self, parts: list[PartitionState]) -> bool:
         """Start a checkpoint of these partitions in the background, unless one is still in
-        flight (the next call takes what this one would have); raises if the previous one
-        failed (the engine stops: everything since the last good checkpoint is replayed)."""
+        flight (the next call takes what this one would have; False); raises if the previous
+        one failed (the engine stops: everything since the last good checkpoint is replayed)."""
         if self._writing is not None:
             if not self._writing.done():
-                return
+                return False
             writing, self._writing = self._writing, None
             writing.result()
         cuts, sends = self._snapshot(parts)
         if cuts:
             self._writing = asyncio.create_task(self._write(cuts, sends))
+        return True
 
     async def commit(self, parts: list[PartitionState]) -> None:
         """Wait for the checkpoint in flight, then checkpoint these partitions now."""

@@ -47,7 +47,7 @@ log = logs.get(__name__)
 
 CATCH_UP_S = 10.0  # longest pause of ingest while waiting for the consumers
 RETRY_S = 10.0  # after a put-off roll: let ingest run this long before pausing it again
-POLL_S = 0.1
+POLL_S = 0.05
 QUIET_LOOK_S = 30.0  # longest time between looks while nothing was announced
 DETECTORS_GROUP = "eldercare-detectors"
 # service -> the (consumer group, topic) pairs whose progress must reach the end before a
