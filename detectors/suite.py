@@ -28,6 +28,16 @@ log = logs.get(__name__)
 ElderState = dict[str, BaseModel]
 
 
+# The detectors of the priority lane (`kafka.URGENT`, `detectors.engine.run`): each looks only at
+# events of urgent types, so it sees all of its input there (tests/test_urgent_lane.py checks).
+PRIORITY_LANE = frozenset({"sos", "fall_flag", "alarms"})
+
+
+def priority_lane(config: DetectorConfig | None = None) -> list[Detector[Any]]:
+    """The detectors the priority lane runs."""
+    return [d for d in build(config) if d.name in PRIORITY_LANE]
+
+
 def build(config: DetectorConfig | None = None) -> list[Detector[Any]]:
     """Every detector, configured; server-side fall detection joins when its package is there."""
     c = config or DetectorConfig()
@@ -56,17 +66,21 @@ class Suite:
         # Per event type, the detectors whose `on_event` looks at it (see `Detector.event_types`):
         # a heartbeat need not pass through the SOS, alarm and fall detectors.
         self._by_type: dict[str, list[Detector[Any]]] = {}
+        self._by_type_off_lane: dict[str, list[Detector[Any]]] = {}
 
     def initial(self) -> ElderState:
         return {}
 
-    def on_event(self, state: ElderState, event: CanonicalEvent, profile: ElderProfile
-                 ) -> tuple[ElderState, list[Alert], bool]:
-        """(new state, alerts, whether the state changed)."""
-        detectors = self._by_type.get(event.type)
+    def on_event(self, state: ElderState, event: CanonicalEvent, profile: ElderProfile,
+                 on_lane: bool = False) -> tuple[ElderState, list[Alert], bool]:
+        """(new state, alerts, whether the state changed). `on_lane`: the event is on the
+        priority lane too, whose detectors (`PRIORITY_LANE`) judge it there, not here."""
+        by_type = self._by_type_off_lane if on_lane else self._by_type
+        detectors = by_type.get(event.type)
         if detectors is None:
-            detectors = self._by_type[event.type] = [
-                d for d in self.detectors if _looks_at(d, event.type)]
+            detectors = by_type[event.type] = [
+                d for d in self.detectors if _looks_at(d, event.type)
+                and not (on_lane and d.name in PRIORITY_LANE)]
         alerts: list[Alert] = []
         changed = False
         initial = self._initial

@@ -15,10 +15,13 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from foundation import kafka, logs
-from foundation.contracts.events import CanonicalEvent
+from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
 from ingest.intake import Ingest
 
 log = logs.get(__name__)
+# Record headers as aiokafka's batch builder takes them (a list; never modified by it).
+_LANE_HEADERS: list[tuple[str, bytes]] = list(kafka.LANE_HEADERS)
+_NO_HEADERS: list[tuple[str, bytes]] = []
 
 
 class KeyPartitioner:
@@ -62,6 +65,9 @@ class EventBatches:
         self._partitions: list[int] = []
         self._open: dict[int, tuple[BatchBuilder, list[_Waiting]]] = {}
         self._urgent: set[int] = set()  # partitions whose open batch holds an urgent event
+        self._lane_partitions: list[int] = []
+        # per partition of the open batches: the copies of their events on the priority lane
+        self._copies: dict[int, list[asyncio.Future[Any]]] = {}
         self.waiting = 0  # events gathered or handed over, not yet acknowledged
         self.sent = 0  # batches handed over, not yet acknowledged (counted in `pending`)
 
@@ -69,23 +75,31 @@ class EventBatches:
         """Before a burst: the topic's partitions, as the producer sees them."""
         # list(set), as the producer's own partitioning does: the same index, same partition
         self._partitions = list(await self._producer.partitions_for(kafka.EVENTS))
+        self._lane_partitions = list(await self._producer.partitions_for(kafka.URGENT))
 
     async def add(self, event: CanonicalEvent, message: aiomqtt.Message, claimed: str) -> None:
         """Gather the `event` of `message`, claimed as `claimed`, into its partition's batch."""
         try:
             key = event.key()
             value = event.model_dump_json().encode()
+            # Every event of an urgent type is on the priority lane too (`kafka.URGENT`), an
+            # alarm that stopped sounding included (the lane's alarm episodes need it).
+            on_lane = event.type in URGENT_TYPES
+            headers = _LANE_HEADERS if on_lane else _NO_HEADERS
             partition = self._partitioner(key, self._partitions, self._partitions)
             opened = self._open.get(partition)
             if opened is None:
                 opened = self._open[partition] = (self._producer.create_batch(), [])
-            if opened[0].append(timestamp=None, key=key, value=value) is None:  # full
-                await self._send(partition)
+            if opened[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
+                await self._send(partition)  # full
                 opened = self._open[partition] = (self._producer.create_batch(), [])
-                if opened[0].append(timestamp=None, key=key, value=value) is None:
+                if opened[0].append(timestamp=None, key=key, value=value,
+                                    headers=headers) is None:
                     raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
             if event.urgent:
                 self._urgent.add(partition)
+            if on_lane:  # acknowledged once both copies are on Kafka
+                self._copies.setdefault(partition, []).append(await self._to_lane(key, value))
         except BaseException:
             self._ingest.release(claimed)
             raise
@@ -105,6 +119,19 @@ class EventBatches:
             self.waiting -= len(waiting)
         self._open.clear()
         self._urgent.clear()
+        self._copies.clear()  # a copy already on the lane is read there twice: one alert id
+
+    async def _to_lane(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        """Hand a copy of an urgent event to the priority lane (`kafka.URGENT`), in a batch of
+        its own, closed: sent at once, no linger. Returns its durability future."""
+        builder = self._producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:
+            raise MessageSizeTooLargeError(f"event of {len(value)} bytes")
+        builder.close()
+        partition = self._partitioner(key, self._lane_partitions, self._lane_partitions)
+        copy: asyncio.Future[Any] = await self._producer.send_batch(
+            builder, kafka.URGENT, partition=partition)
+        return copy
 
     async def _send(self, partition: int) -> None:
         builder, waiting = self._open[partition]
@@ -117,6 +144,9 @@ class EventBatches:
         durable = await self._producer.send_batch(builder, kafka.EVENTS, partition=partition)
         del self._open[partition]
         self._urgent.discard(partition)
+        copies = self._copies.pop(partition, [])
+        if copies:  # a failed copy fails the batch: its messages are redelivered
+            durable = asyncio.gather(durable, *copies)
         self._pending.add(durable)
         self.sent += 1
         durable.add_done_callback(functools.partial(self._done, waiting))

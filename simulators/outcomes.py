@@ -24,7 +24,9 @@ from simulators.scenario import Expectation
 log = logs.get(__name__)
 
 # The consumer groups that must have caught up before an absence of alerts means anything.
-PIPELINE_GROUPS = {kafka.EVENTS: "eldercare-detectors", kafka.ALERTS: "eldercare-dispatcher"}
+# (In this order: the detectors' priority lane alerts on urgent events, before the dispatcher.)
+PIPELINE_GROUPS = {kafka.EVENTS: "eldercare-detectors", kafka.URGENT: "eldercare-detectors-urgent",
+                   kafka.ALERTS: "eldercare-dispatcher"}
 
 
 @dataclass

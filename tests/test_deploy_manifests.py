@@ -66,9 +66,10 @@ def test_compose_is_valid_and_production_like(compose_config: dict[str, Any]) ->
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb")
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto")
     topics = services["topics"]["command"][0]
-    for topic in ("eldercare.events.v1", "eldercare.alerts.v1", "eldercare.deadletter.v1"):
+    for topic in ("eldercare.events.v1", "eldercare.urgent.v1", "eldercare.alerts.v1",
+                  "eldercare.deadletter.v1"):
         assert f"--topic {topic}" in topics
-    assert topics.count("--replication-factor 3") == 3
+    assert topics.count("--replication-factor 3") == 4
 
     ran = {}
     for name, svc in services.items():
@@ -165,7 +166,7 @@ def test_kubernetes_workloads_have_probes_resources_and_config() -> None:
     assert ran <= _service_names()
 
     topics = {d["metadata"]["name"]: d["spec"] for _, d in docs if d["kind"] == "KafkaTopic"}
-    assert set(topics) == {"eldercare.events.v1", "eldercare.alerts.v1",
+    assert set(topics) == {"eldercare.events.v1", "eldercare.urgent.v1", "eldercare.alerts.v1",
                            "eldercare.deadletter.v1"}
     assert all(t["replicas"] == 3 and t["config"]["min.insync.replicas"] == 2
                for t in topics.values())
@@ -173,6 +174,8 @@ def test_kubernetes_workloads_have_probes_resources_and_config() -> None:
     events = topics["eldercare.events.v1"]["partitions"]
     for name in ("eldercare-detectors", "eldercare-store"):
         assert workloads[name]["spec"]["replicas"] <= events
+    assert workloads["eldercare-detectors"]["spec"]["replicas"] <= topics[
+        "eldercare.urgent.v1"]["partitions"]
     config = next(d for _, d in docs if d["kind"] == "ConfigMap"
                   and d["metadata"]["name"] == "eldercare-config")
     assert int(config["data"]["ELDERCARE_KAFKA_PARTITIONS"]) == events

@@ -96,7 +96,10 @@ def partitions_change_hands_before_the_session_expires(infra: Settings) -> None:
 
 def test_the_supervisor_knows_every_platform_consumer_group() -> None:
     from detectors.engine import GROUP as DETECTORS
+    from detectors.engine import URGENT_GROUP as DETECTORS_URGENT
     from devices.readings.writer import GROUP as STORE
     from dispatcher.service import GROUP as DISPATCHER
+    from eldercare.stack import roll
 
-    assert set(evict.PLATFORM_GROUPS) == {DETECTORS, STORE, DISPATCHER}
+    assert set(evict.PLATFORM_GROUPS) == {DETECTORS, DETECTORS_URGENT, STORE, DISPATCHER}
+    assert set(roll.CHECKPOINTED) == {DETECTORS, DETECTORS_URGENT}

@@ -20,7 +20,7 @@ from devices.registry import save
 from dispatcher.channels import DryRunChannel
 from dispatcher.incidents import record_alert
 from dispatcher.steps import StepRunner, new_worker_lock
-from foundation import db
+from foundation import db, kafka
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert, Severity
 from foundation.contracts.events import CanonicalEvent
@@ -115,7 +115,7 @@ class _Producer:
         return {0, 1}
 
     async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-        self.sent.append(batch)
+        self.sent.append((topic, batch))
         return asyncio.get_running_loop().create_future()
 
 
@@ -146,5 +146,9 @@ async def test_an_urgent_events_batch_is_sent_without_the_producers_linger() -> 
                        ("fall", {})]:
         await batches.add(_event(kind, data), _Message(), kind)  # type: ignore[arg-type]
         await batches.flush()
-    # aiokafka lingers only on a batch still open: a closed one goes out at once.
-    assert [b.closed() for b in producer.sent] == [True, False, False, True]
+    # aiokafka lingers only on a batch still open: a closed one goes out at once. Events of
+    # urgent types go to the priority lane too, each in a closed batch of its own.
+    events = [b.closed() for t, b in producer.sent if t == kafka.EVENTS]
+    assert events == [True, False, False, True]
+    lane = [b.closed() for t, b in producer.sent if t == kafka.URGENT]
+    assert lane == [True, True, True]  # sos, smoke (stopped sounding: the lane's episodes), fall

@@ -29,7 +29,8 @@ log = logs.get(__name__)
 
 # The platform's consumer groups (detectors.engine, dispatcher.service, devices.readings.writer;
 # a test keeps them in step): a group that has never committed is missing from ListGroups.
-PLATFORM_GROUPS = ("eldercare-detectors", "eldercare-dispatcher", "eldercare-store")
+PLATFORM_GROUPS = ("eldercare-detectors", "eldercare-detectors-urgent", "eldercare-dispatcher",
+                   "eldercare-store")
 
 
 def _members(description: Any) -> list[tuple[str, str]]:

@@ -50,15 +50,18 @@ RETRY_S = 10.0  # after a put-off roll: let ingest run this long before pausing 
 POLL_S = 0.05
 QUIET_LOOK_S = 30.0  # longest time between looks while nothing was announced
 DETECTORS_GROUP = "eldercare-detectors"
+URGENT_GROUP = "eldercare-detectors-urgent"  # the detectors' priority lane
+# Groups whose offsets are their checkpoints in PostgreSQL, not Kafka commits.
+CHECKPOINTED = (DETECTORS_GROUP, URGENT_GROUP)
 # service -> the (consumer group, topic) pairs whose progress must reach the end before a
 # roll. The store also archives the dead letters into PostgreSQL (foundation.deadletter_archive):
 # nobody else reads them, and a roll would throw them away.
 CONSUMERS: dict[str, tuple[tuple[str, str], ...]] = {
-    "detectors": ((DETECTORS_GROUP, kafka.EVENTS),),
+    "detectors": ((DETECTORS_GROUP, kafka.EVENTS), (URGENT_GROUP, kafka.URGENT)),
     "dispatcher": (("eldercare-dispatcher", kafka.ALERTS),),
     "store": (("eldercare-store", kafka.EVENTS), (deadletter_archive.GROUP, kafka.DEADLETTER)),
 }
-WATCHED = (kafka.EVENTS, kafka.ALERTS, kafka.DEADLETTER)  # what fills the broker up
+WATCHED = (kafka.EVENTS, kafka.URGENT, kafka.ALERTS, kafka.DEADLETTER)  # what fills it up
 
 
 @dataclass
@@ -121,13 +124,14 @@ async def _kafka_committed(settings: Settings, group: str, topic: str, incarnati
             if group_consumer.counts_in(meta, incarnation)}
 
 
-def _checkpointed(settings: Settings, incarnation: str) -> dict[int, int]:
-    """The detectors' checkpointed next offsets of the events topic in this incarnation."""
+def _checkpointed(settings: Settings, group: str, topic: str, incarnation: str
+                  ) -> dict[int, int]:
+    """A detectors group's checkpointed next offsets of `topic` in this incarnation."""
     with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
         rows = conn.execute(
             "SELECT partition, next_offset FROM detector_checkpoints WHERE group_id = %s"
             " AND topic = %s AND incarnation = %s",
-            (DETECTORS_GROUP, kafka.EVENTS, incarnation)).fetchall()
+            (group, topic, incarnation)).fetchall()
     return {int(p): int(o) for p, o in rows}
 
 
@@ -137,8 +141,8 @@ async def behind(settings: Settings, services: Iterable[str], incarnation: str,
     late = []
     for service in services:
         for group, topic in CONSUMERS.get(service, ()):
-            done = (await asyncio.to_thread(_checkpointed, settings, incarnation)
-                    if group == DETECTORS_GROUP
+            done = (await asyncio.to_thread(_checkpointed, settings, group, topic, incarnation)
+                    if group in CHECKPOINTED
                     else await _kafka_committed(settings, group, topic, incarnation, ends))
             late += [f"{service}:{topic}:{p}" for p in unread(done, topic, ends)]
     return late
