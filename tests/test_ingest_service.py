@@ -23,6 +23,7 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from devices.registry import Community, save
 from eldercare.stack import embedded
@@ -456,3 +457,46 @@ async def test_a_broker_restarted_without_persistence_gets_the_subscriptions_bac
                                         and msg_id in str(r.get("event_id", "")) for r in rs))
     finally:
         run.stop()
+
+
+async def _lane_copies(bootstrap: str, msg_id: str) -> dict[str, list[bool]]:
+    """Per topic (events, the priority lane): whether each record of the event whose id ends
+    with `msg_id` carries the lane mark."""
+    found: dict[str, list[bool]] = {kafka.EVENTS: [], kafka.URGENT: []}
+    reader = AIOKafkaConsumer(kafka.EVENTS, kafka.URGENT, bootstrap_servers=bootstrap,
+                              group_id=f"test-{uuid.uuid4().hex}",
+                              auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    await reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(found.values()):
+            assert time.monotonic() < deadline, f"copies of {msg_id}: {found}"
+            for tp, recs in (await reader.getmany(timeout_ms=200)).items():
+                for r in recs:
+                    if str(json.loads(r.value).get("event_id", "")).endswith(f"/{msg_id}"):
+                        found[tp.topic].append(
+                            any(k == kafka.URGENT_LANE_HEADER for k, _ in r.headers or ()))
+    finally:
+        await reader.stop()
+    return found
+
+
+async def test_an_sos_over_mqtt_or_http_is_also_on_the_priority_lane(
+    ingest_run: IngestRun, home: Community, infra: Settings,
+) -> None:
+    button = dev(home, "sos_button")
+    over_mqtt, over_http = (f"lane-{how}-{uuid.uuid4().hex[:8]}" for how in ("mqtt", "http"))
+    async with MqttTarget.parse(ingest_run.settings.mqtt_url).client(identifier=button) as device:
+        await device.publish(f"eldercare/v1/{home.id}/{button}/event", json.dumps(
+            {"msg_id": over_mqtt, "ts": time.time(), "type": "sos"}), qos=1)
+    body = json.dumps({"items": [{"community_id": home.id, "device_id": button, "payload": {
+        "msg_id": over_http, "ts": time.time(), "type": "sos"}}]}).encode()
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{ingest_run.http}/ingest/v1/batch", content=body,
+                                 headers=signed(body))
+    assert answer.json()["results"][0]["status"] == "accepted", answer.text
+    for msg_id in (over_mqtt, over_http):
+        # Marked on the events topic (the first engine leaves its alert to the lane), and on
+        # the lane, unmarked.
+        copies = await _lane_copies(infra.kafka_bootstrap, msg_id)
+        assert copies == {kafka.EVENTS: [True], kafka.URGENT: [False]}, msg_id
