@@ -26,6 +26,15 @@ class DetectorConfig(BaseSettings):
     group: str = Field(
         "eldercare-detectors", description="Kafka consumer group; also keys the stored state.")
     topic: str = Field("eldercare.events.v1", description="The canonical events topic.")
+    fetch_max_wait_ms: int = Field(
+        50, description="How long the consumer's fetch waits for records. The broker answers "
+        "a waiting fetch only when the wait is over (tansu), so this is the longest an event "
+        "waits for an awake engine, and each wait one request: urgent events go through the "
+        "priority lane, which waits 5 ms (detectors.engine.LANE_FETCH_MAX_WAIT_MS).")
+    rest_probe_s: float = Field(
+        1.0, description="While no record comes the consumer rests (foundation/wakeup.py) and "
+        "still asks the broker for new records this often (the producers' announcements wake it "
+        "at once; this catches records written by clients outside the platform).")
     checkpoint_interval_s: float = Field(
         1.0, description="Seconds between checkpoints (state rows + offsets in one transaction). "
         "Short, because everything after the last checkpoint is replayed after a crash.")

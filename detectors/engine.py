@@ -49,6 +49,8 @@ log = logs.get(__name__)
 
 GROUP = "eldercare-detectors"
 URGENT_GROUP = "eldercare-detectors-urgent"  # the priority lane's engine (`run`)
+LANE_FETCH_MAX_WAIT_MS = 5
+LANE_REST_PROBE_S = 5.0
 EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a gap in the data
 # One elder's own sweeps after a gap in that elder's data (a silent morning is hours long).
 ELDER_TIMER_CATCHUP = timedelta(hours=24)
@@ -85,7 +87,9 @@ class Engine:
         self.checkpoint = Checkpoint(self.pool, self.suite, self.group, self.topic)
         self.parts: dict[int, PartitionState] = {}
         self.lock = asyncio.Lock()
-        self.consumer: AIOKafkaConsumer = kafka.consumer(settings, self.group)
+        self.consumer: AIOKafkaConsumer = kafka.consumer(
+            settings, self.group, fetch_max_wait_ms=config.fetch_max_wait_ms,
+            probe_every_s=config.rest_probe_s)
         self.ready = asyncio.Event()  # set once partitions are assigned (for tests and tools)
         # Alerts are few and each one is someone waiting for help: sent without lingering.
         self.producer: AIOKafkaProducer = kafka.producer(settings, linger_ms=0)
@@ -485,7 +489,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     (a replay straight into the events topic) are judged there as before. If either engine
     fails, both stop and the service exits (the supervisor restarts it)."""
     config = DetectorConfig()
-    lane = config.model_copy(update={"group": URGENT_GROUP, "topic": kafka.URGENT})
+    # Urgent events wait for no fetch window on the lane (the first engine's is longer: it
+    # carries no SOS). Only the platform's ingest writes the lane, and it announces every
+    # record: the resting consumer's looks are a safety net there (each costs a request).
+    lane = config.model_copy(update={"group": URGENT_GROUP, "topic": kafka.URGENT,
+                                     "fetch_max_wait_ms": LANE_FETCH_MAX_WAIT_MS,
+                                     "rest_probe_s": LANE_REST_PROBE_S})
     engines = [Engine(settings, config), Engine(settings, lane, priority_lane(lane))]
     tasks = [asyncio.create_task(e.run(stop)) for e in engines]
     try:

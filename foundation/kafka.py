@@ -134,26 +134,31 @@ def consumer_client_id_prefix(pid: int) -> str:
     return f"eldercare-pid{pid}-"
 
 
-def consumer(settings: Settings, group: str, *topics: str) -> GroupConsumer:
+def consumer(settings: Settings, group: str, *topics: str, fetch_max_wait_ms: int = 5,
+             **resting: Any) -> GroupConsumer:
     """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
     The session timeout is short so that a killed member's partitions are handed to its
     replacement within seconds (the group waits for the dead member's session to expire).
     It rests while no record comes and the platform's producers wake it (foundation/wakeup.py),
-    so an idle platform does not poll the broker 200 times a second per consumer. Its commits
-    say which broker incarnation they count in (foundation/group_consumer.py)."""
+    so an idle platform does not poll the broker 200 times a second per consumer (`resting`:
+    options of that, e.g. `probe_every_s`). tansu answers a waiting fetch only when its wait is
+    over, so `fetch_max_wait_ms` is also the longest a record waits for an awake consumer.
+    Its commits say which broker incarnation they count in (foundation/group_consumer.py)."""
     from foundation.group_consumer import GroupConsumer
 
     return GroupConsumer(
         *topics, settings=settings, database_url=settings.database_url,
         bootstrap_servers=settings.kafka_bootstrap, group_id=group,
         client_id=consumer_client_id_prefix(os.getpid()) + group,
-        enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
         max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
         # The background fetcher's longest sleep (aiokafka: 200 ms). It wakes at once for a
         # resumed partition, a fetch answered or a new assignment: this only bounds how often a
         # resting consumer's fetcher looks for nothing.
         consumer_timeout_ms=1000,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),
+        **resting,
     )
 
 

@@ -36,7 +36,9 @@ ACTIVE_S = 0.4
 # unannounced record has to reach the broker before the consumers it follows rest (0.35 s: the
 # SOS p99 under 4,000 msg/s is ~0.23 s, and under load records keep every consumer awake).
 WAKE_EVERY_S = 0.05
-PROBE_EVERY_S = 1.0  # a paused consumer still asks for its partitions' end offsets this often
+# A paused consumer still asks for its partitions' end offsets this often (by default: a
+# consumer of a topic that only the platform's producers write may look less often).
+PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 2.0  # ... and polls if the broker does not answer within this
 # Every FETCH_EVERY_LOOKS-th look is a short fetch instead (as every look once was): it does not
 # trust the position, which a fetch corrects (e.g. past the end of a freshly rolled broker).
@@ -50,9 +52,11 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     of one of its topics (see the module docstring). Partitions the application paused itself
     stay paused."""
 
-    def __init__(self, *topics: str, database_url: str = "", **options: Any) -> None:
+    def __init__(self, *topics: str, database_url: str = "", probe_every_s: float = PROBE_EVERY_S,
+                 **options: Any) -> None:
         super().__init__(*topics, **options)
         self._wake_url = database_url
+        self._probe_every_s = probe_every_s
         self._active_until = 0.0
         self._listening = False
         self._rested: set[TopicPartition] = set()
@@ -114,7 +118,7 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 self.keep_awake()
                 continue
             self._pause_all()
-            await asyncio.sleep(PROBE_EVERY_S)
+            await asyncio.sleep(self._probe_every_s)
             if time.monotonic() >= self._active_until:
                 looks += 1
                 if looks % FETCH_EVERY_LOOKS == 0:

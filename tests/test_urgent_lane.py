@@ -28,8 +28,9 @@ from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
 from tests import helpers
 from tests.helpers import eventually, read_topic
 
-FAST: dict[str, Any] = {"timer_tick_s": 0.2, "checkpoint_interval_s": 0.2, "allowed_lateness_s": 0.5,
-        "idle_advance_s": 0.3, "outage_quiet_s": 0.0, "profile_ttl_s": 0.5}
+FAST: dict[str, Any] = {"timer_tick_s": 0.2, "checkpoint_interval_s": 0.2,
+                        "allowed_lateness_s": 0.5, "idle_advance_s": 0.3, "outage_quiet_s": 0.0,
+                        "profile_ttl_s": 0.5}
 BACKLOG = 2_000  # heart-rate readings ahead of the press in the events topic
 
 
