@@ -37,7 +37,7 @@ from detectors.config import DetectorConfig
 from detectors.immediate import immediate_alert
 from detectors.profiles import ProfileCache
 from detectors.store import PartitionState, load_partition
-from detectors.suite import Suite, build, priority_lane
+from detectors.suite import Suite, build
 from foundation import db, kafka, logs
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
@@ -48,9 +48,7 @@ from foundation.faults import describe, is_transient
 log = logs.get(__name__)
 
 GROUP = "eldercare-detectors"
-URGENT_GROUP = "eldercare-detectors-urgent"  # the priority lane's engine (`run`)
-LANE_FETCH_MAX_WAIT_MS = 5
-LANE_REST_PROBE_S = 5.0
+URGENT_GROUP = "eldercare-detectors-urgent"  # the priority lane's engine (detectors/service.py)
 EVENT_TIMER_CATCHUP = timedelta(hours=2)  # most event-time sweeps fired after a gap in the data
 # One elder's own sweeps after a gap in that elder's data (a silent morning is hours long).
 ELDER_TIMER_CATCHUP = timedelta(hours=24)
@@ -477,32 +475,3 @@ def _on_lane(headers: Any) -> bool:
     """Whether a record of the events topic carries an event that is on the priority lane too
     (`kafka.URGENT_LANE_HEADER`, set by ingest)."""
     return any(key == kafka.URGENT_LANE_HEADER for key, _ in headers or ())
-
-
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """The `detectors` service: one engine over every event, and the priority lane, an engine
-    of its own group over `kafka.URGENT` running the detectors that alert on an urgent event
-    by itself (`suite.PRIORITY_LANE`). An SOS is judged there as soon as ingest has it, however
-    much telemetry the first engine still has to read (at 10,000 msg/s on 2 cores it fell
-    behind by seconds: 3 of 50 presses had no call within 30 s). The first engine leaves such
-    events to the lane (`Suite.on_event`, `on_lane`); events written to Kafka without the lane
-    (a replay straight into the events topic) are judged there as before. If either engine
-    fails, both stop and the service exits (the supervisor restarts it)."""
-    config = DetectorConfig()
-    # Urgent events wait for no fetch window on the lane (the first engine's is longer: it
-    # carries no SOS). Only the platform's ingest writes the lane, and it announces every
-    # record: the resting consumer's looks are a safety net there (each costs a request).
-    lane = config.model_copy(update={"group": URGENT_GROUP, "topic": kafka.URGENT,
-                                     "fetch_max_wait_ms": LANE_FETCH_MAX_WAIT_MS,
-                                     "rest_probe_s": LANE_REST_PROBE_S})
-    engines = [Engine(settings, config), Engine(settings, lane, priority_lane(lane))]
-    tasks = [asyncio.create_task(e.run(stop)) for e in engines]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    for task, outcome in zip(tasks, outcomes, strict=True):
-        if task in done and isinstance(outcome, BaseException):
-            raise outcome

@@ -28,7 +28,7 @@ log = logs.get(__name__)
 ElderState = dict[str, BaseModel]
 
 
-# The detectors of the priority lane (`kafka.URGENT`, `detectors.engine.run`): each looks only at
+# The detectors of the priority lane (`kafka.URGENT`, `detectors.service.run`): each looks only at
 # events of urgent types, so it sees all of its input there (tests/test_urgent_lane.py checks).
 PRIORITY_LANE = frozenset({"sos", "fall_flag", "alarms"})
 

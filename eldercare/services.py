@@ -25,9 +25,9 @@ def _registry() -> dict[str, ServiceMain]:
         await service.run(settings, stop)
 
     async def detectors(settings: Settings, stop: asyncio.Event) -> None:
-        from detectors import engine
+        from detectors import service
 
-        await engine.run(settings, stop)
+        await service.run(settings, stop)
 
     async def dispatcher(settings: Settings, stop: asyncio.Event) -> None:
         from dispatcher import service
@@ -68,7 +68,7 @@ def _registry() -> dict[str, ServiceMain]:
 _COMMON = ("foundation.observability", "uvicorn")
 _MODULES = {
     "ingest": ("ingest.service",),
-    "detectors": ("detectors.engine",),
+    "detectors": ("detectors.service",),
     "dispatcher": ("dispatcher.service", "dispatcher.channels", "dispatcher.steps"),
     "store": ("devices.readings.writer", "foundation.deadletter_archive"),
     "console": ("console.app",),

@@ -5,7 +5,7 @@ sos`), each waiting in the events topic behind telemetry.
 
 Ingest writes every event of an urgent type to the events topic, marked, and to the lane's
 topic (tests/test_sos_fast_path.py checks the batches); here each engine reads a topic of the
-test's own, as the detectors service runs them (`detectors.engine.run`)."""
+test's own, as the detectors service runs them (`detectors.service.run`)."""
 
 from __future__ import annotations
 
