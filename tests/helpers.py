@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+if TYPE_CHECKING:
+    from detectors.config import DetectorConfig
+    from detectors.engine import Engine
+    from foundation.config import Settings
 
 T = TypeVar("T")
 
@@ -75,3 +81,21 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+@contextlib.asynccontextmanager
+async def running_engine(settings: Settings, config: DetectorConfig,
+                         detectors: list[Any] | None = None) -> AsyncIterator[Engine]:
+    """A detectors engine running in this event loop until the block ends (then stopped as
+    the service stops it: drained and checkpointed). `detectors`: default every one."""
+    from detectors.engine import Engine
+
+    eng = Engine(settings, config, detectors)
+    stop = asyncio.Event()
+    task = asyncio.create_task(eng.run(stop))
+    await asyncio.wait_for(eng.ready.wait(), 30)
+    try:
+        yield eng
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,17 +40,8 @@ async def new_topic(settings: Settings, partitions: int = 2) -> str:
     return await helpers.new_topic(settings.kafka_bootstrap, partitions)
 
 
-@contextlib.asynccontextmanager
-async def engine(settings: Settings, **config: Any) -> AsyncIterator[Engine]:
-    eng = Engine(settings, DetectorConfig(**{**FAST, **config}))
-    stop = asyncio.Event()
-    task = asyncio.create_task(eng.run(stop))
-    await asyncio.wait_for(eng.ready.wait(), 30)
-    try:
-        yield eng
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+def engine(settings: Settings, **config: Any) -> contextlib.AbstractAsyncContextManager[Engine]:
+    return helpers.running_engine(settings, DetectorConfig(**{**FAST, **config}))
 
 
 class Publisher:

@@ -9,10 +9,8 @@ test's own, as the detectors service runs them (`detectors.service.run`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,18 +46,10 @@ def test_the_lane_runs_every_detector_that_alerts_on_an_urgent_event_by_itself()
     assert len(build()) > len(lane)
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, topic: str, group: str, lane: bool) -> AsyncIterator[Engine]:
+def running(settings: Settings, topic: str, group: str, lane: bool
+            ) -> contextlib.AbstractAsyncContextManager[Engine]:
     config = DetectorConfig(**{**FAST, "topic": topic, "group": group})
-    eng = Engine(settings, config, priority_lane(config) if lane else None)
-    stop = asyncio.Event()
-    task = asyncio.create_task(eng.run(stop))
-    await asyncio.wait_for(eng.ready.wait(), 30)
-    try:
-        yield eng
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    return helpers.running_engine(settings, config, priority_lane(config) if lane else None)
 
 
 def _event(elder: Any, kind: str, type_: str, n: int, at: datetime, **data: Any) -> CanonicalEvent:
