@@ -30,7 +30,7 @@ class DetectorConfig(BaseSettings):
         50, description="How long the consumer's fetch waits for records. The broker answers "
         "a waiting fetch only when the wait is over (tansu), so this is the longest an event "
         "waits for an awake engine, and each wait one request: urgent events go through the "
-        "priority lane, which waits 5 ms (detectors.engine.LANE_FETCH_MAX_WAIT_MS).")
+        "priority lane, which waits 5 ms (detectors.service.LANE_FETCH_MAX_WAIT_MS).")
     rest_probe_s: float = Field(
         1.0, description="While no record comes the consumer rests (foundation/wakeup.py) and "
         "still asks the broker for new records this often (the producers' announcements wake it "

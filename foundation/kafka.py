@@ -32,7 +32,8 @@ URGENT = "eldercare.urgent.v1"
 # The header that marks an EVENTS record whose event is also on URGENT: its own alert comes
 # from the priority lane, not again from the main one.
 URGENT_LANE_HEADER = "eldercare-urgent-lane"
-LANE_HEADERS = ((URGENT_LANE_HEADER, b"1"),)
+# As aiokafka takes record headers (a list; it never modifies it).
+LANE_HEADERS: list[tuple[str, bytes]] = [(URGENT_LANE_HEADER, b"1")]
 ALERTS = "eldercare.alerts.v1"
 DEADLETTER = "eldercare.deadletter.v1"
 # One record at offset 0 names the broker incarnation that holds the platform's topics.

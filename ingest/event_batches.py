@@ -15,12 +15,10 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from foundation import kafka, logs
-from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 from ingest.intake import Ingest
 
 log = logs.get(__name__)
-# Record headers as aiokafka's batch builder takes them (a list; never modified by it).
-_LANE_HEADERS: list[tuple[str, bytes]] = list(kafka.LANE_HEADERS)
 _NO_HEADERS: list[tuple[str, bytes]] = []
 
 
@@ -82,10 +80,8 @@ class EventBatches:
         try:
             key = event.key()
             value = event.model_dump_json().encode()
-            # Every event of an urgent type is on the priority lane too (`kafka.URGENT`), an
-            # alarm that stopped sounding included (the lane's alarm episodes need it).
-            on_lane = event.type in URGENT_TYPES
-            headers = _LANE_HEADERS if on_lane else _NO_HEADERS
+            on_lane = event.on_priority_lane
+            headers = kafka.LANE_HEADERS if on_lane else _NO_HEADERS
             partition = self._partitioner(key, self._partitions, self._partitions)
             opened = self._open.get(partition)
             if opened is None:

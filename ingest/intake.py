@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from foundation import kafka, logs
 from foundation.config import Settings
-from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
+from foundation.contracts.events import CanonicalEvent
 from foundation.deadletter import Rejection, dead_letter
 from foundation.faults import describe
 from ingest import metrics, zigbee
@@ -190,10 +190,10 @@ class Ingest:
         started = time.perf_counter()
         try:
             value, partition_key = event.model_dump_json().encode(), event.key()
-            if event.type in URGENT_TYPES:  # on the priority lane too (ingest/event_batches.py)
+            if event.on_priority_lane:  # acknowledged once both copies are on Kafka
                 durable = asyncio.gather(
                     await self.producer.send(kafka.EVENTS, value, key=partition_key,
-                                             headers=list(kafka.LANE_HEADERS)),
+                                             headers=kafka.LANE_HEADERS),
                     await self.producer.send(kafka.URGENT, value, key=partition_key))
             else:
                 durable = await self.producer.send(kafka.EVENTS, value, key=partition_key)

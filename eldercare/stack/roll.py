@@ -124,26 +124,33 @@ async def _kafka_committed(settings: Settings, group: str, topic: str, incarnati
             if group_consumer.counts_in(meta, incarnation)}
 
 
-def _checkpointed(settings: Settings, group: str, topic: str, incarnation: str
-                  ) -> dict[int, int]:
-    """A detectors group's checkpointed next offsets of `topic` in this incarnation."""
+def _checkpointed(settings: Settings, incarnation: str) -> dict[tuple[str, str], dict[int, int]]:
+    """(group, topic) -> partition -> checkpointed next offset, of the detectors' groups
+    (`CHECKPOINTED`) in this incarnation: one query for them all."""
+    found: dict[tuple[str, str], dict[int, int]] = {}
     with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
         rows = conn.execute(
-            "SELECT partition, next_offset FROM detector_checkpoints WHERE group_id = %s"
-            " AND topic = %s AND incarnation = %s",
-            (group, topic, incarnation)).fetchall()
-    return {int(p): int(o) for p, o in rows}
+            "SELECT group_id, topic, partition, next_offset FROM detector_checkpoints"
+            " WHERE group_id = ANY(%s) AND incarnation = %s",
+            (list(CHECKPOINTED), incarnation)).fetchall()
+    for group, topic, p, o in rows:
+        found.setdefault((str(group), str(topic)), {})[int(p)] = int(o)
+    return found
 
 
 async def behind(settings: Settings, services: Iterable[str], incarnation: str,
                  ends: dict[TopicPartition, int]) -> list[str]:
     """The consumers (`service:topic:partition`) that have not consumed up to `ends`."""
     late = []
+    checkpoints: dict[tuple[str, str], dict[int, int]] | None = None
     for service in services:
         for group, topic in CONSUMERS.get(service, ()):
-            done = (await asyncio.to_thread(_checkpointed, settings, group, topic, incarnation)
-                    if group in CHECKPOINTED
-                    else await _kafka_committed(settings, group, topic, incarnation, ends))
+            if group in CHECKPOINTED:
+                if checkpoints is None:
+                    checkpoints = await asyncio.to_thread(_checkpointed, settings, incarnation)
+                done = checkpoints.get((group, topic), {})
+            else:
+                done = await _kafka_committed(settings, group, topic, incarnation, ends)
             late += [f"{service}:{topic}:{p}" for p in unread(done, topic, ends)]
     return late
 

@@ -38,3 +38,10 @@ class CanonicalEvent(BaseModel):
         """Whether this event is an alert by itself (`URGENT_TYPES`, unless an alarm reports
         it stopped sounding)."""
         return self.type in URGENT_TYPES and self.data.get("state") is not False
+
+    @property
+    def on_priority_lane(self) -> bool:
+        """Whether ingest also writes this event to the priority lane (`kafka.URGENT`): every
+        event of an urgent type, an alarm that stopped sounding included (the lane's alarm
+        episodes need it)."""
+        return self.type in URGENT_TYPES
