@@ -111,7 +111,7 @@ async def end_away_period(
         else:
             ended = await (await conn.execute(
                 "UPDATE elder_away_periods SET ends_at = greatest(now(),"
-                " starts_at + interval '1 second') WHERE id = %s RETURNING ends_at",
+                " starts_at + interval '1 microsecond') WHERE id = %s RETURNING ends_at",
                 (period_id,))).fetchone()
             action, ends_at = "end_away", ended["ends_at"] if ended else None
         await audit.record(conn, principal, action, "elder", row["elder_id"],
