@@ -34,10 +34,13 @@ class State(BaseModel):
         cls = type(self)
         new = cls.__new__(cls)
         values = self.__dict__.copy()
-        fields_set = self.__pydantic_fields_set__.copy()
+        fields_set = self.__pydantic_fields_set__
         if update:
             values.update(update)
-            fields_set.update(update)
+            if not fields_set.issuperset(update):
+                fields_set = fields_set | update.keys()
+        # Shared when unchanged: nothing adds to a state's set (states are never changed in
+        # place), and a copy with the same fields set needs no set of its own.
         _set(new, "__dict__", values)
         _set(new, "__pydantic_extra__", None)
         _set(new, "__pydantic_fields_set__", fields_set)
@@ -63,8 +66,8 @@ class ElderProfile:
     safe_zone: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Verdict(Generic[S]):
+@dataclass(slots=True)  # not frozen: made for every detector an event passes through, and a
+class Verdict(Generic[S]):  # frozen dataclass costs twice as much to make (nothing changes one)
     state: S
     alerts: list[Alert] = field(default_factory=list)
 
@@ -72,7 +75,9 @@ class Verdict(Generic[S]):
 class Detector(Protocol[S]):
     """A detector may also have `event_types: frozenset[str]`, the only event types its
     `on_event` looks at (any other event leaves its state as it is); without it, every event
-    passes through it. The suite uses it to skip detectors an event cannot concern."""
+    passes through it. The suite uses it to skip detectors an event cannot concern. Likewise
+    `has_timers = False`: its `on_timer` never changes the state nor alerts, and timer sweeps
+    skip it."""
 
     name: str
 

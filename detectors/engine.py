@@ -97,6 +97,10 @@ class Engine:
         self._mirrored_at = 0.0
         self._next_timer: dict[int, datetime] = {}  # partition -> next event-time sweep
         self._elder_next_timer: dict[str, datetime] = {}  # elder -> next sweep on its own clock
+        # elder -> the latest event time its timers were judged at in this process: a sweep
+        # at that time or before it has nothing to add (the partition's sweep and the elder's
+        # own sweep often fall on the same instant). Forgotten with the partition.
+        self._judged: dict[str, datetime] = {}
         self._timer_step = timedelta(seconds=config.event_timer_s)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -215,6 +219,8 @@ class Engine:
             await self.checkpoint.commit(gone)
             for p in gone:
                 del self.parts[p.partition]
+                for elder_id in p.elders:
+                    self._judged.pop(elder_id, None)
 
     # --- events -------------------------------------------------------------------------------
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
@@ -249,6 +255,7 @@ class Engine:
             log.info("events are flowing again: silence re-armed", until=rearm.isoformat())
         self.last_event_wall = wall
         on_event, profiles = self.suite.on_event, self.profiles
+        elder_due, part_due = self._elder_next_timer, self._next_timer
         counted = 0
         for part, offset, event, raw, on_lane in decoded:
             part.next_offset = offset + 1
@@ -262,8 +269,10 @@ class Engine:
                 state = part.elders.get(elder_id)
                 if state is None:
                     state = part.elders[elder_id] = self.suite.initial()
-                await self._elder_timers(part, elder_id, event.community_id, state,
-                                         t - lateness)
+                clock = t - lateness
+                due = elder_due.get(elder_id)
+                if due is None or due <= clock:  # (checked here: most events have none due)
+                    await self._elder_timers(part, elder_id, event.community_id, state, clock)
                 profile = profiles.get(elder_id, event.community_id).at(t, part.rearm_for(t))
                 _, alerts, changed = on_event(state, event, profile, on_lane)
             except Exception as exc:  # the detectors are pure: this event fails every time
@@ -283,7 +292,10 @@ class Engine:
             part.recent[elder_id] = (t if seen is None or t > seen[0] else seen[0], wall)
             # A replay crosses hours of event time in one batch: fire the timers the moment
             # event time passes each sweep, as a live stream would have.
-            await self._event_time_timers(part, part.max_event_time - lateness)
+            watermark = part.max_event_time - lateness
+            due = part_due.get(part.partition)
+            if due is None or due <= watermark:
+                await self._event_time_timers(part, watermark)
         metrics.EVENTS.inc(counted)
         for part in {id(p): p for p, _, _, _, _ in decoded}.values():
             if part.max_event_time is not None:
@@ -340,9 +352,13 @@ class Engine:
     async def _fire(self, part: PartitionState, at: datetime) -> None:
         """Every elder's timers of this partition at event time `at` (an elder whose own
         events are still arriving behind it: at its newest event time)."""
+        judged = self._judged
         for elder_id, state in part.elders.items():
             seen = part.recent.get(elder_id)
             now = at if seen is None else min(at, seen[0])
+            last = judged.get(elder_id)
+            if last is not None and last >= now:
+                continue  # (as `_timer` would, without making the profile first)
             await self._timer(part, elder_id, state, now,
                               self.profiles.get(elder_id).at(now, part.rearm_for(now)))
 
@@ -350,11 +366,15 @@ class Engine:
                      profile: Any) -> bool:
         """One elder's timers at `now`; False when they failed (logged and skipped: one
         elder's broken state must not stop everyone's timers, nor cost an event)."""
+        judged = self._judged.get(elder_id)
+        if judged is not None and judged >= now:
+            return True
         try:
             _, alerts, changed = self.suite.on_timer(state, now, profile)
         except Exception:
             log.exception("timer failed for one elder; skipped", elder=elder_id)
             return False
+        self._judged[elder_id] = now
         if changed:
             part.dirty.add(elder_id)
         if alerts:

@@ -27,6 +27,8 @@ class EpisodeState(State):
 class EpisodeDetector:
     """One critical alert per `event_type` message from any device, numbered by episode."""
 
+    has_timers = False  # an episode ends when the next message comes too late for it
+
     def __init__(self, name: str, kind: str, event_type: str, episode_s: float,
                  severity: Severity = Severity.CRITICAL, every_event: bool = True) -> None:
         """`every_event` False: only an episode's first message alerts (a leak sensor that

@@ -49,37 +49,44 @@ class DeviceHealthDetector:
         self, state: HealthState, event: CanonicalEvent, profile: ElderProfile,
     ) -> Verdict[HealthState]:
         t = event.event_time
-        devices = dict(state.devices)
-        dev = devices.get(event.device_id)
+        data = event.data
+        dev = state.devices.get(event.device_id)
+        new = dev is None or event.type == "offline"
         if dev is None:
             dev = DeviceSeen(kind=event.device_kind, room=event.room,
                              interval_s=_interval(event.device_id, event.device_kind, profile),
                              last=t)
         alerts: list[Alert] = []
+        update: dict[str, object] = {}
         if event.type == "offline":
-            dev = dev.model_copy(update={"will_at": t})
+            update["will_at"] = t
         else:
-            update: dict[str, object] = {"heard": True}
+            if not dev.heard:
+                update["heard"] = True
             if not dev.kind:
                 update.update(kind=event.device_kind, room=event.room)
             if t > dev.last or not dev.heard:
                 update["last"] = t
             if dev.will_at is not None and t >= dev.will_at:
                 update["will_at"] = None
-            dev = dev.model_copy(update=update)
-        battery = event.data.get("battery")
+        battery = data.get("battery")
         if isinstance(battery, int | float):
             if battery < self.c.battery_low and not dev.battery_low:
-                dev = dev.model_copy(update={"battery_low": True})
+                update["battery_low"] = True
                 alerts.append(self._alert(event, "low_battery", Severity.LOW,
                                           event.event_id, battery=battery))
             elif battery > self.c.battery_ok and dev.battery_low:
-                dev = dev.model_copy(update={"battery_low": False})
-        tampered = (event.type == "tamper" and event.data.get("state") is not False) \
-            or event.data.get("tamper") is True
+                update["battery_low"] = False
+        tampered = (event.type == "tamper" and data.get("state") is not False) \
+            or data.get("tamper") is True
         if tampered:  # "put back" (state false) is no alert
             alerts.append(self._alert(event, "tamper", Severity.MEDIUM, event.event_id))
-        new = event.device_id not in devices or event.type == "offline"
+        if update:
+            dev = dev.model_copy(update=update)
+        elif not new and state.community_id == event.community_id \
+                and state.first_seen is not None:
+            return Verdict(state, alerts)  # an event older than the device's last: no news
+        devices = dict(state.devices)
         devices[event.device_id] = dev
         return Verdict(state.model_copy(update={
             "devices": devices, "community_id": event.community_id,

@@ -32,6 +32,7 @@ RESTLESS_HOURS = 3  # a device firing in this many of them fired all night
 RESTLESS_CONFIRM_MIN = 5.0
 NIGHT_TRIP_BEFORE_WAKE_H = 1.0  # activity this long before the usual wake-up is a night trip
 PLUG_ON_W = 5.0  # above a plug's standby draw: the appliance was switched on
+DAY_STARTS_KEPT = 4096
 
 
 def activity_weight(event: CanonicalEvent) -> float:
@@ -90,6 +91,8 @@ class InactivityDetector:
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config
         self.tz = ZoneInfo(config.timezone)
+        # A timer sweep asks every elder of a partition for the day of the same instant.
+        self._day_starts: dict[datetime, datetime] = {}
 
     def initial(self) -> InactivityState:
         return InactivityState()
@@ -172,8 +175,7 @@ class InactivityDetector:
     def _activity(self, state: InactivityState, event: CanonicalEvent, profile: ElderProfile,
                   update: dict[str, object]) -> None:
         t = event.event_time
-        local = t.astimezone(self.tz)
-        day_start = self._local_day_start(local)
+        day_start = self._day_start(t)
         day = day_start.date().isoformat()
         if state.day != day and update.get("first_seen") is None and state.first_seen is not None:
             state = self._roll_day(state, t, profile, update)
@@ -218,7 +220,14 @@ class InactivityDetector:
         return start if local >= start else start - timedelta(days=1)
 
     def _day_start(self, t: datetime) -> datetime:
-        return self._local_day_start(t.astimezone(self.tz))
+        """When the day of `t` began (local `day_start_h`), remembered for the instants asked
+        lately (a sweep asks it of the same instant for every elder)."""
+        known = self._day_starts.get(t)
+        if known is None:
+            if len(self._day_starts) >= DAY_STARTS_KEPT:
+                self._day_starts.clear()
+            known = self._day_starts[t] = self._local_day_start(t.astimezone(self.tz))
+        return known
 
     def _day_of(self, t: datetime) -> str:
         return self._day_start(t).date().isoformat()
@@ -287,8 +296,9 @@ class InactivityDetector:
         start = max(t for t in (state.first_seen, state.last_activity, state.away_seen_at,
                                 profile.rearmed_at, state.home_back_at) if t is not None)
         alone = profile.lives_alone
-        alerts = [a for a in (self._no_wakeup(state, start, now, profile, alone),
-                              self._silence(state, start, now, profile, alone))
+        not_up = self._not_up(state, profile, now)
+        alerts = [a for a in (self._no_wakeup(state, start, now, profile, alone, not_up),
+                              self._silence(state, start, now, profile, alone, not_up))
                   if a is not None and a.alert_id not in state.alerted]
         if not alerts:
             return Verdict(state)
@@ -333,9 +343,9 @@ class InactivityDetector:
         return max(learned, entered) if entered is not None else learned
 
     def _no_wakeup(self, state: InactivityState, start: datetime, now: datetime,
-                   profile: ElderProfile, alone: bool) -> Alert | None:
+                   profile: ElderProfile, alone: bool, not_up: bool) -> Alert | None:
         day_start = self._day_start(now)
-        if start >= day_start and not self._not_up(state, profile, now):
+        if start >= day_start and not not_up:
             return None
         resets = [t for t in (state.first_seen, state.away_seen_at, profile.rearmed_at,
                               state.home_back_at) if t is not None]
@@ -374,8 +384,8 @@ class InactivityDetector:
         return min(self.c.silence_max_h, max(floor, learned))
 
     def _silence(self, state: InactivityState, start: datetime, now: datetime,
-                 profile: ElderProfile, alone: bool) -> Alert | None:
-        if start < self._day_start(now) or self._not_up(state, profile, now):
+                 profile: ElderProfile, alone: bool, not_up: bool) -> Alert | None:
+        if start < self._day_start(now) or not_up:
             return None  # not up yet today: the wake-up rule's case
         limit = self.silence_limit_h(state, alone)
         if now - start < timedelta(hours=limit):

@@ -67,6 +67,7 @@ class Suite:
         # a heartbeat need not pass through the SOS, alarm and fall detectors.
         self._by_type: dict[str, list[Detector[Any]]] = {}
         self._by_type_off_lane: dict[str, list[Detector[Any]]] = {}
+        self._timed = [d for d in detectors if getattr(d, "has_timers", True)]
 
     def initial(self) -> ElderState:
         return {}
@@ -99,19 +100,22 @@ class Suite:
 
     def on_timer(self, state: ElderState, now: datetime, profile: ElderProfile
                  ) -> tuple[ElderState, list[Alert], bool]:
-        return self._apply(state, lambda d, s: d.on_timer(s, now, profile))
-
-    def _apply(self, state: ElderState, step: Any) -> tuple[ElderState, list[Alert], bool]:
+        """(new state, alerts, whether the state changed) at event time `now`; detectors
+        without timers (`has_timers = False`) are skipped."""
         alerts: list[Alert] = []
         changed = False
-        for d in self.detectors:
-            before = state.get(d.name)
-            current = before if before is not None else self._initial[d.name]
-            verdict = step(d, current)
+        initial = self._initial
+        for d in self._timed:
+            name = d.name
+            current = state.get(name)
+            if current is None:
+                current = initial[name]
+            verdict = d.on_timer(current, now, profile)
             if verdict.state is not current:
-                state[d.name] = verdict.state
+                state[name] = verdict.state
                 changed = True
-            alerts.extend(verdict.alerts)
+            if verdict.alerts:
+                alerts.extend(verdict.alerts)
         return state, alerts, changed
 
     def looks_at(self, event_type: str) -> list[str]:

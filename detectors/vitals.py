@@ -49,6 +49,7 @@ class VitalsState(State):
 class VitalsDetector:
     name = "vitals"
     event_types = frozenset(SIGNS)
+    has_timers = False  # see `on_timer`
 
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config

@@ -1,6 +1,7 @@
 """The detectors' fast paths give the same verdicts as the plain ones: events skip only the
-detectors that cannot concern them, states copy the way pydantic copies them, and an elder's
-profile is reused only while nothing in it can differ."""
+detectors that cannot concern them, timer sweeps only those without timers, states copy the
+way pydantic copies them, and an elder's profile is reused only while nothing in it can
+differ."""
 
 from __future__ import annotations
 
@@ -88,6 +89,23 @@ def test_events_skip_only_detectors_that_cannot_concern_them() -> None:
         [a.alert_id for a in suite.on_timer(slow, later, profile)[1]]
 
 
+def test_timers_skip_only_detectors_whose_timers_change_nothing() -> None:
+    suite = Suite(build(DetectorConfig()))
+    untimed = [d for d in suite.detectors if not getattr(d, "has_timers", True)]
+    assert {"sos", "fall_flag", "water_leak", "vitals"} <= {d.name for d in untimed}
+    assert not {"inactivity", "health", "checkin", "alarms", "fall", "safe_zone"} & {
+        d.name for d in untimed}
+    state = suite.initial()
+    profile = ElderProfile("E-1", "c-1", lives_alone=True)
+    for event in _stream():  # every untimed detector's state, at every step, at later times
+        suite.on_event(state, event, profile)
+        for d in untimed:
+            current = state.get(d.name, suite._initial[d.name])
+            for later in (timedelta(0), timedelta(minutes=5), timedelta(days=2)):
+                verdict = d.on_timer(current, event.event_time + later, profile)
+                assert verdict.state is current and not verdict.alerts, d.name
+
+
 def test_state_copies_as_pydantic_copies() -> None:
     seen = DeviceSeen(kind="smart_watch", last=T0)
     states: list[tuple[BaseModel, dict[str, Any]]] = [
@@ -97,7 +115,7 @@ def test_state_copies_as_pydantic_copies() -> None:
         (InactivityState(), {}),
     ]
     for state, update in states:
-        before = state.model_dump_json()
+        before, fields_before = state.model_dump_json(), set(state.model_fields_set)
         mine = state.model_copy(update=update)
         theirs = BaseModel.model_copy(state, update=update)
         assert mine is not state and type(mine) is type(state)
@@ -105,6 +123,10 @@ def test_state_copies_as_pydantic_copies() -> None:
         assert mine.model_dump_json() == theirs.model_dump_json()
         assert mine.model_fields_set == theirs.model_fields_set
         assert state.model_dump_json() == before  # the original is left as it was
+        assert state.model_fields_set == fields_before
+        again = mine.model_copy(update=update)  # a copy of a copy, its fields set shared
+        assert again.model_fields_set == BaseModel.model_copy(
+            theirs, update=update).model_fields_set
 
 
 async def test_profile_is_reused_only_while_it_cannot_differ() -> None:
