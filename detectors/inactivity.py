@@ -93,6 +93,7 @@ class InactivityDetector:
         self.tz = ZoneInfo(config.timezone)
         # A timer sweep asks every elder of a partition for the day of the same instant.
         self._day_starts: dict[datetime, datetime] = {}
+        self._alive_windows: dict[int, timedelta] = {}
 
     def initial(self) -> InactivityState:
         return InactivityState()
@@ -322,7 +323,12 @@ class InactivityDetector:
             state.last_will is not None and state.last_will >= state.last_alive)
 
     def _alive_window(self, state: InactivityState) -> timedelta:
-        return timedelta(seconds=self.c.offline_intervals * (state.alive_interval_s or 3600))
+        interval = state.alive_interval_s or 3600
+        window = self._alive_windows.get(interval)
+        if window is None:  # (asked for every event: a few distinct intervals)
+            window = self._alive_windows[interval] = timedelta(
+                seconds=self.c.offline_intervals * interval)
+        return window
 
     def _alert(self, state: InactivityState, profile: ElderProfile, rule: str, since: datetime,
                now: datetime, severity: Severity, **evidence: object) -> Alert:

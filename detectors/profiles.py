@@ -34,7 +34,7 @@ class ProfileRecord:
     made: ElderProfile | None = field(default=None, repr=False, compare=False)
 
     def at(self, t: datetime, rearmed_at: datetime | None = None) -> ElderProfile:
-        away = any(s <= t and (e is None or t < e) for s, e in self.away)
+        away = bool(self.away) and any(s <= t and (e is None or t < e) for s, e in self.away)
         made = self.made
         if made is not None and made.away == away and made.rearmed_at == rearmed_at:
             return made
