@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from detectors.config import DetectorConfig
 from detectors.evaluation.homes import Home, Reading
 
+# The simulated homes' days end here (a Monday, 00:00 in Shanghai).
+SIM_END = datetime(2026, 6, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
 SENSOR_KINDS = frozenset({"motion_sensor", "door_contact", "pressure_mat", "toilet_flush",
                           "smart_plug", "water_flow", "cupboard_contact"})
 
@@ -41,7 +44,10 @@ def simulated_homes(spec: str, seed: int = 7) -> list[Home]:
     except (IndexError, ValueError) as exc:
         raise ValueError(f"{spec!r}: expected sim:ELDERS:DAYS, e.g. sim:6:28") from exc
     _, sims = population.build("eval", [], extra_elders=elders, seed=seed)
-    start = start_in_past("00:00", days * 86400)
+    # Days that end at a fixed date, not today: the simulated week (weekdays, the seeded
+    # draws per day) and so every figure of `eval --dataset homes sim:...` are the same on
+    # any day the command is run.
+    start = start_in_past("00:00", days * 86400, now=SIM_END.timestamp())
     homes = []
     for sim in sims:
         tl = Timeline()

@@ -317,3 +317,20 @@ def test_a_lie_in_is_reported_as_the_floor_of_false_alerts(tmp_path: Path) -> No
     assert result.false_alerts["wake_plus_2h"] == 1  # the anchor alerts on it too
     table = format_report(evaluate_homes([home], DetectorConfig(timezone=TZ), 7, 40))
     assert "sleepy 1 (eldercare alerted 1)" in table
+
+
+def test_simulated_homes_are_the_same_whatever_day_they_are_made(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval --dataset homes sim:...` gives figures that a later run reproduces: its days end
+    at a fixed date, not today (the simulated week shifted by a day each day before)."""
+    import time
+
+    from simulators.evaluation import simulated_homes
+
+    made = []
+    for day in (0, 1, 3):
+        monkeypatch.setattr(time, "time", lambda day=day: 1_790_000_000.0 + day * 86400)
+        made.append([(h.name, h.readings[:50], len(h.readings))
+                     for h in simulated_homes("sim:2:3")])
+    assert made[0] == made[1] == made[2]
+    assert made[0][0][2] > 0
