@@ -99,7 +99,8 @@ class Engine:
         self._elder_next_timer: dict[str, datetime] = {}  # elder -> next sweep on its own clock
         # elder -> the latest event time its timers were judged at in this process: a sweep
         # at that time or before it has nothing to add (the partition's sweep and the elder's
-        # own sweep often fall on the same instant). Forgotten with the partition.
+        # own sweep often fall on the same instant). Forgotten when the partition is lost or
+        # loaded again.
         self._judged: dict[str, datetime] = {}
         self._timer_step = timedelta(seconds=config.event_timer_s)
 
@@ -201,6 +202,8 @@ class Engine:
                                  partition=tp.partition, down_since=part.saved_at.isoformat())
                     part.last_event_wall = time.monotonic()
                     self.parts[tp.partition] = part
+                    for elder_id in part.elders:  # judged again from the loaded state on
+                        self._judged.pop(elder_id, None)
                     if part.next_offset is not None:
                         self.consumer.seek(tp, part.next_offset)
                     else:  # never checkpointed, or offsets of a lost log: read it all (the
