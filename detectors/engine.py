@@ -35,7 +35,7 @@ from detectors.base import Detector
 from detectors.checkpoint import Checkpoint
 from detectors.config import DetectorConfig
 from detectors.immediate import immediate_alert
-from detectors.profiles import ProfileCache
+from detectors.profiles import ProfileCache, ProfileRecord
 from detectors.store import PartitionState, load_partition
 from detectors.suite import Suite, build
 from foundation import db, kafka, logs
@@ -355,25 +355,23 @@ class Engine:
     async def _fire(self, part: PartitionState, at: datetime) -> None:
         """Every elder's timers of this partition at event time `at` (an elder whose own
         events are still arriving behind it: at its newest event time)."""
-        judged = self._judged
         for elder_id, state in part.elders.items():
             seen = part.recent.get(elder_id)
             now = at if seen is None else min(at, seen[0])
-            last = judged.get(elder_id)
-            if last is not None and last >= now:
-                continue  # (as `_timer` would, without making the profile first)
-            await self._timer(part, elder_id, state, now,
-                              self.profiles.get(elder_id).at(now, part.rearm_for(now)))
+            await self._timer(part, elder_id, state, now, self.profiles.get(elder_id))
 
     async def _timer(self, part: PartitionState, elder_id: str, state: Any, now: datetime,
-                     profile: Any) -> bool:
-        """One elder's timers at `now`; False when they failed (logged and skipped: one
-        elder's broken state must not stop everyone's timers, nor cost an event)."""
+                     record: ProfileRecord) -> bool:
+        """One elder's timers at `now` (with its profile at `now`, made only when the elder
+        was not judged at `now` or later already); False when they failed (logged and
+        skipped: one elder's broken state must not stop everyone's timers, nor cost an
+        event)."""
         judged = self._judged.get(elder_id)
         if judged is not None and judged >= now:
             return True
         try:
-            _, alerts, changed = self.suite.on_timer(state, now, profile)
+            _, alerts, changed = self.suite.on_timer(
+                state, now, record.at(now, part.rearm_for(now)))
         except Exception:
             log.exception("timer failed for one elder; skipped", elder=elder_id)
             return False
@@ -422,8 +420,7 @@ class Engine:
             due = _ceil(clock - ELDER_TIMER_CATCHUP, step)
         profiles = self.profiles.get(elder_id, community_id)
         while due <= clock:
-            if not await self._timer(part, elder_id, state, due,
-                                     profiles.at(due, part.rearm_for(due))):
+            if not await self._timer(part, elder_id, state, due, profiles):
                 break
             due += step
         self._elder_next_timer[elder_id] = due

@@ -9,6 +9,7 @@ with dead devices is the device-health detector's gateway-offline alert instead.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,7 +33,20 @@ RESTLESS_HOURS = 3  # a device firing in this many of them fired all night
 RESTLESS_CONFIRM_MIN = 5.0
 NIGHT_TRIP_BEFORE_WAKE_H = 1.0  # activity this long before the usual wake-up is a night trip
 PLUG_ON_W = 5.0  # above a plug's standby draw: the appliance was switched on
-DAY_STARTS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=4096)  # a timer sweep asks it of one instant for every elder
+def day_start(t: datetime, tz: ZoneInfo, day_start_h: float) -> datetime:
+    """When the day of `t` began: the latest local `day_start_h` o'clock at or before it."""
+    local = t.astimezone(tz)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+        hours=day_start_h)
+    return start if local >= start else start - timedelta(days=1)
+
+
+@functools.cache  # asked for every event, of a few distinct intervals
+def _window(intervals: float, interval_s: int) -> timedelta:
+    return timedelta(seconds=intervals * interval_s)
 
 
 def activity_weight(event: CanonicalEvent) -> float:
@@ -91,9 +105,6 @@ class InactivityDetector:
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config
         self.tz = ZoneInfo(config.timezone)
-        # A timer sweep asks every elder of a partition for the day of the same instant.
-        self._day_starts: dict[datetime, datetime] = {}
-        self._alive_windows: dict[int, timedelta] = {}
 
     def initial(self) -> InactivityState:
         return InactivityState()
@@ -215,20 +226,8 @@ class InactivityDetector:
 
     # --- days and hours -----------------------------------------------------------------------
 
-    def _local_day_start(self, local: datetime) -> datetime:
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
-            hours=self.c.day_start_h)
-        return start if local >= start else start - timedelta(days=1)
-
     def _day_start(self, t: datetime) -> datetime:
-        """When the day of `t` began (local `day_start_h`), remembered for the instants asked
-        lately (a sweep asks it of the same instant for every elder)."""
-        known = self._day_starts.get(t)
-        if known is None:
-            if len(self._day_starts) >= DAY_STARTS_KEPT:
-                self._day_starts.clear()
-            known = self._day_starts[t] = self._local_day_start(t.astimezone(self.tz))
-        return known
+        return day_start(t, self.tz, self.c.day_start_h)
 
     def _day_of(self, t: datetime) -> str:
         return self._day_start(t).date().isoformat()
@@ -323,12 +322,7 @@ class InactivityDetector:
             state.last_will is not None and state.last_will >= state.last_alive)
 
     def _alive_window(self, state: InactivityState) -> timedelta:
-        interval = state.alive_interval_s or 3600
-        window = self._alive_windows.get(interval)
-        if window is None:  # (asked for every event: a few distinct intervals)
-            window = self._alive_windows[interval] = timedelta(
-                seconds=self.c.offline_intervals * interval)
-        return window
+        return _window(self.c.offline_intervals, state.alive_interval_s or 3600)
 
     def _alert(self, state: InactivityState, profile: ElderProfile, rule: str, since: datetime,
                now: datetime, severity: Severity, **evidence: object) -> Alert:

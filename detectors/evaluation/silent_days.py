@@ -32,7 +32,13 @@ from zoneinfo import ZoneInfo
 from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.evaluation.homes import Home, Reading, to_events
-from detectors.inactivity import ENTRANCE, InactivityDetector, InactivityState, activity_weight
+from detectors.inactivity import (
+    ENTRANCE,
+    InactivityDetector,
+    InactivityState,
+    activity_weight,
+    day_start,
+)
 from detectors.routine import day_getting_up
 from devices.catalogue import DeviceKind
 from foundation.contracts.events import CanonicalEvent
@@ -152,12 +158,6 @@ class HomeReplay:
         return state, alerts, ticks
 
 
-def _day_start(t: datetime, c: DetectorConfig, tz: ZoneInfo) -> datetime:
-    local = t.astimezone(tz)
-    s = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(hours=c.day_start_h)
-    return s if local >= s else s - timedelta(days=1)
-
-
 def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int = 7,
                   every: int = 4, seed: int = 7) -> HomeResult:
     """Inject silent days into one home and score the detector and the anchors."""
@@ -166,7 +166,7 @@ def evaluate_home(home: Home, config: DetectorConfig | None = None, learn: int =
     tz = r.tz
     if not r.elder_activity:
         raise ValueError(f"home {home.name}: no activity in the log")
-    first = _day_start(r.elder_activity[0].event_time, c, tz)
+    first = day_start(r.elder_activity[0].event_time, tz, c.day_start_h)
     last = r.elder_activity[-1].event_time
     n_days = int((last - first) / timedelta(days=1)) + 1
     starts = [first + timedelta(days=d) for d in range(n_days + 1)]
