@@ -35,6 +35,11 @@ class DetectorConfig(BaseSettings):
         1.0, description="While no record comes the consumer rests (foundation/wakeup.py) and "
         "still asks the broker for new records this often (the producers' announcements wake it "
         "at once; this catches records written by clients outside the platform).")
+    profiles_ahead: bool = Field(
+        False, description="Read every elder's registry profile at start and refresh stale "
+        "ones behind the events, never before them: an event waits for the registry only for "
+        "an elder it has never read. The priority lane does this (an SOS is judged without a "
+        "database read); the main engine reads the elders it meets, in bulk per batch.")
     checkpoint_interval_s: float = Field(
         1.0, description="Seconds between checkpoints (state rows + offsets in one transaction). "
         "Short, because everything after the last checkpoint is replayed after a crash.")

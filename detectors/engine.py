@@ -38,7 +38,7 @@ from detectors.immediate import immediate_alert
 from detectors.profiles import ProfileCache, ProfileRecord
 from detectors.store import PartitionState, load_partition
 from detectors.suite import Suite, build
-from foundation import db, kafka, logs
+from foundation import collector, db, kafka, logs
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
 from foundation.contracts.events import CanonicalEvent
@@ -103,6 +103,10 @@ class Engine:
         # loaded again.
         self._judged: dict[str, datetime] = {}
         self._timer_step = timedelta(seconds=config.event_timer_s)
+        # `profiles_ahead`: elders whose profile is read again behind the events, and the task
+        # reading them (and, first, every elder of the registry)
+        self._behind: set[str] = set()
+        self._reading: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         # Thousands of elders' states are long-lived objects that the collector would walk
@@ -113,6 +117,7 @@ class Engine:
         await self.producer.start()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
+        collector.settle()  # before the first event
         from foundation import observability  # /readyz: consuming now
 
         observability.mark_subscribed("events")
@@ -160,6 +165,8 @@ class Engine:
             if self._mirroring is not None:
                 self._mirroring.cancel()
         finally:
+            if self._reading is not None:
+                self._reading.cancel()
             self.checkpoint.abandon()  # only when failing: a clean stop has settled it
             await self.consumer.stop()
             await self.producer.stop()
@@ -212,7 +219,11 @@ class Engine:
                         part.seeked_to = await self.consumer.position(tp)
                     log.info("partition assigned", partition=tp.partition,
                              elders=len(part.elders), offset=part.next_offset)
-            await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])
+            if self.config.profiles_ahead:
+                if self._reading is None:  # once per process: everyone, behind the events
+                    self._reading = asyncio.create_task(self._read_profiles(everyone=True))
+            else:
+                await self.profiles.refresh([e for p in self.parts.values() for e in p.elders])
             self.ready.set()
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
@@ -246,7 +257,7 @@ class Engine:
                     event = None
                 decoded.append((part, r.offset, event, r.value, _on_lane(r.headers)))
         elders = {e.elder_id for _, _, e, _, _ in decoded if e is not None}
-        await self.profiles.refresh(self.profiles.stale(sorted(elders)))
+        await self._profiles_for(sorted(elders))
         wall = time.monotonic()
         if decoded and self.outage:
             self.outage = False
@@ -305,6 +316,39 @@ class Engine:
                 part.advance(part.max_event_time - lateness)
         metrics.PROCESSING.observe(time.perf_counter() - started)
 
+    async def _profiles_for(self, elder_ids: list[str]) -> None:
+        """Make these elders' profiles current before they are judged; with `profiles_ahead`
+        only those never read wait for the registry, the stale ones are read behind."""
+        stale = self.profiles.stale(elder_ids)
+        if not stale:
+            return
+        if not self.config.profiles_ahead:
+            await self.profiles.refresh(stale)
+            return
+        never = [e for e in stale if not self.profiles.loaded(e)]
+        self._behind.update(e for e in stale if self.profiles.loaded(e))
+        if never:
+            await self.profiles.refresh(never)
+        if self._behind and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.create_task(self._read_profiles())
+
+    async def _read_profiles(self, everyone: bool = False) -> None:
+        """Read profiles behind the events (`profiles_ahead`): the whole registry first when
+        `everyone`, then whatever `_profiles_for` found stale meanwhile. A failed read is
+        logged; the stale profiles serve until the next event asks again."""
+        try:
+            if everyone:
+                started = time.monotonic()
+                n = await self.profiles.load_all()
+                log.info("profiles read ahead", elders=n,
+                         seconds=round(time.monotonic() - started, 2))
+            while self._behind:
+                ids = sorted(self._behind)
+                self._behind.clear()
+                await self.profiles.refresh(ids)
+        except Exception as exc:
+            log.warning("profiles not read ahead; read again when next needed", error=str(exc))
+
     def _stale(self, tp: TopicPartition, part: PartitionState, first: int) -> bool:
         """Whether a batch starting at offset `first` was fetched from where the consumer
         read before this partition's latest assignment (the rebalance ran while the batch
@@ -345,9 +389,7 @@ class Engine:
                 part.advance(wall - timedelta(seconds=self.config.allowed_lateness_s))
             if part.watermark is None:
                 continue
-            stale = self.profiles.stale(list(part.elders))
-            if stale:
-                await self.profiles.refresh(stale)
+            await self._profiles_for(list(part.elders))
             self._forget_quiet(part, wall_mono)
             await self._fire(part, part.watermark)
         metrics.SWEEPS.inc()

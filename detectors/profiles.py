@@ -64,6 +64,22 @@ class ProfileCache:
         return [e for e in elder_ids
                 if (r := self.records.get(e)) is None or r.loaded_at < limit]
 
+    def loaded(self, elder_id: str) -> bool:
+        """Whether this elder was ever read from the registry (or found missing there)."""
+        record = self.records.get(elder_id)
+        return record is not None and record.loaded_at > 0
+
+    async def load_all(self, chunk: int = 5000) -> int:
+        """Read every elder of the registry (in chunks of `chunk`); returns how many."""
+        if self.pool is None:
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT id FROM elders ORDER BY id")).fetchall()
+        ids = [r["id"] for r in rows]
+        for i in range(0, len(ids), chunk):
+            await self.refresh(ids[i:i + chunk])
+        return len(ids)
+
     async def refresh(self, elder_ids: list[str]) -> None:
         """Load these elders from the registry (unknown elders keep a default profile)."""
         if self.pool is None or not elder_ids:

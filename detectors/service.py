@@ -39,7 +39,8 @@ def lane_config(config: DetectorConfig) -> DetectorConfig:
     """The priority lane's engine settings, from the first engine's."""
     return config.model_copy(update={"group": URGENT_GROUP, "topic": kafka.URGENT,
                                      "fetch_max_wait_ms": LANE_FETCH_MAX_WAIT_MS,
-                                     "rest_probe_s": LANE_REST_PROBE_S})
+                                     "rest_probe_s": LANE_REST_PROBE_S,
+                                     "profiles_ahead": True})
 
 
 class LaneThread(threading.Thread):

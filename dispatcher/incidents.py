@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from dispatcher import roster
 from dispatcher.ladder import (
@@ -38,7 +39,7 @@ from dispatcher.ladder import (
 )
 from dispatcher.metrics import INCIDENTS
 from dispatcher.phones import can_receive_sms
-from dispatcher.whereabouts import remember_position
+from dispatcher.whereabouts import position_statement, remember_position
 from foundation import logs
 from foundation.contracts.alerts import Alert, Severity
 
@@ -47,14 +48,25 @@ log = logs.get(__name__)
 Purpose = str  # "ladder" | "realert" | "reminder" | "outcome" (escalation_steps.purpose)
 
 
+Statement = tuple[str, tuple[Any, ...]]  # SQL and its parameters, to send later
+
+
+def timeline_entry(incident_id: uuid.UUID | str, entry: str, **detail: Any) -> Statement:
+    """The statement appending to the incident's timeline (see `timeline`)."""
+    return ("INSERT INTO incident_timeline (incident_id, kind, detail) VALUES (%s, %s, %s)",
+            (incident_id, entry, json.dumps(detail, ensure_ascii=False, default=str)))
+
+
 async def timeline(
     conn: AsyncConnection[Any], incident_id: uuid.UUID | str, entry: str, **detail: Any,
 ) -> None:
     """Append to the incident's timeline; a trigger pushes the row to every console."""
-    await conn.execute(
-        "INSERT INTO incident_timeline (incident_id, kind, detail) VALUES (%s, %s, %s)",
-        (incident_id, entry, json.dumps(detail, ensure_ascii=False, default=str)),
-    )
+    await conn.execute(*timeline_entry(incident_id, entry, **detail))
+
+
+class AlertRecordedElsewhere(Exception):
+    """The alert is on another elder's incident already: the caller rolls back and ignores it
+    (a second reading finds it recorded)."""
 
 
 async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | None:
@@ -75,6 +87,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
             " ORDER BY opened_at DESC FOR UPDATE",
             (alert.elder_id,),
         )
+        own_policy_read = await conn.execute(_OWN_POLICY, _own_policy_params(alert))
         rules = await rules_for(conn, alert.community_id)
     if await seen_read.fetchone() is not None:
         return None
@@ -92,7 +105,9 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
             return row["id"]  # type: ignore[no-any-return]
 
     incident_id = uuid.uuid4()
-    policy = await policy_for(conn, alert, rules)
+    policy = _policy_of(await own_policy_read.fetchone(), alert, rules)
+    # The incident, its alert, timeline and position, and the reads of its ladder: one round
+    # trip (the first call waits for this transaction).
     async with conn.pipeline():
         await conn.execute(
             "INSERT INTO incidents (id, elder_id, community_id, kind, severity, status,"
@@ -102,15 +117,18 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
              alert.event_time, alert.detected_at, alert.maintenance, policy.model_dump_json()),
         )
         claim = await conn.execute(_CLAIM_ALERT, _claim_params(alert, incident_id))
-    if claim.rowcount != 1:  # known once the pipeline has synced
-        # The same alert id under another elder's lock (never two presses: ids are per event).
-        await conn.execute("DELETE FROM incidents WHERE id = %s", (incident_id,))
-        log.warning("alert already recorded for another elder; ignored", alert_id=alert.alert_id)
-        return None
-    await timeline(conn, incident_id, "incident_opened", kind=alert.kind, severity=alert.severity,
-                   alert_id=alert.alert_id, device_id=alert.device_id, room=alert.room)
-    await remember_position(conn, str(incident_id), alert.model_dump(mode="json"))
-    await materialise(conn, incident_id, alert.elder_id, alert.community_id, policy)
+        await conn.execute(*timeline_entry(
+            incident_id, "incident_opened", kind=alert.kind, severity=alert.severity,
+            alert_id=alert.alert_id, device_id=alert.device_id, room=alert.room))
+        await conn.execute(*position_statement(str(incident_id), alert.model_dump(mode="json"),
+                                               alert.elder_id, alert.event_time))
+        reads = await read_people(conn, incident_id, alert.elder_id, alert.community_id,
+                                  new=True)
+    if claim.rowcount != 1:
+        # The same alert id under another elder's lock (never two presses: ids are per
+        # event): nothing of this transaction may stay.
+        raise AlertRecordedElsewhere(alert.alert_id)
+    await add_steps(conn, incident_id, policy, reads)
     INCIDENTS.labels(alert.kind, alert.severity.value).inc()
     return incident_id
 
@@ -169,10 +187,19 @@ async def rules_for(conn: AsyncConnection[Any], community_id: str) -> Rules:
 async def policy_for(conn: AsyncConnection[Any], alert: Alert, rules: Rules) -> Policy:
     """The elder's own policy for this severity if one is stored, else the community's ladder
     for this kind."""
-    row = await (await conn.execute(
-        "SELECT policy FROM escalation_policies WHERE elder_id = %s AND severity = %s",
-        (alert.elder_id, policy_key(alert.severity, alert.maintenance)),
-    )).fetchone()
+    row = await (await conn.execute(_OWN_POLICY, _own_policy_params(alert))).fetchone()
+    return _policy_of(row, alert, rules)
+
+
+_OWN_POLICY = "SELECT policy FROM escalation_policies WHERE elder_id = %s AND severity = %s"
+
+
+def _own_policy_params(alert: Alert) -> tuple[str, str]:
+    return (alert.elder_id, policy_key(alert.severity, alert.maintenance))
+
+
+def _policy_of(row: dict[str, Any] | None, alert: Alert, rules: Rules) -> Policy:
+    """`policy_for` from the elder's own policy row (None: the community's ladder)."""
     if row is None:
         return ladder_for(rules, alert.kind, alert.severity, alert.maintenance)
     policy = parse_policy(row["policy"])
@@ -226,30 +253,58 @@ async def materialise(
     # The reads are independent: sent together, answered in one round trip (the first call
     # waits for this transaction).
     async with conn.pipeline():
-        contacts_read = await conn.execute(
-            "SELECT priority, name, phone, can_sms, language, channels FROM contacts"
-            " WHERE elder_id = %s ORDER BY priority", (elder_id,),
-        )
-        community_read = await conn.execute(
-            "SELECT name, emergency_line FROM communities WHERE id = %s", (community_id,),
-        )
-        who_read = await conn.execute(
-            "SELECT e.name, e.phone, e.language, i.acknowledged_by, i.acknowledged_phone"
-            " FROM elders e LEFT JOIN incidents i ON i.id = %s WHERE e.id = %s",
-            (str(incident_id), elder_id),
-        )
-        last_read = await conn.execute(
-            "SELECT coalesce(max(seq), 0) AS seq FROM escalation_steps WHERE incident_id = %s",
-            (str(incident_id),),
-        )
-        staff, level = await roster.on_duty(conn, community_id)
-    contacts = await contacts_read.fetchall()
-    community = await community_read.fetchone()
-    who = await who_read.fetchone()
-    last = await last_read.fetchone()
+        reads = await read_people(conn, incident_id, elder_id, community_id)
+    return await add_steps(conn, incident_id, policy, reads, purpose)
+
+
+@dataclass
+class PeopleReads:
+    """The reads of `read_people`, sent; `add_steps` takes their answers."""
+
+    contacts: AsyncCursor[Any]
+    community: AsyncCursor[Any]
+    who: AsyncCursor[Any]
+    last: AsyncCursor[Any] | None  # None: a new incident, no step yet
+    staff: list[dict[str, Any]]
+    level: str
+
+
+async def read_people(conn: AsyncConnection[Any], incident_id: uuid.UUID | str, elder_id: str,
+                      community_id: str, new: bool = False) -> PeopleReads:
+    """Send the reads a ladder needs (in the caller's pipeline: one round trip with whatever
+    it sent before); `new`: the incident has no steps yet."""
+    contacts = await conn.execute(
+        "SELECT priority, name, phone, can_sms, language, channels FROM contacts"
+        " WHERE elder_id = %s ORDER BY priority", (elder_id,),
+    )
+    community = await conn.execute(
+        "SELECT name, emergency_line FROM communities WHERE id = %s", (community_id,),
+    )
+    who = await conn.execute(
+        "SELECT e.name, e.phone, e.language, i.acknowledged_by, i.acknowledged_phone"
+        " FROM elders e LEFT JOIN incidents i ON i.id = %s WHERE e.id = %s",
+        (str(incident_id), elder_id),
+    )
+    last = None if new else await conn.execute(
+        "SELECT coalesce(max(seq), 0) AS seq FROM escalation_steps WHERE incident_id = %s",
+        (str(incident_id),),
+    )
+    staff, level = await roster.on_duty(conn, community_id)  # its answer ends the round trip
+    return PeopleReads(contacts, community, who, last, staff, level)
+
+
+async def add_steps(conn: AsyncConnection[Any], incident_id: uuid.UUID | str, policy: Policy,
+                    reads: PeopleReads, purpose: Purpose = "ladder") -> int:
+    """The steps of `policy` for the people `reads` found (see `materialise`); how many."""
+    contacts = await reads.contacts.fetchall()
+    community = await reads.community.fetchone()
+    who = await reads.who.fetchone()
+    last = await reads.last.fetchone() if reads.last is not None else None
+    staff, level = reads.staff, reads.level
+    later: list[Statement] = []  # sent with the steps
     if level != "community" and any(r.target in ("staff", "duty_lead") for r in policy.rungs):
-        await timeline(conn, incident_id, "duty_level", level=level,
-                       staff=[s["name"] for s in staff])
+        later.append(timeline_entry(incident_id, "duty_level", level=level,
+                                    staff=[s["name"] for s in staff]))
     line = community["emergency_line"] if community else ""
     people = People(
         contacts=contacts, staff=staff, emergency_line=line,
@@ -282,13 +337,16 @@ async def materialise(
                              seq == first or leading, carry))
                 carry = 0.0
     # One pipelined batch, not a round trip per step: the first call waits for this.
-    await conn.cursor().executemany(
-        "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
-        " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-        " CASE WHEN %s THEN now() + make_interval(secs => %s) END)", rows,
-    )
-    if seq >= first:
-        await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
+    async with conn.pipeline():
+        for statement in later:
+            await conn.execute(*statement)
+        await conn.cursor().executemany(
+            "INSERT INTO escalation_steps (incident_id, seq, round, action, target,"
+            " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+            " CASE WHEN %s THEN now() + make_interval(secs => %s) END)", rows,
+        )
+        if seq >= first:
+            await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
     return seq - first + 1
 
 

@@ -20,11 +20,11 @@ from aiokafka.errors import CommitFailedError
 from psycopg_pool import PoolTimeout
 
 from dispatcher.channels import Channel, DryRunChannel, TwilioChannel, channel_for
-from dispatcher.incidents import record_alert
+from dispatcher.incidents import AlertRecordedElsewhere, record_alert
 from dispatcher.outage import DatabaseOutage
 from dispatcher.recovery import Reconciling
 from dispatcher.steps import RetryPolicy, StepRunner, new_worker_lock
-from foundation import db, kafka, logs, observability
+from foundation import collector, db, kafka, logs, observability
 from foundation.config import Settings
 from foundation.contracts.alerts import Alert
 from foundation.deadletter import Rejection, dead_letter
@@ -159,6 +159,7 @@ async def _run(settings: Settings, stop: asyncio.Event, channel: Channel,
                                         settings.dispatcher_twilio_timeout_s))
         workers = max(1, settings.dispatcher_workers)
         wake = Wakeup(workers)
+        collector.settle()  # before the first alert
         runner.on_claim = runner.on_done = wake.set
         log.info("dispatcher started", worker_lock=lock, workers=workers,
                  requests=settings.dispatcher_requests, dry_run=channel.dry_run)
@@ -262,6 +263,9 @@ async def _record(conn: db.Connection, alert: Alert) -> object:
         async with conn.transaction():
             await conn.execute(db.COMMIT_UNFLUSHED)
             return await record_alert(conn, alert)
+    except AlertRecordedElsewhere:
+        log.warning("alert already recorded for another elder; ignored", alert_id=alert.alert_id)
+        return None
     except Exception as exc:
         if is_transient(exc):
             raise

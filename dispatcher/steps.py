@@ -46,7 +46,7 @@ from dispatcher.messages import (
 from dispatcher.metrics import NOTIFICATIONS, STEP_LATENCY
 from dispatcher.progress import RUNS_WHILE, alarm_if_all_channels_failed, schedule_next
 from dispatcher.recovery import Reconciling, settle_unknown
-from dispatcher.whereabouts import where_words
+from dispatcher.whereabouts import PLACE, place_params, place_words
 from foundation import db, faults, logs
 
 log = logs.get(__name__)
@@ -298,7 +298,14 @@ class StepRunner:
         """Everything before the Twilio request, committed; None when nothing is to be sent."""
         # Locks the incident row until the notification is recorded: an acknowledgement
         # waits for it, and side-by-side steps of one incident take turns (no deadlock).
-        facts_row = await (await conn.execute(_FACTS, (step.incident_id,))).fetchone()
+        place_read = None
+        if step.action in ("call", "sms"):  # a message says where: read in the same trip
+            async with conn.pipeline():
+                facts_read = await conn.execute(_FACTS, (step.incident_id,))
+                place_read = await conn.execute(PLACE, place_params(step.incident_id))
+        else:
+            facts_read = await conn.execute(_FACTS, (step.incident_id,))
+        facts_row = await facts_read.fetchone()
         if facts_row is None or facts_row["status"] not in RUNS_WHILE.get(step.purpose, ()):
             await self._finish(conn, step, "cancelled", schedule=False)
             await conn.commit()
@@ -314,8 +321,8 @@ class StepRunner:
             await conn.commit()
             return None
         lang = step.target.get("language", "zh-Hans")
-        where, spoken = await where_words(conn, str(step.incident_id), lang, facts_row["elder"],
-                                          facts_row["now"])
+        where, spoken = place_words(await place_read.fetchone() if place_read else None, lang,
+                                    facts_row["elder"], facts_row["now"])
         facts = IncidentFacts(
             facts_row["elder"], facts_row["address"], facts_row["community"],
             facts_row["kind"], facts_row["event_time"], facts_row["time_zone"], where, spoken,
@@ -329,13 +336,9 @@ class StepRunner:
             link = family.url(self.family_base, token)
         body = self._render(step, facts, facts_row, link)
         channel = "voice" if step.action == "call" else "sms"
-        notification = await self._record(conn, step, channel, body)
-        if notification is not None and facts_row["status"] == "open" \
-                and step.purpose == "ladder":
-            await conn.execute(
-                "UPDATE incidents SET status = 'notifying' WHERE id = %s AND status = 'open'",
-                (step.incident_id,),
-            )
+        notification = await self._record(
+            conn, step, channel, body,
+            notifying=facts_row["status"] == "open" and step.purpose == "ladder")
         # Committed before Twilio is asked: a second claim of this step finds the row.
         await conn.commit()
         return None if notification is None else (notification, body)
@@ -364,17 +367,28 @@ class StepRunner:
 
     async def _record(
         self, conn: AsyncConnection[Any], step: Step, channel: str, body: str,
+        notifying: bool = False,
     ) -> dict[str, Any] | None:
-        """The step's notification row, marked "sending"; None when it must not be sent (again)."""
-        # The first attempt (nearly always) is one round trip: a new row, already "sending".
-        fresh = await (await conn.execute(
-            "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
-            " to_number, recipient, body, dry_run, status, attempts)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'sending', 1)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
-             step.target["name"], body, self.channel.dry_run),
-        )).fetchone()
+        """The step's notification row, marked "sending"; None when it must not be sent (again).
+        `notifying`: the incident, still "open", becomes "notifying" (a no-op once any of its
+        notifications is recorded, since that made it "notifying" in the same transaction)."""
+        # The first attempt (nearly always) is one round trip: a new row, already "sending",
+        # and the incident's status with it.
+        async with conn.pipeline():
+            inserted = await conn.execute(
+                "INSERT INTO notifications (idempotency_key, incident_id, step_id, channel,"
+                " to_number, recipient, body, dry_run, status, attempts)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'sending', 1)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (f"step:{step.id}", step.incident_id, step.id, channel, step.target["phone"],
+                 step.target["name"], body, self.channel.dry_run),
+            )
+            if notifying:
+                await conn.execute(
+                    "UPDATE incidents SET status = 'notifying' WHERE id = %s AND status = 'open'",
+                    (step.incident_id,),
+                )
+        fresh = await inserted.fetchone()
         if fresh is not None:
             return {"id": fresh["id"], "attempts": 1}
         row = await (await conn.execute(

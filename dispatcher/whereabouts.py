@@ -112,6 +112,26 @@ async def remember_position(conn: AsyncConnection[Any], incident_id: str,
                            " AND location IS NULL", (Jsonb(found), incident_id))
 
 
+def position_statement(incident_id: str, alert: dict[str, Any], elder_id: str,
+                       event_time: datetime) -> tuple[str, tuple[Any, ...]]:
+    """`remember_position` for a new incident as one statement that answers nothing (so it
+    can be sent with others): the alert's own position, else the elder's newest fix of the
+    `RECENT_FIX` before `event_time` (none found: the position stays unknown)."""
+    found = _location_in(alert)
+    if found is not None:
+        return ("UPDATE incidents SET location = %s WHERE id = %s AND location IS NULL",
+                (Jsonb(found), incident_id))
+    return ("UPDATE incidents SET location = f.loc FROM ("
+            " SELECT r.data -> 'location' AS loc FROM readings r"
+            " WHERE r.elder_id = %s AND r.type = ANY(%s)"
+            " AND r.event_time BETWEEN %s::timestamptz - %s::interval AND %s"
+            " AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1) f"
+            " WHERE incidents.id = %s AND incidents.location IS NULL"
+            " AND jsonb_typeof(f.loc) = 'object'",
+            (elder_id, ["location", "sos", "fall"], event_time, RECENT_FIX, event_time,
+             incident_id))
+
+
 async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str, Any] | None:
     row = await (await conn.execute(
         "SELECT r.data -> 'location' AS loc FROM incidents i JOIN readings r"
@@ -123,13 +143,26 @@ async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str,
 
 
 # One read for everything a message says about place: the position recorded on the incident,
-# the elder's home, and the incident's alerts (their positions, the device pressed first).
-_PLACE = """
+# the elder's home, the incident's alerts (their positions, the device pressed first) and, for
+# an incident without a position of its own, the newest fix of the `RECENT_FIX` before it.
+PLACE = """
 SELECT i.location, e.home,
        coalesce((SELECT jsonb_agg(a.alert ORDER BY a.received_at) FROM incident_alerts a
-                 WHERE a.incident_id = i.id), '[]'::jsonb) AS alerts
-FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %s
+                 WHERE a.incident_id = i.id), '[]'::jsonb) AS alerts,
+       CASE WHEN i.location IS NULL THEN (
+           SELECT r.data -> 'location' FROM readings r
+           WHERE r.elder_id = i.elder_id AND r.type = ANY(%(types)s)
+             AND r.event_time BETWEEN i.event_time - %(recent)s::interval AND i.event_time
+             AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1) END AS recent
+FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %(incident)s
 """
+
+
+def place_params(incident_id: object) -> dict[str, Any]:
+    """The parameters of `PLACE` for one incident."""
+    return {"incident": str(incident_id), "types": ["location", "sos", "fall"],
+            "recent": RECENT_FIX}
+
 
 # Devices that go out with the elder; every other kind is installed at home, so a press from it
 # without a position is a press at home.
@@ -143,21 +176,26 @@ def _device_kind(alert: dict[str, Any]) -> str | None:
     return None
 
 
-async def _place(conn: AsyncConnection[Any], incident_id: str, label: str
-                 ) -> tuple[Whereabouts | None, str | None]:
-    """(where the elder was at the press relative to home, the kind of device pressed first).
-    The position is the one recorded on the incident, else the one its alerts carried, else the
-    newest fix of the 5 minutes before the press."""
-    row = await (await conn.execute(_PLACE, (incident_id,))).fetchone()
+def placed(row: dict[str, Any] | None, label: str = ""
+           ) -> tuple[Whereabouts | None, str | None]:
+    """(where the elder was at the press relative to home, the kind of device pressed first)
+    from a `PLACE` row. The position is the one recorded on the incident, else the one its
+    alerts carried, else the newest fix of the 5 minutes before the press."""
     if row is None:
         return None, None
     alerts: list[dict[str, Any]] = [a for a in row["alerts"] if isinstance(a, dict)]
     loc = row["location"] if isinstance(row["location"], dict) else next(
         (found for a in alerts if (found := _location_in(a)) is not None), None)
-    if loc is None:
-        loc = await _recent_fix(conn, incident_id)
+    if loc is None and isinstance(row["recent"], dict):
+        loc = row["recent"]
     home = row["home"] if isinstance(row["home"], dict) else None
     return locate(loc, home, label), (_device_kind(alerts[0]) if alerts else None)
+
+
+async def _place(conn: AsyncConnection[Any], incident_id: str, label: str
+                 ) -> tuple[Whereabouts | None, str | None]:
+    row = await (await conn.execute(PLACE, place_params(incident_id))).fetchone()
+    return placed(row, label)
 
 
 async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, label: str = ""
@@ -166,16 +204,23 @@ async def incident_whereabouts(conn: AsyncConnection[Any], incident_id: str, lab
     return (await _place(conn, incident_id, label))[0]
 
 
-async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
-                      label: str = "", now: datetime | None = None) -> tuple[str, str]:
-    """The incident's "where" for a message, written (with the map link) and spoken (without):
-    the position relative to home when there is one; "在家" for a device installed at home;
-    else that the position is unknown."""
-    w, pressed_on = await _place(conn, incident_id, label)
+def place_words(row: dict[str, Any] | None, lang: str, label: str = "",
+                now: datetime | None = None) -> tuple[str, str]:
+    """The incident's "where" for a message, written (with the map link) and spoken (without),
+    from its `PLACE` row: the position relative to home when there is one; "在家" for a device
+    installed at home; else that the position is unknown."""
+    w, pressed_on = placed(row, label)
     if w is None and pressed_on not in CARRIED:
         home = t("where.home", lang)
         return home, home
     return describe(w, lang, now, link=True), describe(w, lang, now, link=False)
+
+
+async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
+                      label: str = "", now: datetime | None = None) -> tuple[str, str]:
+    """`place_words` of the incident, read."""
+    row = await (await conn.execute(PLACE, place_params(incident_id))).fetchone()
+    return place_words(row, lang, label, now)
 
 
 async def recent_positions(conn: AsyncConnection[Any], elder_id: str, home: dict[str, Any] | None,

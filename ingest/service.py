@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from foundation import kafka, logs
+from foundation import collector, kafka, logs
 from foundation.config import Settings
 from ingest.dedup import recall_within
 from ingest.directory import DeviceDirectory
@@ -48,6 +48,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     ingest = Ingest(settings, producer, directory)
     # Before the first message: what was produced before a restart is not produced again.
     await recall_within(settings, ingest.recent, settings.ingest_dedup_window_s)
+    collector.settle()  # before the first message
     host, port = http_bind(settings)
     server = _Server(uvicorn.Config(
         create_app(ingest), host=host, port=port, log_level="warning",

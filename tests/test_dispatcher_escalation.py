@@ -508,6 +508,57 @@ async def test_alerts_join_and_a_more_severe_alert_escalates(
     await conn.rollback()  # never committed: no dispatcher runs these steps
 
 
+async def test_an_alert_id_taken_by_another_elder_meanwhile_leaves_nothing(
+    stack: Settings, conn: db.Connection,
+) -> None:
+    """Two dispatchers record one alert id for two elders at once (each under its own elder's
+    lock, so neither sees the other's): the second waits on the first's alert row and, once
+    that is committed, records nothing at all: no incident, step or timeline entry of it
+    stays (its transaction is rolled back, not tidied up after)."""
+    from dispatcher.incidents import record_alert
+    from dispatcher.service import _record
+
+    c = _community(stack, elders=2)
+    a, b = c.elders
+    now = datetime.now(UTC)
+    aid = uuid.uuid4().hex
+
+    def alert(elder_id: str) -> Alert:
+        return Alert(alert_id=aid, elder_id=elder_id, community_id=c.id, kind="sos",
+                     severity=Severity.CRITICAL, event_time=now, detected_at=now)
+
+    async with await psycopg.AsyncConnection.connect(
+        stack.database_url, row_factory=dict_row
+    ) as second:
+        assert await record_alert(conn, alert(a.id)) is not None  # not committed yet
+        racing = asyncio.create_task(_record(second, alert(b.id)))
+
+        async def waiting_on_the_alert_row() -> bool:
+            async with await psycopg.AsyncConnection.connect(stack.database_url) as look:
+                row = await (await look.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'INSERT INTO incident_alerts%%'")).fetchone()
+                return bool(row and row[0])
+
+        await eventually(waiting_on_the_alert_row)
+        await conn.commit()
+        assert await racing is None
+    rows = await (await conn.execute(
+        "SELECT i.elder_id, count(DISTINCT s.id) AS steps, count(DISTINCT t.id) AS entries"
+        " FROM incidents i LEFT JOIN escalation_steps s ON s.incident_id = i.id"
+        " LEFT JOIN incident_timeline t ON t.incident_id = i.id"
+        " WHERE i.elder_id = ANY(%s) GROUP BY i.elder_id", ([a.id, b.id],))).fetchall()
+    assert [r["elder_id"] for r in rows] == [a.id]
+    assert rows[0]["steps"] > 0 and rows[0]["entries"] > 0
+    owner = await (await conn.execute(
+        "SELECT i.elder_id FROM incident_alerts x JOIN incidents i ON i.id = x.incident_id"
+        " WHERE x.alert_id = %s", (aid,))).fetchall()
+    assert [r["elder_id"] for r in owner] == [a.id]
+    await conn.execute("UPDATE escalation_steps SET status = 'cancelled' WHERE incident_id IN"
+                       " (SELECT id FROM incidents WHERE elder_id = %s)", (a.id,))
+    await conn.commit()
+
+
 SMS_TEXT = "[社区关爱] 测试短信"  # the text of a "sending" SMS row (`_left_sending`)
 
 

@@ -102,6 +102,42 @@ async def test_an_sos_behind_a_telemetry_backlog_is_alerted_by_the_lane_once(
     assert len(sos_alerts(await _whole_topic(infra, kafka.ALERTS))) == 1
 
 
+async def test_the_lane_alerts_an_sos_while_the_registry_cannot_be_read(
+    infra: Settings, community: Community,
+) -> None:
+    """The lane reads every elder's profile when it starts, and a stale one behind the SOS that
+    found it stale: with the registry's tables locked (a long migration, say) an SOS is still
+    alerted at once, with what the registry said (this elder lives alone)."""
+    import psycopg
+
+    from detectors.service import lane_config
+
+    elder = community.elders[0]
+    lane = await helpers.new_topic(infra.kafka_bootstrap, 2)
+    config = lane_config(DetectorConfig(**{**FAST, "group": f"g-{lane}"}))
+    config = config.model_copy(update={"topic": lane})
+    assert config.profiles_ahead
+    async with helpers.running_engine(infra, config, priority_lane(config)) as engine:
+        await eventually(lambda: engine.profiles.loaded(elder.id), 30, "profiles read ahead")
+        async with await psycopg.AsyncConnection.connect(infra.database_url) as migration:
+            await migration.execute("LOCK TABLE elders, devices IN ACCESS EXCLUSIVE MODE")
+            sos = _event(elder, "sos_button", "sos", 1, datetime.now(UTC))
+            producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+            await producer.start()
+            try:
+                await producer.send_and_wait(lane, sos.model_dump_json().encode(), key=sos.key())
+            finally:
+                await producer.stop()
+            records = await read_topic(
+                infra.kafka_bootstrap, kafka.ALERTS,
+                lambda rs: any(r.get("elder_id") == elder.id and r.get("kind") == "sos"
+                               for r in rs), 30)
+            await migration.rollback()  # the lock goes
+    alert = next(r for r in records if r.get("elder_id") == elder.id and r.get("kind") == "sos")
+    assert alert["evidence"][0]["event_id"] == sos.event_id
+    assert alert["evidence"][1]["lives_alone"] is True
+
+
 async def _whole_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every JSON object on `topic` up to its end now."""
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
