@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import gc
 
+_settled = False
+
 
 def settle() -> None:
     """Call once the service has started, before its first message: what exists now is never
     walked again (its garbage is collected first; frozen objects are still freed by reference
-    counting when they die, only cycles among them would stay)."""
+    counting when they die, only cycles among them would stay). Once per process: a second
+    caller (the detectors' priority lane, an engine started in a test) changes nothing."""
+    global _settled
+    if _settled:
+        return
+    _settled = True
     gc.collect()
     gc.freeze()
