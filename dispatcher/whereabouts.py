@@ -88,6 +88,8 @@ def describe(w: Whereabouts | None, lang: str, now: datetime | None = None,
 
 # A press without a position of its own is placed by the newest fix this long before it.
 RECENT_FIX = "5 minutes"
+# Readings that carry a position fix.
+FIX_TYPES = ["location", "sos", "fall"]
 
 
 def _location_in(alert: dict[str, Any]) -> dict[str, Any] | None:
@@ -128,7 +130,7 @@ def position_statement(incident_id: str, alert: dict[str, Any], elder_id: str,
             " AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1) f"
             " WHERE incidents.id = %s AND incidents.location IS NULL"
             " AND jsonb_typeof(f.loc) = 'object'",
-            (elder_id, ["location", "sos", "fall"], event_time, RECENT_FIX, event_time,
+            (elder_id, FIX_TYPES, event_time, RECENT_FIX, event_time,
              incident_id))
 
 
@@ -138,7 +140,7 @@ async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str,
         " ON r.elder_id = i.elder_id AND r.type = ANY(%s)"
         " AND r.event_time BETWEEN i.event_time - %s::interval AND i.event_time"
         " WHERE i.id = %s AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1",
-        (["location", "sos", "fall"], RECENT_FIX, incident_id))).fetchone()
+        (FIX_TYPES, RECENT_FIX, incident_id))).fetchone()
     return row["loc"] if row is not None and isinstance(row["loc"], dict) else None
 
 
@@ -160,8 +162,7 @@ FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %(incident)s
 
 def place_params(incident_id: object) -> dict[str, Any]:
     """The parameters of `PLACE` for one incident."""
-    return {"incident": str(incident_id), "types": ["location", "sos", "fall"],
-            "recent": RECENT_FIX}
+    return {"incident": str(incident_id), "types": FIX_TYPES, "recent": RECENT_FIX}
 
 
 # Devices that go out with the elder; every other kind is installed at home, so a press from it
@@ -216,13 +217,6 @@ def place_words(row: dict[str, Any] | None, lang: str, label: str = "",
     return describe(w, lang, now, link=True), describe(w, lang, now, link=False)
 
 
-async def where_words(conn: AsyncConnection[Any], incident_id: str, lang: str,
-                      label: str = "", now: datetime | None = None) -> tuple[str, str]:
-    """`place_words` of the incident, read."""
-    row = await (await conn.execute(PLACE, place_params(incident_id))).fetchone()
-    return place_words(row, lang, label, now)
-
-
 async def recent_positions(conn: AsyncConnection[Any], elder_id: str, home: dict[str, Any] | None,
                            hours: int = 24, limit: int = 200) -> list[dict[str, Any]]:
     """The elder's positions of the last `hours` (newest first), each placed relative to home
@@ -231,7 +225,7 @@ async def recent_positions(conn: AsyncConnection[Any], elder_id: str, home: dict
         "SELECT event_time, type, data -> 'location' AS loc FROM readings WHERE elder_id = %s"
         " AND type = ANY(%s) AND event_time > now() - make_interval(hours => %s)"
         " AND data ? 'location' ORDER BY event_time DESC LIMIT %s",
-        (elder_id, ["location", "sos", "fall"], hours, limit))).fetchall()
+        (elder_id, FIX_TYPES, hours, limit))).fetchall()
     out = []
     for row in rows:
         w = locate(row["loc"] if isinstance(row["loc"], dict) else None, home)
