@@ -120,8 +120,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
         await conn.execute(*timeline_entry(
             incident_id, "incident_opened", kind=alert.kind, severity=alert.severity,
             alert_id=alert.alert_id, device_id=alert.device_id, room=alert.room))
-        await conn.execute(*position_statement(str(incident_id), alert.model_dump(mode="json"),
-                                               alert.elder_id, alert.event_time))
+        await conn.execute(*position_statement(str(incident_id), alert.model_dump(mode="json")))
         reads = await read_people(conn, incident_id, alert.elder_id, alert.community_id,
                                   new=True)
     if claim.rowcount != 1:

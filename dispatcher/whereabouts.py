@@ -102,66 +102,52 @@ def _location_in(alert: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# The elder's newest position fix of the `RECENT_FIX` before the press of incident `i` (a
+# subquery for the statements below, with `place_params`).
+_RECENT_FIX_OF_I = """(
+    SELECT r.data -> 'location' FROM readings r
+    WHERE r.elder_id = i.elder_id AND r.type = ANY(%(types)s)
+      AND r.event_time BETWEEN i.event_time - %(recent)s::interval AND i.event_time
+      AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1)"""
+
+
+def position_statement(incident_id: str, alert: dict[str, Any]
+                       ) -> tuple[str, dict[str, Any]]:
+    """The statement recording on the incident where the elder was, once: the alert's own
+    position, else the newest fix of the `RECENT_FIX` before the press (none: the position
+    stays unknown). It answers nothing, so it can be sent with other statements."""
+    found = _location_in(alert)
+    if found is not None:
+        return ("UPDATE incidents SET location = %(found)s"
+                " WHERE id = %(incident)s AND location IS NULL",
+                {"found": Jsonb(found), "incident": incident_id})
+    return ("UPDATE incidents SET location = f.loc FROM ("
+            f" SELECT i.id, {_RECENT_FIX_OF_I} AS loc FROM incidents i"
+            " WHERE i.id = %(incident)s) f"
+            " WHERE incidents.id = f.id AND incidents.location IS NULL"
+            " AND jsonb_typeof(f.loc) = 'object'", place_params(incident_id))
+
+
 async def remember_position(conn: AsyncConnection[Any], incident_id: str,
                             alert: dict[str, Any]) -> None:
-    """Record on the incident where the elder was, once: the alert's own position, else (for
-    a new incident) the newest fix of the 5 minutes before the press."""
-    found = _location_in(alert)
-    if found is None:
-        found = await _recent_fix(conn, incident_id)
-    if found is not None:
-        await conn.execute("UPDATE incidents SET location = %s WHERE id = %s"
-                           " AND location IS NULL", (Jsonb(found), incident_id))
-
-
-def position_statement(incident_id: str, alert: dict[str, Any], elder_id: str,
-                       event_time: datetime) -> tuple[str, tuple[Any, ...]]:
-    """`remember_position` for a new incident as one statement that answers nothing (so it
-    can be sent with others): the alert's own position, else the elder's newest fix of the
-    `RECENT_FIX` before `event_time` (none found: the position stays unknown)."""
-    found = _location_in(alert)
-    if found is not None:
-        return ("UPDATE incidents SET location = %s WHERE id = %s AND location IS NULL",
-                (Jsonb(found), incident_id))
-    return ("UPDATE incidents SET location = f.loc FROM ("
-            " SELECT r.data -> 'location' AS loc FROM readings r"
-            " WHERE r.elder_id = %s AND r.type = ANY(%s)"
-            " AND r.event_time BETWEEN %s::timestamptz - %s::interval AND %s"
-            " AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1) f"
-            " WHERE incidents.id = %s AND incidents.location IS NULL"
-            " AND jsonb_typeof(f.loc) = 'object'",
-            (elder_id, FIX_TYPES, event_time, RECENT_FIX, event_time,
-             incident_id))
-
-
-async def _recent_fix(conn: AsyncConnection[Any], incident_id: str) -> dict[str, Any] | None:
-    row = await (await conn.execute(
-        "SELECT r.data -> 'location' AS loc FROM incidents i JOIN readings r"
-        " ON r.elder_id = i.elder_id AND r.type = ANY(%s)"
-        " AND r.event_time BETWEEN i.event_time - %s::interval AND i.event_time"
-        " WHERE i.id = %s AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1",
-        (FIX_TYPES, RECENT_FIX, incident_id))).fetchone()
-    return row["loc"] if row is not None and isinstance(row["loc"], dict) else None
+    """`position_statement`, executed."""
+    await conn.execute(*position_statement(incident_id, alert))
 
 
 # One read for everything a message says about place: the position recorded on the incident,
 # the elder's home, the incident's alerts (their positions, the device pressed first) and, for
 # an incident without a position of its own, the newest fix of the `RECENT_FIX` before it.
-PLACE = """
+PLACE = f"""
 SELECT i.location, e.home,
        coalesce((SELECT jsonb_agg(a.alert ORDER BY a.received_at) FROM incident_alerts a
                  WHERE a.incident_id = i.id), '[]'::jsonb) AS alerts,
-       CASE WHEN i.location IS NULL THEN (
-           SELECT r.data -> 'location' FROM readings r
-           WHERE r.elder_id = i.elder_id AND r.type = ANY(%(types)s)
-             AND r.event_time BETWEEN i.event_time - %(recent)s::interval AND i.event_time
-             AND r.data ? 'location' ORDER BY r.event_time DESC LIMIT 1) END AS recent
+       CASE WHEN i.location IS NULL THEN {_RECENT_FIX_OF_I} END AS recent
 FROM incidents i JOIN elders e ON e.id = i.elder_id WHERE i.id = %(incident)s
 """
 
 
 def place_params(incident_id: object) -> dict[str, Any]:
-    """The parameters of `PLACE` for one incident."""
+    """The parameters of `PLACE` and of `position_statement`'s fix for one incident."""
     return {"incident": str(incident_id), "types": FIX_TYPES, "recent": RECENT_FIX}
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -557,6 +557,56 @@ async def test_an_alert_id_taken_by_another_elder_meanwhile_leaves_nothing(
     await conn.execute("UPDATE escalation_steps SET status = 'cancelled' WHERE incident_id IN"
                        " (SELECT id FROM incidents WHERE elder_id = %s)", (a.id,))
     await conn.commit()
+
+
+async def test_a_press_without_a_position_is_placed_by_the_elders_fix_just_before_it(
+    stack: Settings, conn: db.Connection,
+) -> None:
+    """An SOS button knows no position: the incident takes the watch's newest fix of the five
+    minutes before the press (not an older one, not one after it), and a second alert joining
+    the incident does not move it."""
+    from psycopg.types.json import Jsonb
+
+    from devices.readings import partitions
+    from dispatcher.incidents import record_alert
+    from dispatcher.whereabouts import PLACE, place_params, place_words
+
+    c = _community(stack)
+    elder = c.elders[0]
+    now = datetime.now(UTC)
+    await conn.execute("UPDATE elders SET home = %s WHERE id = %s",
+                       (Jsonb({"lat": 31.2304, "lon": 121.4737, "radius_m": 100}), elder.id))
+    await conn.commit()
+    await partitions.ensure(conn, {(now - timedelta(minutes=m)).date() for m in (-1, 0, 3, 9)})
+
+    def reading(minutes_before: float, lat: float) -> tuple[Any, ...]:
+        at = now - timedelta(minutes=minutes_before)
+        return (at, f"{elder.id}-smart_watch", f"fix-{minutes_before}", elder.id, c.id,
+                "location", Jsonb({"location": {"lat": lat, "lon": 121.4737,
+                                                "accuracy_m": 10}}), at)
+
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO readings (event_time, device_id, msg_id, elder_id, community_id, type,"
+            " data, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [reading(9, 31.30), reading(3, 31.2439), reading(-1, 31.40)])
+    await conn.commit()
+
+    def alert() -> Alert:
+        return Alert(alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=c.id,
+                     kind="sos", severity=Severity.CRITICAL, event_time=now, detected_at=now,
+                     device_id=f"{elder.id}-sos_button")
+
+    incident = await record_alert(conn, alert())
+    assert incident is not None
+    assert await record_alert(conn, alert()) == incident  # joins; the position stays
+    row = await (await conn.execute(
+        "SELECT location FROM incidents WHERE id = %s", (incident,))).fetchone()
+    assert row is not None and row["location"]["lat"] == 31.2439
+    place = await (await conn.execute(PLACE, place_params(incident))).fetchone()
+    written, _ = place_words(place, "zh-Hans", elder.name, now)
+    assert written.startswith("距家约1.5公里，正北方向"), written
+    await conn.rollback()  # never committed: no dispatcher runs these steps
 
 
 SMS_TEXT = "[社区关爱] 测试短信"  # the text of a "sending" SMS row (`_left_sending`)
