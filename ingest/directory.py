@@ -17,6 +17,7 @@ log = logs.get(__name__)
 
 RELOAD_RETRY_S = 5.0  # after a failed reload, the old cache serves this long before a retry
 
+
 @dataclass(frozen=True)
 class DeviceInfo:
     device_id: str
