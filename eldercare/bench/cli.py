@@ -1,5 +1,6 @@
-"""`eldercare bench sos|ingest|detect|store|idle|chaos|all [--json] [--quick] [--out DIR]`, and
-`eldercare bench report` (the history of every run, plotted over commits)."""
+"""`eldercare bench sos|ingest|detect|store|idle|chaos|replay|soak|compare|all [--json]
+[--quick] [--out DIR]`, and `eldercare bench report` (the history of every run, plotted over
+commits)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.name == "report":
         return _report(args, history_file)
 
+    if args.name == "compare":
+        from eldercare.bench.compare import resolve
+
+        try:
+            resolve(args.against)
+        except (ValueError, OSError) as exc:
+            print(f"eldercare bench compare: --against: {exc}", file=sys.stderr)
+            return 2
     names = list(harness.BENCHES) if args.name == "all" else [args.name]
     out_dir: Path = args.out or settings.data_dir / "bench"
     # With --json, stdout carries exactly one JSON object: everything else goes to stderr.
@@ -58,9 +67,11 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             result = harness.BenchResult(name, "skipped",
                                          error=f"not run: the {args.budget:.0f} s budget is spent")
         else:
+            chaos, compare = name == "chaos", name == "compare"
             result = harness.run_one(name, args.quick, args.package, min(args.timeout, left),
-                                     *((args.cases, args.twilio_delay) if name == "chaos"
-                                       else ()))
+                                     cases=args.cases if chaos else "",
+                                     twilio_delay_s=args.twilio_delay if chaos else 0.0,
+                                     against=args.against if compare else "")
         if result.status == "ok":
             png = harness.plot(result, out_dir)
             result.plot = str(png) if png else ""
@@ -121,6 +132,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--twilio-delay", type=float, default=0.0, metavar="S",
                    help="chaos only: the Twilio mock answers each request S seconds late (a"
                    " slow or queueing provider)")
+    p.add_argument("--against", default="HEAD", metavar="REV",
+                   help="compare only: the commit whose services the other stack runs"
+                   " (default: HEAD, i.e. this tree's uncommitted changes against their base)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per bench")
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds `all` may take in total (a bench past it is stopped)")

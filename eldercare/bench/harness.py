@@ -26,7 +26,7 @@ from rich.table import Table
 
 BENCHES = ("sos", "ingest", "detect", "store", "idle")
 # Run only by name (not by `all`, whose 10-minute promise they would break).
-ON_DEMAND = ("chaos", "replay", "soak")
+ON_DEMAND = ("chaos", "replay", "soak", "compare")
 PACKAGE = "eldercare.bench"
 
 # The keys each bench promises (issue 10's contract for scripts); `baseline` for all of them.
@@ -39,6 +39,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "chaos": ("presses", "lost", "duplicated", "max_s", "cases"),
     "soak": ("events", "events_per_s", "rolls", "presses", "lost", "incident_max_s"),
     "replay": ("messages", "msg_per_s", "end_lag", "silent_morning_alert_h"),
+    "compare": ("against", "presses", "lost", "this", "other", "paired_mean_difference_ms"),
 }
 
 # Ratios the table shows when a bench does not report its own: (figure, its baseline figure).
@@ -130,10 +131,10 @@ def available(name: str, package: str = PACKAGE) -> bool:
 
 
 def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600.0,
-            cases: str = "", twilio_delay_s: float = 0.0) -> BenchResult:
+            cases: str = "", twilio_delay_s: float = 0.0, against: str = "") -> BenchResult:
     """Run one bench in a child process; its stdout goes to our stderr (progress). `cases`
     (a comma list) limits a bench that has cases (chaos) to those; `twilio_delay_s` makes its
-    Twilio mock answer that much later."""
+    Twilio mock answer that much later; `against` is the commit `compare` measures against."""
     if not available(name, package):
         return BenchResult(name, "missing", error=f"no module {package}.{name} (not written yet)")
     started = time.monotonic()
@@ -142,7 +143,8 @@ def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600
         cmd = [sys.executable, "-m", "eldercare.bench.harness", name, str(out_file),
                "--package", package] + (["--quick"] if quick else []) \
             + (["--cases", cases] if cases else []) \
-            + (["--twilio-delay", str(twilio_delay_s)] if twilio_delay_s else [])
+            + (["--twilio-delay", str(twilio_delay_s)] if twilio_delay_s else []) \
+            + (["--against", against] if against else [])
         try:
             proc = subprocess.run(cmd, stdout=sys.stderr, stdin=subprocess.DEVNULL,
                                   timeout=timeout, check=False)
@@ -281,6 +283,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cases", default="")
     parser.add_argument("--twilio-delay", type=float, default=0.0)
+    parser.add_argument("--against", default="")
     args = parser.parse_args(argv)
     module = importlib.import_module(f"{args.package}.{args.name}")
     options: dict[str, Any] = {}  # only a bench with cases (chaos) takes these
@@ -288,6 +291,8 @@ def _child(argv: list[str] | None = None) -> int:
         options["cases"] = tuple(c.strip() for c in args.cases.split(",") if c.strip())
     if args.twilio_delay:
         options["twilio_delay_s"] = args.twilio_delay
+    if args.against:  # only `compare` takes it
+        options["against"] = args.against
     figures = module.run(quick=args.quick, **options)
     args.out_file.write_text(json.dumps(figures, default=str))
     return 0

@@ -84,8 +84,10 @@ def running(data: Path, **overrides: Any) -> Iterator[BenchStack]:
             svc.stop()
 
 
-def start_services(stack: BenchStack, names: tuple[str, ...]) -> None:
-    """Start each named service as `eldercare up` does (`ingest@2` starts ingest worker 2)."""
+def start_services(stack: BenchStack, names: tuple[str, ...],
+                   env: dict[str, str] | None = None) -> None:
+    """Start each named service as `eldercare up` does (`ingest@2` starts ingest worker 2),
+    with `env` added to its environment."""
     for name in names:
         service, _, worker = name.partition("@")
         settings = stack.settings
@@ -93,4 +95,5 @@ def start_services(stack: BenchStack, names: tuple[str, ...]) -> None:
             settings = settings.model_copy(update={"ingest_worker": int(worker)})
         stack.services[name] = procs.spawn(
             [sys.executable, "-m", "eldercare.services", service],
-            stack.data / f"{name.replace('@', '-')}.log", env=child_env(settings))
+            stack.data / f"{name.replace('@', '-')}.log",
+            env={**child_env(settings), **(env or {})})

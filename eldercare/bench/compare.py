@@ -1,0 +1,148 @@
+"""`eldercare bench compare --against REV`: SOS press -> first call request, this tree against
+another commit, measured in one run.
+
+On a shared machine the same bench run twice differs by more than most changes do (at rest,
+`bench sos` p50 moved 22 -> 34 ms between two runs of the same code, 2026-12-01). So this bench
+starts two stacks at once, as `bench sos` starts one (embedded PostgreSQL, tansu, mosquitto,
+the Twilio mock; ingest, detectors and dispatcher as child processes): one runs this tree's
+services, the other those of `REV` (extracted with `git archive`). Presses alternate between
+them, each stack pressed every 250 ms at rest, so both see the same machine at the same moments.
+Reported: each side's percentiles, the ratios this / other, and the mean of the paired
+differences (press k of this stack minus press k of the other).
+
+Both stacks are migrated with this tree's migrations (`REV` runs on the newer schema, which
+only adds to the older one). The press latencies are each stack's own, from just before the MQTT
+publish to the call's arrival at its Twilio mock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devices.registry import save
+from eldercare.bench import sos
+from eldercare.bench.stack import REPO, BenchStack, running, start_services
+from foundation.mqtt import MqttTarget, event_topic
+
+SERVICES = ("ingest@0", "detectors", "dispatcher")
+SIDES = ("this", "other")
+
+
+def _say(msg: str) -> None:
+    print(f"[bench compare] {msg}", file=sys.stderr, flush=True)
+
+
+def resolve(rev: str) -> str:
+    """The commit `rev` names in this repository; ValueError with git's words if none."""
+    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                            f"{rev}^{{commit}}"], capture_output=True, text=True, check=False)
+    if found.returncode != 0 or not found.stdout.strip():
+        raise ValueError(f"no commit {rev!r} in {REPO}")
+    return found.stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout(commit: str) -> Iterator[Path]:
+    """The files of `commit`, extracted into a temporary folder for the block."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
+                             capture_output=True, check=True).stdout
+    with tempfile.TemporaryDirectory(prefix="bench-compare-tree-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+
+                tar.extractall(tmp, filter="data")
+            else:  # our own repository's archive
+                tar.extractall(tmp)
+        yield Path(tmp)
+
+
+def run(quick: bool = False, against: str = "HEAD") -> dict[str, Any]:
+    """Press SOS on both stacks, alternating; `against` is the other side's commit."""
+    presses = 40 if quick else 200
+    commit = resolve(against)
+    with checkout(commit) as tree, tempfile.TemporaryDirectory(prefix="bench-cmp-a-") as ta, \
+            tempfile.TemporaryDirectory(prefix="bench-cmp-b-") as tb, \
+            running(Path(ta)) as this, running(Path(tb)) as other:
+        stacks = {"this": this, "other": other}
+        populations = {}
+        for side, stack in stacks.items():
+            populations[side] = sos._population(presses + sos.SPARES)
+            save(stack.settings.database_url, [populations[side].community])
+            # The other side's services import its own tree first.
+            start_services(stack, SERVICES,
+                           env={"PYTHONPATH": str(tree)} if side == "other" else None)
+        latencies, lost = asyncio.run(_measure(stacks, populations, presses))
+    figures: dict[str, Any] = {"against": commit, "presses": presses,
+                               "lost": sum(lost.values())}
+    for side in SIDES:
+        figures[side] = {**sos._pct([x for x in latencies[side] if x is not None]),
+                         "lost": lost[side]}
+    paired = [a - b for a, b in zip(latencies["this"], latencies["other"], strict=True)
+              if a is not None and b is not None]
+    figures["paired_mean_difference_ms"] = round(float(np.mean(paired)) * 1000, 2) \
+        if paired else None
+    figures["baseline"] = {"other": figures["other"]}
+    figures["ratios"] = {f"{k} this / other": round(figures["this"][f"{k}_ms"]
+                                                     / figures["other"][f"{k}_ms"], 3)
+                         for k in ("p50", "p95", "p99")
+                         if figures["this"][f"{k}_ms"] and figures["other"][f"{k}_ms"]}
+    return figures
+
+
+async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Population],
+                   presses: int) -> tuple[dict[str, list[float | None]], dict[str, int]]:
+    """Per side, each press's latency in press order (None: no call within the timeout), and
+    how many were lost."""
+    for side in SIDES:
+        _say(f"warming up the {side} stack")
+        await sos._drained(stacks[side].settings, populations[side],
+                           stacks[side].mock.requests, sos.DRAIN_TIMEOUT_S)
+    _say(f"{presses} presses on each stack, alternating")
+    pressed: dict[str, list[tuple[str, float]]] = {side: [] for side in SIDES}
+    async with contextlib.AsyncExitStack() as clients:
+        client = {side: await clients.enter_async_context(
+            MqttTarget.parse(stacks[side].settings.mqtt_url).client()) for side in SIDES}
+        for n in range(presses):
+            for side in SIDES if n % 2 == 0 else SIDES[::-1]:  # neither always first
+                pop = populations[side]
+                elder = pop.community.elders[n]
+                body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                                   "type": "sos"}).encode()
+                pressed[side].append((pop.first_contact[elder.id], time.perf_counter()))
+                await client[side].publish(event_topic(pop.community.id, f"{elder.id}-sos"),
+                                           body, qos=1)
+                await asyncio.sleep(sos.PRESS_INTERVAL_S / 2)
+    latencies: dict[str, list[float | None]] = {}
+    lost: dict[str, int] = {}
+    for side in SIDES:
+        calls = await _first_calls(stacks[side], dict(pressed[side]))
+        latencies[side] = [calls[to] - t0 if to in calls else None for to, t0 in pressed[side]]
+        lost[side] = sum(x is None for x in latencies[side])
+    return latencies, lost
+
+
+async def _first_calls(stack: BenchStack, pressed: dict[str, float]) -> dict[str, float]:
+    """Phone -> when the first call to it reached the mock (waits up to `sos.TIMEOUT_S`)."""
+    deadline = time.perf_counter() + sos.TIMEOUT_S
+    first: dict[str, float] = {}
+    while True:
+        for req in list(stack.mock.requests):
+            to = req.form.get("To", [""])[0]
+            if to in pressed and to not in first and req.path.endswith("/Calls.json") \
+                    and req.arrived >= pressed[to]:
+                first[to] = req.arrived
+        if len(first) == len(pressed) or time.perf_counter() > deadline:
+            return first
+        await asyncio.sleep(0.05)
