@@ -24,16 +24,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, env: dict[str, str] | None = None,
-    stdin: int = subprocess.DEVNULL,
+    stdin: int = subprocess.DEVNULL, cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a child that is terminated when this process dies.
+    """Start a child (in `cwd`, default ours) that is terminated when this process dies.
 
     The child gets its own session, so a terminal's Ctrl-C reaches only the supervisor, which
     then stops the services first and the brokers and database last."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         list(cmd), stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
-        stdin=stdin, env=env, preexec_fn=_die_with_parent, start_new_session=True,
+        stdin=stdin, env=env, preexec_fn=_die_with_parent, start_new_session=True, cwd=cwd,
     )
 
 

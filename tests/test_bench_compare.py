@@ -27,6 +27,9 @@ def test_compare_presses_both_stacks_and_names_the_commit(tmp_path: Path) -> Non
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert body["status"] == "ok" and body["against"] == head
+    # Each stack ran its own code: this tree's, and the commit's as extracted.
+    assert body["code"]["this"] == str(REPO / "eldercare" / "services.py")
+    assert body["code"]["other"] == f"{head[:12]}:eldercare/services.py"
     assert body["presses"] == 40 and body["lost"] == 0
     for side in ("this", "other"):  # every press called, on each stack
         assert body[side]["lost"] == 0 and 0 < body[side]["p50_ms"] <= body[side]["max_ms"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from devices.registry import save
 from eldercare.bench import sos
-from eldercare.bench.stack import REPO, BenchStack, running, start_services
+from eldercare.bench.stack import REPO, BenchStack, imported_from, running, start_services
 from foundation.mqtt import MqttTarget, event_topic
 
 SERVICES = ("ingest@0", "detectors", "dispatcher")
@@ -76,16 +76,21 @@ def run(quick: bool = False, against: str = "HEAD") -> dict[str, Any]:
             tempfile.TemporaryDirectory(prefix="bench-cmp-b-") as tb, \
             running(Path(ta)) as this, running(Path(tb)) as other:
         stacks = {"this": this, "other": other}
-        populations = {}
+        codes = {"this": None, "other": tree}  # the other side's services run REV's code
+        populations, sources = {}, {}
         for side, stack in stacks.items():
             populations[side] = sos._population(presses + sos.SPARES)
             save(stack.settings.database_url, [populations[side].community])
-            # The other side's services import its own tree first.
-            start_services(stack, SERVICES,
-                           env={"PYTHONPATH": str(tree)} if side == "other" else None)
+            sources[side] = imported_from(stack.settings, codes[side])
+            _say(f"{side} stack runs {sources[side]}")
+            if side == "other" and not Path(sources[side]).is_relative_to(tree):
+                raise RuntimeError(f"the other stack would run {sources[side]}, not {commit}")
+            start_services(stack, SERVICES, codes[side])
         latencies, lost = asyncio.run(_measure(stacks, populations, presses))
+        # (as a path inside the extracted tree, which goes with the block)
+        sources["other"] = f"{commit[:12]}:" + str(Path(sources["other"]).relative_to(tree))
     figures: dict[str, Any] = {"against": commit, "presses": presses,
-                               "lost": sum(lost.values())}
+                               "lost": sum(lost.values()), "code": sources}
     for side in SIDES:
         figures[side] = {**sos._pct([x for x in latencies[side] if x is not None]),
                          "lost": lost[side]}

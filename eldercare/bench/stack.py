@@ -84,10 +84,26 @@ def running(data: Path, **overrides: Any) -> Iterator[BenchStack]:
             svc.stop()
 
 
-def start_services(stack: BenchStack, names: tuple[str, ...],
-                   env: dict[str, str] | None = None) -> None:
-    """Start each named service as `eldercare up` does (`ingest@2` starts ingest worker 2),
-    with `env` added to its environment."""
+def code_env(settings: Settings, code: Path | None = None) -> dict[str, str]:
+    """A service's environment; with `code`, its imports come from that source tree (`python
+    -m` puts the working directory first on the path, so the child also runs in `code`)."""
+    env = child_env(settings)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    return env
+
+
+def imported_from(settings: Settings, code: Path | None = None) -> str:
+    """Where a service started by `start_services(..., code)` imports the services from."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import eldercare.services as m; print(m.__file__)"],
+        env=code_env(settings, code), cwd=code, capture_output=True, text=True, check=True)
+    return found.stdout.strip()
+
+
+def start_services(stack: BenchStack, names: tuple[str, ...], code: Path | None = None) -> None:
+    """Start each named service as `eldercare up` does (`ingest@2` starts ingest worker 2);
+    with `code`, from the source tree there instead of this one."""
     for name in names:
         service, _, worker = name.partition("@")
         settings = stack.settings
@@ -95,5 +111,5 @@ def start_services(stack: BenchStack, names: tuple[str, ...],
             settings = settings.model_copy(update={"ingest_worker": int(worker)})
         stack.services[name] = procs.spawn(
             [sys.executable, "-m", "eldercare.services", service],
-            stack.data / f"{name.replace('@', '-')}.log",
-            env={**child_env(settings), **(env or {})})
+            stack.data / f"{name.replace('@', '-')}.log", env=code_env(settings, code),
+            cwd=code)
