@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 
-from dispatcher import roster
+from dispatcher import claims, roster
 from dispatcher.ladder import (
     DEFAULT_RULES,
     REALERT_POLICY,
@@ -69,8 +69,11 @@ class AlertRecordedElsewhere(Exception):
     (a second reading finds it recorded)."""
 
 
-async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | None:
-    """Open or join an incident for `alert`; None if this alert was already recorded."""
+async def record_alert(conn: AsyncConnection[Any], alert: Alert,
+                       first: claims.FirstStep | None = None) -> uuid.UUID | None:
+    """Open or join an incident for `alert`; None if this alert was already recorded. With
+    `first`, a new incident's first due step is claimed in this transaction too (`first.step`;
+    see dispatcher/claims.py)."""
     # Sent together, answered in one round trip (each one costs the first call), executed in
     # this order. One elder at a time: the lookups and the insert cannot interleave with another
     # dispatcher's, so neither a redelivered alert nor a second alert opens a second incident.
@@ -127,7 +130,7 @@ async def record_alert(conn: AsyncConnection[Any], alert: Alert) -> uuid.UUID | 
         # The same alert id under another elder's lock (never two presses: ids are per
         # event): nothing of this transaction may stay.
         raise AlertRecordedElsewhere(alert.alert_id)
-    await add_steps(conn, incident_id, policy, reads)
+    await add_steps(conn, incident_id, policy, reads, claim=first)
     INCIDENTS.labels(alert.kind, alert.severity.value).inc()
     return incident_id
 
@@ -293,8 +296,10 @@ async def read_people(conn: AsyncConnection[Any], incident_id: uuid.UUID | str, 
 
 
 async def add_steps(conn: AsyncConnection[Any], incident_id: uuid.UUID | str, policy: Policy,
-                    reads: PeopleReads, purpose: Purpose = "ladder") -> int:
-    """The steps of `policy` for the people `reads` found (see `materialise`); how many."""
+                    reads: PeopleReads, purpose: Purpose = "ladder",
+                    claim: claims.FirstStep | None = None) -> int:
+    """The steps of `policy` for the people `reads` found (see `materialise`); how many. With
+    `claim`, the first due one is claimed with them (`claim.step`)."""
     contacts = await reads.contacts.fetchall()
     community = await reads.community.fetchone()
     who = await reads.who.fetchone()
@@ -344,8 +349,12 @@ async def add_steps(conn: AsyncConnection[Any], incident_id: uuid.UUID | str, po
             " wait_s, purpose, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
             " CASE WHEN %s THEN now() + make_interval(secs => %s) END)", rows,
         )
+        claimed = await conn.execute(claims.CLAIM_OF_INCIDENT, claim.params(str(incident_id))) \
+            if claim is not None and seq >= first else None
         if seq >= first:
             await conn.execute("SELECT pg_notify('escalation_due', %s)", (str(incident_id),))
+    if claim is not None and claimed is not None:
+        claim.step = await claimed.fetchone()
     return seq - first + 1
 
 

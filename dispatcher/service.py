@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError
 from psycopg_pool import PoolTimeout
 
 from dispatcher.channels import Channel, DryRunChannel, TwilioChannel, channel_for
+from dispatcher.claims import FirstStep
 from dispatcher.incidents import AlertRecordedElsewhere, record_alert
 from dispatcher.outage import DatabaseOutage
 from dispatcher.recovery import Reconciling
@@ -217,8 +218,10 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                     for record in records:
                         alert, why = _parse(record.value)
                         if alert is not None:
+                            # A new incident's first step is claimed in its transaction.
+                            first = runner.first_step()
                             try:
-                                incident = await _record(conn, alert)
+                                incident = await _record(conn, alert, first)
                             except Exception as exc:  # e.g. an elder the registry lacks
                                 if is_transient(exc):  # uncommitted: redelivered after restart
                                     raise
@@ -228,7 +231,7 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
                             else:
                                 log.info("alert recorded", alert_id=alert.alert_id,
                                          incident_id=str(incident) if incident else None)
-                                if incident is None or not await runner.start_first(incident):
+                                if not await _start(runner, incident, first):
                                     wake.set()
                                 continue
                         log.error("alert dead-lettered", reason=why)
@@ -251,7 +254,8 @@ async def _intake(intake: _Intake, pool: db.Pool, stop: asyncio.Event, wake: Wak
         wake.stop()
 
 
-async def _record(conn: db.Connection, alert: Alert) -> object:
+async def _record(conn: db.Connection, alert: Alert, first: FirstStep | None = None
+                  ) -> object:
     """`record_alert` in its own transaction, tried twice: a conflict with a concurrent writer
     passes on the second try, a fault of the alert itself fails both.
 
@@ -262,7 +266,7 @@ async def _record(conn: db.Connection, alert: Alert) -> object:
     try:
         async with conn.transaction():
             await conn.execute(db.COMMIT_UNFLUSHED)
-            return await record_alert(conn, alert)
+            return await record_alert(conn, alert, first)
     except AlertRecordedElsewhere:
         log.warning("alert already recorded for another elder; ignored", alert_id=alert.alert_id)
         return None
@@ -271,9 +275,21 @@ async def _record(conn: db.Connection, alert: Alert) -> object:
             raise
         log.warning("alert not recorded; trying once more", alert_id=alert.alert_id,
                     exc_info=exc)
+    if first is not None:
+        first.step = None  # what the failed try claimed was rolled back with it
     async with conn.transaction():
         await conn.execute(db.COMMIT_UNFLUSHED)
-        return await record_alert(conn, alert)
+        return await record_alert(conn, alert, first)
+
+
+async def _start(runner: StepRunner, incident: object, first: FirstStep | None) -> bool:
+    """Start an incident's first due step at once: the one claimed in its transaction, or
+    else one claimed now; False when none was started (the workers take it)."""
+    if incident is None:
+        return False
+    if first is not None and first.step is not None:
+        return await runner.start_claimed(first)
+    return await runner.start_first(incident)
 
 
 def _parse(value: bytes | None) -> tuple[Alert | None, str]:

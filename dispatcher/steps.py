@@ -31,7 +31,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from dispatcher import family, recovery
+from dispatcher import claims, family, recovery
 from dispatcher.channels import Channel, failure_kind
 from dispatcher.incidents import timeline
 from dispatcher.messages import (
@@ -50,20 +50,6 @@ from dispatcher.whereabouts import PLACE, place_params, place_words
 from foundation import db, faults, logs
 
 log = logs.get(__name__)
-
-_CLAIM = """
-UPDATE escalation_steps s SET status = 'running', claimed_by = %(worker)s, claimed_at = now(),
-       worker_lock = %(lock)s, attempts = attempts + 1
-WHERE s.id = (
-    SELECT id FROM escalation_steps
-    WHERE status = 'pending' AND due_at <= now() {incident}
-    ORDER BY round, action <> 'call', seq, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
-)
-RETURNING s.id, s.incident_id, s.seq, s.round, s.action, s.target, s.due_at, s.attempts,
-          s.purpose
-"""
-_CLAIM_ANY = _CLAIM.format(incident="")
-_CLAIM_OF_INCIDENT = _CLAIM.format(incident="AND incident_id = %(incident)s")
 
 _FACTS = """
 SELECT e.name AS elder, e.address, c.name AS community, c.time_zone, i.kind, i.event_time,
@@ -152,6 +138,21 @@ class StepRunner:
             self._start(step)
             ran += 1
 
+    def first_step(self) -> claims.FirstStep | None:
+        """A claim of a new incident's first step in its own transaction (`record_alert`),
+        for `start_claimed` after the commit; None when no request slot is free (the workers
+        take the step as usual)."""
+        return None if self.slots.locked() else claims.FirstStep(self.worker, self.lock)
+
+    async def start_claimed(self, first: claims.FirstStep) -> bool:
+        """Start the step `first` claimed (committed) at once, as `start_first` does; False if
+        it claimed none."""
+        if first.step is None:
+            return False
+        await self.slots.acquire()  # free when `first_step` was asked, unless taken meanwhile
+        self._start(Step(**first.step), on_prepared=self.on_claim)
+        return True
+
     async def start_first(self, incident_id: Any) -> bool:
         """Claim the step a new incident starts with (its first call: calls come first) and
         start it at once, without the round trip through a resting worker; the workers are
@@ -235,7 +236,7 @@ class StepRunner:
             # is pending again, and nothing was sent.
             await conn.execute(db.COMMIT_UNFLUSHED)
             row = await (await conn.execute(
-                _CLAIM_ANY if incident_id is None else _CLAIM_OF_INCIDENT,
+                claims.CLAIM_ANY if incident_id is None else claims.CLAIM_OF_INCIDENT,
                 {"worker": self.worker, "lock": self.lock, "incident": incident_id},
             )).fetchone()
             return Step(**row) if row else None

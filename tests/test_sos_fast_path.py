@@ -101,6 +101,52 @@ async def test_a_new_incident_starts_with_its_first_call_and_leaves_the_rest_to_
         await pool.close()
 
 
+async def test_a_new_incidents_first_call_is_claimed_in_the_incidents_own_transaction(
+    own_db: Settings,
+) -> None:
+    """The dispatcher's intake claims a new incident's first call with its steps (one
+    transaction: the call step is running from the incident's own instant), then starts it:
+    the call is made once, the other steps stay for the workers."""
+    infra = own_db
+    community = make_community()
+    save(infra.database_url, [community])
+    elder = community.elders[0]
+    now = datetime.now(UTC)
+    pool = db.pool(infra.database_url, max_size=4)
+    await pool.open()
+    try:
+        runner = StepRunner(pool, DryRunChannel(), "http://127.0.0.1:1", new_worker_lock())
+        woken: list[int] = []
+        runner.on_claim = lambda: woken.append(1)
+        first = runner.first_step()
+        assert first is not None  # request slots free
+        async with pool.connection() as conn, conn.transaction():
+            incident = await record_alert(conn, Alert(
+                alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=community.id,
+                kind="sos", severity=Severity.CRITICAL, event_time=now, detected_at=now),
+                first)
+        assert incident is not None and first.step is not None
+        with psycopg.connect(infra.database_url) as conn:
+            claimed = conn.execute(
+                "SELECT s.action, s.status, s.worker_lock, s.claimed_at = i.opened_at"
+                " FROM escalation_steps s JOIN incidents i ON i.id = s.incident_id"
+                " WHERE s.id = %s", (first.step["id"],)).fetchone()
+        assert claimed == ("call", "running", runner.lock, True)
+        assert ("console", "pending") in _steps(infra, incident)
+        assert await runner.start_claimed(first)
+        await runner.drain(10)
+        assert len(woken) == 1
+        with psycopg.connect(infra.database_url) as conn:
+            sent = conn.execute("SELECT channel, to_number, status FROM notifications"
+                                " WHERE incident_id = %s", (incident,)).fetchall()
+        assert sent == [("voice", elder.contacts[0].phone, "dry_run")]
+        steps = _steps(infra, incident)
+        assert ("call", "done") in steps
+        assert ("console", "pending") in steps and ("sms", "pending") in steps
+    finally:
+        await pool.close()
+
+
 class _Producer:
     """Hands out real aiokafka batches and keeps what it is given (no broker needed)."""
 
