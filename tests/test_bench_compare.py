@@ -30,7 +30,7 @@ def test_compare_presses_both_stacks_and_names_the_commit(tmp_path: Path) -> Non
     # Each stack ran its own code: this tree's, and the commit's as extracted.
     assert body["code"]["this"] == str(REPO / "eldercare" / "services.py")
     assert body["code"]["other"] == f"{head[:12]}:eldercare/services.py"
-    assert body["presses"] == 40 and body["lost"] == 0
+    assert body["presses"] == 40 and body["lost"] == 0 and body["rate_per_s"] == 0
     for side in ("this", "other"):  # every press called, on each stack
         assert body[side]["lost"] == 0 and 0 < body[side]["p50_ms"] <= body[side]["max_ms"]
     assert set(body["ratios"]) == {"p50 this / other", "p95 this / other", "p99 this / other"}

@@ -71,7 +71,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             result = harness.run_one(name, args.quick, args.package, min(args.timeout, left),
                                      cases=args.cases if chaos else "",
                                      twilio_delay_s=args.twilio_delay if chaos else 0.0,
-                                     against=args.against if compare else "")
+                                     against=args.against if compare else "",
+                                     rate=args.rate if compare else 0.0)
         if result.status == "ok":
             png = harness.plot(result, out_dir)
             result.plot = str(png) if png else ""
@@ -135,6 +136,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--against", default="HEAD", metavar="REV",
                    help="compare only: the commit whose services the other stack runs"
                    " (default: HEAD, i.e. this tree's uncommitted changes against their base)")
+    p.add_argument("--rate", type=float, default=0.0, metavar="MSG_PER_S",
+                   help="compare only: background heart-rate messages per second on each stack"
+                   " while pressing (default: none, at rest)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per bench")
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds `all` may take in total (a bench past it is stopped)")

@@ -68,8 +68,10 @@ def checkout(commit: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run(quick: bool = False, against: str = "HEAD") -> dict[str, Any]:
-    """Press SOS on both stacks, alternating; `against` is the other side's commit."""
+def run(quick: bool = False, against: str = "HEAD", rate: float = 0.0) -> dict[str, Any]:
+    """Press SOS on both stacks, alternating; `against` is the other side's commit; `rate`:
+    background heart-rate messages per second on each stack while pressing (as `bench sos`
+    sends them)."""
     presses = 40 if quick else 200
     commit = resolve(against)
     with checkout(commit) as tree, tempfile.TemporaryDirectory(prefix="bench-cmp-a-") as ta, \
@@ -86,10 +88,10 @@ def run(quick: bool = False, against: str = "HEAD") -> dict[str, Any]:
             if side == "other" and not Path(sources[side]).is_relative_to(tree):
                 raise RuntimeError(f"the other stack would run {sources[side]}, not {commit}")
             start_services(stack, SERVICES, codes[side])
-        latencies, lost = asyncio.run(_measure(stacks, populations, presses))
+        latencies, lost = asyncio.run(_measure(stacks, populations, presses, rate))
         # (as a path inside the extracted tree, which goes with the block)
         sources["other"] = f"{commit[:12]}:" + str(Path(sources["other"]).relative_to(tree))
-    figures: dict[str, Any] = {"against": commit, "presses": presses,
+    figures: dict[str, Any] = {"against": commit, "presses": presses, "rate_per_s": rate,
                                "lost": sum(lost.values()), "code": sources}
     for side in SIDES:
         figures[side] = {**sos._pct([x for x in latencies[side] if x is not None]),
@@ -107,15 +109,22 @@ def run(quick: bool = False, against: str = "HEAD") -> dict[str, Any]:
 
 
 async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Population],
-                   presses: int) -> tuple[dict[str, list[float | None]], dict[str, int]]:
+                   presses: int, rate: float = 0.0
+                   ) -> tuple[dict[str, list[float | None]], dict[str, int]]:
     """Per side, each press's latency in press order (None: no call within the timeout), and
     how many were lost."""
     for side in SIDES:
         _say(f"warming up the {side} stack")
         await sos._drained(stacks[side].settings, populations[side],
                            stacks[side].mock.requests, sos.DRAIN_TIMEOUT_S)
-    _say(f"{presses} presses on each stack, alternating")
+    _say(f"{presses} presses on each stack, alternating"
+         + (f", under {rate:.0f} msg/s each" if rate else ""))
     pressed: dict[str, list[tuple[str, float]]] = {side: [] for side in SIDES}
+    quiet = asyncio.Event()  # ends the background load
+    load = [asyncio.create_task(sos._telemetry(stacks[side].settings, populations[side], rate,
+                                               quiet)) for side in SIDES]
+    if rate:
+        await asyncio.sleep(1.0)  # let the load settle before the first press
     async with contextlib.AsyncExitStack() as clients:
         client = {side: await clients.enter_async_context(
             MqttTarget.parse(stacks[side].settings.mqtt_url).client()) for side in SIDES}
@@ -129,6 +138,8 @@ async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Pop
                 await client[side].publish(event_topic(pop.community.id, f"{elder.id}-sos"),
                                            body, qos=1)
                 await asyncio.sleep(sos.PRESS_INTERVAL_S / 2)
+    quiet.set()
+    await asyncio.gather(*load)
     latencies: dict[str, list[float | None]] = {}
     lost: dict[str, int] = {}
     for side in SIDES:

@@ -131,10 +131,12 @@ def available(name: str, package: str = PACKAGE) -> bool:
 
 
 def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600.0,
-            cases: str = "", twilio_delay_s: float = 0.0, against: str = "") -> BenchResult:
+            cases: str = "", twilio_delay_s: float = 0.0, against: str = "",
+            rate: float = 0.0) -> BenchResult:
     """Run one bench in a child process; its stdout goes to our stderr (progress). `cases`
     (a comma list) limits a bench that has cases (chaos) to those; `twilio_delay_s` makes its
-    Twilio mock answer that much later; `against` is the commit `compare` measures against."""
+    Twilio mock answer that much later; `against` is the commit `compare` measures against,
+    `rate` its background messages per second."""
     if not available(name, package):
         return BenchResult(name, "missing", error=f"no module {package}.{name} (not written yet)")
     started = time.monotonic()
@@ -144,7 +146,8 @@ def run_one(name: str, quick: bool, package: str = PACKAGE, timeout: float = 600
                "--package", package] + (["--quick"] if quick else []) \
             + (["--cases", cases] if cases else []) \
             + (["--twilio-delay", str(twilio_delay_s)] if twilio_delay_s else []) \
-            + (["--against", against] if against else [])
+            + (["--against", against] if against else []) \
+            + (["--rate", str(rate)] if rate else [])
         try:
             proc = subprocess.run(cmd, stdout=sys.stderr, stdin=subprocess.DEVNULL,
                                   timeout=timeout, check=False)
@@ -284,6 +287,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="")
     parser.add_argument("--twilio-delay", type=float, default=0.0)
     parser.add_argument("--against", default="")
+    parser.add_argument("--rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     module = importlib.import_module(f"{args.package}.{args.name}")
     options: dict[str, Any] = {}  # only a bench with cases (chaos) takes these
@@ -291,8 +295,10 @@ def _child(argv: list[str] | None = None) -> int:
         options["cases"] = tuple(c.strip() for c in args.cases.split(",") if c.strip())
     if args.twilio_delay:
         options["twilio_delay_s"] = args.twilio_delay
-    if args.against:  # only `compare` takes it
+    if args.against:  # only `compare` takes these
         options["against"] = args.against
+    if args.rate:
+        options["rate"] = args.rate
     figures = module.run(quick=args.quick, **options)
     args.out_file.write_text(json.dumps(figures, default=str))
     return 0
