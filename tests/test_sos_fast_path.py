@@ -69,17 +69,12 @@ async def test_a_new_incident_starts_with_its_first_call_and_leaves_the_rest_to_
     own_db: Settings,
 ) -> None:
     infra = own_db
-    community = make_community()
-    save(infra.database_url, [community])
-    elder = community.elders[0]
-    now = datetime.now(UTC)
+    elder, alert = _elder_and_sos(infra)
     pool = db.pool(infra.database_url, max_size=4)
     await pool.open()
     try:
         async with pool.connection() as conn, conn.transaction():
-            incident = await record_alert(conn, Alert(
-                alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=community.id,
-                kind="sos", severity=Severity.CRITICAL, event_time=now, detected_at=now))
+            incident = await record_alert(conn, alert)
         assert incident is not None
         # Due at once: the console entry, the duty staff's SMS and the call to contact 1.
         assert _steps(infra, incident) == [
@@ -88,15 +83,7 @@ async def test_a_new_incident_starts_with_its_first_call_and_leaves_the_rest_to_
         woken: list[int] = []  # the workers are told once the call is recorded
         runner.on_claim = lambda: woken.append(1)
         assert await runner.start_first(incident)
-        await runner.drain(10)
-        assert len(woken) == 1
-        with psycopg.connect(infra.database_url) as conn:
-            sent = conn.execute("SELECT channel, to_number, status FROM notifications"
-                                " WHERE incident_id = %s", (incident,)).fetchall()
-        assert sent == [("voice", elder.contacts[0].phone, "dry_run")]
-        steps = _steps(infra, incident)
-        assert ("call", "done") in steps
-        assert ("console", "pending") in steps and ("sms", "pending") in steps
+        await _only_the_call_made(infra, runner, incident, elder.contacts[0].phone, woken)
     finally:
         await pool.close()
 
@@ -108,10 +95,7 @@ async def test_a_new_incidents_first_call_is_claimed_in_the_incidents_own_transa
     transaction: the call step is running from the incident's own instant), then starts it:
     the call is made once, the other steps stay for the workers."""
     infra = own_db
-    community = make_community()
-    save(infra.database_url, [community])
-    elder = community.elders[0]
-    now = datetime.now(UTC)
+    elder, alert = _elder_and_sos(infra)
     pool = db.pool(infra.database_url, max_size=4)
     await pool.open()
     try:
@@ -121,30 +105,45 @@ async def test_a_new_incidents_first_call_is_claimed_in_the_incidents_own_transa
         first = runner.first_step()
         assert first is not None  # request slots free
         async with pool.connection() as conn, conn.transaction():
-            incident = await record_alert(conn, Alert(
-                alert_id=uuid.uuid4().hex, elder_id=elder.id, community_id=community.id,
-                kind="sos", severity=Severity.CRITICAL, event_time=now, detected_at=now),
-                first)
+            incident = await record_alert(conn, alert, first)
         assert incident is not None and first.step is not None
-        with psycopg.connect(infra.database_url) as conn:
-            claimed = conn.execute(
+        with psycopg.connect(infra.database_url) as reader:
+            claimed = reader.execute(
                 "SELECT s.action, s.status, s.worker_lock, s.claimed_at = i.opened_at"
                 " FROM escalation_steps s JOIN incidents i ON i.id = s.incident_id"
                 " WHERE s.id = %s", (first.step["id"],)).fetchone()
         assert claimed == ("call", "running", runner.lock, True)
         assert ("console", "pending") in _steps(infra, incident)
         assert await runner.start_claimed(first)
-        await runner.drain(10)
-        assert len(woken) == 1
-        with psycopg.connect(infra.database_url) as conn:
-            sent = conn.execute("SELECT channel, to_number, status FROM notifications"
-                                " WHERE incident_id = %s", (incident,)).fetchall()
-        assert sent == [("voice", elder.contacts[0].phone, "dry_run")]
-        steps = _steps(infra, incident)
-        assert ("call", "done") in steps
-        assert ("console", "pending") in steps and ("sms", "pending") in steps
+        await _only_the_call_made(infra, runner, incident, elder.contacts[0].phone, woken)
     finally:
         await pool.close()
+
+
+def _elder_and_sos(infra: Settings) -> tuple[Any, Alert]:
+    """An elder of a new community in the registry, and an SOS alert of theirs."""
+    community = make_community()
+    save(infra.database_url, [community])
+    elder = community.elders[0]
+    now = datetime.now(UTC)
+    return elder, Alert(alert_id=uuid.uuid4().hex, elder_id=elder.id,
+                        community_id=community.id, kind="sos", severity=Severity.CRITICAL,
+                        event_time=now, detected_at=now)
+
+
+async def _only_the_call_made(infra: Settings, runner: StepRunner, incident: Any, phone: str,
+                              woken: list[int]) -> None:
+    """Once the started call is done: it was made once, to `phone`, the workers were told
+    once, and the console entry and the staff SMS are still theirs to take."""
+    await runner.drain(10)
+    assert len(woken) == 1
+    with psycopg.connect(infra.database_url) as conn:
+        sent = conn.execute("SELECT channel, to_number, status FROM notifications"
+                            " WHERE incident_id = %s", (incident,)).fetchall()
+    assert sent == [("voice", phone, "dry_run")]
+    steps = _steps(infra, incident)
+    assert ("call", "done") in steps
+    assert ("console", "pending") in steps and ("sms", "pending") in steps
 
 
 class _Producer:
