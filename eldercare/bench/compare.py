@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ import numpy as np
 from devices.registry import save
 from eldercare.bench import sos
 from eldercare.bench.stack import REPO, BenchStack, imported_from, running, start_services
-from foundation.mqtt import MqttTarget, event_topic
+from foundation.mqtt import MqttTarget
 
 SERVICES = ("ingest@0", "detectors", "dispatcher")
 SIDES = ("this", "other")
@@ -131,34 +128,15 @@ async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Pop
         for n in range(presses):
             for side in SIDES if n % 2 == 0 else SIDES[::-1]:  # neither always first
                 pop = populations[side]
-                elder = pop.community.elders[n]
-                body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
-                                   "type": "sos"}).encode()
-                pressed[side].append((pop.first_contact[elder.id], time.perf_counter()))
-                await client[side].publish(event_topic(pop.community.id, f"{elder.id}-sos"),
-                                           body, qos=1)
+                pressed[side].append(await sos.press(client[side], pop, pop.community.elders[n]))
                 await asyncio.sleep(sos.PRESS_INTERVAL_S / 2)
     quiet.set()
     await asyncio.gather(*load)
     latencies: dict[str, list[float | None]] = {}
     lost: dict[str, int] = {}
     for side in SIDES:
-        calls = await _first_calls(stacks[side], dict(pressed[side]))
+        calls = await sos.first_calls(stacks[side].mock.requests, dict(pressed[side]))
         latencies[side] = [calls[to] - t0 if to in calls else None for to, t0 in pressed[side]]
         lost[side] = sum(x is None for x in latencies[side])
     return latencies, lost
 
-
-async def _first_calls(stack: BenchStack, pressed: dict[str, float]) -> dict[str, float]:
-    """Phone -> when the first call to it reached the mock (waits up to `sos.TIMEOUT_S`)."""
-    deadline = time.perf_counter() + sos.TIMEOUT_S
-    first: dict[str, float] = {}
-    while True:
-        for req in list(stack.mock.requests):
-            to = req.form.get("To", [""])[0]
-            if to in pressed and to not in first and req.path.endswith("/Calls.json") \
-                    and req.arrived >= pressed[to]:
-                first[to] = req.arrived
-        if len(first) == len(pressed) or time.perf_counter() > deadline:
-            return first
-        await asyncio.sleep(0.05)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import numpy as np
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -185,6 +186,32 @@ async def _telemetry(settings: Settings, pop: Population, rate: float,
     return sent
 
 
+async def press(client: aiomqtt.Client, pop: Population, elder: Elder) -> tuple[str, float]:
+    """Press `elder`'s SOS button over `client`: (the first contact's phone, the
+    `time.perf_counter()` just before the publish)."""
+    body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
+                       "type": "sos"}).encode()
+    at = time.perf_counter()
+    await client.publish(event_topic(pop.community.id, f"{elder.id}-sos"), body, qos=1)
+    return pop.first_contact[elder.id], at
+
+
+async def first_calls(requests: list[Any], pressed: dict[str, float]) -> dict[str, float]:
+    """Phone -> when the first call to it reached the Twilio mock after its press (`pressed`:
+    phone -> press time); waits up to `TIMEOUT_S` for all of them."""
+    deadline = time.perf_counter() + TIMEOUT_S
+    first: dict[str, float] = {}
+    while True:
+        for req in list(requests):
+            to = req.form.get("To", [""])[0]
+            if to in pressed and to not in first and req.path.endswith("/Calls.json") \
+                    and req.arrived >= pressed[to]:
+                first[to] = req.arrived
+        if len(first) == len(pressed) or time.perf_counter() > deadline:
+            return first
+        await asyncio.sleep(0.05)
+
+
 async def _series(settings: Settings, pop: Population, requests: list[Any], rate: float,
                   presses: int, first_elder: int) -> dict[str, Any]:
     stop = asyncio.Event()
@@ -196,21 +223,11 @@ async def _series(settings: Settings, pop: Population, requests: list[Any], rate
     pressed: dict[str, float] = {}
     async with MqttTarget.parse(settings.mqtt_url).client() as client:
         for n, elder in enumerate(elders):
-            body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
-                               "type": "sos"}).encode()
-            pressed[pop.first_contact[elder.id]] = time.perf_counter()
-            await client.publish(event_topic(pop.community.id, f"{elder.id}-sos"), body, qos=1)
+            phone, at = await press(client, pop, elder)
+            pressed[phone] = at
             if n + 1 < len(elders):
                 await asyncio.sleep(PRESS_INTERVAL_S)
-    deadline = time.perf_counter() + TIMEOUT_S
-    first: dict[str, float] = {}
-    while time.perf_counter() < deadline and len(first) < len(pressed):
-        for req in list(requests):
-            to = req.form.get("To", [""])[0]
-            if to in pressed and to not in first and req.path.endswith("/Calls.json") \
-                    and req.arrived >= pressed[to]:
-                first[to] = req.arrived
-        await asyncio.sleep(0.05)
+    first = await first_calls(requests, pressed)
     stop.set()
     sent = await background
     elapsed = time.perf_counter() - began
