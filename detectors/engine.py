@@ -235,6 +235,7 @@ class Engine:
                 del self.parts[p.partition]
                 for elder_id in p.elders:
                     self._judged.pop(elder_id, None)
+                self.suite.forget(p.elders)
 
     # --- events -------------------------------------------------------------------------------
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:

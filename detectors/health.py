@@ -88,9 +88,14 @@ class DeviceHealthDetector:
             return Verdict(state, alerts)  # an event older than the device's last: no news
         devices = dict(state.devices)
         devices[event.device_id] = dev
-        return Verdict(state.model_copy(update={
-            "devices": devices, "community_id": event.community_id,
-            "first_seen": state.first_seen or t, "due": None if new else state.due}), alerts)
+        changes: dict[str, object] = {"devices": devices}
+        if state.community_id != event.community_id:
+            changes["community_id"] = event.community_id
+        if state.first_seen is None:
+            changes["first_seen"] = t
+        if new and state.due is not None:
+            changes["due"] = None
+        return Verdict(state.model_copy(update=changes), alerts)
 
     def _alert(self, event: CanonicalEvent, kind: str, severity: Severity, key: str,
                **evidence: object) -> Alert:

@@ -10,7 +10,8 @@ with dead devices is the device-health detector's gateway-offline alert instead.
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from detectors.base import ElderProfile, State, Verdict
@@ -105,6 +106,12 @@ class InactivityDetector:
     def __init__(self, config: DetectorConfig) -> None:
         self.c = config
         self.tz = ZoneInfo(config.timezone)
+        # The day last asked about, [start, end) in UTC, and its local start and date: events
+        # come in time order and a sweep asks of one instant for every elder.
+        self._day: tuple[datetime, datetime, datetime, str] | None = None
+        # Per elder, the state a timer last left unchanged and until when sweeps of it change
+        # nothing (see `_quiet_until`): a sweep of an elder with no news costs a lookup.
+        self._quiet: dict[str, _Quiet] = {}
 
     def initial(self) -> InactivityState:
         return InactivityState()
@@ -188,7 +195,7 @@ class InactivityDetector:
                   update: dict[str, object]) -> None:
         t = event.event_time
         day_start = self._day_start(t)
-        day = day_start.date().isoformat()
+        day = self._day_of(t)
         if state.day != day and update.get("first_seen") is None and state.first_seen is not None:
             state = self._roll_day(state, t, profile, update)
         update["last_activity"] = t
@@ -226,11 +233,23 @@ class InactivityDetector:
 
     # --- days and hours -----------------------------------------------------------------------
 
+    def _day_window(self, t: datetime) -> tuple[datetime, datetime, datetime, str]:
+        """(start, end) in UTC of the day of `t`, its local start and its local date."""
+        window = self._day
+        if window is not None and window[0] <= t < window[1]:
+            return window
+        start = day_start(t, self.tz, self.c.day_start_h)
+        # The next day starts 23-25 hours later (daylight saving), the one after 46 or more.
+        end = day_start(start + timedelta(hours=30), self.tz, self.c.day_start_h)
+        window = self._day = (start.astimezone(UTC), end.astimezone(UTC), start,
+                              start.date().isoformat())
+        return window
+
     def _day_start(self, t: datetime) -> datetime:
-        return day_start(t, self.tz, self.c.day_start_h)
+        return self._day_window(t)[2]
 
     def _day_of(self, t: datetime) -> str:
-        return self._day_start(t).date().isoformat()
+        return self._day_window(t)[3]
 
     def _roll_day(self, state: InactivityState, t: datetime, profile: ElderProfile,
                   update: dict[str, object]) -> InactivityState:
@@ -288,22 +307,46 @@ class InactivityDetector:
     ) -> Verdict[InactivityState]:
         if state.first_seen is None:
             return Verdict(state)
+        quiet = self._quiet.get(profile.elder_id)
+        if (quiet is not None and quiet.state is state and quiet.since <= now < quiet.until
+                and not profile.away and _same_for_timers(quiet.profile, profile)):
+            return Verdict(state)  # nothing can have changed since the last sweep
         state = self._roll(state, now, profile)
         if profile.away:
             return Verdict(state.model_copy(update={"away_seen_at": now}))
+        # The next hour to count, or the next day, changes the state (`_roll`).
+        assert state.hour is not None  # set by `_roll`
+        next_roll = min(state.hour + timedelta(hours=1), self._day_window(now)[1])
         if self._dead(state, now) or self._out(state, now):
-            return Verdict(state)  # the home is not reporting, or the elder went out
+            # The home is not reporting, or the elder went out: both last until an event.
+            return self._quiet_until(state, now, next_roll, profile)
         start = max(t for t in (state.first_seen, state.last_activity, state.away_seen_at,
                                 profile.rearmed_at, state.home_back_at) if t is not None)
         alone = profile.lives_alone
         not_up = self._not_up(state, profile, now)
-        alerts = [a for a in (self._no_wakeup(state, start, now, profile, alone, not_up),
-                              self._silence(state, start, now, profile, alone, not_up))
+        wakeup, wakeup_at = self._no_wakeup(state, start, now, profile, alone, not_up)
+        silence, silence_at = self._silence(state, start, now, profile, alone, not_up)
+        alerts = [a for a in (wakeup, silence)
                   if a is not None and a.alert_id not in state.alerted]
         if not alerts:
-            return Verdict(state)
+            # An alert already raised stays raised (its id is fixed for the day).
+            return self._quiet_until(state, now, min(
+                t for t in (next_roll, wakeup_at, silence_at) if t is not None), profile)
         alerted = (state.alerted + [a.alert_id for a in alerts])[-4:]
         return Verdict(state.model_copy(update={"alerted": alerted}), alerts[:1])
+
+    def forget(self, elder_ids: list[str]) -> None:
+        """Drop what is remembered of these elders (their state is no longer held here)."""
+        for elder_id in elder_ids:
+            self._quiet.pop(elder_id, None)
+
+    def _quiet_until(self, state: InactivityState, now: datetime, until: datetime,
+                     profile: ElderProfile) -> Verdict[InactivityState]:
+        """No alert now, and a sweep of this very state from `now` until `until` (with the same
+        profile) would change nothing: no hour ends, no rule's time comes, being out or the
+        home's silence only last. Remembered outside the state: a cache, never persisted."""
+        self._quiet[profile.elder_id] = _Quiet(state, now, until, profile)
+        return Verdict(state)
 
     def _out(self, state: InactivityState, now: datetime) -> bool:
         """Gone out: the front door was the last sign of life (nothing inside since, beyond the
@@ -343,22 +386,26 @@ class InactivityDetector:
         return max(learned, entered) if entered is not None else learned
 
     def _no_wakeup(self, state: InactivityState, start: datetime, now: datetime,
-                   profile: ElderProfile, alone: bool, not_up: bool) -> Alert | None:
+                   profile: ElderProfile, alone: bool, not_up: bool
+                   ) -> tuple[Alert | None, datetime | None]:
+        """(the alert, or when it could fire at the earliest if still today, else None)."""
         day_start = self._day_start(now)
         if start >= day_start and not not_up:
-            return None
+            return None, None
         resets = [t for t in (state.first_seen, state.away_seen_at, profile.rearmed_at,
                               state.home_back_at) if t is not None]
         if resets and max(resets) >= day_start:
-            return None  # counting restarted today (back from away, after an outage)
+            return None, None  # counting restarted today (back from away, after an outage)
         wake = self.usual_wake_h(state, profile)
         margin = self.c.wake_margin_alone_h if alone else self.c.wake_margin_h
         midnight = day_start - timedelta(hours=self.c.day_start_h)
-        if now < midnight + timedelta(hours=wake + margin):
-            return None
+        fires_at = midnight + timedelta(hours=wake + margin)
+        if now < fires_at:
+            return None, fires_at
         return self._alert(state, profile, "no_wakeup", day_start, now, Severity.HIGH,
                            usual_wake_hour=round(wake, 2),
-                           entered_wake_h=profile.thresholds.get("wake_h"), margin_h=margin)
+                           entered_wake_h=profile.thresholds.get("wake_h"),
+                           margin_h=margin), None
 
     def _not_up(self, state: InactivityState, profile: ElderProfile, now: datetime) -> bool:
         """Not up yet today: nothing since the day began, or only a night-time trip (well
@@ -384,18 +431,35 @@ class InactivityDetector:
         return min(self.c.silence_max_h, max(floor, learned))
 
     def _silence(self, state: InactivityState, start: datetime, now: datetime,
-                 profile: ElderProfile, alone: bool, not_up: bool) -> Alert | None:
+                 profile: ElderProfile, alone: bool, not_up: bool
+                 ) -> tuple[Alert | None, datetime | None]:
+        """(the alert, or the earliest it could fire if still today, else None)."""
         if start < self._day_start(now) or not_up:
-            return None  # not up yet today: the wake-up rule's case
+            return None, None  # not up yet today: the wake-up rule's case
         limit = self.silence_limit_h(state, alone)
         if now - start < timedelta(hours=limit):
-            return None
+            return None, start + timedelta(hours=limit)
         awake_h = awake_hours(state.routine, start, now, self.tz, self.c.awake_p,
                               self.c.routine_prior_weight)
         if awake_h < limit:
-            return None
+            # Awake hours grow at most as fast as the clock: not before the rest has passed.
+            return None, now + timedelta(hours=limit - awake_h) - timedelta(milliseconds=1)
         return self._alert(state, profile, "silence", start, now, Severity.HIGH,
-                           awake_silent_h=round(awake_h, 2), limit_h=round(limit, 2))
+                           awake_silent_h=round(awake_h, 2), limit_h=round(limit, 2)), None
+
+
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    state: InactivityState
+    since: datetime
+    until: datetime
+    profile: ElderProfile
+
+
+def _same_for_timers(a: ElderProfile, b: ElderProfile) -> bool:
+    """Whether the timers' verdicts are the same for both profiles (`away` aside)."""
+    return a is b or (a.lives_alone == b.lives_alone and a.rearmed_at == b.rearmed_at
+                      and a.thresholds.get("wake_h") == b.thresholds.get("wake_h"))
 
 
 def _interval(event: CanonicalEvent, profile: ElderProfile) -> int:

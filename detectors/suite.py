@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -117,6 +118,15 @@ class Suite:
             if verdict.alerts:
                 alerts.extend(verdict.alerts)
         return state, alerts, changed
+
+    def forget(self, elder_ids: Iterable[str]) -> None:
+        """These elders' state is no longer held here (a partition was revoked): detectors that
+        cache anything per elder (`forget(elder_ids)`) drop it."""
+        ids = list(elder_ids)
+        for d in self.detectors:
+            forget: Callable[[list[str]], None] | None = getattr(d, "forget", None)
+            if forget is not None:
+                forget(ids)
 
     def looks_at(self, event_type: str) -> list[str]:
         """The names of the detectors an event of this type passes through."""

@@ -334,3 +334,67 @@ def test_simulated_homes_are_the_same_whatever_day_they_are_made(
                      for h in simulated_homes("sim:2:3")])
     assert made[0] == made[1] == made[2]
     assert made[0][0][2] > 0
+
+
+def test_sweeps_that_skip_a_quiet_elder_give_the_verdicts_of_a_full_sweep() -> None:
+    """The timer skips an elder whose state is unchanged until the next moment anything could
+    change (an hour ending, a rule's time coming). Swept every minute through days of ordinary
+    life, a silent morning, a silent afternoon, going out, a dead hub, time away and profile
+    edits, it alerts exactly when, and with exactly what, a detector that recomputes every
+    sweep (a new one per sweep: nothing remembered) does."""
+    config = DetectorConfig(timezone=TZ)
+    detector = InactivityDetector(config)
+    state = detector.initial()
+    profile = ElderProfile("E1", "c")
+    rng = random.Random(5)
+    events: list[CanonicalEvent] = []
+    for n in range(9):
+        base = T0 + timedelta(days=n) - timedelta(hours=4)  # local midnight of day n
+        if n in (5, 8):
+            continue  # a silent morning (and day)
+        t = base + timedelta(hours=7, minutes=rng.randint(-30, 30))
+        end = base + timedelta(hours=13 if n == 7 else 21)  # day 7: silent afternoon
+        while t < end:
+            if n == 3 and base + timedelta(hours=10) <= t < base + timedelta(hours=15):
+                events.append(_ev(t, "front", "door_contact", "door", open=True))
+                t = base + timedelta(hours=15)  # out for five hours
+                events.append(_ev(t, "front", "door_contact", "door", open=True))
+            events.append(_ev(t, "pir", "motion_sensor", "motion"))
+            t += timedelta(minutes=rng.randint(10, 50))
+    hub_dead = (T0 + timedelta(days=2, hours=8), T0 + timedelta(days=2, hours=14))
+    profiles = {  # from this time on, this profile
+        # An entered wake-up between hours: the wake-up rule's time is no hour's end.
+        T0 + timedelta(days=4, hours=2): ElderProfile("E1", "c", lives_alone=True,
+                                                      thresholds={"wake_h": 7.4}),
+        T0 + timedelta(days=6, hours=1): ElderProfile("E1", "c", lives_alone=True, away=True),
+        T0 + timedelta(days=6, hours=20): ElderProfile("E1", "c", lives_alone=True,
+                                                       thresholds={"wake_h": 7.4}),
+        T0 + timedelta(days=7, hours=3): ElderProfile(
+            "E1", "c", thresholds={"wake_h": 7.4}, rearmed_at=T0 + timedelta(days=7)),
+        # At 09:15 on the silent morning of day 8, staff note that the elder lives alone: the
+        # rule's time for one living alone (09:09) has passed; the alert is due at once.
+        T0 + timedelta(days=8, hours=5, minutes=15): ElderProfile(
+            "E1", "c", lives_alone=True, thresholds={"wake_h": 7.4}),
+    }
+    now, seen, alerts = T0, 0, list[str]()
+    while now < T0 + timedelta(days=9):
+        now += timedelta(minutes=1)
+        profile = next((p for t, p in sorted(profiles.items(), reverse=True) if t <= now),
+                       profile)
+        batch = [e for e in events[seen:] if e.event_time <= now]
+        if now.minute % 30 == 0 and not hub_dead[0] <= now < hub_dead[1]:
+            batch.append(_ev(now, "hub", "motion_sensor", "heartbeat"))
+        seen += len([e for e in events[seen:] if e.event_time <= now])
+        for event in batch:
+            state = detector.on_event(state, event, profile).state
+        full = InactivityDetector(config).on_timer(state, now, profile)
+        verdict = detector.on_timer(state, now, profile)
+        assert verdict.alerts == full.alerts, now
+        assert verdict.state.model_dump() == full.state.model_dump(), now
+        state = verdict.state
+        alerts.extend(f"{a.evidence[0]['rule']} {now.astimezone(_tz()):%d %H:%M}"
+                      for a in verdict.alerts)
+    # The silent morning of day 5 (the entered 07:24 + 1.75 h for one living alone), the
+    # silent afternoon of day 7, the silent morning of day 8 as soon as the profile changed;
+    # nothing for the five hours out on day 3 nor the dead hub.
+    assert alerts == ["no_wakeup 07 09:09", "silence 09 15:56", "no_wakeup 10 09:15"]

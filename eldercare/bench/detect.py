@@ -11,6 +11,9 @@ are produced once to a fresh topic; then, in the same run:
   started) and stops when every event is processed (`events_per_s`, the ratio's numerator) and
   when the checkpoint covers them (`checkpointed_events_per_s`); the start is reported apart;
 - pure: the detectors alone (`Suite`, no Kafka, no database) over the same events;
+- sweeps: µs per elder of the detectors' timers (`Suite.on_timer`) at the newest event time,
+  the first sweep after the events, then the same elders 5 s later with nothing new: the
+  service's wall-clock sweep, which runs every 5 s for every elder, idle or not;
 - memory: tracemalloc of the 10k elders' states held by the pure run;
 - fall_model: ms per accelerometer window through the learned fall classifier, one core."""
 
@@ -172,7 +175,8 @@ async def _engine(settings: Settings, topic: str, n: int, elders: int) -> dict[s
             "checkpointed_events_per_s": n / (checkpointed - ready)}
 
 
-def _replay(suite: Suite, parsed: list[CanonicalEvent]) -> dict[str, ElderState]:
+def _replay(suite: Suite, parsed: list[CanonicalEvent], sweep: bool = True
+            ) -> dict[str, ElderState]:
     profiles: dict[str, ElderProfile] = {}
     states: dict[str, ElderState] = {}
     for ev in parsed:
@@ -181,25 +185,42 @@ def _replay(suite: Suite, parsed: list[CanonicalEvent]) -> dict[str, ElderState]
             state = states[ev.elder_id] = suite.initial()
             profiles[ev.elder_id] = ElderProfile(ev.elder_id, ev.community_id)
         suite.on_event(state, ev, profiles[ev.elder_id])
-    now = max(ev.event_time for ev in parsed)
-    for elder_id, state in states.items():
-        suite.on_timer(state, now, profiles[elder_id])
+    if sweep:
+        now = max(ev.event_time for ev in parsed)
+        for elder_id, state in states.items():
+            suite.on_timer(state, now, profiles[elder_id])
     return states
 
 
-def _pure(values: list[bytes]) -> tuple[float, int, int]:
-    """(events/s through the detectors alone, elders, bytes of state per elder)."""
+def _pure(values: list[bytes]) -> tuple[float, int, int, dict[str, float]]:
+    """(events/s through the detectors alone, elders, bytes of state per elder, µs per elder
+    of a first and of a repeated timer sweep)."""
     parsed = [CanonicalEvent.model_validate_json(v) for v in values]
     suite = Suite(build(DetectorConfig()))
     started = time.perf_counter()
     _replay(suite, parsed)
     rate = len(parsed) / (time.perf_counter() - started)
+    sweeps = _sweeps(suite, parsed)
     tracemalloc.start()  # a second pass for memory: tracing slows the first one down
     base = tracemalloc.get_traced_memory()[0]
     states = _replay(suite, parsed)
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    return rate, len(states), held // max(1, len(states))
+    return rate, len(states), held // max(1, len(states)), sweeps
+
+
+def _sweeps(suite: Suite, parsed: list[CanonicalEvent]) -> dict[str, float]:
+    """µs per elder: the first timer sweep after the events, then one 5 s later."""
+    states = _replay(suite, parsed, sweep=False)
+    profiles = {elder_id: ElderProfile(elder_id, "c-bench") for elder_id in states}
+    now = max(ev.event_time for ev in parsed)
+    out: dict[str, float] = {}
+    for name, at in (("first", now), ("repeated", now + timedelta(seconds=5))):
+        started = time.perf_counter()
+        for elder_id, state in states.items():
+            suite.on_timer(state, at, profiles[elder_id])
+        out[name] = round((time.perf_counter() - started) / len(states) * 1e6, 2)
+    return out
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -228,7 +249,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         finally:
             kf.stop()
             pg.stop()
-    pure, held, per = _pure(values)
+    pure, held, per, sweeps = _pure(values)
     from detectors.falls import bench as falls_bench
 
     return {
@@ -239,6 +260,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "events": n,
         "bytes_per_elder": per,
         "detectors_only_events_per_s": round(pure),
+        "sweep_first_us_per_elder": sweeps["first"],
+        "sweep_repeated_us_per_elder": sweeps["repeated"],
         "ratio_to_baseline": round(through / raw, 3),
         "fall_model": falls_bench.run(),
         "baseline": {"name": "bare aiokafka consumer parsing the same events",
