@@ -77,7 +77,9 @@ class Detector(Protocol[S]):
     `on_event` looks at (any other event leaves its state as it is); without it, every event
     passes through it. The suite uses it to skip detectors an event cannot concern. Likewise
     `has_timers = False`: its `on_timer` never changes the state nor alerts, and timer sweeps
-    skip it."""
+    skip it. A detector that caches anything per elder outside the states (a cache only: the
+    verdicts are the same without it) has `forget(elder_ids: list[str])`, called when those
+    elders' states leave this process (`Suite.forget`)."""
 
     name: str
 
