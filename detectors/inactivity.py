@@ -194,8 +194,7 @@ class InactivityDetector:
     def _activity(self, state: InactivityState, event: CanonicalEvent, profile: ElderProfile,
                   update: dict[str, object]) -> None:
         t = event.event_time
-        day_start = self._day_start(t)
-        day = self._day_of(t)
+        _, _, day_start, day = self._day_window(t)
         if state.day != day and update.get("first_seen") is None and state.first_seen is not None:
             state = self._roll_day(state, t, profile, update)
         update["last_activity"] = t
