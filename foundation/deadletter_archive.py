@@ -77,7 +77,7 @@ async def archive(conn: psycopg.AsyncConnection[Any], records: Iterable[bytes]) 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Archive the dead-letter topic until `stop` (part of the store service), then what is
     left on it; an offset is committed only after its records are in the database."""
-    consumer = kafka.consumer(settings, GROUP, kafka.DEADLETTER)
+    consumer = kafka.background_consumer(settings, GROUP, kafka.DEADLETTER)
     await consumer.start()
     loop = asyncio.get_running_loop()
     drain_until = 0.0  # set once the stop is seen
@@ -90,7 +90,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     drain_until = loop.time() + DRAIN_S
                     kafka.keep_awake(consumer, DRAIN_S)
                 # Records end the wait at once, and so does a stop (then the drain fetches).
-                batch = await kafka.fetch(consumer, stop, 200 if draining else 500,
+                batch = await kafka.fetch(consumer, stop,
+                                          200 if draining else kafka.BACKGROUND_WAIT_MS,
                                           max_records=500)
                 if draining and (not batch or loop.time() > drain_until):
                     break

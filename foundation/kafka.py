@@ -163,6 +163,26 @@ def consumer(settings: Settings, group: str, *topics: str, fetch_max_wait_ms: in
     )
 
 
+# A consumer that nothing urgent waits for (the store's readings and dead-letter archive: alerts
+# come from the detectors). Awake, its fetch waits 200 ms instead of 5 ms (tansu answers a
+# waiting fetch only when its wait is over, so that is the longest a record waits for it, and
+# each wait is one request); resting, it looks for records nobody announced every 5 s instead
+# of every second (the topics it reads are written only by the platform's producers, which
+# announce them). A backlog is fetched at once either way. Measured at idle with
+# `eldercare bench idle`: see docs/benchmarks.md, "Idle, third pass".
+BACKGROUND_FETCH_MAX_WAIT_MS = 200
+BACKGROUND_PROBE_EVERY_S = 5.0
+# How long a background service's loop waits for records before it looks at its own
+# housekeeping; records and a stop end the wait at once (`fetch`).
+BACKGROUND_WAIT_MS = 5000
+
+
+def background_consumer(settings: Settings, group: str, *topics: str) -> GroupConsumer:
+    """A group consumer for a service nothing urgent waits for (see above)."""
+    return consumer(settings, group, *topics, fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
+                    probe_every_s=BACKGROUND_PROBE_EVERY_S)
+
+
 async def fetch(consumer: AIOKafkaConsumer, stop: asyncio.Event, timeout_ms: int,
                 max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
     """`consumer.getmany`, whose wait for records also ends (empty) when `stop` is set: a

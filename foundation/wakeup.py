@@ -52,11 +52,12 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     of one of its topics (see the module docstring). Partitions the application paused itself
     stay paused."""
 
-    def __init__(self, *topics: str, database_url: str = "", probe_every_s: float = PROBE_EVERY_S,
+    def __init__(self, *topics: str, database_url: str = "", probe_every_s: float | None = None,
                  **options: Any) -> None:
         super().__init__(*topics, **options)
         self._wake_url = database_url
-        self._probe_every_s = probe_every_s
+        # (PROBE_EVERY_S read now, not when this module was loaded: tests shorten it.)
+        self._probe_every_s = PROBE_EVERY_S if probe_every_s is None else probe_every_s
         self._active_until = 0.0
         self._listening = False
         self._rested: set[TopicPartition] = set()
@@ -134,15 +135,20 @@ class WakingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         if not rested:
             return False
         try:
-            ends = await asyncio.wait_for(self.end_offsets(rested), PROBE_TIMEOUT_S)
-            for tp in rested:
-                # tansu 0.6 reports the last batch's first offset + 1 as the end (see
-                # eldercare/stack/roll.py): still past the position while that batch is unread.
-                if ends[tp] > await asyncio.wait_for(self.position(tp), PROBE_TIMEOUT_S):
-                    return True
+            # One timeout for the whole look (one per partition was a timer and a task each:
+            # ~7 wake-ups of the event loop per look of a 6-partition consumer).
+            return await asyncio.wait_for(self._past_position(rested), PROBE_TIMEOUT_S)
         except Exception as exc:  # any doubt means: look by fetching
             log.debug("resting consumer's look failed; polling", error=str(exc))
             return True
+
+    async def _past_position(self, tps: list[TopicPartition]) -> bool:
+        ends = await self.end_offsets(tps)
+        for tp in tps:
+            # tansu 0.6 reports the last batch's first offset + 1 as the end (see
+            # eldercare/stack/roll.py): still past the position while that batch is unread.
+            if ends[tp] > await self.position(tp):
+                return True
         return False
 
     async def _listen(self) -> None:

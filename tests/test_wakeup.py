@@ -29,8 +29,10 @@ def quick_rest(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _resting_consumer(settings: Settings, topic: str) -> AsyncIterator[WakingConsumer]:
-    consumer = kafka.consumer(settings, f"test-{uuid.uuid4().hex[:6]}", topic)
+async def _resting_consumer(settings: Settings, topic: str, background: bool = False,
+                            ) -> AsyncIterator[WakingConsumer]:
+    make = kafka.background_consumer if background else kafka.consumer
+    consumer = make(settings, f"test-{uuid.uuid4().hex[:6]}", topic)
     assert isinstance(consumer, WakingConsumer)
     await consumer.start()
     try:
@@ -46,11 +48,23 @@ async def _received(consumer: WakingConsumer, value: bytes) -> bool:
     return any(r.value == value for records in batches.values() for r in records)
 
 
+# Both kinds of consumer: the platform's, and the background one of the store (a longer fetch
+# wait and a rarer look; the same rest and wake-ups).
+KINDS = pytest.mark.parametrize("background", [False, True], ids=["consumer", "background"])
+
+
+def _looks_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    monkeypatch.setattr(wakeup, "PROBE_EVERY_S", seconds)
+    monkeypatch.setattr(kafka, "BACKGROUND_PROBE_EVERY_S", seconds)
+
+
+@KINDS
 async def test_a_platform_producer_wakes_a_resting_consumer(
     infra: Settings, topic: str, quick_rest: None, monkeypatch: pytest.MonkeyPatch,
+    background: bool,
 ) -> None:
-    monkeypatch.setattr(wakeup, "PROBE_EVERY_S", 3600.0)  # only the wake-up can deliver
-    async with _resting_consumer(infra, topic) as consumer:
+    _looks_every(monkeypatch, 3600.0)  # only the wake-up can deliver
+    async with _resting_consumer(infra, topic, background) as consumer:
         producer = kafka.producer(infra)
         await producer.start()
         try:
@@ -60,11 +74,13 @@ async def test_a_platform_producer_wakes_a_resting_consumer(
             await producer.stop()
 
 
+@KINDS
 async def test_a_record_from_outside_the_platform_arrives_by_the_fallback_look(
     infra: Settings, topic: str, quick_rest: None, monkeypatch: pytest.MonkeyPatch,
+    background: bool,
 ) -> None:
-    monkeypatch.setattr(wakeup, "PROBE_EVERY_S", 0.2)
-    async with _resting_consumer(infra, topic) as consumer:
+    _looks_every(monkeypatch, 0.2)
+    async with _resting_consumer(infra, topic, background) as consumer:
         outside = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)  # no NOTIFY
         await outside.start()
         try:

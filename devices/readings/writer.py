@@ -61,8 +61,9 @@ def rows_of(records: Iterable[Any]) -> list[tuple[Any, ...]]:
 
 
 def consumer(settings: Settings, group: str = GROUP, topic: str = kafka.EVENTS) -> AIOKafkaConsumer:
-    """The group consumer of the events topic (batch size is set per `getmany`)."""
-    return kafka.consumer(settings, group, topic)
+    """The group consumer of the events topic (batch size is set per `getmany`); nothing
+    urgent waits for the store, so it polls as a background consumer."""
+    return kafka.background_consumer(settings, group, topic)
 
 
 async def store_batch(
@@ -124,7 +125,8 @@ async def run(settings: Settings, stop: asyncio.Event, group: str = GROUP,
     try:
         while not stop.is_set():
             # Records end the wait at once, and so does a stop.
-            batch = await kafka.fetch(c, stop, 500, max_records=batch_size)
+            batch = await kafka.fetch(c, stop, kafka.BACKGROUND_WAIT_MS,
+                                      max_records=batch_size)
             if batch:
                 with BATCH_SECONDS.time():
                     await store_batch(writers, c, batch, producer)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,33 @@ def _settings(data: Path, infra: list[embedded.EmbeddedService], mock_url: str,
         twilio_auth_token="bench-token", twilio_from_number="+15017122661",
         twilio_api_base_url=mock_url, log_level="WARNING", **overrides,
     )
+
+
+@dataclass
+class Infra:
+    """What `database_and_kafka` started."""
+
+    settings: Settings
+    postgres: embedded.EmbeddedService
+    kafka: embedded.EmbeddedService
+
+
+@contextlib.contextmanager
+def database_and_kafka(prefix: str) -> Iterator[Infra]:
+    """An embedded PostgreSQL (migrated) and tansu in a temporary folder, for the benches that
+    run one part of the platform in their own process; both stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        data = Path(tmp)
+        started: list[embedded.EmbeddedService] = []
+        try:
+            started += [embedded.start_postgres(data), embedded.start_kafka(data)]
+            pg, kf = started
+            db.upgrade(pg.url)
+            yield Infra(Settings(database_url=pg.url, kafka_bootstrap=kf.url, data_dir=data),
+                        pg, kf)
+        finally:
+            for svc in reversed(started):
+                svc.stop()
 
 
 @contextlib.contextmanager

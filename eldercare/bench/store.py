@@ -15,11 +15,9 @@ import asyncio
 import json
 import random
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,8 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devices.readings import partitions, writer
 from eldercare.bench.idle import tree_cpu_s
-from eldercare.stack import embedded
-from foundation import db
+from eldercare.bench.stack import database_and_kafka
 from foundation.config import Settings
 
 PARTITIONS = 6
@@ -119,29 +116,21 @@ async def _store(settings: Settings, topic: str, n: int) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     """Figures of the store bench; starts its own PostgreSQL and tansu."""
     n = 20_000 if quick else 200_000
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        data = Path(tmp)
-        services = [embedded.start_postgres(data), embedded.start_kafka(data)]
-        try:
-            pg, kf = services
-            settings = Settings(database_url=pg.url, kafka_bootstrap=kf.url, data_dir=data)
-            db.upgrade(pg.url)
-            events = _events(n)
-            rows = writer.rows_of(_Record(e) for e in events)
-            topic = f"bench.store.{uuid.uuid4().hex[:6]}"
-            _progress(f"producing {n} events to {topic}")
-            asyncio.run(_produce(settings, topic, events))
-            asyncio.run(_reset(pg.url))
-            _progress("baseline: plain COPY of the same rows")
-            with _Cpu(pg.pid, kf.pid) as raw_cpu:
-                raw = asyncio.run(_raw_copy(pg.url, rows))
-            asyncio.run(_reset(pg.url))
-            _progress("store writer draining the topic")
-            with _Cpu(pg.pid, kf.pid) as store_cpu:
-                store = asyncio.run(_store(settings, topic, n))
-        finally:
-            for svc in reversed(services):
-                svc.stop()
+    with database_and_kafka("bench-store-") as infra:
+        settings, pg, kf = infra.settings, infra.postgres, infra.kafka
+        events = _events(n)
+        rows = writer.rows_of(_Record(e) for e in events)
+        topic = f"bench.store.{uuid.uuid4().hex[:6]}"
+        _progress(f"producing {n} events to {topic}")
+        asyncio.run(_produce(settings, topic, events))
+        asyncio.run(_reset(pg.url))
+        _progress("baseline: plain COPY of the same rows")
+        with _Cpu(pg.pid, kf.pid) as raw_cpu:
+            raw = asyncio.run(_raw_copy(pg.url, rows))
+        asyncio.run(_reset(pg.url))
+        _progress("store writer draining the topic")
+        with _Cpu(pg.pid, kf.pid) as store_cpu:
+            store = asyncio.run(_store(settings, topic, n))
     _progress(f"raw COPY {raw:,.0f}/s, store {store:,.0f}/s, ratio {store / raw:.2f};"
               f" CPU s raw {raw_cpu.spent}, store {store_cpu.spent}")
     return {
