@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from foundation import logs
@@ -85,10 +85,7 @@ async def _serve_http(app: Any, bind: str, stop: asyncio.Event, settings: Settin
     host could forge its address and dodge the login throttle."""
     import uvicorn
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
-            yield
+    from foundation.http_server import Server
 
     host, port = bind.rsplit(":", 1)
     trusted_proxies = settings.console_trusted_proxies.strip()
@@ -98,7 +95,7 @@ async def _serve_http(app: Any, bind: str, stop: asyncio.Event, settings: Settin
         ssl_certfile=settings.tls_cert_file or None, ssl_keyfile=settings.tls_key_file or None))
     serving = asyncio.create_task(server.serve())
     await stop.wait()
-    server.should_exit = True
+    server.stop()
     await serving
 
 

@@ -136,30 +136,32 @@ def consumer_client_id_prefix(pid: int) -> str:
 
 
 def consumer(settings: Settings, group: str, *topics: str, fetch_max_wait_ms: int = 5,
-             **resting: Any) -> GroupConsumer:
+             **options: Any) -> GroupConsumer:
     """A group consumer with manual commits and low fetch latency (aiokafka waits 500 ms).
     The session timeout is short so that a killed member's partitions are handed to its
     replacement within seconds (the group waits for the dead member's session to expire).
     It rests while no record comes and the platform's producers wake it (foundation/wakeup.py),
-    so an idle platform does not poll the broker 200 times a second per consumer (`resting`:
-    options of that, e.g. `probe_every_s`). tansu answers a waiting fetch only when its wait is
-    over, so `fetch_max_wait_ms` is also the longest a record waits for an awake consumer.
-    Its commits say which broker incarnation they count in (foundation/group_consumer.py)."""
+    so an idle platform does not poll the broker 200 times a second per consumer (`options`:
+    options of that, e.g. `probe_every_s`, or aiokafka options that replace these defaults).
+    tansu answers a waiting fetch only when its wait is over, so `fetch_max_wait_ms` is also
+    the longest a record waits for an awake consumer. Its commits say which broker incarnation
+    they count in (foundation/group_consumer.py)."""
     from foundation.group_consumer import GroupConsumer
 
+    defaults: dict[str, Any] = {
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
     return GroupConsumer(
         *topics, settings=settings, database_url=settings.database_url,
         bootstrap_servers=settings.kafka_bootstrap, group_id=group,
         client_id=consumer_client_id_prefix(os.getpid()) + group,
         enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_max_wait_ms,
-        max_poll_records=500, session_timeout_ms=settings.kafka_session_timeout_ms,
+        fetch_max_wait_ms=fetch_max_wait_ms, max_poll_records=500,
         # The background fetcher's longest sleep (aiokafka: 200 ms). It wakes at once for a
         # resumed partition, a fetch answered or a new assignment: this only bounds how often a
         # resting consumer's fetcher looks for nothing.
-        consumer_timeout_ms=1000,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms, **security(settings),
-        **resting,
+        consumer_timeout_ms=1000, **security(settings), **{**defaults, **options},
     )
 
 
@@ -172,6 +174,14 @@ def consumer(settings: Settings, group: str, *topics: str, fetch_max_wait_ms: in
 # `eldercare bench idle`: see docs/benchmarks.md, "Idle, third pass".
 BACKGROUND_FETCH_MAX_WAIT_MS = 200
 BACKGROUND_PROBE_EVERY_S = 5.0
+# Its group session is 6 s with a heartbeat every 2 s (or the platform's, if longer): a
+# heartbeat is a request and ~5 wake-ups of the event loop, and at the platform's 400 ms they
+# were ~70 % of an idle store's wake-ups. The price: a hung store holds its partitions 6 s,
+# tansu holds its group joins ~3 s (half the session), and it learns of a rebalance up to 2 s
+# later; a dead one is still evicted at once by the supervisor. 6 s is also Apache Kafka's
+# default group.min.session.timeout.ms.
+BACKGROUND_SESSION_TIMEOUT_MS = 6000
+BACKGROUND_HEARTBEAT_INTERVAL_MS = 2000
 # How long a background service's loop waits for records before it looks at its own
 # housekeeping; records and a stop end the wait at once (`fetch`).
 BACKGROUND_WAIT_MS = 5000
@@ -179,8 +189,12 @@ BACKGROUND_WAIT_MS = 5000
 
 def background_consumer(settings: Settings, group: str, *topics: str) -> GroupConsumer:
     """A group consumer for a service nothing urgent waits for (see above)."""
-    return consumer(settings, group, *topics, fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
-                    probe_every_s=BACKGROUND_PROBE_EVERY_S)
+    return consumer(
+        settings, group, *topics, fetch_max_wait_ms=BACKGROUND_FETCH_MAX_WAIT_MS,
+        probe_every_s=BACKGROUND_PROBE_EVERY_S,
+        session_timeout_ms=max(settings.kafka_session_timeout_ms, BACKGROUND_SESSION_TIMEOUT_MS),
+        heartbeat_interval_ms=max(settings.kafka_heartbeat_interval_ms,
+                                  BACKGROUND_HEARTBEAT_INTERVAL_MS))
 
 
 async def fetch(consumer: AIOKafkaConsumer, stop: asyncio.Event, timeout_ms: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -108,44 +108,75 @@ def _lag_gauge(service: str) -> Gauge:
     return _gauges[service]
 
 
-async def consumer_lag(settings: Settings, group: str, topics: tuple[str, ...]
-                       ) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> end offset minus the group's committed offset (all if none)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+class LagProbe:
+    """Reads a group's lag: a consumer that never subscribes, so it does not disturb the
+    group's members; it only reads the group's commits (OffsetFetch) and the log ends. Kept for
+    the life of the report (a new client every report cost each service a connection, its
+    handshake and the metadata of every topic every `LAG_INTERVAL_S`)."""
 
-    # A consumer that never subscribes: it only reads the group's commits (OffsetFetch) and
-    # the log ends, so it does not disturb the group's members.
-    from foundation.kafka import security
+    def __init__(self, settings: Settings, group: str) -> None:
+        from aiokafka import AIOKafkaConsumer
 
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                             enable_auto_commit=False, **security(settings))
-    await probe.start()
-    try:
-        await probe.topics()  # loads the metadata of every topic
+        from foundation.kafka import security
+
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                          group_id=group, enable_auto_commit=False,
+                                          **security(settings))
+        self._started = False
+
+    async def lag(self, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> end offset minus the group's committed offset (all if
+        none)."""
+        from aiokafka import TopicPartition
+
+        probe = self._consumer
+        if not self._started:
+            await probe.start()
+            self._started = True
+            await probe.topics()  # loads the metadata of every topic
         tps = [TopicPartition(t, p) for t in topics for p in probe.partitions_for_topic(t) or ()]
         if not tps:
+            await probe.topics()  # a topic made since: looked up again next time
             return {}
         ends = await probe.end_offsets(tps)
         lags = {}
         for tp in tps:
             committed = await probe.committed(tp)
             lags[(tp.topic, tp.partition)] = max(0, ends[tp] - (committed or 0))
+        return lags
+
+    async def close(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+
+
+async def consumer_lag(settings: Settings, group: str, topics: tuple[str, ...]
+                       ) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset minus the group's committed offset (all if none)."""
+    probe = LagProbe(settings, group)
+    try:
+        return await probe.lag(topics)
     finally:
-        await probe.stop()
-    return lags
+        await probe.close()
 
 
 async def _report_lag(settings: Settings, service: str, gauge: Gauge,
                       stop: asyncio.Event) -> None:
     group, topics = CONSUMER_GROUPS[service]
-    while not stop.is_set():
-        try:
-            for (topic, partition), lag in (await consumer_lag(settings, group, topics)).items():
-                gauge.labels(topic, str(partition)).set(lag)
-        except Exception as exc:  # a metric is never worth stopping the service for
-            log.warning("consumer lag not measured", group=group, error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), LAG_INTERVAL_S)
+    probe = LagProbe(settings, group)
+    try:
+        while not stop.is_set():
+            try:
+                for (topic, partition), lag in (await probe.lag(topics)).items():
+                    gauge.labels(topic, str(partition)).set(lag)
+            except Exception as exc:  # a metric is never worth stopping the service for
+                log.warning("consumer lag not measured", group=group, error=str(exc))
+                await probe.close()  # a new client next time (e.g. after a broker roll)
+                probe = LagProbe(settings, group)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_INTERVAL_S)
+    finally:
+        await probe.close()
 
 
 def app(settings: Settings, service: str) -> Callable[..., Awaitable[None]]:
@@ -178,10 +209,7 @@ async def serve(settings: Settings, service: str, stop: asyncio.Event) -> None:
         return
     import uvicorn
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
-            yield
+    from foundation.http_server import Server
 
     host, port = bind.rsplit(":", 1)
     # Bound here, so a port in use is an OSError we can log (uvicorn would exit the process).
@@ -201,7 +229,7 @@ async def serve(settings: Settings, service: str, stop: asyncio.Event) -> None:
                                                      stop)))
     log.info("observability endpoint", service=service, bind=bind)
     await stop.wait()
-    server.should_exit = True
+    server.stop()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, SystemExit):

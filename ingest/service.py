@@ -4,14 +4,13 @@ sharing one Kafka producer, device directory and de-duplication window."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import Iterator
 
 import uvicorn
 
 from foundation import collector, kafka, logs
 from foundation.config import Settings
+from foundation.http_server import Server
 from ingest.dedup import recall_within
 from ingest.directory import DeviceDirectory
 from ingest.event_batches import KeyPartitioner
@@ -26,12 +25,6 @@ def http_bind(settings: Settings) -> tuple[str, int]:
     """Worker N listens on the configured port + N, so workers on one host do not collide."""
     host, port = settings.ingest_http_bind.rsplit(":", 1)
     return host, int(port) + settings.ingest_worker
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # the service runner owns signals
-        yield
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -50,7 +43,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await recall_within(settings, ingest.recent, settings.ingest_dedup_window_s)
     collector.settle()  # before the first message
     host, port = http_bind(settings)
-    server = _Server(uvicorn.Config(
+    server = Server(uvicorn.Config(
         create_app(ingest), host=host, port=port, log_level="warning",
         timeout_graceful_shutdown=2,
     ))
@@ -66,7 +59,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await consume(ingest, settings, stop)
     finally:
-        server.should_exit = True
+        server.stop()
         if serving is not None:
             await serving
         await producer.stop()

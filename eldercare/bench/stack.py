@@ -44,7 +44,11 @@ def _settings(data: Path, infra: list[embedded.EmbeddedService], mock_url: str,
     return Settings(
         database_url=pg.url, kafka_bootstrap=kf.url, mqtt_url=mq.url, data_dir=data,
         mqtt_auth_dir=mq.extra.get("auth_dir", ""),
-        mqtt_device_url=mq.extra.get("device_url", ""), metrics_binds="",
+        mqtt_device_url=mq.extra.get("device_url", ""),
+        # Each service's /metrics endpoint, as `eldercare up` runs them (on free ports): the
+        # idle bench counts what they cost (an endpoint and a lag report per service).
+        metrics_binds=",".join(f"{name}=127.0.0.1:{procs.free_port()}"
+                               for name in ("detectors", "dispatcher", "store")),
         console_bind=f"127.0.0.1:{procs.free_port()}",
         ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
         notify="twilio", twilio_account_sid="AC" + "0123456789abcdef" * 2,

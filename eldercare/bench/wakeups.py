@@ -2,8 +2,9 @@
 
 A diagnostic beside `eldercare bench idle`: at 1 % of a core a process gives py-spy a dozen
 busy samples a minute, but what it costs is mostly how often its event loops wake up. This runs
-one service of the stack (`store`, `detectors`, `dispatcher`, ...) in this process on an
-embedded PostgreSQL and tansu with no traffic, lets it settle, then counts for `--seconds`:
+one service of the stack (`store`, `detectors`, `dispatcher`, ...) in this process as
+`eldercare up` runs it (with its /metrics endpoint unless `--no-metrics`), on an embedded
+PostgreSQL and tansu with no traffic, lets it settle, then counts for `--seconds`:
 
 - each thread's event-loop wake-ups (selector waits) per second;
 - the timers set per second, by the first frame of the platform's own code that set them
@@ -79,11 +80,16 @@ class Census:
 
 async def _count(service: str, settings: Any, seconds: float, census: Census) -> float:
     from eldercare.services import _registry
-    from foundation import kafka
+    from foundation import kafka, observability
 
     await kafka.ensure_topics(settings)
     stop = asyncio.Event()
-    running = asyncio.ensure_future(_registry()[service](settings, stop))
+
+    async def as_run_service() -> None:  # eldercare.services.run_service, signals aside
+        async with observability.running(settings, service):
+            await _registry()[service](settings, stop)
+
+    running = asyncio.ensure_future(as_run_service())
     await asyncio.sleep(SETTLE_S)
     cpu = time.process_time()
     census.counting = True
@@ -98,15 +104,20 @@ async def _count(service: str, settings: Any, seconds: float, census: Census) ->
 def main(argv: list[str] | None = None) -> int:
     from eldercare.bench.stack import database_and_kafka
     from eldercare.services import SERVICES
+    from foundation import procs
 
     parser = argparse.ArgumentParser(prog="python -m eldercare.bench.wakeups",
                                      description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("service", choices=SERVICES)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="without the service's /metrics endpoint (which `eldercare up` runs)")
     args = parser.parse_args(argv)
     census = Census()
     with census.installed(), database_and_kafka("bench-wakeups-") as infra:
-        cpu = asyncio.run(_count(args.service, infra.settings, args.seconds, census))
+        binds = "" if args.no_metrics else f"{args.service}=127.0.0.1:{procs.free_port()}"
+        settings = infra.settings.model_copy(update={"metrics_binds": binds})
+        cpu = asyncio.run(_count(args.service, settings, args.seconds, census))
     per_s = args.seconds
     print(f"{args.service}: {100 * cpu / per_s:.2f} % of one core over {per_s:g} s")
     for thread, n in census.wakeups.most_common():
