@@ -102,11 +102,19 @@ async def _serve_http(app: Any, bind: str, stop: asyncio.Event, settings: Settin
 SERVICES = ("ingest", "detectors", "dispatcher", "console", "store")
 
 
+async def with_endpoint(name: str, settings: Settings, stop: asyncio.Event) -> None:
+    """Run the named service until `stop`, beside its /metrics, /healthz and /readyz endpoint
+    (when `metrics_binds` names it): a service process as `eldercare up` runs it."""
+    from foundation import observability
+
+    async with observability.running(settings, name):
+        await _registry()[name](settings, stop)
+
+
 def run_service(name: str, settings: Settings) -> None:
     """Run the named service until a signal asks it to stop."""
     logs.configure(settings.log_level, name)
     log = logs.get(__name__)
-    main = _registry()[name]
     log.info("service starting")  # with the stop's timing: what a restart costs
     asked: list[float] = []
 
@@ -122,10 +130,7 @@ def run_service(name: str, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ask_to_stop)
-        from foundation import observability  # /metrics, /healthz, /readyz of this process
-
-        async with observability.running(settings, name):
-            await main(settings, stop)
+        await with_endpoint(name, settings, stop)
 
     asyncio.run(supervised())
     if asked:

@@ -50,6 +50,15 @@ def subscribed() -> bool:
     return bool(_subscribed)
 
 
+def local_binds(services: tuple[str, ...] = tuple(CONSUMER_GROUPS)) -> str:
+    """`metrics_binds` serving each of `services` (by default every service process that has
+    an endpoint of its own, as `eldercare up` runs them) on a free port of 127.0.0.1: for the
+    tests and the benches."""
+    from foundation import procs
+
+    return ",".join(f"{name}=127.0.0.1:{procs.free_port()}" for name in services)
+
+
 def parse_binds(text: str) -> dict[str, str]:
     """"detectors=0.0.0.0:9100,dispatcher=..." -> {"detectors": "0.0.0.0:9100", ...}."""
     binds: dict[str, str] = {}

@@ -21,7 +21,7 @@ from playwright.async_api import Browser, async_playwright
 from devices.catalogue import DeviceKind
 from devices.registry import Community, Contact, Device, Elder, Staff, save
 from eldercare.stack import embedded
-from foundation import db, kafka, procs
+from foundation import db, kafka, observability, procs
 from foundation.config import Settings, child_env
 from tests import twilio_mock
 from tests.helpers import eventually
@@ -57,8 +57,7 @@ def infra(workdir: Path) -> Iterator[Settings]:
         mqtt_auth_dir=mq.extra["auth_dir"], mqtt_device_url=mq.extra["device_url"],
         console_bind=f"127.0.0.1:{procs.free_port()}",
         ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
-        metrics_binds=",".join(f"{name}=127.0.0.1:{procs.free_port()}"
-                               for name in ("detectors", "dispatcher", "store")),
+        metrics_binds=observability.local_binds(),
     )
     db.upgrade(settings.database_url)
     asyncio.run(kafka.ensure_topics(settings))

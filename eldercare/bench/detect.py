@@ -22,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -36,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from detectors.base import ElderProfile
 from detectors.config import DetectorConfig
 from detectors.suite import ElderState, Suite, build
-from eldercare.stack import embedded
+from eldercare.bench.stack import database_and_kafka
 from foundation import db, kafka
 from foundation.config import Settings
 from foundation.contracts.events import CanonicalEvent
@@ -230,25 +228,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     values = events(elders, per_elder)
     n = len(values)
     _progress(f"{n} events of {elders} elders")
-    with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
-        workdir = Path(tmp)
-        pg = embedded.start_postgres(workdir)
-        kf = embedded.start_kafka(workdir)
-        try:
-            settings = Settings(database_url=pg.url, kafka_bootstrap=kf.url, data_dir=workdir)
-            db.upgrade(settings.database_url)
-            asyncio.run(kafka.ensure_topics(settings))
-            topic = f"bench.events.{uuid.uuid4().hex[:6]}"
-            asyncio.run(_produce(settings, topic, values))
-            _progress("baseline: bare consumer")
-            raw = asyncio.run(_baseline(settings, topic, n))
-            _progress(f"baseline {raw:.0f} events/s; engine")
-            engine = asyncio.run(_engine(settings, topic, n, elders))
-            through = engine["events_per_s"]
-            _progress(f"engine {through:.0f} events/s; detectors alone")
-        finally:
-            kf.stop()
-            pg.stop()
+    with database_and_kafka("bench-detect-") as infra:
+        settings = infra.settings
+        asyncio.run(kafka.ensure_topics(settings))
+        topic = f"bench.events.{uuid.uuid4().hex[:6]}"
+        asyncio.run(_produce(settings, topic, values))
+        _progress("baseline: bare consumer")
+        raw = asyncio.run(_baseline(settings, topic, n))
+        _progress(f"baseline {raw:.0f} events/s; engine")
+        engine = asyncio.run(_engine(settings, topic, n, elders))
+        through = engine["events_per_s"]
+        _progress(f"engine {through:.0f} events/s; detectors alone")
     pure, held, per, sweeps = _pure(values)
     from detectors.falls import bench as falls_bench
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eldercare.stack import embedded
-from foundation import db, kafka, procs
+from foundation import db, kafka, observability, procs
 from foundation.config import Settings, child_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,8 +47,7 @@ def _settings(data: Path, infra: list[embedded.EmbeddedService], mock_url: str,
         mqtt_device_url=mq.extra.get("device_url", ""),
         # Each service's /metrics endpoint, as `eldercare up` runs them (on free ports): the
         # idle bench counts what they cost (an endpoint and a lag report per service).
-        metrics_binds=",".join(f"{name}=127.0.0.1:{procs.free_port()}"
-                               for name in ("detectors", "dispatcher", "store")),
+        metrics_binds=observability.local_binds(),
         console_bind=f"127.0.0.1:{procs.free_port()}",
         ingest_http_bind=f"127.0.0.1:{procs.free_port()}",
         notify="twilio", twilio_account_sid="AC" + "0123456789abcdef" * 2,

@@ -79,17 +79,12 @@ class Census:
 
 
 async def _count(service: str, settings: Any, seconds: float, census: Census) -> float:
-    from eldercare.services import _registry
-    from foundation import kafka, observability
+    from eldercare.services import with_endpoint
+    from foundation import kafka
 
     await kafka.ensure_topics(settings)
     stop = asyncio.Event()
-
-    async def as_run_service() -> None:  # eldercare.services.run_service, signals aside
-        async with observability.running(settings, service):
-            await _registry()[service](settings, stop)
-
-    running = asyncio.ensure_future(as_run_service())
+    running = asyncio.create_task(with_endpoint(service, settings, stop))
     await asyncio.sleep(SETTLE_S)
     cpu = time.process_time()
     census.counting = True
@@ -104,7 +99,7 @@ async def _count(service: str, settings: Any, seconds: float, census: Census) ->
 def main(argv: list[str] | None = None) -> int:
     from eldercare.bench.stack import database_and_kafka
     from eldercare.services import SERVICES
-    from foundation import procs
+    from foundation import observability
 
     parser = argparse.ArgumentParser(prog="python -m eldercare.bench.wakeups",
                                      description=__doc__.split("\n\n")[0] if __doc__ else "")
@@ -115,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     census = Census()
     with census.installed(), database_and_kafka("bench-wakeups-") as infra:
-        binds = "" if args.no_metrics else f"{args.service}=127.0.0.1:{procs.free_port()}"
+        binds = "" if args.no_metrics else observability.local_binds((args.service,))
         settings = infra.settings.model_copy(update={"metrics_binds": binds})
         cpu = asyncio.run(_count(args.service, settings, args.seconds, census))
     per_s = args.seconds
