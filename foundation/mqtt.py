@@ -12,6 +12,8 @@ import aiomqtt
 from paho.mqtt.client import DisconnectFlags
 from paho.mqtt.reasoncodes import ReasonCode
 
+from foundation.contracts.events import URGENT_TYPES
+
 TOPIC_ROOT = "eldercare/v1"
 
 
@@ -74,8 +76,26 @@ class MqttTarget:
         )
 
 
+# The channel a device publishes its alarms on (SOS, its own fall flag, smoke, gas, heat: the
+# event types of `contracts.events.URGENT_TYPES`, an alarm that stopped sounding included).
+# Ingest reads it on a session of its own, so an alarm never waits behind telemetry.
+ALARM_CHANNEL = "alarm"
+
+
 def event_topic(community_id: str, device_id: str) -> str:
     return f"{TOPIC_ROOT}/{community_id}/{device_id}/event"
+
+
+def alarm_topic(community_id: str, device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{community_id}/{device_id}/{ALARM_CHANNEL}"
+
+
+def topic_for(community_id: str, device_id: str, event_type: str) -> str:
+    """Where a device publishes an event of this type: its alarm channel for an alarm, its
+    event channel for everything else."""
+    if event_type in URGENT_TYPES:
+        return alarm_topic(community_id, device_id)
+    return event_topic(community_id, device_id)
 
 
 async def check(url: str) -> None:

@@ -32,25 +32,32 @@ log = logs.get(__name__)
 
 
 async def rearm(settings: Settings, timeout_s: float = 10.0) -> None:
-    """Connect as ingest worker `settings.ingest_worker` (session kept, nothing acknowledged),
-    subscribe as ingest does, and leave: the broker queues for ingest from now on."""
+    """Connect as ingest worker `settings.ingest_worker`'s sessions (the main one, then the
+    alarm one; session kept, nothing acknowledged), subscribe as ingest does, and leave: the
+    broker queues for ingest from now on."""
+    for alarms in (False, True):
+        await _rearm(settings, alarms, timeout_s)
+
+
+async def _rearm(settings: Settings, alarms: bool, timeout_s: float) -> None:
     target = MqttTarget.parse(settings.mqtt_url)
+    identifier = client_id(settings, alarms)
     if session_protocol(settings) == "3.1.1":
-        client = target.client(identifier=client_id(settings), clean_session=False,
+        client = target.client(identifier=identifier, clean_session=False,
                                protocol=aiomqtt.ProtocolVersion.V311, timeout=timeout_s)
     else:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = 1  # at most one queued message in flight to us, unacknowledged
-        client = target.client(identifier=client_id(settings), clean_start=False,
+        client = target.client(identifier=identifier, clean_start=False,
                                properties=props, protocol=aiomqtt.ProtocolVersion.V5,
                                timeout=timeout_s)
     client._client.manual_ack_set(True)  # what arrives here stays unacknowledged: redelivered
     async with client:
-        for subscription in subscriptions(settings):
+        for subscription in subscriptions(settings, alarms):
             await client.subscribe(subscription, qos=1, timeout=timeout_s)
-    log.info("ingest's broker session re-armed", client_id=client_id(settings),
-             subscriptions=subscriptions(settings))
+    log.info("ingest's broker session re-armed", client_id=identifier,
+             subscriptions=subscriptions(settings, alarms))
 
 
 def rearm_now(settings: Settings, within_s: float = 5.0) -> None:

@@ -8,7 +8,7 @@ import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo
 
 from aiokafka import AIOKafkaProducer
@@ -101,11 +101,20 @@ class Ingest:
             return checked
         return await self._submit_event(checked, source)
 
+    @overload
+    async def check(self, topic: str, raw: bytes, source: str = "mqtt",
+                    dead_letter: Literal[True] = True) -> CanonicalEvent | Submitted: ...
+
+    @overload
+    async def check(self, topic: str, raw: bytes, source: str = "mqtt",
+                    dead_letter: bool = True) -> CanonicalEvent | Submitted | None: ...
+
     async def check(
-        self, topic: str, raw: bytes, source: str = "mqtt",
-    ) -> CanonicalEvent | Submitted:
+        self, topic: str, raw: bytes, source: str = "mqtt", dead_letter: bool = True,
+    ) -> CanonicalEvent | Submitted | None:
         """Validate one device message: its canonical event, for the caller to produce (after
-        `claim`), or its dead-letter record already handed to the producer."""
+        `claim`), or its dead-letter record already handed to the producer (`dead_letter`
+        False: None, nothing written, for a copy another session dead-letters)."""
         received_at = datetime.now(UTC)
         self._source(source).received.inc()
         result = await validate(
@@ -113,8 +122,14 @@ class Ingest:
             self._max_future, self._max_past, self._local_tz,
         )
         if isinstance(result, Rejection):
+            if not dead_letter:
+                return None
             return await self._submit_rejection(source, topic, raw, result, received_at)
         return result
+
+    def seen(self, key: str) -> bool:
+        """Whether the event `key` (its `identity`) was taken already; nothing counted."""
+        return self.recent.seen(key)
 
     def claim(self, key: str, source: str) -> bool:
         """False for a duplicate (counted); `key` is the event's `identity`. Otherwise it counts

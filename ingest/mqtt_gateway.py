@@ -1,11 +1,19 @@
 """MQTT -> Kafka. A message is acknowledged to the broker (QoS 1 PUBACK) only after Kafka has
 acknowledged the canonical event or its dead-letter record, so an ingest crash loses nothing:
-the broker redelivers whatever was not acknowledged to the persistent session."""
+the broker redelivers whatever was not acknowledged to the persistent session.
+
+Two sessions per worker, each persistent, each with its own connection, queue and batches: the
+main one (every device channel and Zigbee2MQTT) and the alarm one (`.../alarm`: SOS, fall flags,
+fire and gas alarms). Under a flood of telemetry the main session's messages queue in the broker
+and in the worker; an alarm arrives on a connection of its own and is handled on the next turn
+of the event loop. The main session receives the alarms too: the copy that comes second is a
+duplicate (`Ingest.seen`), so an alarm session that is down or behind loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -13,7 +21,7 @@ import aiomqtt
 from foundation import logs
 from foundation.config import Settings
 from foundation.faults import is_transient
-from foundation.mqtt import MqttTarget
+from foundation.mqtt import ALARM_CHANNEL, MqttTarget
 from ingest import metrics, zigbee
 from ingest.dedup import identity
 from ingest.event_batches import EventBatches
@@ -30,36 +38,57 @@ log = logs.get(__name__)
 
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 1.0
 STEADY_S = 5.0  # a connection that lasted this long resets the reconnection backoff
+ALARM_SUFFIX = f"/{ALARM_CHANNEL}"
 BURST_WAIT_S = 0.001  # under load the reader lets messages gather this long between bursts
 
 
 async def consume(ingest: Ingest, settings: Settings, stop: asyncio.Event) -> None:
-    """Consume device messages until `stop` is set; reconnects when the broker goes away.
+    """Consume device messages until `stop` is set, on the main session and the alarm session
+    (each reconnects on its own when the broker goes away)."""
+    target = MqttTarget.parse(settings.mqtt_url)
+    in_flight: dict[bool, Callable[[], int]] = {}
+    metrics.IN_FLIGHT.set_function(lambda: sum(f() for f in list(in_flight.values())))
+    sessions = [asyncio.create_task(_session(target, settings, ingest, stop, alarms, in_flight))
+                for alarms in (True, False)]
+    try:
+        await asyncio.gather(*sessions)
+    finally:
+        for task in sessions:
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+
+
+async def _session(
+    target: MqttTarget, settings: Settings, ingest: Ingest, stop: asyncio.Event, alarms: bool,
+    in_flight: dict[bool, Callable[[], int]],
+) -> None:
+    """One session until `stop` is set; reconnects when the broker goes away.
 
     Every connection subscribes again, whether or not the broker still has ingest's session:
     a broker restarted without persistence (or without its database) knows no subscription,
     and what devices publish before ingest subscribes reaches nobody. So the first retry comes
     at once (RECONNECT_FIRST_S), then less often (up to RECONNECT_MAX_S)."""
-    target = MqttTarget.parse(settings.mqtt_url)
     loop = asyncio.get_running_loop()
     delay = RECONNECT_FIRST_S
     while not stop.is_set():
         connected = loop.time()
         try:
-            await _consume(target, settings, ingest, stop)
+            await _consume(target, settings, ingest, stop, alarms, in_flight)
         except aiomqtt.MqttError as exc:
             if loop.time() - connected > STEADY_S:  # it was running: a fresh outage
                 delay = RECONNECT_FIRST_S
-            log.warning("mqtt connection lost; reconnecting", error=str(exc), retry_in_s=delay)
+            log.warning("mqtt connection lost; reconnecting", error=str(exc), retry_in_s=delay,
+                        session="alarms" if alarms else "main")
             await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
 
 
 async def _consume(
-    target: MqttTarget, settings: Settings, ingest: Ingest, stop: asyncio.Event,
+    target: MqttTarget, settings: Settings, ingest: Ingest, stop: asyncio.Event, alarms: bool,
+    in_flight: dict[bool, Callable[[], int]],
 ) -> None:
     queues: list[asyncio.Queue[aiomqtt.Message]] = []
-    client = session_client(target, settings, queues)
+    client = session_client(target, settings, queues, alarms)
     inbox = queues[0]
     # aiomqtt acknowledges on receipt; paho underneath can defer the PUBACK until Kafka has it.
     client._client.manual_ack_set(True)
@@ -67,19 +96,22 @@ async def _consume(
     pending: set[asyncio.Future[Any]] = set()
     batches = EventBatches(ingest, client, pending, failed)
     # Received and not yet acknowledged: queued for the reader, or waiting for Kafka.
-    metrics.IN_FLIGHT.set_function(lambda: inbox.qsize() + batches.waiting + len(pending)
-                                   - batches.sent)
+    in_flight[alarms] = lambda: inbox.qsize() + batches.waiting + len(pending) - batches.sent
     async with client:
-        for subscription in subscriptions(settings):
+        for subscription in subscriptions(settings, alarms):
             granted = await client.subscribe(subscription, qos=1)
             if any(refused(g) for g in granted or ()):
                 # e.g. an ACL without zigbee2mqtt/#: the other subscriptions still work
                 log.error("subscription refused by the broker", subscription=subscription)
         from foundation import observability  # /readyz: subscribed now
 
-        observability.mark_subscribed()
-        log.info("ingest subscribed", subscriptions=subscriptions(settings),
-                 client_id=client_id(settings), mqtt=session_protocol(settings))
+        if alarms:  # /readyz follows the main session, which receives the alarms too
+            log.info("ingest alarm session subscribed", subscriptions=subscriptions(settings, True),
+                     client_id=client_id(settings, True))
+        else:
+            observability.mark_subscribed()
+            log.info("ingest subscribed", subscriptions=subscriptions(settings),
+                     client_id=client_id(settings), mqtt=session_protocol(settings))
 
         async def burst(first: aiomqtt.Message | None) -> None:
             """The messages queued up, validated and gathered into one batch per partition,
@@ -87,9 +119,10 @@ async def _consume(
             try:
                 await batches.start()
                 if first is not None:
-                    await _submit(client, ingest, batches, first, pending, failed)
+                    await _submit(client, ingest, batches, first, pending, failed, alarms)
                 while inbox.qsize():
-                    await _submit(client, ingest, batches, inbox.get_nowait(), pending, failed)
+                    await _submit(client, ingest, batches, inbox.get_nowait(), pending, failed,
+                                  alarms)
                 await batches.flush()
             except Exception:
                 # Left unacknowledged and the session is dropped: the broker redelivers them.
@@ -128,7 +161,7 @@ async def _consume(
 
 async def _submit(
     client: aiomqtt.Client, ingest: Ingest, batches: EventBatches, message: aiomqtt.Message,
-    pending: set[asyncio.Future[Any]], failed: asyncio.Event,
+    pending: set[asyncio.Future[Any]], failed: asyncio.Event, alarms: bool,
 ) -> None:
     """Hand one MQTT message to the producer; its PUBACK waits for Kafka's acknowledgement."""
     topic = message.topic.value
@@ -136,7 +169,7 @@ async def _submit(
     durable: asyncio.Future[Any] | _Batched | None
     try:
         try:
-            durable = await _process(ingest, batches, message, topic, bytes(payload))
+            durable = await _process(ingest, batches, message, topic, bytes(payload), alarms)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -166,19 +199,28 @@ _BATCHED = _Batched()
 
 async def _process(
     ingest: Ingest, batches: EventBatches, message: aiomqtt.Message, topic: str, raw: bytes,
+    alarms: bool = False,
 ) -> asyncio.Future[Any] | _Batched | None:
     """Validate one message and hand its record to Kafka: the future to acknowledge it on
-    (None: acknowledge now; `_BATCHED`: its event batch acknowledges it)."""
+    (None: acknowledge now; `_BATCHED`: its event batch acknowledges it). `alarms`: read by
+    the alarm session. An alarm reaches both sessions: the main session's copy is a safety net
+    that dead-letters nothing (the alarm session, which gets its own copy, does), and whichever
+    copy comes second is dropped without being counted as a duplicate."""
     if message.retain:
         # Replayed on subscribe (live messages arrive with retain=0): old state, not news.
         metrics.RETAINED_SKIPPED.inc()
         return None
     if topic.startswith(zigbee.TOPIC_PREFIX):  # rare, several events: a task of its own
         return asyncio.ensure_future(_zigbee(ingest, topic, raw))
-    checked = await ingest.check(topic, raw)
+    alarm = topic.endswith(ALARM_SUFFIX)
+    checked = await ingest.check(topic, raw, dead_letter=alarms or not alarm)
+    if checked is None:  # the main session's copy of a bad alarm: the alarm session's to tell
+        return None
     if isinstance(checked, Submitted):
         return checked.durable
     key = identity(checked)
+    if alarm and ingest.seen(key):  # the other session's copy came first
+        return None
     if not ingest.claim(key, "mqtt"):
         return None
     await batches.add(checked, message, key)

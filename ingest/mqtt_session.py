@@ -13,10 +13,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from foundation.config import Settings
-from foundation.mqtt import TOPIC_ROOT, MqttTarget
+from foundation.mqtt import ALARM_CHANNEL, TOPIC_ROOT, MqttTarget
 from ingest import zigbee
 
 SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/+"  # .../event and .../status; other channels are dead-lettered
+# The alarm session's: SOS, fall flags, fire and gas alarms, read ahead of the telemetry (the
+# main session receives them too, as a safety net: the copy that comes second is a duplicate).
+ALARM_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/{ALARM_CHANNEL}"
 MAX_IN_FLIGHT = 1000  # MQTT 5 Receive Maximum: messages received and not yet acknowledged
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our queue this long while no worker is connected
 
@@ -28,30 +31,35 @@ def session_protocol(settings: Settings) -> str:
     return settings.ingest_mqtt_session if settings.mqtt_protocol == "5" else "3.1.1"
 
 
-def subscriptions(settings: Settings) -> list[str]:
-    """Device topics and Zigbee2MQTT, as shared subscriptions when a group is set and the
-    broker speaks MQTT 5 (mosquitto shares them with 3.1.1 sessions too); a 3.1.1-only broker
-    such as amqtt has none: one worker then takes every message."""
+def subscriptions(settings: Settings, alarms: bool = False) -> list[str]:
+    """Device topics and Zigbee2MQTT (`alarms`: the alarm channel alone, for the alarm
+    session), as shared subscriptions when a group is set and the broker speaks MQTT 5
+    (mosquitto shares them with 3.1.1 sessions too); a 3.1.1-only broker such as amqtt has
+    none: one worker then takes every message."""
     group = settings.mqtt_shared_group if settings.mqtt_protocol == "5" else ""
-    plain = [SUBSCRIPTION, zigbee.SUBSCRIPTION, zigbee.AVAILABILITY_SUBSCRIPTION]
+    plain = [ALARM_SUBSCRIPTION] if alarms else [
+        SUBSCRIPTION, zigbee.SUBSCRIPTION, zigbee.AVAILABILITY_SUBSCRIPTION]
     return [f"$share/{group}/{t}" for t in plain] if group else plain
 
 
-def client_id(settings: Settings) -> str:
-    """Stable per worker, so a restarted worker resumes its broker-side session."""
-    return f"eldercare-ingest-{settings.mqtt_shared_group or 'solo'}-{settings.ingest_worker}"
+def client_id(settings: Settings, alarms: bool = False) -> str:
+    """Stable per worker (and per session: main or alarms), so a restarted worker resumes its
+    broker-side sessions."""
+    base = f"eldercare-ingest-{settings.mqtt_shared_group or 'solo'}-{settings.ingest_worker}"
+    return f"{base}-alarms" if alarms else base
 
 
 
 def session_client(
     target: MqttTarget, settings: Settings, queues: list[asyncio.Queue[aiomqtt.Message]],
+    alarms: bool = False,
 ) -> aiomqtt.Client:
-    """The consumer's client: a persistent session in MQTT 3.1.1 or 5 (`session_protocol`),
-    its incoming queue remembered in `queues`."""
+    """The consumer's client (`alarms`: the alarm session's): a persistent session in MQTT
+    3.1.1 or 5 (`session_protocol`), its incoming queue remembered in `queues`."""
     # aiomqtt's own queue is unbounded: a full queue would silently discard messages, which
     # (never acknowledged) would stall in the broker until the next reconnect.
     common: dict[str, Any] = {
-        "identifier": client_id(settings), "max_queued_incoming_messages": 0,
+        "identifier": client_id(settings, alarms), "max_queued_incoming_messages": 0,
         "queue_type": _inbox_type(queues),
     }
     if session_protocol(settings) == "3.1.1":

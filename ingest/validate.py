@@ -11,13 +11,13 @@ from pydantic import ValidationError
 
 from devices.catalogue import CATALOGUE, DeviceKind
 from devices.schemas import DEVICE_MESSAGE, DeviceMessage, Status
-from foundation.contracts.events import CanonicalEvent
+from foundation.contracts.events import URGENT_TYPES, CanonicalEvent
 from foundation.deadletter import Rejection
-from foundation.mqtt import TOPIC_ROOT
+from foundation.mqtt import ALARM_CHANNEL, TOPIC_ROOT
 from ingest.directory import DeviceDirectory, DeviceInfo
 from ingest.normalise import MAX_FUTURE, MAX_PAST, data_of, event_time
 
-CHANNELS = ("event", "status")
+CHANNELS = ("event", "status", ALARM_CHANNEL)
 
 
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
@@ -232,7 +232,7 @@ async def validate(
     if parsed is None or parsed[2] not in CHANNELS:
         return Rejection(
             "bad_topic",
-            f"topic {topic!r} is not {TOPIC_ROOT}/<community>/<device>/(event|status)",
+            f"topic {topic!r} is not {TOPIC_ROOT}/<community>/<device>/(event|status|alarm)",
         )
     community_id, device_id, channel = parsed
     device = await check_device(directory, device_id, community_id)
@@ -241,4 +241,12 @@ async def validate(
     body = decode(raw)
     if isinstance(body, Rejection):
         return body
-    return to_event(device, body, channel, received_at, source, max_future, max_past, local_tz)
+    event = to_event(device, body, channel, received_at, source, max_future, max_past, local_tz)
+    if channel == ALARM_CHANNEL and isinstance(event, CanonicalEvent) \
+            and event.type not in URGENT_TYPES:
+        # The alarm channel is read ahead of everything else: only alarms may take it.
+        return Rejection(
+            "not_an_alarm",
+            f"a {event.type!r} event on the alarm channel: only"
+            f" {', '.join(sorted(URGENT_TYPES))} go there, the rest on .../event")
+    return event

@@ -14,7 +14,7 @@ from typing import Any
 from devices.demo import demo_population
 from devices.registry import Elder
 from foundation import logs
-from foundation.mqtt import MqttTarget, event_topic
+from foundation.mqtt import MqttTarget, alarm_topic, event_topic
 
 log = logs.get(__name__)
 
@@ -42,7 +42,7 @@ async def run(mqtt_url: str, stop: asyncio.Event, sos_after_s: float = 30.0,
                 await _everyday(client, e, rng)
             if not sos_sent and time.monotonic() - started >= sos_after_s:
                 sos = next(d for d in sos_elder.devices if d.kind == "sos_button")
-                await client.publish(event_topic(sos_elder.community_id, sos.id), message("sos"),
+                await client.publish(alarm_topic(sos_elder.community_id, sos.id), message("sos"),
                                      qos=1)
                 log.info("demo: SOS pressed", elder=sos_elder.name, device=sos.id)
                 sos_sent = True

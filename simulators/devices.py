@@ -15,7 +15,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, topic_for
 from foundation.mqtt import Client as MqttClient
 from simulators.payloads import MessageIds
 from simulators.timeline import DeviceRef
@@ -103,8 +103,8 @@ class VirtualDevice:
         """Publish one event at QoS 1; `body` has the type and fields, we add msg_id and ts."""
         if self._client is None:
             raise RuntimeError(f"{self.ref.device_id} is not connected")
-        await self._client.publish(event_topic(self.ref.community_id, self.ref.device_id),
-                                   self.encode(body, ts), qos=1)
+        topic = topic_for(self.ref.community_id, self.ref.device_id, str(body.get("type", "")))
+        await self._client.publish(topic, self.encode(body, ts), qos=1)
         self.sent += 1
 
     def encode(self, body: dict[str, Any], ts: float) -> bytes:

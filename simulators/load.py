@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devices.registry import save
 from foundation.config import Settings
-from foundation.mqtt import MqttTarget, event_topic
+from foundation.mqtt import MqttTarget, topic_for
 from simulators import population, routine
 from simulators.clock import SimClock, start_in_past
 from simulators.payloads import MessageIds
@@ -83,7 +83,8 @@ async def simulate(settings: Settings, elders: int, rate: float, duration_s: flo
                     client = clients[hash(dev) % connections]
                     await gate.acquire()
                     task = asyncio.create_task(client.publish(
-                        event_topic(s.device.community_id, dev), body, qos=1))
+                        topic_for(s.device.community_id, dev, str(s.body.get("type", ""))), body,
+                        qos=1))
                     task.add_done_callback(lambda _t: gate.release())
                     published += 1
                     if published % 200 == 0:

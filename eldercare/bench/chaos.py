@@ -38,7 +38,7 @@ from devices.registry import Community, Contact, Device, Elder, save
 from eldercare.stack.supervisor import EarlyServices, Stack, Supervisor
 from foundation import procs
 from foundation.config import Settings
-from foundation.mqtt import MqttTarget, event_topic
+from foundation.mqtt import MqttTarget, topic_for
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest", "detectors", "dispatcher", "store"]
@@ -199,10 +199,15 @@ async def _press(stack: ChaosStack, community_id: str, device_id: str, body: byt
     PUBACK_WAIT_S is sent again, as a device does when its connection drops: aiomqtt leaves
     a pending publish waiting for its whole timeout then (a press in flight as mosquitto
     stopped waited 5 s before it was sent again; the platform recognises the repeat)."""
+    try:  # on the device's alarm channel if it is an alarm, as a device publishes it
+        kind = str(json.loads(body).get("type", ""))
+    except (ValueError, AttributeError):
+        kind = ""
+    topic = topic_for(community_id, device_id, kind)
     while True:
         try:
             async with MqttTarget.parse(stack.settings.mqtt_url).client(timeout=5) as client:
-                await client.publish(event_topic(community_id, device_id), body, qos=1,
+                await client.publish(topic, body, qos=1,
                                      timeout=PUBACK_WAIT_S)
                 return
         except (aiomqtt.MqttError, OSError, TimeoutError):

@@ -34,7 +34,7 @@ from devices.registry import save
 from eldercare.stack import embedded
 from foundation import db, kafka, procs
 from foundation.config import Settings, child_env
-from foundation.mqtt import event_topic
+from foundation.mqtt import event_topic, topic_for
 from simulators import population, recording, routine
 from simulators.clock import LOCAL, local_midnight
 from simulators.timeline import Timeline
@@ -67,9 +67,8 @@ def recorded_month(sims: list[population.SimElder], start: float, days: int, see
         if s.action != "publish":
             continue
         body = {"msg_id": f"m{n}", "ts": round(s.t, 3), **s.body}
-        out.append(recording.Recorded(s.t - start, event_topic(s.device.community_id,
-                                                               s.device.device_id),
-                                      json.dumps(body).encode(), 1, False))
+        topic = topic_for(s.device.community_id, s.device.device_id, str(s.body.get("type", "")))
+        out.append(recording.Recorded(s.t - start, topic, json.dumps(body).encode(), 1, False))
     return out
 
 

@@ -40,7 +40,7 @@ from eldercare.bench import nodered
 from eldercare.bench.stack import running, start_services
 from foundation import procs
 from foundation.config import Settings
-from foundation.mqtt import TOPIC_ROOT, MqttTarget, event_topic
+from foundation.mqtt import TOPIC_ROOT, MqttTarget, alarm_topic, event_topic
 
 TIMEOUT_S = 30.0  # a press with no call after this long counts as lost
 DRAIN_TIMEOUT_S = 180.0
@@ -192,7 +192,7 @@ async def press(client: aiomqtt.Client, pop: Population, elder: Elder) -> tuple[
     body = json.dumps({"msg_id": f"sos-{uuid.uuid4().hex[:12]}", "ts": time.time(),
                        "type": "sos"}).encode()
     at = time.perf_counter()
-    await client.publish(event_topic(pop.community.id, f"{elder.id}-sos"), body, qos=1)
+    await client.publish(alarm_topic(pop.community.id, f"{elder.id}-sos"), body, qos=1)
     return pop.first_contact[elder.id], at
 
 
@@ -397,7 +397,7 @@ async def _drained(settings: Settings, pop: Population, requests: list[Any],
         while time.perf_counter() < deadline:
             body = json.dumps({"msg_id": f"probe-{uuid.uuid4().hex[:12]}", "ts": time.time(),
                                "type": "sos"})
-            await client.publish(event_topic(pop.community.id, f"{spare.id}-sos"),
+            await client.publish(alarm_topic(pop.community.id, f"{spare.id}-sos"),
                                  body.encode(), qos=1)
             for _ in range(40):
                 await asyncio.sleep(0.05)
