@@ -85,7 +85,9 @@ def run(quick: bool = False, against: str = "HEAD", rate: float = 0.0) -> dict[s
             if side == "other" and not Path(sources[side]).is_relative_to(tree):
                 raise RuntimeError(f"the other stack would run {sources[side]}, not {commit}")
             start_services(stack, SERVICES, codes[side])
-        latencies, lost = asyncio.run(_measure(stacks, populations, presses, rate))
+        # Each side's devices publish an SOS where its code reads alarms.
+        alarm = {"this": True, "other": knows_alarm_channel(tree)}
+        latencies, lost = asyncio.run(_measure(stacks, populations, presses, rate, alarm))
         # (as a path inside the extracted tree, which goes with the block)
         sources["other"] = f"{commit[:12]}:" + str(Path(sources["other"]).relative_to(tree))
     figures: dict[str, Any] = {"against": commit, "presses": presses, "rate_per_s": rate,
@@ -105,11 +107,19 @@ def run(quick: bool = False, against: str = "HEAD", rate: float = 0.0) -> dict[s
     return figures
 
 
+def knows_alarm_channel(tree: Path) -> bool:
+    """Whether the code in `tree` reads the devices' alarm channel (commits before it take an
+    SOS on the event channel only)."""
+    mqtt = tree / "foundation" / "mqtt.py"
+    return mqtt.exists() and "ALARM_CHANNEL" in mqtt.read_text()
+
+
 async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Population],
-                   presses: int, rate: float = 0.0
+                   presses: int, rate: float = 0.0, alarm: dict[str, bool] | None = None,
                    ) -> tuple[dict[str, list[float | None]], dict[str, int]]:
     """Per side, each press's latency in press order (None: no call within the timeout), and
-    how many were lost."""
+    how many were lost; `alarm`: per side, whether its presses go on the alarm channel."""
+    alarm = alarm or dict.fromkeys(SIDES, True)
     for side in SIDES:
         _say(f"warming up the {side} stack")
         await sos._drained(stacks[side].settings, populations[side],
@@ -128,7 +138,8 @@ async def _measure(stacks: dict[str, BenchStack], populations: dict[str, sos.Pop
         for n in range(presses):
             for side in SIDES if n % 2 == 0 else SIDES[::-1]:  # neither always first
                 pop = populations[side]
-                pressed[side].append(await sos.press(client[side], pop, pop.community.elders[n]))
+                pressed[side].append(await sos.press(client[side], pop, pop.community.elders[n],
+                                                     alarm[side]))
                 await asyncio.sleep(sos.PRESS_INTERVAL_S / 2)
     quiet.set()
     await asyncio.gather(*load)
